@@ -1,0 +1,22 @@
+//! The host-side connector contract.
+//!
+//! These are the types and traits through which the delivery engine talks to
+//! sources and destinations. They mirror the WIT package
+//! `safd:connector@0.1.0` but are plain Rust: the engine never sees wasmtime
+//! types, and engine tests implement the traits with in-process fakes while
+//! the daemon uses the WebAssembly runtime's implementations.
+
+mod error;
+mod event;
+pub mod event_ids;
+mod session;
+
+pub use error::{ConnectorError, SessionError};
+pub use event::{
+    Attribute, Cursor, Event, SequencedEvent, Severity, StreamBatch, StreamPosition, Timestamp,
+};
+pub use session::{
+    Acknowledgement, CatchUpFrom, CatchUpRequest, DeliveryReport, DestinationConnector,
+    DestinationSession, Endpoint, Health, MemberRole, PollLimits, Registration, Rejection,
+    SessionInfo, SourceBatch, SourceConnector, SourceSession, retry_after,
+};

@@ -1,0 +1,232 @@
+//! wasmtime bindings of the two WIT worlds, and conversions to and from the
+//! engine-facing types of `safd-connector`.
+
+pub(crate) mod source_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "safd:connector/source",
+        exports: { default: async },
+    });
+}
+
+pub(crate) mod destination_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "safd:connector/destination",
+        exports: { default: async },
+        with: {
+            "safd:connector/types": super::source_world::safd::connector::types,
+            "safd:connector/log": super::source_world::safd::connector::log,
+        },
+    });
+}
+
+use destination_world::exports::safd::connector::destination_connector as wit_dest;
+use safd_connector as api;
+use source_world::exports::safd::connector::source_connector as wit_source;
+use source_world::safd::connector::types as wit;
+use std::time::Duration;
+
+pub(crate) use wit::ConnectorKind;
+
+pub(crate) fn connector_error(err: wit::ConnectorError) -> api::ConnectorError {
+    use wit::ConnectorError as E;
+    match err {
+        E::Transient(m) => api::ConnectorError::Transient(m),
+        E::Unavailable(m) => api::ConnectorError::Unavailable(m),
+        E::Backpressure(b) => api::ConnectorError::Backpressure {
+            retry_after: Duration::from_millis(u64::from(b.retry_after_ms)),
+            message: b.message,
+        },
+        E::Rejected(m) => api::ConnectorError::Rejected(m),
+        E::Unauthorized(m) => api::ConnectorError::Unauthorized(m),
+        E::Fatal(m) => api::ConnectorError::Fatal(m),
+        E::BadCursor(m) => api::ConnectorError::BadCursor(m),
+    }
+}
+
+fn severity_from_wit(s: wit::Severity) -> api::Severity {
+    use wit::Severity as S;
+    match s {
+        S::Debug => api::Severity::Debug,
+        S::Info => api::Severity::Info,
+        S::Warning => api::Severity::Warning,
+        S::Minor => api::Severity::Minor,
+        S::Major => api::Severity::Major,
+        S::Critical => api::Severity::Critical,
+    }
+}
+
+fn severity_to_wit(s: api::Severity) -> wit::Severity {
+    use api::Severity as S;
+    match s {
+        S::Debug => wit::Severity::Debug,
+        S::Info => wit::Severity::Info,
+        S::Warning => wit::Severity::Warning,
+        S::Minor => wit::Severity::Minor,
+        S::Major => wit::Severity::Major,
+        S::Critical => wit::Severity::Critical,
+    }
+}
+
+/// Guest → host: moves the strings, no copies.
+fn event_from_wit(e: wit::Event) -> api::Event {
+    api::Event {
+        id: e.id,
+        time: e.time,
+        severity: severity_from_wit(e.severity),
+        attributes: e
+            .attributes
+            .into_iter()
+            .map(|a| api::Attribute {
+                key: a.key,
+                value: a.value,
+            })
+            .collect(),
+        body: e.body,
+    }
+}
+
+fn event_to_wit(e: &api::Event) -> wit::Event {
+    wit::Event {
+        id: e.id.clone(),
+        time: e.time,
+        severity: severity_to_wit(e.severity),
+        attributes: e
+            .attributes
+            .iter()
+            .map(|a| wit::Attribute {
+                key: a.key.clone(),
+                value: a.value.clone(),
+            })
+            .collect(),
+        body: e.body.clone(),
+    }
+}
+
+pub(crate) fn batch_from_wit(b: wit_source::Batch) -> api::SourceBatch {
+    api::SourceBatch {
+        events: b.events.into_iter().map(event_from_wit).collect(),
+        cursor: b.cursor,
+        more: b.more,
+    }
+}
+
+pub(crate) fn poll_limits_to_wit(l: api::PollLimits) -> wit_source::PollLimits {
+    wit_source::PollLimits {
+        max_events: l.max_events,
+        max_bytes: l.max_bytes,
+    }
+}
+
+pub(crate) fn stream_batches_to_wit(batches: &[api::StreamBatch]) -> Vec<wit::StreamBatch> {
+    batches
+        .iter()
+        .map(|b| wit::StreamBatch {
+            stream: b.stream.clone(),
+            events: b
+                .events
+                .iter()
+                .map(|e| wit::SequencedEvent {
+                    seq: e.seq,
+                    event: event_to_wit(&e.event),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn positions_from_wit(p: Vec<wit::StreamPosition>) -> Vec<api::StreamPosition> {
+    p.into_iter()
+        .map(|p| api::StreamPosition {
+            stream: p.stream,
+            seq: p.seq,
+        })
+        .collect()
+}
+
+fn positions_to_wit(p: &[api::StreamPosition]) -> Vec<wit::StreamPosition> {
+    p.iter()
+        .map(|p| wit::StreamPosition {
+            stream: p.stream.clone(),
+            seq: p.seq,
+        })
+        .collect()
+}
+
+pub(crate) fn endpoint_to_wit(e: &api::Endpoint) -> wit_dest::Endpoint {
+    wit_dest::Endpoint {
+        member: e.member.clone(),
+        address: e.address.clone(),
+        role: match e.role {
+            api::MemberRole::Primary => wit_dest::MemberRole::Primary,
+            api::MemberRole::Backup => wit_dest::MemberRole::Backup,
+            api::MemberRole::Broadcast => wit_dest::MemberRole::Broadcast,
+        },
+    }
+}
+
+pub(crate) fn session_info_to_wit(i: &api::SessionInfo) -> wit_dest::SessionInfo {
+    wit_dest::SessionInfo {
+        agent_id: i.agent_id.clone(),
+        group: i.group.clone(),
+        epoch: i.epoch,
+        active: i.active,
+        stored: positions_to_wit(&i.stored),
+        acknowledged: positions_to_wit(&i.acknowledged),
+    }
+}
+
+pub(crate) fn registration_from_wit(r: wit_dest::Registration) -> api::Registration {
+    api::Registration {
+        high_water: positions_from_wit(r.high_water),
+        service_ready: r.service_ready,
+        catch_up: r.catch_up.map(|c| api::CatchUpRequest {
+            epoch: c.epoch,
+            start: match c.start {
+                wit_dest::CatchUpFrom::Positions(p) => {
+                    api::CatchUpFrom::Positions(positions_from_wit(p))
+                }
+                wit_dest::CatchUpFrom::Time(t) => api::CatchUpFrom::Time(t),
+            },
+        }),
+    }
+}
+
+pub(crate) fn report_from_wit(r: wit_dest::DeliveryReport) -> api::DeliveryReport {
+    api::DeliveryReport {
+        acknowledged: positions_from_wit(r.acknowledged),
+        rejected: r
+            .rejected
+            .into_iter()
+            .map(|r| api::Rejection {
+                stream: r.stream,
+                seq: r.seq,
+                reason: r.reason,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn health_from_wit(h: wit_dest::Health) -> api::Health {
+    api::Health {
+        service_ready: h.service_ready,
+        detail: h.detail,
+    }
+}
+
+pub(crate) fn acknowledgement_from_wit(a: wit_dest::Acknowledgement) -> api::Acknowledgement {
+    match a {
+        wit_dest::Acknowledgement::DurableCommit => api::Acknowledgement::DurableCommit,
+        wit_dest::Acknowledgement::TransportWrite => api::Acknowledgement::TransportWrite,
+    }
+}
+
+pub(crate) fn config_problems_from_wit(p: Vec<wit::ConfigProblem>) -> Vec<crate::ConfigProblem> {
+    p.into_iter()
+        .map(|p| crate::ConfigProblem {
+            path: p.path,
+            message: p.message,
+        })
+        .collect()
+}

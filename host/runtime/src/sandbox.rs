@@ -1,0 +1,286 @@
+//! Turning the operator's grants into a WASI context and an HTTP policy.
+//!
+//! Default deny: no environment, no arguments, no stdin, no files, no
+//! network. Each grant opens exactly one thing, and only if the plugin's
+//! manifest asked for that capability.
+
+use crate::config::Grants;
+use crate::guest_output::GuestOutput;
+use crate::manifest::Capabilities;
+use safd_connector::event_ids;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
+
+/// A grant that cannot be put into effect.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GrantError {
+    #[error("grants.dirs: `{path}` cannot be opened: {reason}")]
+    Dir { path: PathBuf, reason: String },
+    #[error("grants.dirs: `{0}` must be an absolute path")]
+    RelativeDir(PathBuf),
+    #[error("grants.http: `{0}` is not an authority; write host:port, e.g. 127.0.0.1:8080")]
+    Authority(String),
+    #[error("grants.tcp: `{entry}` does not resolve to an address: {reason}")]
+    Tcp { entry: String, reason: String },
+}
+
+/// The effective grants of one connector instance: requested ∩ granted.
+#[derive(Clone, Debug, Default)]
+pub struct Sandbox {
+    pub(crate) dirs: Vec<PathBuf>,
+    pub(crate) http: Arc<HashSet<Authority>>,
+    pub(crate) tcp: Arc<HashSet<SocketAddr>>,
+}
+
+/// An HTTP authority with its port made explicit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Authority {
+    host: String,
+    port: Option<u16>,
+}
+
+impl Authority {
+    fn parse(text: &str) -> Option<Self> {
+        let uri_authority: http::uri::Authority = text.parse().ok()?;
+        Some(Self {
+            host: uri_authority.host().to_ascii_lowercase(),
+            port: uri_authority.port_u16(),
+        })
+    }
+
+    /// Does this grant cover a request to `host:port`? A grant without a
+    /// port covers the scheme's default port only.
+    fn covers(&self, host: &str, port: u16, default_port: u16) -> bool {
+        self.host == host && self.port.unwrap_or(default_port) == port
+    }
+}
+
+impl Sandbox {
+    /// Effective grants for `connector`, given what its plugin requested.
+    /// Grants the plugin did not request are dropped with a warning, so an
+    /// operator learns that the grant has no effect.
+    pub fn new(
+        connector: &str,
+        requested: Capabilities,
+        grants: &Grants,
+    ) -> Result<Self, GrantError> {
+        let mut sandbox = Sandbox::default();
+        let ignored = |what: &str| {
+            tracing::warn!(
+                event_id = event_ids::PLUGIN_GRANT_IGNORED,
+                connector,
+                "grant `{what}` ignored: the plugin's manifest does not request this capability"
+            );
+        };
+        if !grants.dirs.is_empty() && !requested.files {
+            ignored("dirs");
+        } else {
+            for dir in &grants.dirs {
+                if !dir.is_absolute() {
+                    return Err(GrantError::RelativeDir(dir.clone()));
+                }
+                if !dir.is_dir() {
+                    return Err(GrantError::Dir {
+                        path: dir.clone(),
+                        reason: "not a directory".to_owned(),
+                    });
+                }
+                sandbox.dirs.push(dir.clone());
+            }
+        }
+        if !grants.http.is_empty() && !requested.http {
+            ignored("http");
+        } else {
+            let mut set = HashSet::new();
+            for entry in &grants.http {
+                set.insert(
+                    Authority::parse(entry).ok_or_else(|| GrantError::Authority(entry.clone()))?,
+                );
+            }
+            sandbox.http = Arc::new(set);
+        }
+        if !grants.tcp.is_empty() && !requested.tcp {
+            ignored("tcp");
+        } else {
+            let mut set = HashSet::new();
+            for entry in &grants.tcp {
+                let addrs = entry.to_socket_addrs().map_err(|e| GrantError::Tcp {
+                    entry: entry.clone(),
+                    reason: e.to_string(),
+                })?;
+                set.extend(addrs);
+            }
+            sandbox.tcp = Arc::new(set);
+        }
+        Ok(sandbox)
+    }
+
+    /// A WASI context that allows exactly what this sandbox grants.
+    pub(crate) fn wasi_ctx(&self, connector: &Arc<str>) -> Result<WasiCtx, GrantError> {
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(GuestOutput::new(connector.clone(), "stdout"))
+            .stderr(GuestOutput::new(connector.clone(), "stderr"))
+            .allow_ip_name_lookup(false)
+            .allow_udp(false);
+        for dir in &self.dirs {
+            let guest_path = dir.to_string_lossy();
+            builder
+                .preopened_dir(dir, guest_path.as_ref(), FsPerms::ReadOnly)
+                .map_err(|e| GrantError::Dir {
+                    path: dir.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        builder.allow_tcp(!self.tcp.is_empty());
+        let allowed = self.tcp.clone();
+        let name = connector.clone();
+        builder.socket_addr_check(move |addr, use_| {
+            let permitted = match use_ {
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                // A connect first binds implicitly to the wildcard address;
+                // allowing that reveals nothing and opens nothing.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            if !permitted {
+                tracing::warn!(
+                    event_id = event_ids::PLUGIN_ACCESS_DENIED,
+                    connector = %name,
+                    "socket access denied: {use_:?} {addr} is not granted (grants.tcp)"
+                );
+            }
+            Box::pin(async move { permitted })
+        });
+        Ok(builder.build())
+    }
+
+    pub(crate) fn http_policy(&self, connector: &Arc<str>) -> HttpPolicy {
+        HttpPolicy {
+            connector: connector.clone(),
+            allowed: self.http.clone(),
+        }
+    }
+}
+
+/// wasi:http hooks: a request leaves only for a granted authority.
+pub(crate) struct HttpPolicy {
+    connector: Arc<str>,
+    allowed: Arc<HashSet<Authority>>,
+}
+
+impl HttpPolicy {
+    fn permits(&self, uri: &http::Uri) -> bool {
+        let Some(authority) = uri.authority() else {
+            return false;
+        };
+        let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+            443
+        } else {
+            80
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host = authority.host().to_ascii_lowercase();
+        self.allowed
+            .iter()
+            .any(|grant| grant.covers(&host, port, default_port))
+    }
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for HttpPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> ResponseFuture {
+        _ = fut;
+        if !self.permits(request.uri()) {
+            tracing::warn!(
+                event_id = event_ids::PLUGIN_ACCESS_DENIED,
+                connector = %self.connector,
+                uri = %request.uri(),
+                "HTTP request denied: authority is not granted (grants.http)"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn everything() -> Capabilities {
+        Capabilities {
+            files: true,
+            http: true,
+            tcp: true,
+        }
+    }
+
+    #[test]
+    fn http_grants_match_host_and_port() {
+        let grants = Grants {
+            http: vec!["127.0.0.1:8080".into(), "Mgmt.Example:443".into()],
+            ..Grants::default()
+        };
+        let sandbox = Sandbox::new("t", everything(), &grants).unwrap();
+        let policy = sandbox.http_policy(&Arc::from("t"));
+        let ok = |u: &str| policy.permits(&u.parse().unwrap());
+        assert!(ok("http://127.0.0.1:8080/v1/events"));
+        assert!(ok("https://mgmt.example/v1"));
+        assert!(!ok("http://127.0.0.1:8081/"));
+        assert!(!ok("http://mgmt.example/"));
+        assert!(!ok("http://evil.example:8080/"));
+    }
+
+    #[test]
+    fn grants_not_requested_are_not_in_effect() {
+        let grants = Grants {
+            dirs: vec![std::env::temp_dir()],
+            http: vec!["127.0.0.1:1".into()],
+            tcp: vec!["127.0.0.1:2".into()],
+        };
+        let sandbox = Sandbox::new("t", Capabilities::default(), &grants).unwrap();
+        assert!(sandbox.dirs.is_empty() && sandbox.http.is_empty() && sandbox.tcp.is_empty());
+    }
+
+    #[test]
+    fn bad_grants_name_the_key() {
+        let grants = Grants {
+            dirs: vec!["relative/dir".into()],
+            ..Grants::default()
+        };
+        let err = Sandbox::new("t", everything(), &grants).unwrap_err();
+        assert!(err.to_string().starts_with("grants.dirs"), "{err}");
+        let grants = Grants {
+            http: vec!["http://not an authority".into()],
+            ..Grants::default()
+        };
+        let err = Sandbox::new("t", everything(), &grants).unwrap_err();
+        assert!(err.to_string().starts_with("grants.http"), "{err}");
+    }
+}

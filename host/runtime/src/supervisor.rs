@@ -1,0 +1,286 @@
+//! Running guest calls under limits, and rebuilding failed instances.
+//!
+//! Every call is bounded twice: an epoch deadline traps guest code that runs
+//! too long, and an outer tokio timeout covers time the guest spends blocked
+//! in host calls (which epochs cannot interrupt). Either way, and on any
+//! trap, the store is discarded: a store that trapped cannot be entered
+//! again. The next call rebuilds it after a backoff; too many failures within
+//! a window disable the instance.
+
+use crate::bindings::{self, source_world::safd::connector::types as wit};
+use crate::config::{Limits, RestartPolicy};
+use crate::plugin::Plugin;
+use crate::sandbox::Sandbox;
+use crate::state::{DeadlineExceeded, InstanceState};
+use safd_connector::{ConnectorError, SessionError, event_ids};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+
+/// Time the outer timeout allows beyond the epoch deadline, so that guest
+/// code is normally stopped by the (cleaner) epoch trap.
+const OUTER_GRACE: Duration = Duration::from_millis(100);
+
+/// Everything needed to (re)build one connector instance.
+pub(crate) struct InstanceSpec {
+    pub(crate) plugin: Arc<Plugin>,
+    pub(crate) name: Arc<str>,
+    pub(crate) config: String,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) limits: Limits,
+}
+
+impl InstanceSpec {
+    pub(crate) fn new_store(&self) -> Result<Store<InstanceState>, SessionError> {
+        let state = InstanceState::new(self.name.clone(), &self.sandbox, self.limits.memory_bytes)
+            .map_err(|e| SessionError::Start(e.to_string()))?;
+        Ok(state.into_store(self.plugin.engine()))
+    }
+}
+
+/// How a bounded call ended.
+pub(crate) enum CallOutcome<T> {
+    Returned(T),
+    Trapped(wasmtime::Error),
+    Elapsed,
+}
+
+/// Start the wall clock of a call on `store`.
+pub(crate) fn arm(store: &mut Store<InstanceState>, timeout: Duration) {
+    store.data_mut().deadline = Some(Instant::now() + timeout);
+    store.set_epoch_deadline(1);
+}
+
+/// Run a call that was armed with `arm`, under the outer timeout.
+pub(crate) async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> CallOutcome<T> {
+    match tokio::time::timeout(timeout + OUTER_GRACE, call).await {
+        Ok(Ok(value)) => CallOutcome::Returned(value),
+        Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => CallOutcome::Elapsed,
+        Ok(Err(err)) => CallOutcome::Trapped(err),
+        Err(_) => CallOutcome::Elapsed,
+    }
+}
+
+/// One line for the operator: the trap code (e.g. "wasm `unreachable`
+/// instruction executed") rather than the multi-line wasm backtrace.
+pub(crate) fn trap_summary(err: &wasmtime::Error) -> String {
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    err.chain()
+        .last()
+        .map(|cause| cause.to_string())
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Owns one live instance (of type `L`) and its restart history.
+pub(crate) struct Supervisor<L> {
+    pub(crate) spec: Arc<InstanceSpec>,
+    pub(crate) live: Option<L>,
+    restarts: RestartTracker,
+}
+
+impl<L> Supervisor<L> {
+    pub(crate) fn new(spec: Arc<InstanceSpec>) -> Self {
+        let restarts = RestartTracker::new(spec.limits.restart.clone());
+        Self {
+            spec,
+            live: None,
+            restarts,
+        }
+    }
+
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.spec.limits.call_timeout
+    }
+
+    /// Wait out the backoff before (re)building the instance.
+    pub(crate) async fn before_start(&mut self) -> Result<(), SessionError> {
+        self.restarts.before_start().await
+    }
+
+    /// Install a freshly built instance.
+    pub(crate) fn started(&mut self, live: L) -> &mut L {
+        if self.restarts.pending_restart {
+            self.restarts.pending_restart = false;
+            tracing::info!(
+                event_id = event_ids::PLUGIN_RESTARTED,
+                connector = %self.spec.name,
+                "plugin instance rebuilt"
+            );
+        }
+        self.live.insert(live)
+    }
+
+    /// Turn a call's outcome into the session's result; discard the
+    /// instance if it failed.
+    pub(crate) fn settle<T>(
+        &mut self,
+        outcome: CallOutcome<Result<T, wit::ConnectorError>>,
+        memory_refused: bool,
+    ) -> Result<T, SessionError> {
+        let name = &*self.spec.name;
+        let err = match outcome {
+            CallOutcome::Returned(Ok(value)) => return Ok(value),
+            CallOutcome::Returned(Err(err)) => {
+                let err = bindings::connector_error(err);
+                let ConnectorError::Fatal(message) = &err else {
+                    return Err(err.into());
+                };
+                tracing::warn!(
+                    event_id = event_ids::PLUGIN_FATAL,
+                    connector = name,
+                    "plugin reported a fatal error, rebuilding it: {message}"
+                );
+                SessionError::Connector(err)
+            }
+            CallOutcome::Trapped(trap) => {
+                let reason = if memory_refused {
+                    format!(
+                        "memory limit of {} MiB reached ({})",
+                        self.spec.limits.memory_bytes >> 20,
+                        trap_summary(&trap)
+                    )
+                } else {
+                    trap_summary(&trap)
+                };
+                tracing::warn!(
+                    event_id = event_ids::PLUGIN_TRAPPED,
+                    connector = name,
+                    "plugin trapped, rebuilding it: {reason}"
+                );
+                tracing::debug!(connector = name, "trap details: {trap:?}");
+                SessionError::Trapped(reason)
+            }
+            CallOutcome::Elapsed => {
+                let limit = self.call_timeout();
+                tracing::warn!(
+                    event_id = event_ids::PLUGIN_TIMED_OUT,
+                    connector = name,
+                    limit_ms = limit.as_millis() as u64,
+                    "plugin call interrupted at its time limit, rebuilding it"
+                );
+                SessionError::TimedOut(limit)
+            }
+        };
+        self.live = None;
+        if let Some(disabled) = self.restarts.record_failure(name) {
+            return Err(disabled);
+        }
+        Err(err)
+    }
+}
+
+/// Failure history of one instance.
+struct RestartTracker {
+    policy: RestartPolicy,
+    failures: VecDeque<Instant>,
+    not_before: Option<Instant>,
+    disabled: bool,
+    pending_restart: bool,
+}
+
+impl RestartTracker {
+    fn new(policy: RestartPolicy) -> Self {
+        Self {
+            policy,
+            failures: VecDeque::new(),
+            not_before: None,
+            disabled: false,
+            pending_restart: false,
+        }
+    }
+
+    fn disabled_error(&self) -> SessionError {
+        SessionError::Disabled {
+            restarts: self.policy.max_restarts,
+            window: self.policy.window,
+        }
+    }
+
+    async fn before_start(&mut self) -> Result<(), SessionError> {
+        if self.disabled {
+            return Err(self.disabled_error());
+        }
+        if let Some(at) = self.not_before.take() {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        Ok(())
+    }
+
+    /// Record a failure; returns the `Disabled` error once the instance has
+    /// failed too often.
+    fn record_failure(&mut self, connector: &str) -> Option<SessionError> {
+        let now = Instant::now();
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        let recent = self.failures.len() as u32;
+        if recent > self.policy.max_restarts {
+            self.disabled = true;
+            tracing::error!(
+                event_id = event_ids::PLUGIN_DISABLED,
+                connector,
+                failures = recent,
+                window_s = self.policy.window.as_secs(),
+                "plugin instance disabled after repeated failures; fix the plugin or its config, then reload"
+            );
+            return Some(self.disabled_error());
+        }
+        let factor = 1u32 << (recent - 1).min(16);
+        let backoff = self
+            .policy
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.policy.max_backoff);
+        self.not_before = Some(now + backoff);
+        self.pending_restart = true;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_disables() {
+        let mut t = RestartTracker::new(RestartPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+        });
+        let mut backoffs = Vec::new();
+        for _ in 0..3 {
+            assert!(t.record_failure("t").is_none());
+            let wait = t.not_before.unwrap().duration_since(Instant::now());
+            backoffs.push(wait);
+        }
+        assert!(backoffs[0] <= Duration::from_millis(100));
+        assert!(
+            backoffs[1] > Duration::from_millis(100) && backoffs[1] <= Duration::from_millis(200)
+        );
+        assert!(
+            backoffs[2] > Duration::from_millis(200) && backoffs[2] <= Duration::from_millis(300)
+        );
+        assert!(matches!(
+            t.record_failure("t"),
+            Some(SessionError::Disabled { restarts: 3, .. })
+        ));
+        assert!(t.disabled);
+    }
+}

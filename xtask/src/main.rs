@@ -1,0 +1,179 @@
+//! Developer tasks: `cargo xtask <task>`.
+//!
+//! - `plugins`: install the wasm32-wasip2 target if needed, build every
+//!   plugin in `plugins/` and assemble `target/plugins/` (`<name>.wasm` +
+//!   `<name>.toml`), a ready plugin directory;
+//! - `test`: `plugins`, then every test of the host workspace;
+//! - `demo`: `plugins`, then safd's demo on the built plugins;
+//! - `bench`: `plugins`, then the criterion benchmarks.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "safd developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build all plugins into target/plugins/.
+    Plugins,
+    /// Build the plugins, then run every test (extra args go to cargo test).
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the plugins, then run safd's demo.
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the plugins, then run the benchmarks (extra args go to cargo bench).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Plugins => build_plugins(&root).map(drop),
+        Task::Test { args } => {
+            let dir = build_plugins(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["test", "--workspace"]).args(args);
+            cmd.env("SAFD_PLUGIN_DIR", &dir);
+            run(&mut cmd)
+        }
+        Task::Demo { args } => {
+            let dir = build_plugins(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["run", "--quiet", "--package", "safd", "--", "demo", "--plugins"])
+                .arg(&dir)
+                .args(args);
+            run(&mut cmd)
+        }
+        Task::Bench { args } => {
+            let dir = build_plugins(&root)?;
+            let mut cmd = cargo(&root);
+            cmd.args(["bench", "--workspace"]).args(args);
+            cmd.env("SAFD_PLUGIN_DIR", &dir);
+            run(&mut cmd)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root);
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to install the wasm32-wasip2 target; install Rust with rustup")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {WASM_TARGET} target");
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Build every plugin crate that has a `<name>.toml` manifest beside its
+/// `Cargo.toml`, and gather them in `target/plugins/`.
+fn build_plugins(root: &Path) -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    let plugins_root = root.join("plugins");
+    let target_dir = root.join("target").join("wasm");
+    let mut cmd = cargo(&plugins_root);
+    cmd.args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .arg("--manifest-path")
+        .arg(plugins_root.join("Cargo.toml"));
+    // The host build's RUSTFLAGS (if any) are not meant for the guests.
+    cmd.env_remove("RUSTFLAGS");
+    run(&mut cmd)?;
+
+    let out = root.join("target").join("plugins");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let built = target_dir.join(WASM_TARGET).join("release");
+    let mut count = 0;
+    for crate_dir in plugin_crates(&plugins_root)? {
+        let name = crate_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let manifest = crate_dir.join(format!("{name}.toml"));
+        let wasm = built.join(format!("{}.wasm", name.replace('-', "_")));
+        copy_if_changed(&wasm, &out.join(format!("{name}.wasm")))?;
+        copy_if_changed(&manifest, &out.join(format!("{name}.toml")))?;
+        count += 1;
+    }
+    eprintln!("xtask: {count} plugins in {}", out.display());
+    Ok(out)
+}
+
+fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![plugins_root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if !path.is_dir() || path.ends_with("target") {
+                continue;
+            }
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if let Some(name) = name
+                && path.join("Cargo.toml").is_file()
+                && path.join(format!("{name}.toml")).is_file()
+            {
+                found.push(path.clone());
+            }
+            pending.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Copy only when the content differs, so timestamps (and the host's
+/// compiled-code cache) stay put across rebuilds.
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(to, bytes).with_context(|| format!("writing {}", to.display()))
+}
