@@ -57,9 +57,17 @@ fn main() -> Result<()> {
         Task::Demo { args } => {
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
-            cmd.args(["run", "--quiet", "--package", "safd", "--", "demo", "--plugins"])
-                .arg(&dir)
-                .args(args);
+            cmd.args([
+                "run",
+                "--quiet",
+                "--package",
+                "safd",
+                "--",
+                "demo",
+                "--plugins",
+            ])
+            .arg(&dir)
+            .args(args);
             run(&mut cmd)
         }
         Task::Bench { args } => {
@@ -100,7 +108,9 @@ fn ensure_wasm_target() -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("rustup is needed to install the wasm32-wasip2 target; install Rust with rustup")?;
+        .context(
+            "rustup is needed to install the wasm32-wasip2 target; install Rust with rustup",
+        )?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
         .any(|l| l.trim() == WASM_TARGET)
@@ -118,10 +128,16 @@ fn build_plugins(root: &Path) -> Result<PathBuf> {
     let plugins_root = root.join("plugins");
     let target_dir = root.join("target").join("wasm");
     let mut cmd = cargo(&plugins_root);
-    cmd.args(["build", "--release", "--target", WASM_TARGET, "--target-dir"])
-        .arg(&target_dir)
-        .arg("--manifest-path")
-        .arg(plugins_root.join("Cargo.toml"));
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .arg("--manifest-path")
+    .arg(plugins_root.join("Cargo.toml"));
     // The host build's RUSTFLAGS (if any) are not meant for the guests.
     cmd.env_remove("RUSTFLAGS");
     run(&mut cmd)?;
@@ -149,7 +165,9 @@ fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![plugins_root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             if !path.is_dir() || path.ends_with("target") {
                 continue;

@@ -91,12 +91,16 @@ impl CompileCache {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // Read into memory rather than `deserialize_file`, which maps the file:
+    // a mapped cache entry that is truncated or rewritten underneath the
+    // daemon would kill it with SIGBUS.
+    let bytes = std::fs::read(path)?;
     // SAFETY: wasmtime requires that deserialized bytes were produced by
     // `Component::serialize` of a compatible engine. Entries in this
     // directory are only written by `CompileCache::store` (the directory is
     // created by safd and restricted to its user), and the engine key in the
     // file name plus wasmtime's own header check reject other engines.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, bytes) }
 }
 
 #[cfg(unix)]

@@ -473,9 +473,9 @@ impl Plugin {
 fn one_shot_result<T>(outcome: CallOutcome<T>) -> Result<T, SessionError> {
     match outcome {
         CallOutcome::Returned(value) => Ok(value),
-        CallOutcome::Trapped(trap) => Err(SessionError::Trapped(
-            crate::supervisor::trap_summary(&trap),
-        )),
+        CallOutcome::Trapped(trap) => Err(SessionError::Trapped(crate::supervisor::trap_summary(
+            &trap,
+        ))),
         CallOutcome::Elapsed => Err(SessionError::TimedOut(ONE_SHOT_TIMEOUT)),
     }
 }

@@ -1,5 +1,7 @@
 //! Each sandbox property, proven against the fixture plugins.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -31,7 +33,10 @@ async fn trap_rebuilds_the_instance_and_the_next_call_works() {
     let mut session = open(&["ok", "trap"], &no_grants()).await;
     let first = session.poll(PollLimits::default()).await.unwrap();
     assert_eq!(ids(&first), ["fx-0", "fx-1", "fx-2", "fx-3"]);
-    session.commit(first.cursor.as_ref().unwrap()).await.unwrap();
+    session
+        .commit(first.cursor.as_ref().unwrap())
+        .await
+        .unwrap();
 
     let err = session.poll(PollLimits::default()).await.unwrap_err();
     assert!(matches!(err, SessionError::Trapped(_)), "{err:?}");
@@ -92,8 +97,14 @@ async fn unbounded_allocation_is_refused_and_the_host_lives_on() {
     let SessionError::Trapped(reason) = &err else {
         panic!("expected a trap, got {err:?}");
     };
-    assert!(reason.starts_with("memory limit of 32 MiB reached"), "{reason}");
-    assert!(!reason.contains('\n'), "one line for the operator: {reason}");
+    assert!(
+        reason.starts_with("memory limit of 32 MiB reached"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains('\n'),
+        "one line for the operator: {reason}"
+    );
     // Rebuilt and serving again.
     let batch = session.poll(PollLimits::default()).await.unwrap();
     assert_eq!(batch.events.len(), 4);
@@ -161,8 +172,9 @@ fn http_server() -> (String, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+            let _ = stream.write_all(
+                b"HTTP/1.1 204 No Content\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            );
         }
     });
     (authority, hits)
@@ -189,7 +201,11 @@ async fn http_goes_only_to_granted_authorities() {
         assert!(outcome.contains("HttpRequestDenied"), "{outcome}");
     }
     assert_eq!(granted_hits.load(Ordering::SeqCst), 1);
-    assert_eq!(other_hits.load(Ordering::SeqCst), 0, "denied request reached the server");
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "denied request reached the server"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +225,11 @@ async fn blocking_in_a_host_call_is_cut_by_the_outer_timeout() {
     let started = Instant::now();
     let err = session.poll(PollLimits::default()).await.unwrap_err();
     assert_eq!(err, SessionError::TimedOut(test_limits().call_timeout));
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     session.poll(PollLimits::default()).await.unwrap();
 }
 

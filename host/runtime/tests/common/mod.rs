@@ -22,7 +22,10 @@ pub fn plugin_dir() -> PathBuf {
 
 /// Compiled code shared by all tests, so each plugin is compiled once.
 pub fn cache_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-plugin-cache"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/test-plugin-cache"
+    ))
 }
 
 /// Limits that make failures quick to provoke.

@@ -1,0 +1,123 @@
+//! Destination sessions through the real runtime and the fixture plugin.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use safd_connector::{
+    Attribute, DestinationConnector, DestinationSession, Endpoint, Event, MemberRole,
+    SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+};
+
+fn batch(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> StreamBatch {
+    StreamBatch {
+        stream: stream.to_owned(),
+        events: seqs
+            .map(|seq| SequencedEvent {
+                seq,
+                event: Event {
+                    id: format!("{stream}-{seq}"),
+                    time: 1_710_119_830_000_000,
+                    severity: Severity::Major,
+                    attributes: vec![Attribute::new("subsystem", "TMF")],
+                    body: "The MAT Audit Trail is critically full.".to_owned(),
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn open(config: serde_json::Value) -> Box<dyn DestinationSession> {
+    let runtime = runtime();
+    let plugin = fixture(&runtime, "fixture-destination");
+    let destination = plugin
+        .destination("mgmt", config.to_string(), &no_grants())
+        .await
+        .unwrap();
+    destination
+        .open(Endpoint {
+            member: "primary".into(),
+            address: "http://127.0.0.1:1".into(),
+            role: MemberRole::Primary,
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn register_deliver_probe() {
+    let mut session = open(serde_json::json!({
+        "high_water": {"ems-prod1": 41},
+        "reject_every": 5,
+    }))
+    .await;
+    let registration = session.register(&SessionInfo::default()).await.unwrap();
+    assert!(registration.service_ready);
+    assert_eq!(
+        registration.high_water,
+        [StreamPosition {
+            stream: "ems-prod1".into(),
+            seq: 41
+        }]
+    );
+
+    let report = session
+        .deliver(&[batch("ems-prod1", 42..=50), batch("ems-prod2", 1..=3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        report.acknowledged,
+        [
+            StreamPosition {
+                stream: "ems-prod1".into(),
+                seq: 50
+            },
+            StreamPosition {
+                stream: "ems-prod2".into(),
+                seq: 3
+            },
+        ]
+    );
+    let rejected: Vec<u64> = report.rejected.iter().map(|r| r.seq).collect();
+    assert_eq!(rejected, [45, 50]);
+    assert!(session.probe().await.unwrap().service_ready);
+}
+
+#[tokio::test]
+async fn a_trap_in_deliver_resets_the_session_which_then_works() {
+    let mut session = open(serde_json::json!({ "script": ["ok", "trap"] })).await;
+    session.register(&SessionInfo::default()).await.unwrap();
+    session.deliver(&[batch("s", 1..=2)]).await.unwrap();
+    let err = session.deliver(&[batch("s", 3..=4)]).await.unwrap_err();
+    assert!(matches!(err, SessionError::Trapped(_)), "{err:?}");
+    assert!(err.instance_was_reset());
+    session.register(&SessionInfo::default()).await.unwrap();
+    let report = session.deliver(&[batch("s", 3..=4)]).await.unwrap();
+    assert_eq!(report.acknowledged[0].seq, 4);
+}
+
+#[tokio::test]
+async fn not_ready_and_probe_errors_are_reported() {
+    let mut session = open(serde_json::json!({
+        "service_ready": false,
+        "probe_script": ["error:unavailable"],
+    }))
+    .await;
+    assert!(
+        !session
+            .register(&SessionInfo::default())
+            .await
+            .unwrap()
+            .service_ready
+    );
+    let err = session.probe().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SessionError::Connector(safd_connector::ConnectorError::Unavailable(_))
+        ),
+        "{err:?}"
+    );
+    assert!(!session.probe().await.unwrap().service_ready);
+}

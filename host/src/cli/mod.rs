@@ -1,0 +1,89 @@
+//! Command-line interface.
+
+mod demo;
+mod plugins;
+
+use clap::{Args, Parser, Subcommand};
+use safd_runtime::{Limits, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// safd forwards operational events (NonStop EMS and others) to management
+/// servers without losing any: every event is on disk before its source
+/// moves on, and stays queued until a management server has acknowledged it,
+/// across primary/backup failover, outages and restarts.
+///
+/// Connectors are sandboxed WebAssembly plugins: drop `<name>.wasm` and
+/// `<name>.toml` into the plugin directory.
+#[derive(Debug, Parser)]
+#[command(name = "safd", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). The
+    /// SAFD_LOG environment variable (e.g. `safd_runtime=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, inspect and check connector plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Run a demonstration pipeline on the built plugins.
+    ///
+    /// Today: a smoke pipeline that moves generated events from a source
+    /// plugin through the host into a destination plugin and counts them.
+    Demo(demo::DemoArgs),
+}
+
+/// Options shared by commands that load plugins.
+#[derive(Debug, Args)]
+pub(crate) struct PluginDirArgs {
+    /// Plugin directory: `<name>.wasm` components with `<name>.toml` manifests.
+    #[arg(
+        long = "dir",
+        short = 'd',
+        env = "SAFD_PLUGIN_DIR",
+        default_value = "/usr/lib/safd/plugins"
+    )]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    /// Where compiled plugin code is cached (created if missing; owned by
+    /// safd, never the plugin directory). Default: $XDG_CACHE_HOME/safd or
+    /// ~/.cache/safd.
+    #[arg(long, env = "SAFD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    pub(crate) fn runtime(&self) -> anyhow::Result<Runtime> {
+        let cache_dir = self.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        Ok(Runtime::new(RuntimeConfig {
+            cache_dir,
+            limits: Limits::default(),
+        })?)
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("safd").join("compiled")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Plugins(command) => plugins::run(command).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}

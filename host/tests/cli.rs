@@ -1,0 +1,182 @@
+//! The `safd` binary, run as a process.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("fixture-source.wasm").is_file(),
+        "no built plugins in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+fn safd(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_safd"))
+        .args(args)
+        .env("SAFD_CACHE_DIR", cache)
+        .env_remove("SAFD_PLUGIN_DIR")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn plugins_list_shows_the_built_plugins_and_caches_them() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = plugin_dir();
+    let out = safd(
+        &["plugins", "list", "--dir", dir.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let header = stdout.lines().next().unwrap();
+    for column in ["NAME", "VERSION", "KIND", "API", "CAPABILITIES", "COMPILED"] {
+        assert!(header.contains(column), "{header}");
+    }
+    for name in [
+        "fixture-source",
+        "fixture-destination",
+        "hello-source",
+        "log-destination",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{stdout}"));
+        assert!(row.contains("safd:connector@0.1.0"), "{row}");
+        assert!(row.contains("compiled now"), "{row}");
+    }
+    let again = safd(
+        &["plugins", "list", "--dir", dir.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(text(&again.stdout).contains("yes (cached)"));
+}
+
+#[test]
+fn plugins_list_reports_a_corrupt_plugin_in_one_line_and_loads_the_rest() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["wasm", "toml"] {
+        std::fs::copy(
+            plugin_dir().join(format!("hello-source.{ext}")),
+            dir.path().join(format!("hello-source.{ext}")),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("broken.wasm"), b"\0asmnot really").unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "name = \"broken\"\nversion = \"1.0.0\"\nkind = \"source\"\napi = \"safd:connector@0.1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "name = \"typo\"\nkind = \"source\"\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        plugin_dir().join("hello-source.wasm"),
+        dir.path().join("typo.wasm"),
+    )
+    .unwrap();
+
+    let out = safd(
+        &["plugins", "list", "--dir", dir.path().to_str().unwrap()],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("hello-source"));
+    let refused: Vec<String> = text(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with("refused: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(refused.len(), 2, "{}", text(&out.stderr));
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("broken.wasm") && l.contains("not a valid WebAssembly component"))
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|l| l.contains("typo.toml") && l.contains("missing field"))
+    );
+}
+
+#[test]
+fn plugins_inspect_shows_description_and_schema() {
+    let cache = tempfile::tempdir().unwrap();
+    let file = plugin_dir().join("log-destination.wasm");
+    let out = safd(
+        &["plugins", "inspect", file.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("name:          log-destination"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kind:          destination"));
+    assert!(stdout.contains("transport-write (WARNING"));
+    assert!(stdout.contains("\"prefix\""), "schema missing:\n{stdout}");
+}
+
+#[test]
+fn help_reads_well() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = safd(&["--help"], cache.path());
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(help.contains("without losing any"));
+    assert!(help.contains("plugins") && help.contains("demo"));
+    let out = safd(&["plugins", "list", "--help"], cache.path());
+    assert!(text(&out.stdout).contains("--dir"));
+}
+
+#[test]
+fn demo_moves_every_event_exactly_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = plugin_dir();
+    let out = safd(
+        &[
+            "demo",
+            "--plugins",
+            dir.to_str().unwrap(),
+            "--events",
+            "5000",
+        ],
+        cache.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    let value = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {label} in:\n{stdout}"))
+    };
+    assert_eq!(value("generated"), "5000");
+    assert_eq!(value("delivered"), "5000");
+    assert_eq!(value("duplicates"), "0");
+    assert_eq!(value("lost"), "0");
+}
