@@ -219,6 +219,31 @@ async fn http_is_denied_when_the_grant_is_for_another_connector_kind() {
 }
 
 #[tokio::test]
+async fn tcp_connects_only_to_granted_addresses() {
+    let granted = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let granted_addr = granted.local_addr().unwrap().to_string();
+    let other_addr = other.local_addr().unwrap().to_string();
+    let script = [format!("tcp:{granted_addr}"), format!("tcp:{other_addr}")];
+    let script: Vec<&str> = script.iter().map(String::as_str).collect();
+    let grants = Grants {
+        tcp: vec![granted_addr.clone()],
+        ..Grants::default()
+    };
+    let mut session = open(&script, &grants).await;
+    assert_eq!(report(&mut session).await, "ok: connected");
+    assert!(report(&mut session).await.starts_with("error:"));
+    // The denied connect never reached the listener.
+    assert!(other.accept().is_err());
+
+    // Without any tcp grant, even the first address is refused.
+    let script = format!("tcp:{granted_addr}");
+    let mut session = open(&[script.as_str()], &no_grants()).await;
+    assert!(report(&mut session).await.starts_with("error:"));
+}
+
+#[tokio::test]
 async fn blocking_in_a_host_call_is_cut_by_the_outer_timeout() {
     let mut session = open(&["ok", "sleep:5000"], &no_grants()).await;
     session.poll(PollLimits::default()).await.unwrap();
