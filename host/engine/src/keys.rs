@@ -1,0 +1,53 @@
+//! Key layout of the queue's single sled tree. One tree, so that events and
+//! the source cursor that produced them commit in one atomic batch.
+//!
+//! - `E` stream-id(u32 BE) first-seq(u64 BE) → a batch of events
+//! - `S` stream-id(u32 BE)                   → the stream's state (name, next seq, cursor)
+//! - `Q` original key                         → a quarantined (damaged) record
+//!
+//! Big-endian integers keep sled's byte order equal to numeric order, so a
+//! range scan walks a stream in seq order.
+
+pub(crate) const EVENTS: u8 = b'E';
+pub(crate) const STREAM: u8 = b'S';
+pub(crate) const QUARANTINE: u8 = b'Q';
+
+pub(crate) fn events(stream: u32, first_seq: u64) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[0] = EVENTS;
+    key[1..5].copy_from_slice(&stream.to_be_bytes());
+    key[5..].copy_from_slice(&first_seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn stream(stream: u32) -> [u8; 5] {
+    let mut key = [0u8; 5];
+    key[0] = STREAM;
+    key[1..].copy_from_slice(&stream.to_be_bytes());
+    key
+}
+
+pub(crate) fn quarantine(original: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(original.len() + 1);
+    key.push(QUARANTINE);
+    key.extend_from_slice(original);
+    key
+}
+
+/// Decode an events key into (stream id, first seq).
+pub(crate) fn parse_events(key: &[u8]) -> Option<(u32, u64)> {
+    if key.len() != 13 || key[0] != EVENTS {
+        return None;
+    }
+    let stream = u32::from_be_bytes(key[1..5].try_into().ok()?);
+    let seq = u64::from_be_bytes(key[5..].try_into().ok()?);
+    Some((stream, seq))
+}
+
+/// Decode a stream key into its id.
+pub(crate) fn parse_stream(key: &[u8]) -> Option<u32> {
+    if key.len() != 5 || key[0] != STREAM {
+        return None;
+    }
+    Some(u32::from_be_bytes(key[1..].try_into().ok()?))
+}
