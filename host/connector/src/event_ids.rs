@@ -3,6 +3,10 @@
 //! Each id is logged as the `event_id` field of a tracing record. The ids
 //! never change meaning; retired ids are not reused.
 
+/// A damaged queue record (failed its version or checksum check) was moved
+/// aside instead of being read; the events in it are not delivered.
+pub const QUEUE_RECORD_QUARANTINED: u32 = 2005;
+
 /// A plugin instance trapped (crashed); it will be rebuilt.
 pub const PLUGIN_TRAPPED: u32 = 3001;
 /// A plugin call ran past its wall-clock limit and was interrupted.

@@ -1,1 +1,101 @@
-fn main() {}
+//! Durable ingest (fsync per group commit) and replay reads, with 200-byte
+//! events, at batch sizes 1, 64, 256 and 1024.
+//!
+//! `cargo bench -p safd-engine --bench ingest`. Four concurrent writers
+//! (streams) model several sources sharing the group commit.
+#![allow(clippy::unwrap_used)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use safd_connector::{Attribute, Event, Severity};
+use safd_engine::Queue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH_SIZES: [usize; 4] = [1, 64, 256, 1024];
+const WRITERS: usize = 4;
+
+fn event(n: usize) -> Event {
+    Event {
+        id: format!("ems-prod1-ZZEV0001-{n:012}"),
+        time: 1_710_119_830_000_000 + n as i64,
+        severity: Severity::Critical,
+        attributes: vec![
+            Attribute::new("system", "\\PROD1"),
+            Attribute::new("process", "$LHNY1"),
+            Attribute::new("subsystem", "TANDEM.EXPAND.H01"),
+        ],
+        body: "LDEV 123 $LHNY1: LINE NOT READY, ERROR 140 ".repeat(5)[..200].to_owned(),
+    }
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("durable_ingest");
+    for size in BATCH_SIZES {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Arc::new(Queue::open(dir.path()).unwrap().0);
+        let batch: Arc<Vec<Event>> = Arc::new((0..size).map(event).collect());
+        group.throughput(Throughput::Elements((size * WRITERS) as u64));
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let tasks: Vec<_> = (0..WRITERS)
+                        .map(|w| {
+                            let queue = queue.clone();
+                            let batch = batch.clone();
+                            tokio::spawn(async move {
+                                let stream = format!("s{w}");
+                                for i in 0..iters {
+                                    let cursor = i.to_be_bytes().to_vec();
+                                    queue.ingest(&stream, &batch, Some(&cursor)).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(dir.path()).unwrap().0;
+    let total = 200_000usize;
+    let batch: Vec<Event> = (0..256).map(event).collect();
+    rt.block_on(async {
+        for _ in 0..total / 256 {
+            queue.ingest("ems", &batch, None).await.unwrap();
+        }
+    });
+    let stored = (total / 256 * 256) as u64;
+    let mut group = c.benchmark_group("replay");
+    group.throughput(Throughput::Elements(stored));
+    group.bench_function("read_all_256_per_call", |b| {
+        b.iter(|| {
+            let mut from = 1;
+            while from <= stored {
+                let events = queue.read("ems", from, 256, usize::MAX).unwrap();
+                from = events.last().unwrap().seq + 1;
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = ingest;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = bench_ingest, bench_replay
+}
+criterion_main!(ingest);

@@ -12,15 +12,13 @@
 use crate::codec::{self, RecordError};
 use crate::flush::GroupCommit;
 use crate::keys;
+use safd_connector::event_ids::QUEUE_RECORD_QUARANTINED;
 use safd_connector::{Cursor, Event, SequencedEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Stable event id for a record found damaged and set aside.
-pub const QUEUE_RECORD_QUARANTINED: u32 = 2005;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
