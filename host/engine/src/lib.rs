@@ -7,9 +7,11 @@
 //! Built so far: the durable store-and-forward queue ([`Queue`]) — events and
 //! source cursors written in one atomic batch, group commit (one fsync shared
 //! by every ingest that arrives while another is in flight), versioned and
-//! checksummed records, recovery on open, quarantine of damaged records.
+//! checksummed records, recovery on open, quarantine of damaged records; and
+//! the failover choice rule ([`failover::choose_active`]).
 
 mod codec;
+pub mod failover;
 mod flush;
 mod keys;
 mod queue;
