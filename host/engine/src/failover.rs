@@ -88,7 +88,11 @@ mod tests {
             };
             assert_eq!(events_wait_in(&members), expected_wait, "row: {line}");
             // Catch-up by the first registrant exactly when nobody is active.
-            assert_eq!(catchup == "first-registrant", active == "none", "row: {line}");
+            assert_eq!(
+                catchup == "first-registrant",
+                active == "none",
+                "row: {line}"
+            );
             rows += 1;
         }
         assert_eq!(rows, 16);
@@ -99,7 +103,10 @@ mod tests {
         use MemberHealth::*;
         assert_eq!(choose_active(&[Unreachable, Degraded, Ready]), Some(2));
         assert_eq!(choose_active(&[Degraded, Unreachable, Degraded]), Some(0));
-        assert_eq!(choose_active(&[Unreachable, Unreachable, Unreachable]), None);
+        assert_eq!(
+            choose_active(&[Unreachable, Unreachable, Unreachable]),
+            None
+        );
         assert_eq!(choose_active(&[]), None);
     }
 }
