@@ -158,11 +158,19 @@ async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
             .unwrap();
     }
     damage(dir.path(), b'E');
-    for _ in 0..2 {
+    for round in 0..2 {
         let (queue, report) = Queue::open(dir.path()).unwrap();
-        assert_eq!(report.streams[0].next_seq, 4);
-        // The damaged batch is set aside; reading goes on past it.
-        assert!(queue.read("ems", 1, 10, usize::MAX).unwrap().is_empty());
+        // Each round ingests one more event after the damaged batch.
+        assert_eq!(report.streams[0].next_seq, 4 + round);
+        // The damaged batch (seqs 1-3) is set aside; reading goes on past
+        // it to what later rounds stored.
+        let seqs: Vec<u64> = queue
+            .read("ems", 1, 10, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (4..4 + round).collect::<Vec<_>>());
         queue.ingest("ems", &events(3..4), None).await.unwrap();
         drop(queue);
     }
@@ -194,4 +202,37 @@ async fn a_damaged_stream_record_is_reported_at_open() {
     drop(_queue);
     let (_queue, report) = Queue::open(dir.path()).unwrap();
     assert!(report.quarantined.is_empty());
+}
+
+#[tokio::test]
+async fn a_large_batch_is_stored_in_chunks_and_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<Event> = (0..1000u64)
+        .map(|n| Event {
+            body: "x".repeat(400),
+            ..event(n)
+        })
+        .collect();
+    {
+        let (queue, _) = Queue::open(dir.path()).unwrap();
+        let r = queue
+            .ingest("big", &big, Some(&cursor(1000)))
+            .await
+            .unwrap();
+        assert_eq!((r.first_seq, r.next_seq), (1, 1001));
+    }
+    let (queue, report) = Queue::open(dir.path()).unwrap();
+    assert_eq!(report.streams[0].next_seq, 1001);
+    let all = queue.read("big", 1, 5000, usize::MAX).unwrap();
+    assert_eq!(all.len(), 1000);
+    assert!(
+        all.iter()
+            .zip(1..)
+            .all(|(e, seq)| e.seq == seq && e.event.id == format!("ev-{}", seq - 1))
+    );
+    // Reads that start inside a later chunk.
+    for from in [2, 77, 500, 999, 1000] {
+        let part = queue.read("big", from, 3, usize::MAX).unwrap();
+        assert_eq!(part[0].seq, from);
+    }
 }
