@@ -2,7 +2,7 @@
 
 use crate::bindings::{self, destination_world::Destination};
 use crate::state::InstanceState;
-use crate::supervisor::{InstanceSpec, Supervisor, arm, bounded};
+use crate::supervisor::{InstanceSpec, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
     Acknowledgement, DeliveryReport, DestinationConnector, DestinationSession, Endpoint, Health,
@@ -84,87 +84,56 @@ impl std::fmt::Debug for WasmDestinationSession {
 
 impl WasmDestinationSession {
     async fn live(&mut self) -> Result<&mut LiveWriter, SessionError> {
-        if let Some(live) = self.supervisor.live.take() {
-            return Ok(self.supervisor.live.insert(live));
-        }
-        self.supervisor.before_start().await?;
-        let spec = self.supervisor.spec.clone();
-        let timeout = self.supervisor.call_timeout();
         let endpoint = bindings::endpoint_to_wit(&self.endpoint);
-        let mut store = spec.new_store()?;
-        arm(&mut store, timeout);
-        let outcome = bounded(timeout, async {
-            let instance = spec.plugin.instantiate_destination(&mut store).await?;
-            let constructed = instance
-                .safd_connector_destination_connector()
-                .writer()
-                .call_constructor(&mut store, &spec.config, &endpoint)
-                .await?;
-            Ok(constructed.map(|writer| (instance, writer)))
-        })
-        .await;
-        let refused = store.data().memory.refused;
-        let (instance, writer) = self.supervisor.settle(outcome, refused)?;
-        Ok(self.supervisor.started(LiveWriter {
-            store,
-            instance,
-            writer,
-        }))
+        self.supervisor
+            .live_or_start(
+                async |spec, store| {
+                    let instance = spec.plugin.instantiate_destination(&mut *store).await?;
+                    let constructed = instance
+                        .safd_connector_destination_connector()
+                        .writer()
+                        .call_constructor(&mut *store, &spec.config, &endpoint)
+                        .await?;
+                    Ok(constructed.map(|writer| (instance, writer)))
+                },
+                |store, (instance, writer)| LiveWriter {
+                    store,
+                    instance,
+                    writer,
+                },
+            )
+            .await
     }
 }
 
 #[async_trait]
 impl DestinationSession for WasmDestinationSession {
     async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
-        let timeout = self.supervisor.call_timeout();
         let info = bindings::session_info_to_wit(info);
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_destination_connector()
-                .writer()
-                .call_register(&mut live.store, live.writer, &info),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        let registration = self.supervisor.settle(outcome, refused)?;
+        let registration = call_live!(self, |live| live
+            .instance
+            .safd_connector_destination_connector()
+            .writer()
+            .call_register(&mut live.store, live.writer, &info))?;
         Ok(bindings::registration_from_wit(registration))
     }
 
     async fn deliver(&mut self, batches: &[StreamBatch]) -> Result<DeliveryReport, SessionError> {
-        let timeout = self.supervisor.call_timeout();
         let batches = bindings::stream_batches_to_wit(batches);
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_destination_connector()
-                .writer()
-                .call_deliver(&mut live.store, live.writer, &batches),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        let report = self.supervisor.settle(outcome, refused)?;
+        let report = call_live!(self, |live| live
+            .instance
+            .safd_connector_destination_connector()
+            .writer()
+            .call_deliver(&mut live.store, live.writer, &batches))?;
         Ok(bindings::report_from_wit(report))
     }
 
     async fn probe(&mut self) -> Result<Health, SessionError> {
-        let timeout = self.supervisor.call_timeout();
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_destination_connector()
-                .writer()
-                .call_probe(&mut live.store, live.writer),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        let health = self.supervisor.settle(outcome, refused)?;
+        let health = call_live!(self, |live| live
+            .instance
+            .safd_connector_destination_connector()
+            .writer()
+            .call_probe(&mut live.store, live.writer))?;
         Ok(bindings::health_from_wit(health))
     }
 }

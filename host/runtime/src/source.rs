@@ -1,7 +1,7 @@
 //! Source connectors backed by a WebAssembly plugin.
 
 use crate::bindings::{self, source_world::Source};
-use crate::supervisor::{InstanceSpec, Supervisor, arm, bounded};
+use crate::supervisor::{InstanceSpec, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
     Cursor, PollLimits, SessionError, SourceBatch, SourceConnector, SourceSession, Timestamp,
@@ -77,54 +77,37 @@ impl std::fmt::Debug for WasmSourceSession {
 
 impl WasmSourceSession {
     async fn live(&mut self) -> Result<&mut LiveReader, SessionError> {
-        if let Some(live) = self.supervisor.live.take() {
-            return Ok(self.supervisor.live.insert(live));
-        }
-        self.supervisor.before_start().await?;
-        let spec = self.supervisor.spec.clone();
-        let timeout = self.supervisor.call_timeout();
-        let mut store = spec.new_store()?;
-        arm(&mut store, timeout);
-        let outcome = bounded(timeout, async {
-            let instance = spec.plugin.instantiate_source(&mut store).await?;
-            let constructed = instance
-                .safd_connector_source_connector()
-                .reader()
-                .call_constructor(&mut store, &spec.config, self.resume_from.as_ref())
-                .await?;
-            Ok(constructed.map(|reader| (instance, reader)))
-        })
-        .await;
-        let refused = store.data().memory.refused;
-        let (instance, reader) = self.supervisor.settle(outcome, refused)?;
-        Ok(self.supervisor.started(LiveReader {
-            store,
-            instance,
-            reader,
-        }))
+        let resume_from = &self.resume_from;
+        self.supervisor
+            .live_or_start(
+                async |spec, store| {
+                    let instance = spec.plugin.instantiate_source(&mut *store).await?;
+                    let constructed = instance
+                        .safd_connector_source_connector()
+                        .reader()
+                        .call_constructor(&mut *store, &spec.config, resume_from.as_ref())
+                        .await?;
+                    Ok(constructed.map(|reader| (instance, reader)))
+                },
+                |store, (instance, reader)| LiveReader {
+                    store,
+                    instance,
+                    reader,
+                },
+            )
+            .await
     }
 }
 
 #[async_trait]
 impl SourceSession for WasmSourceSession {
     async fn poll(&mut self, limits: PollLimits) -> Result<SourceBatch, SessionError> {
-        let timeout = self.supervisor.call_timeout();
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_source_connector()
-                .reader()
-                .call_poll(
-                    &mut live.store,
-                    live.reader,
-                    bindings::poll_limits_to_wit(limits),
-                ),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        let batch = self.supervisor.settle(outcome, refused)?;
+        let limits = bindings::poll_limits_to_wit(limits);
+        let batch = call_live!(self, |live| live
+            .instance
+            .safd_connector_source_connector()
+            .reader()
+            .call_poll(&mut live.store, live.reader, limits))?;
         Ok(bindings::batch_from_wit(batch))
     }
 
@@ -132,34 +115,18 @@ impl SourceSession for WasmSourceSession {
         // The cursor is durable before commit is called, so it is the right
         // place to resume even if this very call fails.
         self.resume_from = Some(cursor.clone());
-        let timeout = self.supervisor.call_timeout();
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_source_connector()
-                .reader()
-                .call_commit(&mut live.store, live.reader, cursor),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        self.supervisor.settle(outcome, refused)
+        call_live!(self, |live| live
+            .instance
+            .safd_connector_source_connector()
+            .reader()
+            .call_commit(&mut live.store, live.reader, cursor))
     }
 
     async fn seek(&mut self, from: Timestamp) -> Result<(), SessionError> {
-        let timeout = self.supervisor.call_timeout();
-        let live = self.live().await?;
-        arm(&mut live.store, timeout);
-        let outcome = bounded(
-            timeout,
-            live.instance
-                .safd_connector_source_connector()
-                .reader()
-                .call_seek(&mut live.store, live.reader, from),
-        )
-        .await;
-        let refused = live.store.data().memory.refused;
-        self.supervisor.settle(outcome, refused)
+        call_live!(self, |live| live
+            .instance
+            .safd_connector_source_connector()
+            .reader()
+            .call_seek(&mut live.store, live.reader, from))
     }
 }

@@ -81,6 +81,22 @@ pub(crate) fn trap_summary(err: &wasmtime::Error) -> String {
         .to_owned()
 }
 
+/// One bounded call on a session's live instance: build the instance if
+/// needed, arm the deadline, run the call under the outer timeout, and settle
+/// the outcome (discarding the instance on failure). `$live` names the live
+/// instance inside `$call`.
+macro_rules! call_live {
+    ($session:expr, |$live:ident| $call:expr) => {{
+        let timeout = $session.supervisor.call_timeout();
+        let $live = $session.live().await?;
+        $crate::supervisor::arm(&mut $live.store, timeout);
+        let outcome = $crate::supervisor::bounded(timeout, $call).await;
+        let refused = $live.store.data().memory.refused;
+        $session.supervisor.settle(outcome, refused)
+    }};
+}
+pub(crate) use call_live;
+
 /// Owns one live instance (of type `L`) and its restart history.
 pub(crate) struct Supervisor<L> {
     pub(crate) spec: Arc<InstanceSpec>,
@@ -103,12 +119,37 @@ impl<L> Supervisor<L> {
     }
 
     /// Wait out the backoff before (re)building the instance.
-    pub(crate) async fn before_start(&mut self) -> Result<(), SessionError> {
+    async fn before_start(&mut self) -> Result<(), SessionError> {
         self.restarts.before_start().await
     }
 
+    /// The live instance, building one (after any backoff) if there is none.
+    /// `build` instantiates and constructs the session resource in the fresh
+    /// store; `assemble` packages the result.
+    pub(crate) async fn live_or_start<P>(
+        &mut self,
+        build: impl AsyncFnOnce(
+            &InstanceSpec,
+            &mut Store<InstanceState>,
+        ) -> wasmtime::Result<Result<P, wit::ConnectorError>>,
+        assemble: impl FnOnce(Store<InstanceState>, P) -> L,
+    ) -> Result<&mut L, SessionError> {
+        if let Some(live) = self.live.take() {
+            return Ok(self.live.insert(live));
+        }
+        self.before_start().await?;
+        let spec = self.spec.clone();
+        let timeout = self.call_timeout();
+        let mut store = spec.new_store()?;
+        arm(&mut store, timeout);
+        let outcome = bounded(timeout, build(&spec, &mut store)).await;
+        let refused = store.data().memory.refused;
+        let parts = self.settle(outcome, refused)?;
+        Ok(self.started(assemble(store, parts)))
+    }
+
     /// Install a freshly built instance.
-    pub(crate) fn started(&mut self, live: L) -> &mut L {
+    fn started(&mut self, live: L) -> &mut L {
         if self.restarts.pending_restart {
             self.restarts.pending_restart = false;
             tracing::info!(
