@@ -3,6 +3,7 @@
 //!
 //! - `E` stream-id(u32 BE) first-seq(u64 BE) → a batch of events
 //! - `S` stream-id(u32 BE)                   → the stream's state (name, next seq, cursor)
+//! - `G` group name                           → the group's epoch, active member and acked seqs
 //! - `Q` original key                         → a quarantined (damaged) record
 //!
 //! Big-endian integers keep sled's byte order equal to numeric order, so a
@@ -11,6 +12,14 @@
 pub(crate) const EVENTS: u8 = b'E';
 pub(crate) const STREAM: u8 = b'S';
 pub(crate) const QUARANTINE: u8 = b'Q';
+pub(crate) const GROUP: u8 = b'G';
+
+pub(crate) fn group(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    key.push(GROUP);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
 
 pub(crate) fn events(stream: u32, first_seq: u64) -> [u8; 13] {
     let mut key = [0u8; 13];

@@ -17,4 +17,4 @@ mod keys;
 mod queue;
 
 pub use codec::RecordError;
-pub use queue::{IngestReceipt, OpenReport, Queue, QueueError, StreamState};
+pub use queue::{GroupState, IngestReceipt, OpenReport, Queue, QueueError, StreamState};

@@ -15,7 +15,7 @@ use crate::keys;
 use safd_connector::event_ids::QUEUE_RECORD_QUARANTINED;
 use safd_connector::{Cursor, Event, SequencedEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,18 @@ struct StreamRecord {
     cursor: Option<Cursor>,
 }
 
+/// A destination group's persisted state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Fencing epoch: bumped, and made durable, on every change of active
+    /// member. A catch-up request carrying another epoch is refused.
+    pub epoch: u64,
+    /// The member events currently go to; `None` while nobody is reachable.
+    pub active: Option<String>,
+    /// Per stream, the highest seq the group has acknowledged (0 = none).
+    pub acked: BTreeMap<String, u64>,
+}
+
 /// What the queue knows about one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamState {
@@ -56,6 +68,7 @@ pub struct StreamState {
 #[derive(Debug, Clone, Default)]
 pub struct OpenReport {
     pub streams: Vec<StreamState>,
+    pub groups: BTreeMap<String, GroupState>,
     /// Keys of records that failed their checks and were set aside.
     pub quarantined: Vec<String>,
 }
@@ -91,6 +104,7 @@ pub struct Queue {
     tree: sled::Tree,
     commit: GroupCommit,
     streams: std::sync::Mutex<Streams>,
+    groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -103,15 +117,7 @@ impl Queue {
     /// Open (or create) the queue under `path`, recovering every stream's
     /// next seq and cursor. Damaged records are quarantined and reported.
     pub fn open(path: &Path) -> Result<(Self, OpenReport), QueueError> {
-        let db = sled::Config::new()
-            .path(path)
-            // Durability comes from our own group-commit flushes.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| QueueError::Open {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+        let db = open_db(path)?;
         let tree = db.open_tree("saf")?;
         let mut report = OpenReport::default();
         let mut streams = Streams::default();
@@ -143,11 +149,36 @@ impl Queue {
             }
         }
         report.streams.sort_by(|a, b| a.name.cmp(&b.name));
+        for item in tree.scan_prefix([keys::GROUP]) {
+            let (key, value) = item?;
+            let name = String::from_utf8_lossy(&key[1..]).into_owned();
+            let state = match codec::decode::<GroupState>(&value) {
+                Ok(state) => state,
+                Err(err) => {
+                    quarantine(&tree, &key, &value, &err)?;
+                    report.quarantined.push(describe_key(&key));
+                    // The old epoch is unknown: jump above any epoch that
+                    // can have been issued (they count up from 1), so a
+                    // stale catch-up request can never match. Acks restart
+                    // at 0: re-delivery is harmless, receivers deduplicate.
+                    let epoch = unix_micros();
+                    let state = GroupState {
+                        epoch,
+                        ..GroupState::default()
+                    };
+                    tree.insert(&key, codec::encode(&state)?)?;
+                    state
+                }
+            };
+            report.groups.insert(name, state);
+        }
+        db.flush()?;
         Ok((
             Self {
                 commit: GroupCommit::new(db),
                 tree,
                 streams: std::sync::Mutex::new(streams),
+                groups: tokio::sync::Mutex::new(report.groups.clone()),
             },
             report,
         ))
@@ -311,6 +342,83 @@ impl Queue {
         out
     }
 
+    /// The state of `group` (all zeros for a group never seen).
+    pub async fn group(&self, group: &str) -> GroupState {
+        self.groups
+            .lock()
+            .await
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Record that `group` has acknowledged `stream` through `seq`. Acks
+    /// only move forward and never past what is stored (a receiver claiming
+    /// more is clamped). Returns the group's acked seq for the stream.
+    ///
+    /// Not fsynced on its own: it becomes durable with the next group
+    /// commit. Losing an ack in a crash only re-delivers events, which
+    /// receivers deduplicate by (stream, seq).
+    pub async fn ack(&self, group: &str, stream: &str, seq: u64) -> Result<u64, QueueError> {
+        let stored = self.stored_through(stream).await;
+        let mut groups = self.groups.lock().await;
+        let state = groups.entry(group.to_owned()).or_default();
+        let current = state.acked.get(stream).copied().unwrap_or(0);
+        let target = seq.min(stored);
+        if target <= current {
+            return Ok(current);
+        }
+        let mut next = state.clone();
+        next.acked.insert(stream.to_owned(), target);
+        self.tree
+            .insert(keys::group(group), codec::encode(&next)?)?;
+        *state = next;
+        Ok(target)
+    }
+
+    /// Make `active` the group's active member (`None`: nobody reachable),
+    /// bump the epoch and return the new epoch once it is durable.
+    pub async fn change_active(
+        &self,
+        group: &str,
+        active: Option<&str>,
+    ) -> Result<u64, QueueError> {
+        let epoch = {
+            let mut groups = self.groups.lock().await;
+            let state = groups.entry(group.to_owned()).or_default();
+            let mut next = state.clone();
+            next.epoch += 1;
+            next.active = active.map(str::to_owned);
+            self.tree
+                .insert(keys::group(group), codec::encode(&next)?)?;
+            *state = next;
+            state.epoch
+        };
+        self.commit.durable().await.map_err(QueueError::Fsync)?;
+        Ok(epoch)
+    }
+
+    /// The highest seq stored for `stream` (0 when none).
+    async fn stored_through(&self, stream: &str) -> u64 {
+        let entry = self
+            .streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_name
+            .get(stream)
+            .map(|(_, entry)| entry.clone());
+        match entry {
+            Some(entry) => entry.lock().await.record.next_seq - 1,
+            None => 0,
+        }
+    }
+
+    /// Make everything applied so far durable (acks included).
+    pub async fn flush(&self) -> Result<(), QueueError> {
+        self.commit.durable().await.map_err(QueueError::Fsync)?;
+        Ok(())
+    }
+
     /// How many fsyncs have run so far (each may serve many ingests).
     pub fn fsyncs(&self) -> u64 {
         self.commit.flushes()
@@ -346,7 +454,52 @@ fn chunks(events: &[Event]) -> impl Iterator<Item = &[Event]> {
     })
 }
 
+/// How long `open` waits for sled's file lock. sled releases it from its own
+/// I/O threads shortly after the previous handle is dropped (a restart in
+/// the same process, or a previous safd still exiting).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+fn open_db(path: &Path) -> Result<sled::Db, QueueError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            // Durability comes from our own group-commit flushes.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(err)) if err.to_string().contains("acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(QueueError::Open {
+                        path: path.display().to_string(),
+                        reason: "it is locked by another process; is another safd using \
+                                 this data directory?"
+                            .to_owned(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => {
+                return Err(QueueError::Open {
+                    path: path.display().to_string(),
+                    reason: err.to_string(),
+                });
+            }
+        }
+    }
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u64::MAX / 2, |d| d.as_micros() as u64)
+}
+
 fn describe_key(key: &[u8]) -> String {
+    if key.first() == Some(&keys::GROUP) {
+        return format!("state of group `{}`", String::from_utf8_lossy(&key[1..]));
+    }
     if let Some((stream, seq)) = keys::parse_events(key) {
         format!("events of stream #{stream} from seq {seq}")
     } else if let Some(stream) = keys::parse_stream(key) {

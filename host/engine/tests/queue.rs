@@ -135,7 +135,7 @@ async fn concurrent_ingests_share_fsyncs() {
 
 /// Flip one byte in every record whose key starts with `prefix`.
 fn damage(path: &std::path::Path, prefix: u8) {
-    let db = sled::open(path).unwrap();
+    let db = raw_open(path);
     let tree = db.open_tree("saf").unwrap();
     for item in tree.scan_prefix([prefix]) {
         let (key, value) = item.unwrap();
@@ -234,5 +234,21 @@ async fn a_large_batch_is_stored_in_chunks_and_reads_back_whole() {
     for from in [2, 77, 500, 999, 1000] {
         let part = queue.read("big", from, 3, usize::MAX).unwrap();
         assert_eq!(part[0].seq, from);
+    }
+}
+
+/// Open the queue's sled files directly, waiting (with a deadline) for the
+/// lock a just-dropped queue releases from sled's own threads.
+fn raw_open(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(err) if std::time::Instant::now() < deadline => {
+                assert!(err.to_string().contains("acquire lock"), "{err}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => panic!("{err}"),
+        }
     }
 }
