@@ -56,18 +56,13 @@ fn main() -> Result<()> {
         }
         Task::Demo { args } => {
             let dir = build_plugins(&root)?;
-            let mut cmd = cargo(&root);
-            cmd.args([
-                "run",
-                "--quiet",
-                "--package",
-                "safd",
-                "--",
-                "demo",
-                "--plugins",
-            ])
-            .arg(&dir)
-            .args(args);
+            // Build exactly as `test` does: `cargo run -p safd` would resolve
+            // dependency features differently and compile wasmtime a second
+            // time.
+            run(cargo(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
+            let safd = root.join("target").join("debug").join("safd");
+            let mut cmd = Command::new(&safd);
+            cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
             run(&mut cmd)
         }
         Task::Bench { args } => {
