@@ -1,32 +1,37 @@
 //! Group commit: one fsync serves every write that was applied before it
 //! started.
 //!
-//! A writer applies its batch, takes a ticket, and waits until a flush that
-//! started after its ticket was issued has finished. Whichever waiter finds
-//! no flush in flight becomes the leader and runs the next `sled::Db::flush`
-//! for everybody who holds a ticket by then; the others wait for it. So
-//! writers arriving while an fsync is in flight share the next one, and no
-//! background task outlives the queue (it would hold sled's file lock).
+//! A writer applies its batch, takes a ticket, then queues for the flush
+//! lock (FIFO). Whoever holds it either finds its ticket already covered by
+//! a finished flush, or runs the next `sled::Db::flush` on behalf of every
+//! ticket issued so far. Writers that arrive while an fsync is in flight
+//! thus share the next one. No background task outlives the queue (it would
+//! hold sled's file lock).
+//!
+//! (A first version woke waiters with a broadcast and let them race for
+//! leadership with `try_lock`; a waiter woken while the previous leader still
+//! held the lock could sleep forever. Queueing on the lock itself cannot.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
     db: sled::Db,
     issued: AtomicU64,
-    leader: Mutex<()>,
-    done: watch::Sender<Flushed>,
+    state: Mutex<FlushState>,
+    flushes: AtomicU64,
 }
 
-/// What the last finished flush covered.
-#[derive(Debug, Clone, Default)]
-struct Flushed {
-    through_ticket: u64,
-    /// Set when that flush failed; the writers it covered get the error.
-    error: Option<String>,
-    flushes: u64,
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Highest ticket covered by a flush that was attempted.
+    attempted_through: u64,
+    /// Highest ticket covered by a flush that succeeded.
+    durable_through: u64,
+    /// Why the last attempted flush failed, if it did.
+    last_error: Option<String>,
 }
 
 impl GroupCommit {
@@ -34,8 +39,8 @@ impl GroupCommit {
         Self {
             db,
             issued: AtomicU64::new(0),
-            leader: Mutex::new(()),
-            done: watch::channel(Flushed::default()).0,
+            state: Mutex::new(FlushState::default()),
+            flushes: AtomicU64::new(0),
         }
     }
 
@@ -44,47 +49,37 @@ impl GroupCommit {
     pub(crate) async fn durable(&self) -> Result<Duration, String> {
         let started = Instant::now();
         let ticket = self.issued.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut done = self.done.subscribe();
-        loop {
-            {
-                let flushed = done.borrow_and_update();
-                if flushed.through_ticket >= ticket {
-                    return match &flushed.error {
-                        None => Ok(started.elapsed()),
-                        Some(err) => Err(err.clone()),
-                    };
+        let mut state = self.state.lock().await;
+        if state.durable_through >= ticket {
+            return Ok(started.elapsed());
+        }
+        if state.attempted_through < ticket {
+            let covered = self.issued.load(Ordering::Acquire);
+            let db = self.db.clone();
+            let outcome = tokio::task::spawn_blocking(move || db.flush()).await;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            state.attempted_through = covered;
+            state.last_error = match outcome {
+                Ok(Ok(_)) => {
+                    state.durable_through = covered;
+                    None
                 }
-            }
-            if let Ok(_leader) = self.leader.try_lock() {
-                self.flush_as_leader().await;
-                continue;
-            }
-            if done.changed().await.is_err() {
-                return Err("the queue was closed".to_owned());
+                Ok(Err(err)) => Some(format!("fsync failed: {err}")),
+                Err(err) => Some(format!("fsync task failed: {err}")),
+            };
+            if state.durable_through >= ticket {
+                return Ok(started.elapsed());
             }
         }
-    }
-
-    async fn flush_as_leader(&self) {
-        let covered = self.issued.load(Ordering::Acquire);
-        if self.done.borrow().through_ticket >= covered {
-            return;
-        }
-        let db = self.db.clone();
-        let error = match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(err)) => Some(format!("fsync failed: {err}")),
-            Err(err) => Some(format!("fsync task failed: {err}")),
-        };
-        self.done.send_modify(|flushed| {
-            flushed.through_ticket = covered;
-            flushed.error = error;
-            flushed.flushes += 1;
-        });
+        // The flush that covered this ticket failed.
+        Err(state
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "fsync failed".to_owned()))
     }
 
     /// How many fsyncs have run (each may serve many writers).
     pub(crate) fn flushes(&self) -> u64 {
-        self.done.borrow().flushes
+        self.flushes.load(Ordering::Relaxed)
     }
 }

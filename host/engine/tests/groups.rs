@@ -1,6 +1,9 @@
 //! Per-group state: acknowledged seqs and the fencing epoch.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::raw_open;
 use safd_connector::{Event, Severity};
 use safd_engine::Queue;
 
@@ -89,20 +92,4 @@ async fn a_damaged_group_record_can_never_accept_a_stale_epoch() {
     assert!(epoch > 5, "epoch {epoch} could collide with an old one");
     let next = queue.change_active("mgmt", Some("backup")).await.unwrap();
     assert_eq!(next, epoch + 1);
-}
-
-/// Open the queue's sled files directly, waiting (with a deadline) for the
-/// lock a just-dropped queue releases from sled's own threads.
-fn raw_open(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(err) if std::time::Instant::now() < deadline => {
-                assert!(err.to_string().contains("acquire lock"), "{err}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(err) => panic!("{err}"),
-        }
-    }
 }

@@ -1,6 +1,9 @@
 //! The durable queue against real sled files.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{damage, seqs};
 use safd_connector::{Attribute, Event, Severity};
 use safd_engine::Queue;
 use std::sync::Arc;
@@ -133,20 +136,6 @@ async fn concurrent_ingests_share_fsyncs() {
     }
 }
 
-/// Flip one byte in every record whose key starts with `prefix`.
-fn damage(path: &std::path::Path, prefix: u8) {
-    let db = raw_open(path);
-    let tree = db.open_tree("saf").unwrap();
-    for item in tree.scan_prefix([prefix]) {
-        let (key, value) = item.unwrap();
-        let mut bad = value.to_vec();
-        let last = bad.len() - 1;
-        bad[last] ^= 0xff;
-        tree.insert(key, bad).unwrap();
-    }
-    db.flush().unwrap();
-}
-
 #[tokio::test]
 async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,24 +153,12 @@ async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
         assert_eq!(report.streams[0].next_seq, 4 + round);
         // The damaged batch (seqs 1-3) is set aside; reading goes on past
         // it to what later rounds stored.
-        let seqs: Vec<u64> = queue
-            .read("ems", 1, 10, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, (4..4 + round).collect::<Vec<_>>());
+        assert_eq!(seqs(&queue, "ems"), (4..4 + round).collect::<Vec<_>>());
         queue.ingest("ems", &events(3..4), None).await.unwrap();
         drop(queue);
     }
     let (queue, _) = Queue::open(dir.path()).unwrap();
-    let seqs: Vec<u64> = queue
-        .read("ems", 1, 10, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, [4, 5]);
+    assert_eq!(seqs(&queue, "ems"), [4, 5]);
 }
 
 #[tokio::test]
@@ -237,18 +214,36 @@ async fn a_large_batch_is_stored_in_chunks_and_reads_back_whole() {
     }
 }
 
-/// Open the queue's sled files directly, waiting (with a deadline) for the
-/// lock a just-dropped queue releases from sled's own threads.
-fn raw_open(path: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(err) if std::time::Instant::now() < deadline => {
-                assert!(err.to_string().contains("acquire lock"), "{err}");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(err) => panic!("{err}"),
+/// Many tiny concurrent ingests: every writer must get its answer. A writer
+/// stranded by the group commit would hang, so the whole run has a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_never_strands_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    let queue = Arc::new(queue);
+    let run = async {
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    for i in 0..150u64 {
+                        queue
+                            .ingest(&format!("w{w}"), &events(i..i + 1), None)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
         }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("a writer was never told its events are durable");
+    for w in 0..8 {
+        assert_eq!(seqs(&queue, &format!("w{w}")).len(), 150);
     }
+    assert!(queue.fsyncs() < 8 * 150);
 }
