@@ -24,13 +24,10 @@ pub enum RecordError {
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
-    let mut out = vec![VERSION, 0, 0, 0, 0];
-    let out = postcard::to_extend(value, {
-        out.reserve(256);
-        out
-    })
-    .map_err(|e| RecordError::Encode(e.to_string()))?;
-    let mut out = out;
+    let mut header = Vec::with_capacity(256);
+    header.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
+    let mut out =
+        postcard::to_extend(value, header).map_err(|e| RecordError::Encode(e.to_string()))?;
     let crc = crc32fast::hash(&out[HEADER..]);
     out[1..HEADER].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
