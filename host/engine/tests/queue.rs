@@ -136,16 +136,21 @@ async fn concurrent_ingests_share_fsyncs() {
     }
 }
 
+/// A queue directory holding one batch of three events on stream `ems`,
+/// closed again so its records can be damaged.
+async fn three_events_stored() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    queue
+        .ingest("ems", &events(0..3), Some(&cursor(3)))
+        .await
+        .unwrap();
+    dir
+}
+
 #[tokio::test]
 async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (queue, _) = Queue::open(dir.path()).unwrap();
-        queue
-            .ingest("ems", &events(0..3), Some(&cursor(3)))
-            .await
-            .unwrap();
-    }
+    let dir = three_events_stored().await;
     damage(dir.path(), b'E');
     for round in 0..2 {
         let (queue, report) = Queue::open(dir.path()).unwrap();
@@ -163,14 +168,7 @@ async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
 
 #[tokio::test]
 async fn a_damaged_stream_record_is_reported_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (queue, _) = Queue::open(dir.path()).unwrap();
-        queue
-            .ingest("ems", &events(0..3), Some(&cursor(3)))
-            .await
-            .unwrap();
-    }
+    let dir = three_events_stored().await;
     damage(dir.path(), b'S');
     let (_queue, report) = Queue::open(dir.path()).unwrap();
     assert_eq!(report.quarantined, ["state of stream #0"]);
