@@ -1,11 +1,53 @@
 //! Stable numeric ids of safd's own events (the catalog in `docs/events.md`).
 //!
-//! Each id is logged as the `event_id` field of a tracing record. The ids
-//! never change meaning; retired ids are not reused.
+//! Each id is logged as the `event_id` field of a tracing record and carried
+//! as the `event_id` attribute of the event safd injects into its own `safd`
+//! stream. The ids never change meaning; retired ids are not reused.
+//!
+//! Ranges: 1xxx delivery and failover, 2xxx queue, 3xxx plugins, 4xxx
+//! sources and catch-up.
 
+/// A group member cannot be reached (refused, timed out, silent); like
+/// SCOM's 21006.
+pub const MEMBER_UNREACHABLE: u32 = 1001;
+/// The active member changed to a lower-priority member; like SCOM's 21015.
+pub const FAILED_OVER: u32 = 1002;
+/// The active member changed back to a higher-priority member after it
+/// passed the configured number of consecutive healthy probes.
+pub const FAILED_BACK: u32 = 1003;
+/// No member of a group is reachable: events are spooled in safd's queue.
+pub const ALL_MEMBERS_DOWN: u32 = 1004;
+/// A group delivers again after every member was down; like SCOM's 21019.
+pub const DELIVERY_RESUMED: u32 = 1005;
+/// A member is reachable but its event service is not ready (its server
+/// keeps events in its own durable inbox).
+pub const MEMBER_DEGRADED: u32 = 1006;
+/// A member that was unreachable or degraded is reachable and ready again.
+pub const MEMBER_RECOVERED: u32 = 1007;
+/// A receiver permanently rejected an event; it was moved to the
+/// dead-letter queue.
+pub const DEAD_LETTERED: u32 = 1008;
+/// Dead letters were replayed on an operator's request.
+pub const DEAD_LETTERS_REPLAYED: u32 = 1009;
+/// A receiver refused the credentials of a member (401); delivery to that
+/// member stops until the configuration is fixed.
+pub const MEMBER_UNAUTHORIZED: u32 = 1010;
+
+/// The queue passed its high-water mark (80 % of capacity by default).
+pub const QUEUE_HIGH_WATER: u32 = 2001;
+/// The queue is full: sources are blocked (`when_full = "block"`).
+pub const QUEUE_FULL: u32 = 2002;
+/// The queue is full and the oldest undelivered events were dropped
+/// (`when_full = "drop_oldest"`).
+pub const QUEUE_EVENTS_DROPPED: u32 = 2003;
+/// The queue fell back below its high-water mark.
+pub const QUEUE_BELOW_HIGH_WATER: u32 = 2004;
 /// A damaged queue record (failed its version or checksum check) was moved
 /// aside instead of being read; the events in it are not delivered.
 pub const QUEUE_RECORD_QUARANTINED: u32 = 2005;
+/// Writing to the queue failed (disk full, unwritable): the source is held
+/// back and retried; nothing it handed over is lost.
+pub const QUEUE_WRITE_FAILED: u32 = 2006;
 
 /// A plugin instance trapped (crashed); it will be rebuilt.
 pub const PLUGIN_TRAPPED: u32 = 3001;
@@ -25,3 +67,18 @@ pub const PLUGIN_GRANT_IGNORED: u32 = 3006;
 pub const PLUGIN_ACCESS_DENIED: u32 = 3007;
 /// A plugin reported a fatal error; its instance will be rebuilt.
 pub const PLUGIN_FATAL: u32 = 3008;
+
+/// A catch-up started: events are replayed to a member from the queue.
+pub const CATCH_UP_STARTED: u32 = 4001;
+/// A catch-up finished: the member has everything it asked for.
+pub const CATCH_UP_COMPLETED: u32 = 4002;
+/// A catch-up request was refused (standby member, stale epoch, or the
+/// other member of the pair already caught up).
+pub const CATCH_UP_REFUSED: u32 = 4003;
+/// A catch-up reaches before the retention window: the source was asked to
+/// seek back (deep catch-up).
+pub const DEEP_CATCH_UP: u32 = 4004;
+/// Events a catch-up asked for are gone and no source could re-read them.
+pub const CATCH_UP_GAP: u32 = 4005;
+/// A source session failed; it is reopened from its last durable cursor.
+pub const SOURCE_FAILED: u32 = 4006;

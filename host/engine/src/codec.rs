@@ -34,6 +34,18 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    postcard::from_bytes(checked_payload(bytes)?).map_err(|e| RecordError::Decode(e.to_string()))
+}
+
+/// Decode only the leading field of a record (after the full checks), for
+/// callers that need a header field without the bulk of the record.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
+    postcard::take_from_bytes(checked_payload(bytes)?)
+        .map(|(value, _)| value)
+        .map_err(|e| RecordError::Decode(e.to_string()))
+}
+
+fn checked_payload(bytes: &[u8]) -> Result<&[u8], RecordError> {
     if bytes.len() < HEADER {
         return Err(RecordError::Truncated(bytes.len()));
     }
@@ -44,7 +56,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError
     if crc32fast::hash(&bytes[HEADER..]) != stored {
         return Err(RecordError::Checksum);
     }
-    postcard::from_bytes(&bytes[HEADER..]).map_err(|e| RecordError::Decode(e.to_string()))
+    Ok(&bytes[HEADER..])
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - `S` stream-id(u32 BE)                   → the stream's state (name, next seq, cursor)
 //! - `G` group name                           → the group's epoch, active member and acked seqs
 //! - `Q` original key                         → a quarantined (damaged) record
+//! - `D` name-len(u16 BE) group stream-id(u32 BE) seq(u64 BE) → a dead letter
 //!
 //! Big-endian integers keep sled's byte order equal to numeric order, so a
 //! range scan walks a stream in seq order.
@@ -13,6 +14,7 @@ pub(crate) const EVENTS: u8 = b'E';
 pub(crate) const STREAM: u8 = b'S';
 pub(crate) const QUARANTINE: u8 = b'Q';
 pub(crate) const GROUP: u8 = b'G';
+pub(crate) const DEAD_LETTER: u8 = b'D';
 
 pub(crate) fn group(name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(name.len() + 1);
@@ -59,4 +61,23 @@ pub(crate) fn parse_stream(key: &[u8]) -> Option<u32> {
         return None;
     }
     Some(u32::from_be_bytes(key[1..].try_into().ok()?))
+}
+
+/// The prefix of every dead letter of `group`.
+pub(crate) fn dead_letters(group: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group.len() + 15);
+    key.push(DEAD_LETTER);
+    // Group names are short (validated by the config); saturating keeps the
+    // key well-formed regardless.
+    let len = u16::try_from(group.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(group.as_bytes());
+    key
+}
+
+pub(crate) fn dead_letter(group: &str, stream: u32, seq: u64) -> Vec<u8> {
+    let mut key = dead_letters(group);
+    key.extend_from_slice(&stream.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
 }

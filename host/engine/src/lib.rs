@@ -4,17 +4,44 @@
 //! WebAssembly: it drives connectors through the traits of
 //! `safd-connector`.
 //!
-//! Built so far: the durable store-and-forward queue ([`Queue`]) — events and
-//! source cursors written in one atomic batch, group commit (one fsync shared
-//! by every ingest that arrives while another is in flight), versioned and
-//! checksummed records, recovery on open, quarantine of damaged records; and
-//! the failover choice rule ([`failover::choose_active`]).
+//! - [`Queue`]: the durable store-and-forward queue — events and source
+//!   cursors written in one atomic batch, group commit, versioned and
+//!   checksummed records, recovery and quarantine, capacity (block or
+//!   drop-oldest), the replay window, dead letters.
+//! - [`failover`]: the choice rule of `failover-matrix.csv`.
+//! - [`Engine`]: sources pumped into the queue, groups dispatched from it
+//!   (failover and broadcast), member health, failback, catch-up with
+//!   fencing, and safd's own numbered events ([`Notice`]).
 
+mod catch_up;
+mod clock;
 mod codec;
+mod dead_letter;
+mod dispatch;
+mod engine;
 pub mod failover;
 mod flush;
+mod group;
 mod keys;
+mod member;
+pub mod metrics;
+mod notice;
+mod pump;
 mod queue;
+mod retention;
 
+pub use catch_up::{CatchUpDecision, RefusalReason};
 pub use codec::RecordError;
-pub use queue::{GroupState, IngestReceipt, OpenReport, Queue, QueueError, StreamState};
+pub use dead_letter::DeadLetter;
+pub use engine::{
+    Engine, EngineError, EngineOptions, GroupStatus, LaneStatus, MemberStatus, PumpTuning,
+    StreamStatus,
+};
+pub use group::{GroupConfig, GroupMode, MemberConfig, Tuning};
+pub use metrics::Metrics;
+pub use notice::{Notice, Notices, SAFD_STREAM};
+pub use queue::{
+    GroupState, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions, Retention, StreamState,
+    WhenFull,
+};
+pub use retention::TrimReport;

@@ -12,12 +12,17 @@
 use crate::codec::{self, RecordError};
 use crate::flush::GroupCommit;
 use crate::keys;
-use safd_connector::event_ids::QUEUE_RECORD_QUARANTINED;
-use safd_connector::{Cursor, Event, SequencedEvent};
+use crate::metrics::Metrics;
+use crate::notice::{Notice, Notices};
+use safd_connector::event_ids::{
+    QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_RECORD_QUARANTINED,
+};
+use safd_connector::{Cursor, Event, SequencedEvent, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +37,87 @@ pub enum QueueError {
     Fsync(String),
     #[error("too many streams (at most {max})")]
     TooManyStreams { max: u32 },
+    #[error(
+        "a batch of {batch} bytes can never fit in a queue of {capacity} bytes; \
+         raise `queue.capacity_bytes` or lower the source's batch limits"
+    )]
+    BatchTooLarge { batch: u64, capacity: u64 },
+}
+
+/// What the queue does when a new batch does not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Sources wait until delivery frees space (no event is ever dropped).
+    #[default]
+    Block,
+    /// The oldest undelivered events are dropped to make room (opt-in;
+    /// counted and announced with event 2003).
+    DropOldest,
+}
+
+/// How long acknowledged events stay for catch-up replays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Acknowledged events kept, in stored bytes, across all streams.
+    pub max_bytes: u64,
+    /// Acknowledged events older than this (since ingest) are removed.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Sizing of the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Stored bytes (acknowledged or not) the queue may hold.
+    pub capacity_bytes: u64,
+    pub when_full: WhenFull,
+    /// Percentage of capacity at which event 2001 is announced.
+    pub high_water_percent: u8,
+    pub retention: Retention,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            capacity_bytes: 1 << 30,
+            when_full: WhenFull::Block,
+            high_water_percent: 80,
+            retention: Retention::default(),
+        }
+    }
 }
 
 /// A stream's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StreamRecord {
-    name: String,
-    next_seq: u64,
-    cursor: Option<Cursor>,
+pub(crate) struct StreamRecord {
+    pub(crate) name: String,
+    pub(crate) next_seq: u64,
+    /// The oldest seq still stored (`next_seq` when nothing is).
+    pub(crate) first_seq: u64,
+    /// Stored bytes of this stream's event chunks.
+    pub(crate) bytes: u64,
+    pub(crate) cursor: Option<Cursor>,
+    /// For removed events: (first seq of a removed run, earliest event
+    /// time in it), so a catch-up from a removed seq knows where to ask the
+    /// source to seek. Bounded: old marks are merged.
+    pub(crate) trim_marks: Vec<(u64, Timestamp)>,
+}
+
+/// One stored run of consecutive events. `ingested_at` comes first so the
+/// retention pass can read it without decoding the events.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Chunk<E> {
+    pub(crate) ingested_at: Timestamp,
+    pub(crate) events: E,
 }
 
 /// A destination group's persisted state.
@@ -60,8 +138,24 @@ pub struct StreamState {
     pub name: String,
     /// The seq the next ingested event will get (seqs start at 1).
     pub next_seq: u64,
+    /// The oldest seq still stored (equal to `next_seq` when none is).
+    pub first_seq: u64,
+    /// Stored bytes of the stream's events.
+    pub bytes: u64,
     /// The source cursor stored with the last batch.
     pub cursor: Option<Cursor>,
+}
+
+impl From<&StreamRecord> for StreamState {
+    fn from(record: &StreamRecord) -> Self {
+        Self {
+            name: record.name.clone(),
+            next_seq: record.next_seq,
+            first_seq: record.first_seq,
+            bytes: record.bytes,
+            cursor: record.cursor.clone(),
+        }
+    }
 }
 
 /// What `Queue::open` found.
@@ -84,27 +178,42 @@ pub struct IngestReceipt {
     pub durable_after: Duration,
 }
 
-struct StreamEntry {
-    id: u32,
-    record: StreamRecord,
+pub(crate) struct StreamEntry {
+    pub(crate) id: u32,
+    pub(crate) record: StreamRecord,
 }
 
 /// A stream's id never changes, so it lives outside the entry's lock and
 /// readers never wait for a writer.
-type SharedEntry = (u32, Arc<tokio::sync::Mutex<StreamEntry>>);
+pub(crate) type SharedEntry = (u32, Arc<tokio::sync::Mutex<StreamEntry>>);
 
 #[derive(Default)]
-struct Streams {
-    by_name: HashMap<String, SharedEntry>,
+pub(crate) struct Streams {
+    pub(crate) by_name: HashMap<String, SharedEntry>,
     next_id: u32,
 }
 
 /// The durable queue. Cheap to share behind an `Arc`.
 pub struct Queue {
-    tree: sled::Tree,
+    pub(crate) tree: sled::Tree,
     commit: GroupCommit,
-    streams: std::sync::Mutex<Streams>,
-    groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
+    pub(crate) streams: std::sync::Mutex<Streams>,
+    pub(crate) groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
+    pub(crate) options: QueueOptions,
+    /// Stored bytes of all event chunks.
+    pub(crate) used_bytes: AtomicU64,
+    /// Signalled whenever space may have been freed (acks, trimming).
+    pub(crate) room: tokio::sync::Notify,
+    /// Counts ingests, so dispatchers can wait for new events.
+    appended: tokio::sync::watch::Sender<u64>,
+    /// Cursor owners whose acks decide what may be trimmed.
+    pub(crate) cursors: std::sync::Mutex<BTreeSet<String>>,
+    above_high_water: AtomicBool,
+    full_announced: AtomicBool,
+    /// One removal pass at a time (retention, reclaim, drop).
+    pub(crate) trim_lock: tokio::sync::Mutex<()>,
+    pub(crate) notices: Notices,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -114,9 +223,25 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
+    /// Open (or create) the queue under `path` with default sizing and
+    /// notices that are only logged.
+    pub fn open(path: &Path) -> Result<(Self, OpenReport), QueueError> {
+        Self::open_with(
+            path,
+            QueueOptions::default(),
+            Notices::default(),
+            Arc::default(),
+        )
+    }
+
     /// Open (or create) the queue under `path`, recovering every stream's
     /// next seq and cursor. Damaged records are quarantined and reported.
-    pub fn open(path: &Path) -> Result<(Self, OpenReport), QueueError> {
+    pub fn open_with(
+        path: &Path,
+        options: QueueOptions,
+        notices: Notices,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, OpenReport), QueueError> {
         let db = open_db(path)?;
         let tree = db.open_tree("saf")?;
         let mut report = OpenReport::default();
@@ -129,11 +254,7 @@ impl Queue {
             streams.next_id = streams.next_id.max(id + 1);
             match codec::decode::<StreamRecord>(&value) {
                 Ok(record) => {
-                    report.streams.push(StreamState {
-                        name: record.name.clone(),
-                        next_seq: record.next_seq,
-                        cursor: record.cursor.clone(),
-                    });
+                    report.streams.push(StreamState::from(&record));
                     streams.by_name.insert(
                         record.name.clone(),
                         (
@@ -161,7 +282,7 @@ impl Queue {
                     // can have been issued (they count up from 1), so a
                     // stale catch-up request can never match. Acks restart
                     // at 0: re-delivery is harmless, receivers deduplicate.
-                    let epoch = unix_micros();
+                    let epoch = crate::clock::now_micros().unsigned_abs();
                     let state = GroupState {
                         epoch,
                         ..GroupState::default()
@@ -173,12 +294,23 @@ impl Queue {
             report.groups.insert(name, state);
         }
         db.flush()?;
+        let used: u64 = report.streams.iter().map(|s| s.bytes).sum();
         Ok((
             Self {
                 commit: GroupCommit::new(db),
                 tree,
                 streams: std::sync::Mutex::new(streams),
                 groups: tokio::sync::Mutex::new(report.groups.clone()),
+                options,
+                used_bytes: AtomicU64::new(used),
+                room: tokio::sync::Notify::new(),
+                appended: tokio::sync::watch::Sender::new(0),
+                cursors: std::sync::Mutex::default(),
+                above_high_water: AtomicBool::new(false),
+                full_announced: AtomicBool::new(false),
+                trim_lock: tokio::sync::Mutex::new(()),
+                notices,
+                metrics,
             },
             report,
         ))
@@ -202,7 +334,10 @@ impl Queue {
             record: StreamRecord {
                 name: stream.to_owned(),
                 next_seq: 1,
+                first_seq: 1,
+                bytes: 0,
                 cursor: None,
+                trim_marks: Vec::new(),
             },
         }));
         streams
@@ -214,13 +349,48 @@ impl Queue {
     /// Store `events` of `stream` with the source `cursor` that follows
     /// them, in one atomic write, and return once it is durable. Only then
     /// may the source be told to commit. A `None` cursor keeps the stored
-    /// one.
+    /// one. When the queue is full this waits for room (`block`) or drops
+    /// the oldest undelivered events (`drop_oldest`).
     pub async fn ingest(
         &self,
         stream: &str,
         events: &[Event],
         cursor: Option<&Cursor>,
     ) -> Result<IngestReceipt, QueueError> {
+        self.ingest_inner(stream, events, cursor, true).await
+    }
+
+    /// Ingest safd's own events: they bypass the capacity limit, because
+    /// "the queue is full" must itself get through.
+    pub(crate) async fn ingest_internal(
+        &self,
+        stream: &str,
+        events: &[Event],
+    ) -> Result<IngestReceipt, QueueError> {
+        self.ingest_inner(stream, events, None, false).await
+    }
+
+    async fn ingest_inner(
+        &self,
+        stream: &str,
+        events: &[Event],
+        cursor: Option<&Cursor>,
+        limited: bool,
+    ) -> Result<IngestReceipt, QueueError> {
+        let ingested_at = crate::clock::now_micros();
+        let encoded = chunks(events)
+            .map(|chunk| {
+                let value = codec::encode(&Chunk {
+                    ingested_at,
+                    events: chunk,
+                })?;
+                Ok((chunk.len() as u64, value))
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let bytes: u64 = encoded.iter().map(|(_, v)| v.len() as u64).sum();
+        if limited {
+            self.wait_for_room(bytes).await?;
+        }
         let entry = self.entry(stream)?;
         let (first_seq, next_seq) = {
             // Per-stream order: seqs are assigned and written under the lock;
@@ -230,26 +400,122 @@ impl Queue {
             let next_seq = first_seq + events.len() as u64;
             let mut record = entry.record.clone();
             record.next_seq = next_seq;
+            record.bytes += bytes;
             if let Some(cursor) = cursor {
                 record.cursor = Some(cursor.clone());
             }
             let mut batch = sled::Batch::default();
             let mut seq = first_seq;
-            for chunk in chunks(events) {
-                batch.insert(&keys::events(entry.id, seq)[..], codec::encode(&chunk)?);
-                seq += chunk.len() as u64;
+            for (len, value) in encoded {
+                batch.insert(&keys::events(entry.id, seq)[..], value);
+                seq += len;
             }
             batch.insert(&keys::stream(entry.id)[..], codec::encode(&record)?);
             self.tree.apply_batch(batch)?;
             entry.record = record;
             (first_seq, next_seq)
         };
+        self.used_bytes.fetch_add(bytes, Ordering::AcqRel);
         let durable_after = self.commit.durable().await.map_err(QueueError::Fsync)?;
+        self.metrics.fsync.observe(durable_after);
+        Metrics::add(&self.metrics.events_ingested, events.len() as u64);
+        self.check_high_water();
+        self.appended.send_modify(|n| *n += 1);
         Ok(IngestReceipt {
             first_seq,
             next_seq,
             durable_after,
         })
+    }
+
+    /// Wait until `bytes` more fit under the capacity, reclaiming
+    /// acknowledged events first and, with `drop_oldest`, undelivered ones.
+    async fn wait_for_room(&self, bytes: u64) -> Result<(), QueueError> {
+        let capacity = self.options.capacity_bytes;
+        if bytes > capacity {
+            return Err(QueueError::BatchTooLarge {
+                batch: bytes,
+                capacity,
+            });
+        }
+        loop {
+            // Registered before the check, so a wakeup between the check
+            // and the wait is not lost.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.fits(bytes) {
+                break;
+            }
+            self.reclaim_acknowledged(bytes).await?;
+            if self.fits(bytes) {
+                break;
+            }
+            if self.options.when_full == WhenFull::DropOldest {
+                self.drop_oldest(bytes).await?;
+                break;
+            }
+            if !self.full_announced.swap(true, Ordering::AcqRel) {
+                self.notices.emit(
+                    Notice::new(
+                        QUEUE_FULL,
+                        Severity::Critical,
+                        "queue full: sources are blocked until delivery frees space",
+                    )
+                    .with("used_bytes", self.used_bytes())
+                    .with("capacity_bytes", capacity),
+                );
+            }
+            room.await;
+        }
+        self.full_announced.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn fits(&self, bytes: u64) -> bool {
+        self.used_bytes() + bytes <= self.options.capacity_bytes
+    }
+
+    /// Stored bytes of all event chunks.
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Acquire)
+    }
+
+    pub fn options(&self) -> &QueueOptions {
+        &self.options
+    }
+
+    /// Announce crossing the high-water mark, in either direction, once.
+    pub(crate) fn check_high_water(&self) {
+        let mark = self.options.capacity_bytes / 100 * u64::from(self.options.high_water_percent);
+        let used = self.used_bytes();
+        let above = used >= mark;
+        if self.above_high_water.swap(above, Ordering::AcqRel) == above {
+            return;
+        }
+        let (id, severity, message) = if above {
+            (
+                QUEUE_HIGH_WATER,
+                Severity::Major,
+                "queue above its high-water mark",
+            )
+        } else {
+            (
+                QUEUE_BELOW_HIGH_WATER,
+                Severity::Info,
+                "queue back below its high-water mark",
+            )
+        };
+        self.notices.emit(
+            Notice::new(id, severity, message)
+                .with("used_bytes", used)
+                .with("capacity_bytes", self.options.capacity_bytes),
+        );
+    }
+
+    /// A receiver that changes whenever events were ingested.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     /// Up to `max_events` events of `stream` starting at `from_seq`, in seq
@@ -298,8 +564,8 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let events: Vec<Event> = match codec::decode(&value) {
-                Ok(events) => events,
+            let events: Vec<Event> = match codec::decode::<Chunk<Vec<Event>>>(&value) {
+                Ok(chunk) => chunk.events,
                 Err(err) => {
                     quarantine(&self.tree, &key, &value, &err)?;
                     continue;
@@ -331,12 +597,7 @@ impl Queue {
             .collect();
         let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
-            let entry = entry.lock().await;
-            out.push(StreamState {
-                name: entry.record.name.clone(),
-                next_seq: entry.record.next_seq,
-                cursor: entry.record.cursor.clone(),
-            });
+            out.push(StreamState::from(&entry.lock().await.record));
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
@@ -373,7 +634,20 @@ impl Queue {
         self.tree
             .insert(keys::group(group), codec::encode(&next)?)?;
         *state = next;
+        drop(groups);
+        self.room.notify_waiters();
         Ok(target)
+    }
+
+    /// Declare the cursor owners (groups, or group members in broadcast
+    /// mode) whose acknowledgements decide what retention may remove.
+    /// Until one is declared, nothing counts as acknowledged.
+    pub fn set_cursor_owners(&self, owners: impl IntoIterator<Item = String>) {
+        *self
+            .cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = owners.into_iter().collect();
+        self.room.notify_waiters();
     }
 
     /// Make `active` the group's active member (`None`: nobody reachable),
@@ -399,7 +673,7 @@ impl Queue {
     }
 
     /// The highest seq stored for `stream` (0 when none).
-    async fn stored_through(&self, stream: &str) -> u64 {
+    pub async fn stored_through(&self, stream: &str) -> u64 {
         let entry = self
             .streams
             .lock()
@@ -415,8 +689,47 @@ impl Queue {
 
     /// Make everything applied so far durable (acks included).
     pub async fn flush(&self) -> Result<(), QueueError> {
-        self.commit.durable().await.map_err(QueueError::Fsync)?;
+        let took = self.commit.durable().await.map_err(QueueError::Fsync)?;
+        self.metrics.fsync.observe(took);
         Ok(())
+    }
+
+    /// The id of `stream`, if it has ever been ingested into.
+    pub(crate) fn stream_id(&self, stream: &str) -> Option<u32> {
+        self.streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_name
+            .get(stream)
+            .map(|(id, _)| *id)
+    }
+
+    /// The first seq of `stream` whose event time is at or after `time`
+    /// among the stored events; `None` when no stored event is that recent.
+    pub fn first_seq_at_or_after(
+        &self,
+        stream: &str,
+        time: Timestamp,
+    ) -> Result<Option<u64>, QueueError> {
+        let Some(id) = self.stream_id(stream) else {
+            return Ok(None);
+        };
+        for item in self
+            .tree
+            .range(keys::events(id, 0)..=keys::events(id, u64::MAX))
+        {
+            let (key, value) = item?;
+            let Some((_, first_seq)) = keys::parse_events(&key) else {
+                continue;
+            };
+            let Ok(chunk) = codec::decode::<Chunk<Vec<Event>>>(&value) else {
+                continue; // Quarantined by the next `read`.
+            };
+            if let Some(offset) = chunk.events.iter().position(|e| e.time >= time) {
+                return Ok(Some(first_seq + offset as u64));
+            }
+        }
+        Ok(None)
     }
 
     /// How many fsyncs have run so far (each may serve many ingests).
@@ -490,13 +803,7 @@ fn open_db(path: &Path) -> Result<sled::Db, QueueError> {
     }
 }
 
-fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(u64::MAX / 2, |d| d.as_micros() as u64)
-}
-
-fn describe_key(key: &[u8]) -> String {
+pub(crate) fn describe_key(key: &[u8]) -> String {
     if key.first() == Some(&keys::GROUP) {
         return format!("state of group `{}`", String::from_utf8_lossy(&key[1..]));
     }
@@ -511,7 +818,7 @@ fn describe_key(key: &[u8]) -> String {
 
 /// Move a damaged record aside (atomically) so it is kept for inspection
 /// but never read again.
-fn quarantine(
+pub(crate) fn quarantine(
     tree: &sled::Tree,
     key: &[u8],
     value: &[u8],

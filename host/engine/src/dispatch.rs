@@ -1,0 +1,1051 @@
+//! The dispatcher of one cursor: it reads a group's unacknowledged events
+//! from the queue in seq order and delivers them to the active member,
+//! judges member health from every answer, fails over and back, and
+//! carries out catch-ups.
+//!
+//! A failover group has one dispatcher (one cursor per stream for the
+//! group); a broadcast group has one per member (each its own cursor).
+//!
+//! Every call to a member runs as its own task that owns the member's
+//! session for the duration of the call, so a slow or silent member never
+//! holds up the others: the standby is probed while the active member
+//! delivers. A session's calls are never concurrent. Each call is bounded
+//! by `request_timeout`; on timeout the session is discarded and the member
+//! counts as unreachable (a silent peer).
+
+use crate::catch_up::{self, CatchUpDecision};
+use crate::dead_letter::DeadLetter;
+use crate::failover::{MemberHealth, choose_active};
+use crate::group::Tuning;
+use crate::member::{Member, backoff};
+use crate::metrics::Metrics;
+use crate::notice::{Notice, Notices};
+use crate::pump::SourceDirectory;
+use crate::queue::Queue;
+use safd_connector::event_ids::{
+    ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED,
+    DEAD_LETTERED, DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED,
+    MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE,
+};
+use safd_connector::{
+    CatchUpFrom, ConnectorError, DeliveryReport, DestinationSession, Health, Registration,
+    SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Requests from the engine API.
+pub(crate) enum LaneCommand {
+    /// Operator-triggered catch-up of the active member.
+    CatchUp {
+        from: CatchUpFrom,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Deliver the dead letters again (with their original seqs).
+    ReplayDeadLetters { reply: oneshot::Sender<usize> },
+}
+
+/// A member as the status API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: String,
+    pub health: MemberHealth,
+    pub registered: bool,
+    pub healthy_probes: u32,
+    pub last_error: Option<String>,
+}
+
+/// One dispatcher's state for the status API.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LaneStatus {
+    /// The cursor owner: the group, or `group/member` in broadcast mode.
+    pub cursor: String,
+    pub active: Option<String>,
+    pub epoch: u64,
+    pub members: Vec<MemberStatus>,
+    /// Per stream, the highest acknowledged seq.
+    pub acked: BTreeMap<String, u64>,
+    pub catching_up: bool,
+}
+
+/// What a finished call reports back.
+struct CallDone {
+    member: usize,
+    session: Option<Box<dyn DestinationSession>>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Registered {
+        epoch: u64,
+        result: Result<Registration, SessionError>,
+    },
+    Delivered {
+        plan: Plan,
+        result: Result<DeliveryReport, SessionError>,
+    },
+    Probed(Result<Health, SessionError>),
+}
+
+/// A delivery in flight.
+struct Plan {
+    batches: Vec<StreamBatch>,
+    /// Dead letters replayed on request rather than regular events.
+    dead_letters: bool,
+}
+
+impl Plan {
+    fn len(&self) -> usize {
+        self.batches.iter().map(|b| b.events.len()).sum()
+    }
+}
+
+/// A catch-up being replayed: per stream, the seq it must reach.
+struct CatchUp {
+    member: String,
+    through: BTreeMap<String, u64>,
+}
+
+pub(crate) struct Lane {
+    pub(crate) cursor: String,
+    pub(crate) group: String,
+    pub(crate) agent_id: String,
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) notices: Notices,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) sources: SourceDirectory,
+    pub(crate) members: Vec<Member>,
+    pub(crate) tuning: Tuning,
+    pub(crate) status: Arc<Mutex<LaneStatus>>,
+    pub(crate) commands: mpsc::Receiver<LaneCommand>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) state: LaneState,
+}
+
+#[derive(Default)]
+pub(crate) struct LaneState {
+    active: Option<usize>,
+    epoch: u64,
+    /// A catch-up may be honoured (see `catch_up`).
+    window_open: bool,
+    acked: BTreeMap<String, u64>,
+    /// Per stream, the next seq to send; behind `acked + 1` while a
+    /// catch-up replays.
+    send_from: BTreeMap<String, u64>,
+    /// Per stream, send one event per call up to this seq, to find the
+    /// event a receiver rejects as a whole batch.
+    isolate_through: BTreeMap<String, u64>,
+    catching_up: Option<CatchUp>,
+    dead_letter_replay: Vec<DeadLetter>,
+}
+
+impl Lane {
+    pub(crate) async fn run(mut self) {
+        let stored = self.queue.group(&self.cursor).await;
+        self.state.epoch = stored.epoch;
+        self.state.acked = stored.acked;
+        // Whoever registers first after safd starts may catch up: safd
+        // cannot know what the members lost while it was down.
+        self.state.window_open = true;
+        let mut appended = self.queue.subscribe();
+        let mut calls: JoinSet<CallDone> = JoinSet::new();
+        loop {
+            if let Err(err) = self.launch_calls(&mut calls).await {
+                tracing::error!(group = %self.group, "cannot read the queue: {err}");
+            }
+            self.publish_status();
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                Some(done) = calls.join_next() => match done {
+                    Ok(done) => self.handle(done).await,
+                    Err(err) => tracing::error!(group = %self.group, "a delivery task failed: {err}"),
+                },
+                Some(command) = self.commands.recv() => self.command(command).await,
+                Ok(()) = appended.changed() => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        // Settle what is in flight (its acks count), bounded by the
+        // request timeout every call carries.
+        while let Some(done) = calls.join_next().await {
+            if let Ok(done) = done {
+                self.handle(done).await;
+            }
+        }
+        self.publish_status();
+    }
+
+    /// Start the calls that are due: registrations of members not
+    /// registered, a delivery to the active member when events wait, and
+    /// probes.
+    async fn launch_calls(&mut self, calls: &mut JoinSet<CallDone>) -> Result<(), String> {
+        let now = Instant::now();
+        for index in 0..self.members.len() {
+            let member = &self.members[index];
+            if member.busy || now < member.hold_until {
+                continue;
+            }
+            let is_active = self.state.active == Some(index);
+            let probe_due = member.probe_due;
+            if member.registered_epoch.is_none()
+                || (is_active && member.registered_epoch != Some(self.state.epoch))
+            {
+                self.spawn_register(index, calls).await;
+            } else if is_active && let Some(plan) = self.next_plan().await? {
+                self.spawn_deliver(index, plan, calls);
+            } else if now >= probe_due {
+                self.spawn_probe(index, calls);
+            }
+        }
+        Ok(())
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.members
+            .iter()
+            .filter(|m| !m.busy)
+            .map(|m| {
+                if m.registered_epoch.is_none() {
+                    m.hold_until
+                } else {
+                    m.hold_until.max(m.probe_due)
+                }
+            })
+            .min()
+            .unwrap_or(far)
+            .min(far)
+    }
+
+    /// Take the member's session (opening one if needed) into a task.
+    fn spawn_call<F>(&mut self, index: usize, calls: &mut JoinSet<CallDone>, call: F)
+    where
+        F: for<'s> FnOnce(
+                &'s mut Box<dyn DestinationSession>,
+            )
+                -> std::pin::Pin<Box<dyn Future<Output = Outcome> + Send + 's>>
+            + Send
+            + 'static,
+    {
+        let member = &mut self.members[index];
+        member.busy = true;
+        let session = member.session.take();
+        let connector = member.connector.clone();
+        let endpoint = member.endpoint.clone();
+        let timeout = self.tuning.request_timeout;
+        calls.spawn(async move {
+            // A failed open reports as a failed probe: the member is
+            // unreachable either way, and the plan is rebuilt from the queue.
+            let mut session = match session {
+                Some(session) => session,
+                None => match tokio::time::timeout(timeout, connector.open(endpoint)).await {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(err)) => {
+                        return CallDone {
+                            member: index,
+                            session: None,
+                            outcome: Outcome::Probed(Err(err)),
+                        };
+                    }
+                    Err(_) => {
+                        return CallDone {
+                            member: index,
+                            session: None,
+                            outcome: Outcome::Probed(Err(SessionError::TimedOut(timeout))),
+                        };
+                    }
+                },
+            };
+            match tokio::time::timeout(timeout, call(&mut session)).await {
+                Ok(outcome) => CallDone {
+                    member: index,
+                    session: Some(session),
+                    outcome,
+                },
+                // The session is dropped mid-call: a fresh one is opened
+                // and registered next time.
+                Err(_) => CallDone {
+                    member: index,
+                    session: None,
+                    outcome: Outcome::Probed(Err(SessionError::TimedOut(timeout))),
+                },
+            }
+        });
+    }
+
+    async fn spawn_register(&mut self, index: usize, calls: &mut JoinSet<CallDone>) {
+        let info = self.session_info(index).await;
+        let epoch = info.epoch;
+        self.spawn_call(index, calls, move |session| {
+            Box::pin(async move {
+                Outcome::Registered {
+                    epoch,
+                    result: session.register(&info).await,
+                }
+            })
+        });
+    }
+
+    fn spawn_deliver(&mut self, index: usize, plan: Plan, calls: &mut JoinSet<CallDone>) {
+        Metrics::add(&self.metrics.delivery_calls, 1);
+        self.spawn_call(index, calls, move |session| {
+            Box::pin(async move {
+                let result = session.deliver(&plan.batches).await;
+                Outcome::Delivered { plan, result }
+            })
+        });
+    }
+
+    fn spawn_probe(&mut self, index: usize, calls: &mut JoinSet<CallDone>) {
+        self.spawn_call(index, calls, |session| {
+            Box::pin(async move { Outcome::Probed(session.probe().await) })
+        });
+    }
+
+    async fn session_info(&mut self, index: usize) -> SessionInfo {
+        let heads = self.queue.streams().await;
+        SessionInfo {
+            agent_id: self.agent_id.clone(),
+            group: self.group.clone(),
+            epoch: self.state.epoch,
+            active: self.state.active == Some(index),
+            stored: heads
+                .iter()
+                .map(|s| StreamPosition {
+                    stream: s.name.clone(),
+                    seq: s.next_seq - 1,
+                })
+                .collect(),
+            acknowledged: self
+                .state
+                .acked
+                .iter()
+                .map(|(stream, seq)| StreamPosition {
+                    stream: stream.clone(),
+                    seq: *seq,
+                })
+                .collect(),
+        }
+    }
+
+    /// The next delivery: dead letters being replayed first, then every
+    /// stream's events from its send position, within the batch limits.
+    async fn next_plan(&mut self) -> Result<Option<Plan>, String> {
+        if !self.state.dead_letter_replay.is_empty() {
+            let take = self
+                .state
+                .dead_letter_replay
+                .len()
+                .min(self.tuning.batch_max_events);
+            let mut by_stream: BTreeMap<String, Vec<SequencedEvent>> = BTreeMap::new();
+            for letter in self.state.dead_letter_replay.drain(..take) {
+                by_stream
+                    .entry(letter.stream)
+                    .or_default()
+                    .push(letter.event);
+            }
+            return Ok(Some(Plan {
+                batches: by_stream
+                    .into_iter()
+                    .map(|(stream, events)| StreamBatch { stream, events })
+                    .collect(),
+                dead_letters: true,
+            }));
+        }
+        let mut batches = Vec::new();
+        let mut events_left = self.tuning.batch_max_events;
+        let mut bytes_left = self.tuning.batch_max_bytes;
+        for head in self.queue.streams().await {
+            if events_left == 0 || bytes_left == 0 {
+                break;
+            }
+            let stored = head.next_seq - 1;
+            let from = self.send_from(&head.name);
+            if from > stored {
+                continue;
+            }
+            let isolate = self
+                .state
+                .isolate_through
+                .get(&head.name)
+                .is_some_and(|through| from <= *through);
+            let max_events = if isolate { 1 } else { events_left };
+            let events = self
+                .queue
+                .read(&head.name, from, max_events, bytes_left)
+                .map_err(|e| e.to_string())?;
+            if events.is_empty() {
+                continue;
+            }
+            events_left -= events.len();
+            bytes_left =
+                bytes_left.saturating_sub(events.iter().map(|e| e.event.byte_size()).sum());
+            batches.push(StreamBatch {
+                stream: head.name,
+                events,
+            });
+            if isolate {
+                break;
+            }
+        }
+        Ok((!batches.is_empty()).then_some(Plan {
+            batches,
+            dead_letters: false,
+        }))
+    }
+
+    fn send_from(&self, stream: &str) -> u64 {
+        let acked = self.state.acked.get(stream).copied().unwrap_or(0);
+        self.state
+            .send_from
+            .get(stream)
+            .copied()
+            .unwrap_or(acked + 1)
+    }
+
+    async fn handle(&mut self, done: CallDone) {
+        let index = done.member;
+        self.members[index].busy = false;
+        self.members[index].session = done.session;
+        match done.outcome {
+            Outcome::Registered { epoch, result } => match result {
+                Ok(registration) => self.registered(index, epoch, registration).await,
+                Err(err) => self.call_failed(index, &err, None).await,
+            },
+            Outcome::Delivered { plan, result } => match result {
+                Ok(report) => self.delivered(index, plan, report).await,
+                Err(err) => self.call_failed(index, &err, Some(plan)).await,
+            },
+            Outcome::Probed(result) => match result {
+                Ok(health) => {
+                    self.answered(index, health.service_ready);
+                    self.evaluate_active().await;
+                }
+                Err(err) => self.call_failed(index, &err, None).await,
+            },
+        }
+    }
+
+    /// A member answered a registration or probe.
+    fn answered(&mut self, index: usize, service_ready: bool) {
+        let previous = self.members[index].answered(service_ready, &self.tuning);
+        let member = &self.members[index];
+        if previous == member.health {
+            return;
+        }
+        let notice = match member.health {
+            MemberHealth::Degraded => Notice::new(
+                MEMBER_DEGRADED,
+                Severity::Warning,
+                format!(
+                    "member `{}` of group `{}` is reachable but its event service is not ready",
+                    member.name, self.group
+                ),
+            ),
+            _ => Notice::new(
+                MEMBER_RECOVERED,
+                Severity::Info,
+                format!(
+                    "member `{}` of group `{}` is reachable and ready",
+                    member.name, self.group
+                ),
+            ),
+        };
+        self.notices.emit(
+            notice
+                .with("group", &self.group)
+                .with("member", &member.name),
+        );
+    }
+
+    async fn registered(&mut self, index: usize, epoch: u64, registration: Registration) {
+        self.answered(index, registration.service_ready);
+        self.members[index].registered_epoch = Some(epoch);
+        // What the member already holds needs no delivery.
+        for position in &registration.high_water {
+            self.advance(&position.stream, position.seq).await;
+        }
+        self.evaluate_active().await;
+        let Some(request) = registration.catch_up else {
+            return;
+        };
+        let is_active = self.state.active == Some(index);
+        if is_active && epoch != self.state.epoch {
+            // It registered just before becoming active; it is registered
+            // again at the new epoch and may ask again then.
+            return;
+        }
+        let name = self.members[index].name.clone();
+        let active = self.state.active.map(|i| self.members[i].name.clone());
+        match catch_up::decide(
+            &name,
+            active.as_deref(),
+            request.epoch,
+            self.state.epoch,
+            self.state.window_open,
+        ) {
+            CatchUpDecision::Honour => {
+                self.state.window_open = false;
+                self.start_catch_up(index, &request.start, false).await;
+            }
+            CatchUpDecision::Refuse(reason) => {
+                Metrics::add(&self.metrics.catch_ups_refused, 1);
+                self.notices.emit(
+                    Notice::new(
+                        CATCH_UP_REFUSED,
+                        Severity::Info,
+                        format!(
+                            "catch-up request from member `{name}` of group `{}` refused: {reason}",
+                            self.group
+                        ),
+                    )
+                    .with("group", &self.group)
+                    .with("member", &name)
+                    .with("epoch", request.epoch),
+                );
+            }
+        }
+    }
+
+    /// Record that the group holds `stream` through `seq`.
+    async fn advance(&mut self, stream: &str, seq: u64) {
+        let current = self.state.acked.get(stream).copied().unwrap_or(0);
+        if seq <= current {
+            return;
+        }
+        match self.queue.ack(&self.cursor, stream, seq).await {
+            Ok(acked) => {
+                self.state.acked.insert(stream.to_owned(), acked);
+                let from = self.send_from(stream);
+                if from <= acked && self.state.catching_up.is_none() {
+                    self.state.send_from.insert(stream.to_owned(), acked + 1);
+                }
+            }
+            Err(err) => tracing::error!(group = %self.group, "cannot record an ack: {err}"),
+        }
+    }
+
+    async fn delivered(&mut self, index: usize, plan: Plan, report: DeliveryReport) {
+        let member = &mut self.members[index];
+        member.transient = 0;
+        member.failures = 0;
+        let member_name = member.name.clone();
+        let acknowledged: BTreeMap<&str, u64> = report
+            .acknowledged
+            .iter()
+            .map(|p| (p.stream.as_str(), p.seq))
+            .collect();
+        let rejected: BTreeMap<(&str, u64), &str> = report
+            .rejected
+            .iter()
+            .map(|r| ((r.stream.as_str(), r.seq), r.reason.as_str()))
+            .collect();
+        let mut progressed = false;
+        for batch in &plan.batches {
+            let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
+                continue;
+            };
+            let stream = batch.stream.as_str();
+            let mut settled = acknowledged
+                .get(stream)
+                .copied()
+                .unwrap_or(0)
+                .max(first.seq - 1);
+            for event in &batch.events {
+                if let Some(reason) = rejected.get(&(stream, event.seq)) {
+                    self.dead_letter(&member_name, stream, event, reason);
+                    if event.seq == settled + 1 {
+                        settled = event.seq;
+                    }
+                } else if event.seq <= settled && plan.dead_letters {
+                    self.forget_dead_letter(stream, event.seq);
+                }
+            }
+            let settled = settled.min(last.seq);
+            if settled >= first.seq {
+                progressed = true;
+                Metrics::add(&self.metrics.events_delivered, settled - first.seq + 1);
+            }
+            if plan.dead_letters {
+                continue;
+            }
+            self.state
+                .send_from
+                .insert(stream.to_owned(), settled.max(first.seq - 1) + 1);
+            self.advance(stream, settled).await;
+        }
+        if !progressed && report.rejected.is_empty() {
+            // The receiver took nothing: treat like a transient error.
+            let err = SessionError::Connector(ConnectorError::Transient(
+                "the receiver acknowledged nothing of the batch".into(),
+            ));
+            self.call_failed(index, &err, None).await;
+            return;
+        }
+        self.check_catch_up_done();
+        self.evaluate_active().await;
+    }
+
+    fn dead_letter(&mut self, member: &str, stream: &str, event: &SequencedEvent, reason: &str) {
+        let letter = DeadLetter {
+            group: self.cursor.clone(),
+            stream: stream.to_owned(),
+            event: event.clone(),
+            member: member.to_owned(),
+            reason: reason.to_owned(),
+            rejected_at: crate::clock::now_micros(),
+        };
+        if let Err(err) = self.queue.put_dead_letter(&letter) {
+            tracing::error!(group = %self.group, "cannot store a dead letter: {err}");
+            return;
+        }
+        Metrics::add(&self.metrics.dead_lettered, 1);
+        self.notices.emit(
+            Notice::new(
+                DEAD_LETTERED,
+                Severity::Major,
+                format!(
+                    "member `{member}` of group `{}` permanently rejected event {} of stream \
+                     `{stream}` (seq {}): {reason}; kept as a dead letter",
+                    self.group, event.event.id, event.seq
+                ),
+            )
+            .with("group", &self.group)
+            .with("member", member)
+            .with("stream", stream)
+            .with("seq", event.seq),
+        );
+    }
+
+    fn forget_dead_letter(&mut self, stream: &str, seq: u64) {
+        if let Err(err) = self.queue.remove_dead_letter(&self.cursor, stream, seq) {
+            tracing::error!(group = %self.group, "cannot remove a replayed dead letter: {err}");
+        }
+    }
+
+    /// A call failed: decide between retrying the same member and counting
+    /// it unreachable (which fails over).
+    async fn call_failed(&mut self, index: usize, err: &SessionError, plan: Option<Plan>) {
+        Metrics::add(&self.metrics.delivery_retries, u64::from(plan.is_some()));
+        let tuning = self.tuning;
+        match err {
+            SessionError::Connector(ConnectorError::Backpressure { retry_after, .. }) => {
+                self.members[index].hold(*retry_after);
+                return;
+            }
+            SessionError::Connector(ConnectorError::Transient(_)) => {
+                let member = &mut self.members[index];
+                member.transient += 1;
+                member.last_error = Some(err.to_string());
+                if member.transient < tuning.transient_limit {
+                    let wait = backoff(member.transient, &tuning);
+                    member.hold(wait);
+                    return;
+                }
+            }
+            SessionError::Connector(ConnectorError::Rejected(reason)) => {
+                if let Some(plan) = plan {
+                    self.whole_batch_rejected(index, plan, reason).await;
+                    return;
+                }
+            }
+            SessionError::Connector(ConnectorError::Unauthorized(reason)) => {
+                let member = &self.members[index];
+                self.notices.emit(
+                    Notice::new(
+                        MEMBER_UNAUTHORIZED,
+                        Severity::Critical,
+                        format!(
+                            "member `{}` of group `{}` refused safd's credentials: {reason}; \
+                             fix the member's token in the configuration",
+                            member.name, self.group
+                        ),
+                    )
+                    .with("group", &self.group)
+                    .with("member", &member.name),
+                );
+            }
+            _ => {}
+        }
+        self.unreachable(index, err.to_string()).await;
+    }
+
+    /// A receiver rejected a whole batch: find the culprit by sending the
+    /// batch one event at a time; a single rejected event is dead-lettered.
+    async fn whole_batch_rejected(&mut self, index: usize, plan: Plan, reason: &str) {
+        if plan.len() == 1
+            && let Some(batch) = plan.batches.first()
+            && let Some(event) = batch.events.first()
+        {
+            let member = self.members[index].name.clone();
+            self.dead_letter(&member, &batch.stream, event, reason);
+            if !plan.dead_letters {
+                self.state
+                    .send_from
+                    .insert(batch.stream.clone(), event.seq + 1);
+                self.advance(&batch.stream, event.seq).await;
+            }
+            return;
+        }
+        if plan.dead_letters {
+            return; // They stay dead letters.
+        }
+        for batch in &plan.batches {
+            if let Some(last) = batch.events.last() {
+                self.state
+                    .isolate_through
+                    .insert(batch.stream.clone(), last.seq);
+            }
+        }
+    }
+
+    async fn unreachable(&mut self, index: usize, error: String) {
+        let previous = self.members[index].failed(error.clone(), &self.tuning);
+        if previous != MemberHealth::Unreachable || self.members[index].failures == 1 {
+            let member = &self.members[index];
+            self.notices.emit(
+                Notice::new(
+                    MEMBER_UNREACHABLE,
+                    Severity::Major,
+                    format!(
+                        "cannot reach member `{}` of group `{}` at {}: {error}",
+                        member.name, self.group, member.endpoint.address
+                    ),
+                )
+                .with("group", &self.group)
+                .with("member", &member.name),
+            );
+        }
+        if self.state.active == Some(index) {
+            // Whatever was in flight is unacknowledged: it goes again, to
+            // whichever member takes over (receivers deduplicate).
+            self.rewind();
+        }
+        self.evaluate_active().await;
+    }
+
+    /// Send from the acked positions again and drop any catch-up.
+    fn rewind(&mut self) {
+        self.state.send_from.clear();
+        self.state.isolate_through.clear();
+        if let Some(catch_up) = self.state.catching_up.take() {
+            tracing::info!(
+                group = %self.group,
+                member = %catch_up.member,
+                "catch-up abandoned: the member changed"
+            );
+        }
+    }
+
+    /// Apply the choice rule, with failback damping.
+    async fn evaluate_active(&mut self) {
+        let health: Vec<MemberHealth> = self.members.iter().map(|m| m.health).collect();
+        let best = choose_active(&health);
+        let current = self.state.active.filter(|a| self.members[*a].reachable());
+        let next = match (current, best) {
+            (None, best) => best,
+            (Some(active), Some(best)) if best < active => {
+                // Failback: damped, and only once the in-flight batch
+                // to the current member is settled.
+                let candidate = &self.members[best];
+                if candidate.healthy_probes >= self.tuning.failback_after
+                    && !self.members[active].busy
+                {
+                    Some(best)
+                } else {
+                    Some(active)
+                }
+            }
+            (Some(_), best) => best,
+        };
+        if next != self.state.active {
+            self.switch_active(next).await;
+        }
+    }
+
+    async fn switch_active(&mut self, next: Option<usize>) {
+        let previous = self.state.active;
+        let next_name = next.map(|i| self.members[i].name.clone());
+        let epoch = match self
+            .queue
+            .change_active(&self.cursor, next_name.as_deref())
+            .await
+        {
+            Ok(epoch) => epoch,
+            Err(err) => {
+                tracing::error!(group = %self.group, "cannot persist the active member: {err}");
+                return;
+            }
+        };
+        self.state.active = next;
+        self.state.epoch = epoch;
+        self.rewind();
+        let previous_name = previous.map(|i| self.members[i].name.clone());
+        let notice = match (previous, next) {
+            (_, None) => {
+                self.state.window_open = false;
+                Notice::new(
+                    ALL_MEMBERS_DOWN,
+                    Severity::Critical,
+                    format!(
+                        "no member of group `{}` is reachable: events are kept in safd's queue",
+                        self.group
+                    ),
+                )
+            }
+            (None, Some(_)) => {
+                // The first member to register after an outage may
+                // catch up; the other one will be refused.
+                self.state.window_open = true;
+                Notice::new(
+                    DELIVERY_RESUMED,
+                    Severity::Info,
+                    format!(
+                        "group `{}` delivers to member `{}`",
+                        self.group,
+                        next_name.as_deref().unwrap_or_default()
+                    ),
+                )
+            }
+            (Some(from), Some(to)) => {
+                self.state.window_open = false;
+                let (id, counter, verb) = if to > from {
+                    (FAILED_OVER, &self.metrics.failovers, "failed over")
+                } else {
+                    (FAILED_BACK, &self.metrics.failbacks, "failed back")
+                };
+                Metrics::add(counter, 1);
+                Notice::new(
+                    id,
+                    Severity::Warning,
+                    format!(
+                        "group `{}` {verb} from `{}` to `{}`",
+                        self.group,
+                        previous_name.as_deref().unwrap_or_default(),
+                        next_name.as_deref().unwrap_or_default()
+                    ),
+                )
+                .with("from", previous_name.as_deref().unwrap_or_default())
+            }
+        };
+        self.notices.emit(
+            notice
+                .with("group", &self.group)
+                .with("member", next_name.as_deref().unwrap_or("-"))
+                .with("epoch", epoch),
+        );
+    }
+
+    /// Replay what `index` asks for: from the queue within the replay
+    /// window, and through the source (deep catch-up) before it.
+    async fn start_catch_up(&mut self, index: usize, from: &CatchUpFrom, by_operator: bool) {
+        let member = self.members[index].name.clone();
+        let mut through = BTreeMap::new();
+        let mut replayed = 0u64;
+        for head in self.queue.streams().await {
+            let acked = self.state.acked.get(&head.name).copied().unwrap_or(0);
+            let start = match from {
+                CatchUpFrom::Positions(positions) => {
+                    match positions.iter().find(|p| p.stream == head.name) {
+                        Some(position) => position.seq.max(1),
+                        None => continue,
+                    }
+                }
+                CatchUpFrom::Time(time) => {
+                    let oldest_time = self
+                        .queue
+                        .read(&head.name, head.first_seq, 1, usize::MAX)
+                        .ok()
+                        .and_then(|events| events.first().map(|e| e.event.time));
+                    if head.first_seq > 1 && oldest_time.is_none_or(|t| *time < t) {
+                        self.deep_catch_up(&member, &head.name, head.first_seq, *time);
+                    }
+                    match self.queue.first_seq_at_or_after(&head.name, *time) {
+                        Ok(Some(seq)) => seq,
+                        _ => continue,
+                    }
+                }
+            };
+            if start > acked {
+                continue; // Regular delivery sends it anyway.
+            }
+            if start < head.first_seq
+                && let CatchUpFrom::Positions(_) = from
+            {
+                match self.queue.seek_time_for(&head.name, start).await {
+                    Some(time) => self.deep_catch_up(&member, &head.name, head.first_seq, time),
+                    None => self.gap(&member, &head.name, start, head.first_seq),
+                }
+            }
+            let replay_from = start.max(head.first_seq);
+            if replay_from > acked {
+                continue;
+            }
+            replayed += acked - replay_from + 1;
+            let send_from = self.send_from(&head.name).min(replay_from);
+            self.state.send_from.insert(head.name.clone(), send_from);
+            through.insert(head.name.clone(), acked);
+        }
+        Metrics::add(&self.metrics.catch_ups, 1);
+        self.notices.emit(
+            Notice::new(
+                CATCH_UP_STARTED,
+                Severity::Info,
+                format!(
+                    "catch-up of member `{member}` of group `{}` started: {replayed} events to \
+                     replay from the queue{}",
+                    self.group,
+                    if by_operator {
+                        " (requested by the operator)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .with("group", &self.group)
+            .with("member", &member)
+            .with("events", replayed)
+            .with("epoch", self.state.epoch),
+        );
+        self.state.catching_up = Some(CatchUp { member, through });
+        self.check_catch_up_done();
+    }
+
+    fn deep_catch_up(&self, member: &str, stream: &str, first_retained: u64, time: i64) {
+        if self.sources.seek(stream, time) {
+            self.notices.emit(
+                Notice::new(
+                    DEEP_CATCH_UP,
+                    Severity::Warning,
+                    format!(
+                        "catch-up of member `{member}` reaches before the replay window of \
+                         stream `{stream}` (oldest kept seq {first_retained}): the source re-reads \
+                         from time {time}"
+                    ),
+                )
+                .with("group", &self.group)
+                .with("member", member)
+                .with("stream", stream)
+                .with("time", time),
+            );
+        } else {
+            self.gap(member, stream, 1, first_retained);
+        }
+    }
+
+    fn gap(&self, member: &str, stream: &str, from: u64, first_retained: u64) {
+        self.notices.emit(
+            Notice::new(
+                CATCH_UP_GAP,
+                Severity::Critical,
+                format!(
+                    "catch-up of member `{member}` cannot be complete: seqs {from}..{} of stream \
+                     `{stream}` left the replay window and no running source can re-read them",
+                    first_retained.saturating_sub(1)
+                ),
+            )
+            .with("group", &self.group)
+            .with("member", member)
+            .with("stream", stream)
+            .with("first_seq", from)
+            .with("last_seq", first_retained.saturating_sub(1)),
+        );
+    }
+
+    fn check_catch_up_done(&mut self) {
+        let Some(catch_up) = &self.state.catching_up else {
+            return;
+        };
+        let done = catch_up
+            .through
+            .iter()
+            .all(|(stream, through)| self.send_from(stream) > *through);
+        if !done {
+            return;
+        }
+        self.notices.emit(
+            Notice::new(
+                CATCH_UP_COMPLETED,
+                Severity::Info,
+                format!(
+                    "catch-up of member `{}` of group `{}` completed",
+                    catch_up.member, self.group
+                ),
+            )
+            .with("group", &self.group)
+            .with("member", &catch_up.member),
+        );
+        self.state.catching_up = None;
+    }
+
+    async fn command(&mut self, command: LaneCommand) {
+        match command {
+            LaneCommand::CatchUp { from, reply } => {
+                let outcome = match self.state.active {
+                    Some(index) if self.state.catching_up.is_none() => {
+                        self.start_catch_up(index, &from, true).await;
+                        Ok(())
+                    }
+                    Some(_) => Err("a catch-up is already running".to_owned()),
+                    None => Err(format!(
+                        "no member of group `{}` is reachable; retry when one is",
+                        self.group
+                    )),
+                };
+                let _ = reply.send(outcome);
+            }
+            LaneCommand::ReplayDeadLetters { reply } => {
+                let letters = match self.queue.dead_letters(&self.cursor) {
+                    Ok(letters) => letters,
+                    Err(err) => {
+                        tracing::error!(group = %self.group, "cannot read dead letters: {err}");
+                        Vec::new()
+                    }
+                };
+                let count = letters.len();
+                let known: BTreeSet<(String, u64)> = self
+                    .state
+                    .dead_letter_replay
+                    .iter()
+                    .map(|l| (l.stream.clone(), l.event.seq))
+                    .collect();
+                self.state.dead_letter_replay.extend(
+                    letters
+                        .into_iter()
+                        .filter(|l| !known.contains(&(l.stream.clone(), l.event.seq))),
+                );
+                let _ = reply.send(count);
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = LaneStatus {
+            cursor: self.cursor.clone(),
+            active: self.state.active.map(|i| self.members[i].name.clone()),
+            epoch: self.state.epoch,
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberStatus {
+                    name: m.name.clone(),
+                    address: m.endpoint.address.clone(),
+                    health: m.health,
+                    registered: m.registered_epoch.is_some(),
+                    healthy_probes: m.healthy_probes,
+                    last_error: m.last_error.clone(),
+                })
+                .collect(),
+            acked: self.state.acked.clone(),
+            catching_up: self.state.catching_up.is_some(),
+        };
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+}

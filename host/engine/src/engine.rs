@@ -1,0 +1,481 @@
+//! The engine: one queue, the sources that feed it, the groups that drain
+//! it, and safd's own events injected into the `safd` stream.
+
+use crate::dead_letter::DeadLetter;
+use crate::dispatch::{Lane, LaneCommand, LaneState};
+pub use crate::dispatch::{LaneStatus, MemberStatus};
+use crate::group::{GroupConfig, GroupMode};
+use crate::member::Member;
+use crate::metrics::Metrics;
+use crate::notice::{Notice, Notices, SAFD_STREAM};
+pub use crate::pump::PumpTuning;
+use crate::pump::{Pump, SourceDirectory};
+use crate::queue::{OpenReport, Queue, QueueError, QueueOptions};
+use safd_connector::{CatchUpFrom, SourceConnector};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("unknown group `{0}`")]
+    UnknownGroup(String),
+    #[error("group `{group}` has no member `{member}`")]
+    UnknownMember { group: String, member: String },
+    #[error("a group named `{0}` is already running")]
+    DuplicateGroup(String),
+    #[error("a source for stream `{0}` is already running")]
+    DuplicateSource(String),
+    #[error("stream name `{0}` is reserved for safd's own events")]
+    ReservedStream(String),
+    #[error("group `{0}` has no members")]
+    NoMembers(String),
+    #[error("catch-up not started: {0}")]
+    CatchUp(String),
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// How the engine is set up.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Identifies this safd to receivers (stable across restarts).
+    pub agent_id: String,
+    pub data_dir: PathBuf,
+    pub queue: QueueOptions,
+    /// How often the replay window is enforced.
+    pub retention_interval: Duration,
+}
+
+/// A stream as the status API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStatus {
+    pub name: String,
+    pub first_seq: u64,
+    pub next_seq: u64,
+    pub bytes: u64,
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// A group as the status API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub name: String,
+    pub mode: GroupMode,
+    /// One per cursor: the group (failover) or each member (broadcast).
+    pub lanes: Vec<LaneStatus>,
+}
+
+struct GroupHandle {
+    name: String,
+    mode: GroupMode,
+    lanes: Vec<LaneHandle>,
+}
+
+struct LaneHandle {
+    /// The member this lane serves alone (broadcast), if any.
+    member: Option<String>,
+    cursor: String,
+    commands: mpsc::Sender<LaneCommand>,
+    status: Arc<Mutex<LaneStatus>>,
+}
+
+/// The delivery engine.
+pub struct Engine {
+    options: EngineOptions,
+    queue: Arc<Queue>,
+    notices: Notices,
+    metrics: Arc<Metrics>,
+    sources: SourceDirectory,
+    groups: Mutex<Vec<GroupHandle>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<JoinSet<()>>,
+    /// Stops the injection of safd's own events, after everything else.
+    injector: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("agent_id", &self.options.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Open the queue under `options.data_dir` and start the background
+    /// work (injection of safd's own events, retention). Must be called
+    /// inside a tokio runtime.
+    pub fn open(options: EngineOptions) -> Result<(Self, OpenReport), EngineError> {
+        let metrics = Arc::new(Metrics::default());
+        let (inject_tx, inject_rx) = mpsc::unbounded_channel();
+        let notices = Notices::with_injection(inject_tx);
+        let (queue, report) = Queue::open_with(
+            &options.data_dir,
+            options.queue,
+            notices.clone(),
+            metrics.clone(),
+        )?;
+        let queue = Arc::new(queue);
+        let (shutdown, _) = watch::channel(false);
+        let injector = tokio::spawn(inject(queue.clone(), options.agent_id.clone(), inject_rx));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(enforce_retention(
+            queue.clone(),
+            options.retention_interval,
+            shutdown.subscribe(),
+        ));
+        Ok((
+            Self {
+                options,
+                queue,
+                notices,
+                metrics,
+                sources: SourceDirectory::default(),
+                groups: Mutex::default(),
+                shutdown,
+                tasks: Mutex::new(tasks),
+                injector: Mutex::new(Some(injector)),
+            },
+            report,
+        ))
+    }
+
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    pub fn notices(&self) -> &Notices {
+        &self.notices
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Start pumping `connector`'s events into `stream`.
+    pub fn add_source(
+        &self,
+        stream: &str,
+        connector: Arc<dyn SourceConnector>,
+        tuning: PumpTuning,
+    ) -> Result<(), EngineError> {
+        if stream == SAFD_STREAM {
+            return Err(EngineError::ReservedStream(stream.to_owned()));
+        }
+        if *self.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.sources.has(stream) {
+            return Err(EngineError::DuplicateSource(stream.to_owned()));
+        }
+        self.sources.insert(stream, tx);
+        let pump = Pump {
+            stream: stream.to_owned(),
+            connector,
+            queue: self.queue.clone(),
+            notices: self.notices.clone(),
+            tuning,
+            commands: rx,
+            shutdown: self.shutdown.subscribe(),
+        };
+        self.lock_tasks().spawn(pump.run());
+        Ok(())
+    }
+
+    /// Start delivering to a group.
+    pub fn add_group(&self, config: GroupConfig) -> Result<(), EngineError> {
+        if config.members.is_empty() {
+            return Err(EngineError::NoMembers(config.name));
+        }
+        if *self.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if groups.iter().any(|g| g.name == config.name) {
+            return Err(EngineError::DuplicateGroup(config.name));
+        }
+        let members: Vec<Member> = config
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Member::new(
+                    m.name.clone(),
+                    m.address.clone(),
+                    config.role(i),
+                    m.connector.clone(),
+                )
+            })
+            .collect();
+        // A failover group is one lane over all members; broadcast is one
+        // lane per member, each with its own cursor.
+        let lanes: Vec<(Option<String>, String, Vec<Member>)> = match config.mode {
+            GroupMode::Failover => vec![(None, config.name.clone(), members)],
+            GroupMode::Broadcast => members
+                .into_iter()
+                .map(|m| {
+                    (
+                        Some(m.name.clone()),
+                        format!("{}/{}", config.name, m.name),
+                        vec![m],
+                    )
+                })
+                .collect(),
+        };
+        let mut handles = Vec::new();
+        let mut tasks = self.lock_tasks();
+        for (member, cursor, members) in lanes {
+            let (tx, rx) = mpsc::channel(16);
+            let status = Arc::new(Mutex::new(LaneStatus {
+                cursor: cursor.clone(),
+                ..LaneStatus::default()
+            }));
+            let lane = Lane {
+                cursor: cursor.clone(),
+                group: config.name.clone(),
+                agent_id: self.options.agent_id.clone(),
+                queue: self.queue.clone(),
+                notices: self.notices.clone(),
+                metrics: self.metrics.clone(),
+                sources: self.sources.clone(),
+                members,
+                tuning: config.tuning,
+                status: status.clone(),
+                commands: rx,
+                shutdown: self.shutdown.subscribe(),
+                state: LaneState::default(),
+            };
+            tasks.spawn(lane.run());
+            handles.push(LaneHandle {
+                member,
+                cursor,
+                commands: tx,
+                status,
+            });
+        }
+        drop(tasks);
+        groups.push(GroupHandle {
+            name: config.name,
+            mode: config.mode,
+            lanes: handles,
+        });
+        let cursors: Vec<String> = groups
+            .iter()
+            .flat_map(|g| g.lanes.iter().map(|l| l.cursor.clone()))
+            .collect();
+        self.queue.set_cursor_owners(cursors);
+        Ok(())
+    }
+
+    fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lanes of `group` a request is for: all of them, or the one of
+    /// `member` in a broadcast group.
+    fn lanes(
+        &self,
+        group: &str,
+        member: Option<&str>,
+    ) -> Result<Vec<(String, mpsc::Sender<LaneCommand>)>, EngineError> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let handle = groups
+            .iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| EngineError::UnknownGroup(group.to_owned()))?;
+        let lanes: Vec<_> = handle
+            .lanes
+            .iter()
+            .filter(|l| member.is_none() || l.member.as_deref() == member || l.member.is_none())
+            .map(|l| (l.cursor.clone(), l.commands.clone()))
+            .collect();
+        if let Some(member) = member
+            && handle.mode == GroupMode::Broadcast
+            && lanes.is_empty()
+        {
+            return Err(EngineError::UnknownMember {
+                group: group.to_owned(),
+                member: member.to_owned(),
+            });
+        }
+        Ok(lanes)
+    }
+
+    /// Operator-triggered catch-up of the active member of `group` (or of
+    /// one member of a broadcast group).
+    pub async fn catch_up(
+        &self,
+        group: &str,
+        member: Option<&str>,
+        from: CatchUpFrom,
+    ) -> Result<(), EngineError> {
+        for (_, lane) in self.lanes(group, member)? {
+            let (reply, answer) = oneshot::channel();
+            lane.send(LaneCommand::CatchUp {
+                from: from.clone(),
+                reply,
+            })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+            answer
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?
+                .map_err(EngineError::CatchUp)?;
+        }
+        Ok(())
+    }
+
+    /// The dead letters of `group`.
+    pub fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, EngineError> {
+        let mut out = Vec::new();
+        for (cursor, _) in self.lanes(group, None)? {
+            out.extend(self.queue.dead_letters(&cursor)?);
+        }
+        Ok(out)
+    }
+
+    /// Deliver the dead letters of `group` again; returns how many were
+    /// queued for replay. Those accepted leave the dead-letter queue.
+    pub async fn replay_dead_letters(&self, group: &str) -> Result<usize, EngineError> {
+        let mut total = 0;
+        for (_, lane) in self.lanes(group, None)? {
+            let (reply, answer) = oneshot::channel();
+            lane.send(LaneCommand::ReplayDeadLetters { reply })
+                .await
+                .map_err(|_| EngineError::ShuttingDown)?;
+            total += answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        }
+        if total > 0 {
+            self.notices.emit(
+                Notice::new(
+                    safd_connector::event_ids::DEAD_LETTERS_REPLAYED,
+                    safd_connector::Severity::Info,
+                    format!("{total} dead letters of group `{group}` queued for replay"),
+                )
+                .with("group", group)
+                .with("events", total),
+            );
+        }
+        Ok(total)
+    }
+
+    /// Every stream's positions.
+    pub async fn streams(&self) -> Vec<StreamStatus> {
+        self.queue
+            .streams()
+            .await
+            .into_iter()
+            .map(|s| StreamStatus {
+                name: s.name,
+                first_seq: s.first_seq,
+                next_seq: s.next_seq,
+                bytes: s.bytes,
+                cursor: s.cursor,
+            })
+            .collect()
+    }
+
+    /// Every group's dispatchers.
+    pub fn groups(&self) -> Vec<GroupStatus> {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|g| GroupStatus {
+                name: g.name.clone(),
+                mode: g.mode,
+                lanes: g
+                    .lanes
+                    .iter()
+                    .map(|l| {
+                        l.status
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .clone()
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Per cursor and stream, how many stored events are not acknowledged.
+    pub async fn lag(&self) -> BTreeMap<(String, String), u64> {
+        let streams = self.queue.streams().await;
+        let mut out = BTreeMap::new();
+        for group in self.groups() {
+            for lane in group.lanes {
+                for stream in &streams {
+                    let acked = lane.acked.get(&stream.name).copied().unwrap_or(0);
+                    out.insert(
+                        (lane.cursor.clone(), stream.name.clone()),
+                        (stream.next_seq - 1).saturating_sub(acked),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Stop sources, settle in-flight deliveries, inject the last notices
+    /// and flush. Everything ingested stays queued for the next start.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        self.shutdown.send_replace(true);
+        let mut tasks = std::mem::take(&mut *self.lock_tasks());
+        while tasks.join_next().await.is_some() {}
+        // The injector ends once every sender is gone; ours is the last
+        // one besides the queue's copy, so stop it explicitly after a final
+        // drain.
+        let injector = self
+            .injector
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(injector) = injector {
+            tokio::task::yield_now().await;
+            injector.abort();
+            let _ = injector.await;
+        }
+        self.queue.flush().await?;
+        Ok(())
+    }
+}
+
+/// Move safd's own notices into the `safd` stream, batching what arrives
+/// together.
+async fn inject(queue: Arc<Queue>, agent_id: String, mut rx: mpsc::UnboundedReceiver<Notice>) {
+    let mut unique = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut events = vec![first.to_event(&agent_id, unique)];
+        unique += 1;
+        while let Ok(more) = rx.try_recv() {
+            events.push(more.to_event(&agent_id, unique));
+            unique += 1;
+        }
+        if let Err(err) = queue.ingest_internal(SAFD_STREAM, &events).await {
+            tracing::error!("cannot store safd's own events: {err}");
+        }
+    }
+}
+
+async fn enforce_retention(
+    queue: Arc<Queue>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(err) = queue.enforce_retention().await {
+            tracing::error!("retention pass failed: {err}");
+        }
+    }
+}

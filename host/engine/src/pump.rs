@@ -1,0 +1,271 @@
+//! Moving a source's events into the queue: poll, ingest (durable), then
+//! commit. A source is told to commit only after its batch was fsynced, so
+//! a crash at any point re-reads at most what was not yet durable.
+
+use crate::notice::{Notice, Notices};
+use crate::queue::Queue;
+use safd_connector::event_ids::{QUEUE_WRITE_FAILED, SOURCE_FAILED};
+use safd_connector::{
+    Cursor, PollLimits, Severity, SourceBatch, SourceConnector, SourceSession, Timestamp,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How a source is driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PumpTuning {
+    pub limits: PollLimits,
+    /// Wait after a poll that said no more events are ready.
+    pub idle_wait: Duration,
+    /// A poll, commit or seek taking longer fails the session.
+    pub call_timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for PumpTuning {
+    fn default() -> Self {
+        Self {
+            limits: PollLimits::default(),
+            idle_wait: Duration::from_millis(50),
+            call_timeout: Duration::from_secs(10),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Requests to a running source, from catch-up.
+#[derive(Debug)]
+pub(crate) enum PumpCommand {
+    /// Deep catch-up: re-read from this event time.
+    Seek(Timestamp),
+}
+
+/// The running sources by stream name, so a catch-up can ask one to seek.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SourceDirectory {
+    by_stream: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<PumpCommand>>>>,
+}
+
+impl SourceDirectory {
+    pub(crate) fn insert(&self, stream: &str, commands: mpsc::UnboundedSender<PumpCommand>) {
+        self.by_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream.to_owned(), commands);
+    }
+
+    pub(crate) fn has(&self, stream: &str) -> bool {
+        self.by_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(stream)
+    }
+
+    /// Ask the source of `stream` to re-read from `time`; false when no
+    /// running source produces that stream.
+    pub(crate) fn seek(&self, stream: &str, time: Timestamp) -> bool {
+        self.by_stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(stream)
+            .is_some_and(|tx| tx.send(PumpCommand::Seek(time)).is_ok())
+    }
+}
+
+pub(crate) struct Pump {
+    pub(crate) stream: String,
+    pub(crate) connector: Arc<dyn SourceConnector>,
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) notices: Notices,
+    pub(crate) tuning: PumpTuning,
+    pub(crate) commands: mpsc::UnboundedReceiver<PumpCommand>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+enum Step {
+    Continue,
+    Idle,
+    Failed(String),
+}
+
+impl Pump {
+    pub(crate) async fn run(mut self) {
+        let mut failures = 0u32;
+        let mut session: Option<Box<dyn SourceSession>> = None;
+        let mut pending_seek: Option<Timestamp> = None;
+        while !*self.shutdown.borrow() {
+            while let Ok(PumpCommand::Seek(time)) = self.commands.try_recv() {
+                pending_seek = Some(time);
+            }
+            if session.is_none() {
+                match self.open().await {
+                    Ok(opened) => session = Some(opened),
+                    Err(reason) => {
+                        failures += 1;
+                        self.source_failed(&reason, failures);
+                        self.pause(self.retry_wait(failures)).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(live) = session.as_mut() else {
+                continue;
+            };
+            if let Some(time) = pending_seek.take() {
+                match self.timed(live.seek(time)).await {
+                    Ok(()) => {
+                        tracing::info!(stream = %self.stream, time, "source repositioned for a deep catch-up")
+                    }
+                    Err(reason) => {
+                        pending_seek = Some(time);
+                        failures += 1;
+                        session = None;
+                        self.source_failed(&reason, failures);
+                        self.pause(self.retry_wait(failures)).await;
+                        continue;
+                    }
+                }
+            }
+            match self.step(live).await {
+                Step::Continue => failures = 0,
+                Step::Idle => {
+                    failures = 0;
+                    self.pause(self.tuning.idle_wait).await;
+                }
+                Step::Failed(reason) => {
+                    failures += 1;
+                    // Reopened from the last durable cursor: whatever the
+                    // failed session had read but not handed over is read
+                    // again.
+                    session = None;
+                    self.source_failed(&reason, failures);
+                    self.pause(self.retry_wait(failures)).await;
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Box<dyn SourceSession>, String> {
+        let resume_from: Option<Cursor> = self
+            .queue
+            .streams()
+            .await
+            .into_iter()
+            .find(|s| s.name == self.stream)
+            .and_then(|s| s.cursor);
+        self.timed(self.connector.open(resume_from)).await
+    }
+
+    /// One poll → ingest → commit round.
+    async fn step(&mut self, session: &mut Box<dyn SourceSession>) -> Step {
+        let batch: SourceBatch = match self.timed(session.poll(self.tuning.limits)).await {
+            Ok(batch) => batch,
+            Err(reason) => return Step::Failed(reason),
+        };
+        if batch.events.is_empty() && batch.cursor.is_none() {
+            return if batch.more {
+                Step::Continue
+            } else {
+                Step::Idle
+            };
+        }
+        // The batch is held here until it is durable: a full or failing
+        // disk delays the source, it never loses what it handed over.
+        let mut attempt = 0u32;
+        loop {
+            match self
+                .queue
+                .ingest(&self.stream, &batch.events, batch.cursor.as_ref())
+                .await
+            {
+                Ok(_) => break,
+                Err(err) => {
+                    attempt += 1;
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        self.notices.emit(
+                            Notice::new(
+                                QUEUE_WRITE_FAILED,
+                                Severity::Critical,
+                                format!(
+                                    "cannot store events of stream `{}`: {err}; the source is \
+                                     held back and the write retried",
+                                    self.stream
+                                ),
+                            )
+                            .with("stream", &self.stream)
+                            .with("attempt", attempt),
+                        );
+                    }
+                    if *self.shutdown.borrow() {
+                        return Step::Idle;
+                    }
+                    self.pause(self.retry_wait(attempt)).await;
+                }
+            }
+        }
+        if let Some(cursor) = &batch.cursor
+            && let Err(reason) = self.timed(session.commit(cursor)).await
+        {
+            // The events are durable; a failed commit only means the source
+            // may hand some of them over again (deduplicated downstream).
+            return Step::Failed(reason);
+        }
+        if batch.more {
+            Step::Continue
+        } else {
+            Step::Idle
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl Future<Output = Result<T, safd_connector::SessionError>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.tuning.call_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "no answer within {} ms",
+                self.tuning.call_timeout.as_millis()
+            )),
+        }
+    }
+
+    fn source_failed(&self, reason: &str, failures: u32) {
+        if failures == 1 || failures.is_power_of_two() {
+            self.notices.emit(
+                Notice::new(
+                    SOURCE_FAILED,
+                    Severity::Major,
+                    format!(
+                        "source of stream `{}` failed: {reason}; reopening from its last \
+                         durable cursor",
+                        self.stream
+                    ),
+                )
+                .with("stream", &self.stream)
+                .with("failures", failures),
+            );
+        }
+    }
+
+    fn retry_wait(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        self.tuning
+            .retry_min
+            .saturating_mul(1 << exponent)
+            .min(self.tuning.retry_max)
+    }
+
+    /// Sleep, but wake at once on shutdown.
+    async fn pause(&mut self, wait: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+}
