@@ -44,3 +44,5 @@ pub fn seqs(queue: &Queue, stream: &str) -> Vec<u64> {
         .map(|e| e.seq)
         .collect()
 }
+
+pub mod fakes;

@@ -1,0 +1,355 @@
+//! In-process fake connectors for engine tests: a management server whose
+//! link and event service can be switched off (or made silent), a
+//! destination connector that talks to it, and a source fed by the test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use async_trait::async_trait;
+use safd_connector::{
+    Acknowledgement, CatchUpFrom, CatchUpRequest, ConnectorError, Cursor, DeliveryReport,
+    DestinationConnector, DestinationSession, Endpoint, Event, Health, PollLimits, Registration,
+    Rejection, SessionError, SessionInfo, Severity, SourceBatch, SourceConnector, SourceSession,
+    StreamBatch, StreamPosition, Timestamp,
+};
+use safd_engine::{Engine, SAFD_STREAM};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a fake management server holds and how it behaves.
+#[derive(Debug)]
+pub struct ServerState {
+    /// safd can reach it (otherwise: connection refused).
+    pub link_up: bool,
+    /// It accepts connections but never answers (SIGSTOP).
+    pub silent: bool,
+    /// Its event service runs (otherwise it spools into its inbox).
+    pub service_up: bool,
+    /// Like the reference server: on register, ask for catch-up from its
+    /// high-water + 1 whenever safd has stored more.
+    pub asks_catch_up: bool,
+    /// Deduplicated store: (stream, seq) → event id.
+    pub events: BTreeMap<(String, u64), String>,
+    /// (stream, seq) in order of first arrival.
+    pub arrivals: Vec<(String, u64)>,
+    /// Deliveries of events it already held (removed by its dedup).
+    pub duplicates: u64,
+    pub registrations: Vec<SessionInfo>,
+    /// Event ids it permanently rejects.
+    pub rejects: HashSet<String>,
+    /// Reject whole batches that contain a rejected id (instead of
+    /// listing the event).
+    pub reject_whole_batch: bool,
+    pub delivery_calls: u64,
+}
+
+impl Default for ServerState {
+    fn default() -> Self {
+        Self {
+            link_up: true,
+            silent: false,
+            service_up: true,
+            asks_catch_up: true,
+            events: BTreeMap::new(),
+            arrivals: Vec::new(),
+            duplicates: 0,
+            registrations: Vec::new(),
+            rejects: HashSet::new(),
+            reject_whole_batch: false,
+            delivery_calls: 0,
+        }
+    }
+}
+
+impl ServerState {
+    /// Highest seq of `stream` held with every seq below it.
+    pub fn contiguous(&self, stream: &str) -> u64 {
+        let mut n = 0;
+        while self.events.contains_key(&(stream.to_owned(), n + 1)) {
+            n += 1;
+        }
+        n
+    }
+
+    pub fn count(&self, stream: &str) -> usize {
+        self.events.keys().filter(|(s, _)| s == stream).count()
+    }
+}
+
+/// A fake management server shared between the test and the connector.
+#[derive(Clone, Debug, Default)]
+pub struct FakeServer(pub Arc<Mutex<ServerState>>);
+
+impl FakeServer {
+    pub fn with<R>(&self, f: impl FnOnce(&mut ServerState) -> R) -> R {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    pub fn set(&self, service_up: bool, link_up: bool) {
+        self.with(|s| {
+            s.service_up = service_up;
+            s.link_up = link_up;
+        });
+    }
+}
+
+/// A destination connector whose sessions talk to `FakeServer`s by
+/// member name.
+#[derive(Clone, Debug, Default)]
+pub struct FakeDestination {
+    pub servers: Arc<Mutex<BTreeMap<String, FakeServer>>>,
+}
+
+impl FakeDestination {
+    pub fn server(&self, member: &str) -> FakeServer {
+        self.servers
+            .lock()
+            .unwrap()
+            .entry(member.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+#[async_trait]
+impl DestinationConnector for FakeDestination {
+    async fn open(&self, endpoint: Endpoint) -> Result<Box<dyn DestinationSession>, SessionError> {
+        Ok(Box::new(FakeSession {
+            server: self.server(&endpoint.member),
+        }))
+    }
+
+    fn acknowledgement(&self) -> Acknowledgement {
+        Acknowledgement::DurableCommit
+    }
+}
+
+struct FakeSession {
+    server: FakeServer,
+}
+
+impl FakeSession {
+    /// Fail like a refused connection, or hang like a stopped process.
+    async fn reach(&self) -> Result<(), SessionError> {
+        let (link_up, silent) = self.server.with(|s| (s.link_up, s.silent));
+        if silent {
+            std::future::pending::<()>().await;
+        }
+        if link_up {
+            Ok(())
+        } else {
+            Err(ConnectorError::Unavailable("connection refused".into()).into())
+        }
+    }
+}
+
+#[async_trait]
+impl DestinationSession for FakeSession {
+    async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
+        self.reach().await?;
+        Ok(self.server.with(|s| {
+            s.registrations.push(info.clone());
+            let high_water: Vec<StreamPosition> = info
+                .stored
+                .iter()
+                .map(|p| StreamPosition {
+                    stream: p.stream.clone(),
+                    seq: s.contiguous(&p.stream),
+                })
+                .filter(|p| p.seq > 0)
+                .collect();
+            let behind: Vec<StreamPosition> = info
+                .stored
+                .iter()
+                .filter(|p| p.stream != SAFD_STREAM && s.contiguous(&p.stream) < p.seq)
+                .map(|p| StreamPosition {
+                    stream: p.stream.clone(),
+                    seq: s.contiguous(&p.stream) + 1,
+                })
+                .collect();
+            let catch_up = (s.asks_catch_up && !behind.is_empty()).then(|| CatchUpRequest {
+                epoch: info.epoch,
+                start: CatchUpFrom::Positions(behind),
+            });
+            Registration {
+                high_water,
+                service_ready: s.service_up,
+                catch_up,
+            }
+        }))
+    }
+
+    async fn deliver(&mut self, batches: &[StreamBatch]) -> Result<DeliveryReport, SessionError> {
+        self.reach().await?;
+        self.server.with(|s| {
+            s.delivery_calls += 1;
+            let mut report = DeliveryReport::default();
+            if s.reject_whole_batch
+                && batches.iter().any(|b| {
+                    b.events.len() > 1 && b.events.iter().any(|e| s.rejects.contains(&e.event.id))
+                })
+            {
+                return Err(ConnectorError::Rejected("malformed event in batch".into()).into());
+            }
+            if s.reject_whole_batch
+                && let [batch] = batches
+                && let [event] = batch.events.as_slice()
+                && s.rejects.contains(&event.event.id)
+            {
+                return Err(ConnectorError::Rejected("malformed event".into()).into());
+            }
+            for batch in batches {
+                let mut through = 0;
+                for event in &batch.events {
+                    through = event.seq;
+                    if s.rejects.contains(&event.event.id) {
+                        report.rejected.push(Rejection {
+                            stream: batch.stream.clone(),
+                            seq: event.seq,
+                            reason: "malformed event".into(),
+                        });
+                        continue;
+                    }
+                    let key = (batch.stream.clone(), event.seq);
+                    if s.events.contains_key(&key) {
+                        s.duplicates += 1;
+                    } else {
+                        s.events.insert(key.clone(), event.event.id.clone());
+                        s.arrivals.push(key);
+                    }
+                }
+                report.acknowledged.push(StreamPosition {
+                    stream: batch.stream.clone(),
+                    seq: through,
+                });
+            }
+            Ok(report)
+        })
+    }
+
+    async fn probe(&mut self) -> Result<Health, SessionError> {
+        self.reach().await?;
+        Ok(Health {
+            service_ready: self.server.with(|s| s.service_up),
+            detail: String::new(),
+        })
+    }
+}
+
+/// A source that hands over the events the test appends to its log.
+/// Cursor: the index of the next event (u64 big-endian).
+#[derive(Clone, Debug, Default)]
+pub struct FakeSource {
+    pub log: Arc<Mutex<Vec<Event>>>,
+    /// Highest committed index.
+    pub committed: Arc<Mutex<u64>>,
+    pub seeks: Arc<Mutex<Vec<Timestamp>>>,
+}
+
+impl FakeSource {
+    pub fn append(&self, count: u64, prefix: &str) {
+        let mut log = self.log.lock().unwrap();
+        for _ in 0..count {
+            let n = log.len() as u64;
+            log.push(event(prefix, n));
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.log.lock().unwrap().len() as u64
+    }
+}
+
+pub fn event(prefix: &str, n: u64) -> Event {
+    Event {
+        id: format!("{prefix}-{n}"),
+        time: 1_700_000_000_000_000 + n as i64,
+        severity: Severity::Info,
+        attributes: Vec::new(),
+        body: format!("event {n}"),
+    }
+}
+
+#[async_trait]
+impl SourceConnector for FakeSource {
+    async fn open(
+        &self,
+        resume_from: Option<Cursor>,
+    ) -> Result<Box<dyn SourceSession>, SessionError> {
+        let position = resume_from
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .unwrap_or(0);
+        Ok(Box::new(FakeSourceSession {
+            source: self.clone(),
+            position,
+        }))
+    }
+}
+
+struct FakeSourceSession {
+    source: FakeSource,
+    position: u64,
+}
+
+#[async_trait]
+impl SourceSession for FakeSourceSession {
+    async fn poll(&mut self, limits: PollLimits) -> Result<SourceBatch, SessionError> {
+        let log = self.source.log.lock().unwrap();
+        let start = self.position as usize;
+        let end = (start + limits.max_events as usize).min(log.len());
+        let events = log[start.min(end)..end].to_vec();
+        self.position = end as u64;
+        Ok(SourceBatch {
+            cursor: (!events.is_empty()).then(|| self.position.to_be_bytes().to_vec()),
+            more: end < log.len(),
+            events,
+        })
+    }
+
+    async fn commit(&mut self, cursor: &Cursor) -> Result<(), SessionError> {
+        let at = u64::from_be_bytes(cursor.clone().try_into().unwrap());
+        let mut committed = self.source.committed.lock().unwrap();
+        *committed = (*committed).max(at);
+        Ok(())
+    }
+
+    async fn seek(&mut self, from: Timestamp) -> Result<(), SessionError> {
+        self.source.seeks.lock().unwrap().push(from);
+        let log = self.source.log.lock().unwrap();
+        self.position = log.iter().position(|e| e.time >= from).unwrap_or(log.len()) as u64;
+        Ok(())
+    }
+}
+
+/// Wait until `condition` holds, polling, or panic with `what` after
+/// `deadline`.
+pub async fn eventually(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The active member of the engine's (first lane of) group `group`.
+pub fn active(engine: &Engine, group: &str) -> Option<String> {
+    engine
+        .groups()
+        .into_iter()
+        .find(|g| g.name == group)
+        .and_then(|g| g.lanes.first().and_then(|l| l.active.clone()))
+}
+
+/// Ids of the notices the engine emitted so far.
+pub fn notice_ids(engine: &Engine) -> Vec<u32> {
+    engine.notices().recent().iter().map(|n| n.id).collect()
+}
+
+/// Acked seq of `stream` in group `group` (first lane).
+pub fn acked(engine: &Engine, group: &str, stream: &str) -> u64 {
+    engine
+        .groups()
+        .into_iter()
+        .find(|g| g.name == group)
+        .and_then(|g| g.lanes.first().and_then(|l| l.acked.get(stream).copied()))
+        .unwrap_or(0)
+}

@@ -1,0 +1,305 @@
+//! Every row of `failover-matrix.csv` with in-process fake servers: the
+//! active member, where events wait, who catches up after a total outage
+//! (and the refusal of the other), and in the end every event delivered,
+//! once per server after its dedup, in order per stream.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::fakes::{
+    FakeDestination, FakeServer, FakeSource, acked, active, eventually, notice_ids,
+};
+use safd_connector::event_ids::{CATCH_UP_REFUSED, CATCH_UP_STARTED, FAILED_BACK, FAILED_OVER};
+use safd_engine::failover::MemberHealth;
+use safd_engine::{
+    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MATRIX: &str = include_str!("../../../docs/design/failover-matrix.csv");
+const WAIT: Duration = Duration::from_secs(10);
+
+pub fn tuning() -> Tuning {
+    Tuning {
+        batch_max_events: 16,
+        batch_max_bytes: 1 << 20,
+        request_timeout: Duration::from_millis(300),
+        probe_interval: Duration::from_millis(20),
+        failback_after: 3,
+        transient_limit: 3,
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+    }
+}
+
+struct Pair {
+    engine: Engine,
+    source: FakeSource,
+    primary: FakeServer,
+    backup: FakeServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn pair() -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open(EngineOptions {
+        agent_id: "test-agent".into(),
+        data_dir: dir.path().to_owned(),
+        queue: QueueOptions::default(),
+        retention_interval: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let source = FakeSource::default();
+    engine
+        .add_source(
+            "ems",
+            Arc::new(source.clone()),
+            PumpTuning {
+                idle_wait: Duration::from_millis(5),
+                ..PumpTuning::default()
+            },
+        )
+        .unwrap();
+    let destination = FakeDestination::default();
+    let primary = destination.server("primary");
+    let backup = destination.server("backup");
+    let member = |name: &str| MemberConfig {
+        name: name.into(),
+        address: format!("fake://{name}"),
+        connector: Arc::new(destination.clone()),
+    };
+    engine
+        .add_group(GroupConfig {
+            name: "mgmt".into(),
+            mode: GroupMode::Failover,
+            members: vec![member("primary"), member("backup")],
+            tuning: tuning(),
+        })
+        .unwrap();
+    Pair {
+        engine,
+        source,
+        primary,
+        backup,
+        _dir: dir,
+    }
+}
+
+fn health(service: &str, link: &str) -> MemberHealth {
+    match (service, link) {
+        (_, "down") => MemberHealth::Unreachable,
+        ("up", _) => MemberHealth::Ready,
+        _ => MemberHealth::Degraded,
+    }
+}
+
+fn member_health(engine: &Engine) -> Vec<MemberHealth> {
+    engine.groups()[0].lanes[0]
+        .members
+        .iter()
+        .map(|m| m.health)
+        .collect()
+}
+
+/// Every event of the source is held by at least one server under its own
+/// id, no server stored one twice (their maps are keyed by seq, so count
+/// the duplicate deliveries they dropped separately), and each server got
+/// the stream in seq order.
+fn assert_complete(pair: &Pair, row: &str) {
+    let log = pair.source.log.lock().unwrap().clone();
+    for server in [&pair.primary, &pair.backup] {
+        server.with(|s| {
+            let seqs: Vec<u64> = s
+                .arrivals
+                .iter()
+                .filter(|(stream, _)| stream == "ems")
+                .map(|(_, seq)| *seq)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "row {row}: out of order: {seqs:?}"
+            );
+        });
+    }
+    for (index, event) in log.iter().enumerate() {
+        let key = ("ems".to_owned(), index as u64 + 1);
+        let held: Vec<String> = [&pair.primary, &pair.backup]
+            .iter()
+            .filter_map(|s| s.with(|s| s.events.get(&key).cloned()))
+            .collect();
+        assert!(!held.is_empty(), "row {row}: seq {} lost", index + 1);
+        assert!(
+            held.iter().all(|id| *id == event.id),
+            "row {row}: seq {} holds {held:?}, expected {}",
+            index + 1,
+            event.id
+        );
+    }
+}
+
+/// The server holds every seq of `seqs` of stream `ems`.
+fn holds(server: &FakeServer, mut seqs: std::ops::RangeInclusive<u64>) -> bool {
+    server.with(|s| seqs.all(|seq| s.events.contains_key(&("ems".to_owned(), seq))))
+}
+
+fn server<'a>(pair: &'a Pair, name: &str) -> &'a FakeServer {
+    if name == "primary" {
+        &pair.primary
+    } else {
+        &pair.backup
+    }
+}
+
+fn notices_for(engine: &Engine, id: u32, member: &str) -> usize {
+    engine
+        .notices()
+        .recent()
+        .iter()
+        .filter(|n| n.id == id && n.field("member") == Some(member))
+        .count()
+}
+
+async fn run_row(row_index: usize, line: &str) {
+    let cols: Vec<&str> = line.split(',').collect();
+    let (p_service, p_link, b_service, b_link) = (cols[0], cols[1], cols[2], cols[3]);
+    let (expected_active, waits, catchup) = (cols[5], cols[6], cols[7]);
+    let pair = pair().await;
+    let engine = &pair.engine;
+
+    // Normal operation first: everything reaches the primary.
+    pair.source.append(20, "a");
+    eventually("primary active with the first events", WAIT, || {
+        active(engine, "mgmt").as_deref() == Some("primary") && acked(engine, "mgmt", "ems") == 20
+    })
+    .await;
+
+    // Enter the row's state and wait until safd has seen it.
+    pair.primary.set(p_service == "up", p_link == "up");
+    pair.backup.set(b_service == "up", b_link == "up");
+    let expected_health = [health(p_service, p_link), health(b_service, b_link)];
+    let expected = (expected_active != "none").then(|| expected_active.to_owned());
+    eventually(&format!("row {line}: state seen"), WAIT, || {
+        member_health(engine) == expected_health && active(engine, "mgmt") == expected
+    })
+    .await;
+
+    // New events arrive; where do they wait?
+    pair.source.append(30, "b");
+    match waits {
+        "-" => {
+            let target = server(&pair, expected_active);
+            eventually(
+                &format!("row {line}: delivered to {expected_active}"),
+                WAIT,
+                || holds(target, 21..=50),
+            )
+            .await;
+            assert!(target.with(|s| s.service_up), "row {line}");
+        }
+        "safd-queue" => {
+            eventually(&format!("row {line}: stored in safd's queue"), WAIT, || {
+                stored(engine) == 50
+            })
+            .await;
+            assert_eq!(acked(engine, "mgmt", "ems"), 20, "row {line}");
+            for s in [&pair.primary, &pair.backup] {
+                assert!(s.with(|s| s.count("ems")) <= 20, "row {line}");
+            }
+        }
+        inbox => {
+            let holder = inbox.trim_end_matches("-server-inbox");
+            assert_eq!(holder, expected_active, "row {line}");
+            let target = server(&pair, holder);
+            eventually(
+                &format!("row {line}: spooled in the {holder}'s inbox"),
+                WAIT,
+                || holds(target, 21..=50),
+            )
+            .await;
+            assert!(!target.with(|s| s.service_up), "row {line}");
+        }
+    }
+
+    // The state ends.
+    if catchup == "first-registrant" {
+        // Alternate who comes back first; the other one's catch-up request
+        // must be refused.
+        let (first, second) = if row_index % 2 == 0 {
+            ("primary", "backup")
+        } else {
+            ("backup", "primary")
+        };
+        let started_before = [
+            notices_for(engine, CATCH_UP_STARTED, "primary"),
+            notices_for(engine, CATCH_UP_STARTED, "backup"),
+        ];
+        let started_since = |member: &str| {
+            let index = usize::from(member == "backup");
+            notices_for(engine, CATCH_UP_STARTED, member) - started_before[index]
+        };
+        server(&pair, first).set(true, true);
+        eventually(
+            &format!("row {line}: {first} registers first"),
+            WAIT,
+            || active(engine, "mgmt").as_deref() == Some(first),
+        )
+        .await;
+        eventually(&format!("row {line}: {first} caught up"), WAIT, || {
+            started_since(first) == 1 && holds(server(&pair, first), 21..=50)
+        })
+        .await;
+        server(&pair, second).set(true, true);
+        eventually(&format!("row {line}: {second} refused"), WAIT, || {
+            notices_for(engine, CATCH_UP_REFUSED, second) >= 1
+        })
+        .await;
+        pair.source.append(10, "c");
+        wait_back_on_primary(engine, line).await;
+        assert_eq!(
+            started_since(second),
+            0,
+            "row {line}: both members caught up"
+        );
+    } else {
+        pair.primary.set(true, true);
+        pair.backup.set(true, true);
+        pair.source.append(10, "c");
+        wait_back_on_primary(engine, line).await;
+    }
+    assert_complete(&pair, line);
+    let ids = notice_ids(engine);
+    if expected_active == "backup" {
+        assert!(ids.contains(&FAILED_OVER), "row {line}: {ids:?}");
+        assert!(ids.contains(&FAILED_BACK), "row {line}: {ids:?}");
+    }
+    engine.shutdown().await.unwrap();
+}
+
+async fn wait_back_on_primary(engine: &Engine, line: &str) {
+    eventually(&format!("row {line}: back on the primary"), WAIT, || {
+        active(engine, "mgmt").as_deref() == Some("primary") && acked(engine, "mgmt", "ems") == 60
+    })
+    .await;
+}
+
+/// Events of `ems` stored in the queue.
+fn stored(engine: &Engine) -> u64 {
+    let queue = engine.queue().clone();
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(async move { queue.stored_through("ems").await })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_of_the_failover_matrix() {
+    let rows: Vec<&str> = MATRIX
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 16);
+    for (index, row) in rows.iter().enumerate() {
+        run_row(index, row).await;
+    }
+}
