@@ -283,6 +283,7 @@ impl Lane {
     async fn spawn_register(&mut self, index: usize, calls: &mut JoinSet<CallDone>) {
         let info = self.session_info(index).await;
         let epoch = info.epoch;
+        self.members[index].registering = true;
         self.spawn_call(index, calls, move |session| {
             Box::pin(async move {
                 Outcome::Registered {
@@ -413,6 +414,7 @@ impl Lane {
     async fn handle(&mut self, done: CallDone) {
         let index = done.member;
         self.members[index].busy = false;
+        self.members[index].registering = false;
         self.members[index].session = done.session;
         match done.outcome {
             Outcome::Registered { epoch, result } => match result {
@@ -750,6 +752,18 @@ impl Lane {
         let best = choose_active(&health);
         let current = self.state.active.filter(|a| self.members[*a].reachable());
         let next = match (current, best) {
+            // Nobody active (safd's start, or after a total outage): the
+            // first member to register takes over, but a higher-priority
+            // member whose registration is already on the wire gets its
+            // answer heard first (bounded by the request timeout), so a
+            // start with every member up does not fail over and back.
+            (None, Some(best))
+                if self.members[..best]
+                    .iter()
+                    .any(|m| m.registering && !m.reachable()) =>
+            {
+                return;
+            }
             (None, best) => best,
             (Some(active), Some(best)) if best < active => {
                 // Failback: damped, and only once the in-flight batch

@@ -18,6 +18,8 @@ pub(crate) struct Member {
     pub(crate) session: Option<Box<dyn DestinationSession>>,
     /// A call to this member is in flight.
     pub(crate) busy: bool,
+    /// That call is a registration.
+    pub(crate) registering: bool,
     pub(crate) health: MemberHealth,
     /// The epoch this member last registered at; `None` until it has
     /// registered since it was last found unreachable.
@@ -52,6 +54,7 @@ impl Member {
             connector,
             session: None,
             busy: false,
+            registering: false,
             // Unknown until the first registration answers.
             health: MemberHealth::Unreachable,
             registered_epoch: None,

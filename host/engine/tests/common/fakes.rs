@@ -33,6 +33,8 @@ pub struct ServerState {
     pub arrivals: Vec<(String, u64)>,
     /// Deliveries of events it already held (removed by its dedup).
     pub duplicates: u64,
+    /// The same, per stream.
+    pub duplicates_by_stream: BTreeMap<String, u64>,
     pub registrations: Vec<SessionInfo>,
     /// Event ids it permanently rejects.
     pub rejects: HashSet<String>,
@@ -40,6 +42,11 @@ pub struct ServerState {
     /// listing the event).
     pub reject_whole_batch: bool,
     pub delivery_calls: u64,
+    /// Subtracted from the epoch echoed in catch-up requests (a receiver
+    /// with a stale view).
+    pub epoch_skew: u64,
+    /// Answer `deliver` with backpressure this many times first.
+    pub backpressure: u32,
 }
 
 impl Default for ServerState {
@@ -52,10 +59,13 @@ impl Default for ServerState {
             events: BTreeMap::new(),
             arrivals: Vec::new(),
             duplicates: 0,
+            duplicates_by_stream: BTreeMap::new(),
             registrations: Vec::new(),
             rejects: HashSet::new(),
             reject_whole_batch: false,
             delivery_calls: 0,
+            epoch_skew: 0,
+            backpressure: 0,
         }
     }
 }
@@ -167,7 +177,7 @@ impl DestinationSession for FakeSession {
                 })
                 .collect();
             let catch_up = (s.asks_catch_up && !behind.is_empty()).then(|| CatchUpRequest {
-                epoch: info.epoch,
+                epoch: info.epoch - s.epoch_skew.min(info.epoch),
                 start: CatchUpFrom::Positions(behind),
             });
             Registration {
@@ -182,6 +192,14 @@ impl DestinationSession for FakeSession {
         self.reach().await?;
         self.server.with(|s| {
             s.delivery_calls += 1;
+            if s.backpressure > 0 {
+                s.backpressure -= 1;
+                return Err(ConnectorError::Backpressure {
+                    retry_after: Duration::from_millis(20),
+                    message: "inbox busy".into(),
+                }
+                .into());
+            }
             let mut report = DeliveryReport::default();
             if s.reject_whole_batch
                 && batches.iter().any(|b| {
@@ -212,6 +230,9 @@ impl DestinationSession for FakeSession {
                     let key = (batch.stream.clone(), event.seq);
                     if s.events.contains_key(&key) {
                         s.duplicates += 1;
+                        *s.duplicates_by_stream
+                            .entry(batch.stream.clone())
+                            .or_default() += 1;
                     } else {
                         s.events.insert(key.clone(), event.event.id.clone());
                         s.arrivals.push(key);

@@ -1,0 +1,437 @@
+//! The dispatcher beyond the failover matrix: silent peers, broadcast,
+//! dead letters, backpressure, operator and deep catch-up, fencing by
+//! epoch, and restarts.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::fakes::{
+    FakeDestination, FakeServer, FakeSource, acked, active, event, eventually, notice_ids,
+};
+use safd_connector::event_ids::{
+    CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED, DEEP_CATCH_UP, FAILED_OVER,
+    MEMBER_UNREACHABLE,
+};
+use safd_connector::{CatchUpFrom, StreamPosition};
+use safd_engine::{
+    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
+    Retention, Tuning,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn tuning() -> Tuning {
+    Tuning {
+        batch_max_events: 16,
+        batch_max_bytes: 1 << 20,
+        request_timeout: Duration::from_millis(300),
+        probe_interval: Duration::from_millis(20),
+        failback_after: 3,
+        transient_limit: 3,
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+    }
+}
+
+fn open(dir: &Path, queue: QueueOptions) -> Engine {
+    Engine::open(EngineOptions {
+        agent_id: "test-agent".into(),
+        data_dir: dir.to_owned(),
+        queue,
+        retention_interval: Duration::from_secs(3600),
+    })
+    .unwrap()
+    .0
+}
+
+fn pump() -> PumpTuning {
+    PumpTuning {
+        idle_wait: Duration::from_millis(5),
+        ..PumpTuning::default()
+    }
+}
+
+fn group(
+    name: &str,
+    mode: GroupMode,
+    members: &[&str],
+    destination: &FakeDestination,
+) -> GroupConfig {
+    GroupConfig {
+        name: name.into(),
+        mode,
+        members: members
+            .iter()
+            .map(|m| MemberConfig {
+                name: (*m).into(),
+                address: format!("fake://{m}"),
+                connector: Arc::new(destination.clone()),
+            })
+            .collect(),
+        tuning: tuning(),
+    }
+}
+
+/// An engine with source `ems` and failover group `mgmt` = primary, backup.
+fn pair(dir: &Path, source: &FakeSource, destination: &FakeDestination) -> Engine {
+    let engine = open(dir, QueueOptions::default());
+    engine
+        .add_source("ems", Arc::new(source.clone()), pump())
+        .unwrap();
+    engine
+        .add_group(group(
+            "mgmt",
+            GroupMode::Failover,
+            &["primary", "backup"],
+            destination,
+        ))
+        .unwrap();
+    engine
+}
+
+fn holds_all(servers: &[&FakeServer], stream: &str, through: u64) -> bool {
+    (1..=through).all(|seq| {
+        servers
+            .iter()
+            .any(|s| s.with(|s| s.events.contains_key(&(stream.to_owned(), seq))))
+    })
+}
+
+fn count(engine: &Engine, id: u32) -> usize {
+    notice_ids(engine).iter().filter(|n| **n == id).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_is_detected_and_failed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = pair(dir.path(), &source, &destination);
+    let (primary, backup) = (destination.server("primary"), destination.server("backup"));
+    source.append(10, "a");
+    eventually("primary delivers", WAIT, || {
+        active(&engine, "mgmt").as_deref() == Some("primary") && acked(&engine, "mgmt", "ems") == 10
+    })
+    .await;
+    // SIGSTOP: accepts, never answers.
+    primary.with(|s| s.silent = true);
+    source.append(40, "b");
+    eventually("failed over to the backup", WAIT, || {
+        active(&engine, "mgmt").as_deref() == Some("backup") && acked(&engine, "mgmt", "ems") == 50
+    })
+    .await;
+    assert!(holds_all(&[&primary, &backup], "ems", 50));
+    assert!(notice_ids(&engine).contains(&MEMBER_UNREACHABLE));
+    assert!(notice_ids(&engine).contains(&FAILED_OVER));
+    // SIGCONT: failback after the damping probes.
+    primary.with(|s| s.silent = false);
+    source.append(5, "c");
+    eventually("failed back", WAIT, || {
+        active(&engine, "mgmt").as_deref() == Some("primary") && acked(&engine, "mgmt", "ems") == 55
+    })
+    .await;
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_members_each_keep_their_own_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = open(dir.path(), QueueOptions::default());
+    engine
+        .add_source("ems", Arc::new(source.clone()), pump())
+        .unwrap();
+    engine
+        .add_group(group(
+            "siem",
+            GroupMode::Broadcast,
+            &["a", "b"],
+            &destination,
+        ))
+        .unwrap();
+    let (a, b) = (destination.server("a"), destination.server("b"));
+    b.set(true, false);
+    source.append(30, "x");
+    eventually("a has everything", WAIT, || holds_all(&[&a], "ems", 30)).await;
+    let lanes = &engine.groups()[0].lanes;
+    assert_eq!(lanes.len(), 2);
+    assert_eq!(lanes[0].cursor, "siem/a");
+    assert_eq!(lanes[0].acked.get("ems"), Some(&30));
+    assert_eq!(lanes[1].acked.get("ems").copied().unwrap_or(0), 0);
+    let lag = engine.lag().await;
+    assert_eq!(lag[&("siem/b".to_owned(), "ems".to_owned())], 30);
+    b.set(true, true);
+    eventually("b catches up on its own cursor", WAIT, || {
+        holds_all(&[&b], "ems", 30)
+    })
+    .await;
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_events_become_dead_letters_and_can_be_replayed() {
+    for whole_batch in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, destination) = (FakeSource::default(), FakeDestination::default());
+        let engine = pair(dir.path(), &source, &destination);
+        let primary = destination.server("primary");
+        primary.with(|s| {
+            s.rejects.insert("a-7".into());
+            s.rejects.insert("a-20".into());
+            s.reject_whole_batch = whole_batch;
+        });
+        source.append(40, "a");
+        eventually("everything settled", WAIT, || {
+            acked(&engine, "mgmt", "ems") == 40
+        })
+        .await;
+        let letters = engine.dead_letters("mgmt").unwrap();
+        let ids: Vec<&str> = letters.iter().map(|l| l.event.event.id.as_str()).collect();
+        assert_eq!(ids, ["a-7", "a-20"], "whole batch: {whole_batch}");
+        assert_eq!(letters[0].event.seq, 8);
+        assert_eq!(letters[0].member, "primary");
+        assert!(letters[0].reason.contains("malformed"));
+        assert_eq!(count(&engine, DEAD_LETTERED), 2);
+        // Everything else arrived.
+        let held = primary.with(|s| s.count("ems"));
+        assert_eq!(held, 38);
+
+        // The receiver is fixed; the operator replays.
+        primary.with(|s| s.rejects.clear());
+        assert_eq!(engine.replay_dead_letters("mgmt").await.unwrap(), 2);
+        eventually("replayed and removed", WAIT, || {
+            engine.dead_letters("mgmt").unwrap().is_empty()
+        })
+        .await;
+        assert!(holds_all(&[&primary], "ems", 40));
+        engine.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_waits_on_the_same_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = pair(dir.path(), &source, &destination);
+    source.append(5, "a");
+    eventually("first events", WAIT, || acked(&engine, "mgmt", "ems") == 5).await;
+    destination.server("primary").with(|s| s.backpressure = 3);
+    source.append(5, "b");
+    eventually("delivered after the backpressure", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 10
+    })
+    .await;
+    assert_eq!(active(&engine, "mgmt").as_deref(), Some("primary"));
+    assert!(!notice_ids(&engine).contains(&FAILED_OVER));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_with_a_stale_epoch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let primary = destination.server("primary");
+    primary.with(|s| s.epoch_skew = 1);
+    destination.server("backup").set(true, false);
+    source.append(10, "a");
+    let engine = pair(dir.path(), &source, &destination);
+    eventually("delivering", WAIT, || acked(&engine, "mgmt", "ems") == 10).await;
+    // Make the primary lose its data and come back: it asks for catch-up,
+    // but with a stale epoch.
+    primary.set(true, false);
+    eventually("all down", WAIT, || active(&engine, "mgmt").is_none()).await;
+    primary.with(|s| {
+        s.events.clear();
+        s.link_up = true;
+    });
+    eventually("refused as stale", WAIT, || {
+        engine
+            .notices()
+            .recent()
+            .iter()
+            .any(|n| n.id == CATCH_UP_REFUSED && n.message.contains("stale epoch"))
+    })
+    .await;
+    assert_eq!(count(&engine, CATCH_UP_STARTED), 0);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_data_catches_up_from_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let primary = destination.server("primary");
+    destination.server("backup").set(true, false);
+    let engine = pair(dir.path(), &source, &destination);
+    source.append(30, "a");
+    eventually("delivered", WAIT, || acked(&engine, "mgmt", "ems") == 30).await;
+    // The server restarts from an old backup: it lost seqs 11..30.
+    primary.set(true, false);
+    eventually("all down", WAIT, || active(&engine, "mgmt").is_none()).await;
+    primary.with(|s| {
+        s.events.retain(|(_, seq), _| *seq <= 10);
+        s.link_up = true;
+    });
+    eventually("caught up", WAIT, || holds_all(&[&primary], "ems", 30)).await;
+    let started = engine
+        .notices()
+        .recent()
+        .into_iter()
+        .filter(|n| n.id == CATCH_UP_STARTED)
+        .last()
+        .unwrap();
+    assert_eq!(started.field("events"), Some("20"));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_catch_up_from_seq_and_from_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let primary = destination.server("primary");
+    let engine = pair(dir.path(), &source, &destination);
+    source.append(30, "a");
+    eventually("delivered", WAIT, || acked(&engine, "mgmt", "ems") == 30).await;
+    let duplicates = || primary.with(|s| s.duplicates_by_stream.get("ems").copied().unwrap_or(0));
+    let before = duplicates();
+    engine
+        .catch_up(
+            "mgmt",
+            None,
+            CatchUpFrom::Positions(vec![StreamPosition {
+                stream: "ems".into(),
+                seq: 21,
+            }]),
+        )
+        .await
+        .unwrap();
+    eventually("replayed 21..=30", WAIT, || duplicates() == before + 10).await;
+    // From the time of the event at index 25 (seq 26).
+    engine
+        .catch_up("mgmt", None, CatchUpFrom::Time(event("a", 25).time))
+        .await
+        .unwrap();
+    eventually("replayed 26..=30", WAIT, || duplicates() == before + 15).await;
+    assert!(matches!(
+        engine.catch_up("nope", None, CatchUpFrom::Time(0)).await,
+        Err(safd_engine::EngineError::UnknownGroup(_))
+    ));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = open(
+        dir.path(),
+        QueueOptions {
+            retention: Retention {
+                max_bytes: 0,
+                max_age: Duration::ZERO,
+            },
+            ..QueueOptions::default()
+        },
+    );
+    engine
+        .add_source("ems", Arc::new(source.clone()), pump())
+        .unwrap();
+    engine
+        .add_group(group(
+            "mgmt",
+            GroupMode::Failover,
+            &["primary"],
+            &destination,
+        ))
+        .unwrap();
+    // A stream without a running source.
+    let orphan: Vec<_> = (0..5).map(|n| event("o", n)).collect();
+    engine
+        .queue()
+        .ingest("orphan", &orphan, None)
+        .await
+        .unwrap();
+    source.append(30, "a");
+    eventually("delivered", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 30 && acked(&engine, "mgmt", "orphan") == 5
+    })
+    .await;
+    let trimmed = engine.queue().enforce_retention().await.unwrap();
+    assert!(trimmed.events >= 35, "{trimmed:?}");
+    let streams = engine.streams().await;
+    let ems = streams.iter().find(|s| s.name == "ems").unwrap();
+    assert_eq!(ems.first_seq, 31, "acknowledged events left the window");
+
+    engine
+        .catch_up(
+            "mgmt",
+            None,
+            CatchUpFrom::Positions(vec![
+                StreamPosition {
+                    stream: "ems".into(),
+                    seq: 1,
+                },
+                StreamPosition {
+                    stream: "orphan".into(),
+                    seq: 1,
+                },
+            ]),
+        )
+        .await
+        .unwrap();
+    // The source re-reads from the first event's time: 30 events again,
+    // with new seqs (receivers deduplicate them by id).
+    eventually("re-read through the source", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 60
+    })
+    .await;
+    assert_eq!(
+        source.seeks.lock().unwrap().as_slice(),
+        [event("a", 0).time]
+    );
+    assert_eq!(count(&engine, DEEP_CATCH_UP), 1);
+    let gap = engine
+        .notices()
+        .recent()
+        .into_iter()
+        .find(|n| n.id == CATCH_UP_GAP)
+        .unwrap();
+    assert_eq!(gap.field("stream"), Some("orphan"));
+    assert_eq!(gap.field("last_seq"), Some("5"));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_cursors_and_acks_without_loss_or_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let primary = destination.server("primary");
+    destination.server("backup").set(true, false);
+    {
+        let engine = pair(dir.path(), &source, &destination);
+        source.append(25, "a");
+        eventually("delivered", WAIT, || acked(&engine, "mgmt", "ems") == 25).await;
+        primary.set(true, false);
+        source.append(25, "b");
+        eventually("stored while down", WAIT, || {
+            *source.committed.lock().unwrap() == 50
+        })
+        .await;
+        engine.shutdown().await.unwrap();
+    }
+    primary.set(true, true);
+    let engine = pair(dir.path(), &source, &destination);
+    source.append(10, "c");
+    eventually("everything delivered", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 60
+    })
+    .await;
+    // The source resumed from its durable cursor: nothing was stored twice.
+    let streams = engine.streams().await;
+    let ems = streams.iter().find(|s| s.name == "ems").unwrap();
+    assert_eq!(ems.next_seq, 61);
+    assert!(holds_all(&[&primary], "ems", 60));
+    engine.shutdown().await.unwrap();
+}
