@@ -261,7 +261,9 @@ impl Queue {
         through: Option<u64>,
     ) -> Result<Vec<Candidate>, QueueError> {
         let mut out: Vec<Candidate> = Vec::new();
-        let upper = through.unwrap_or(u64::MAX);
+        // One seq past `through`, so the chunk that follows the last
+        // candidate is seen and ends it.
+        let upper = through.map_or(u64::MAX, |t| t.saturating_add(1));
         for item in self
             .tree
             .range(keys::events(id, 0)..=keys::events(id, upper))
