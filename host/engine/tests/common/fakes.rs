@@ -47,6 +47,26 @@ pub struct ServerState {
     pub epoch_skew: u64,
     /// Answer `deliver` with backpressure this many times first.
     pub backpressure: u32,
+    pub register_calls: u64,
+    /// Abort the process at a step of a call (crash tests): `register`,
+    /// `before-store` or `after-store` of call N, or `after-ack` of
+    /// delivery N (at the start of delivery N + 1).
+    pub crash_at: Option<(String, u64)>,
+    /// Print `stored <stream> <seq> <id>` for every event stored, as it is
+    /// stored (so a parent process sees what the server holds).
+    pub print_stored: bool,
+}
+
+impl ServerState {
+    fn crash_if(&self, step: &str, call: u64) {
+        if self
+            .crash_at
+            .as_ref()
+            .is_some_and(|(s, n)| s == step && *n == call)
+        {
+            std::process::abort();
+        }
+    }
 }
 
 impl Default for ServerState {
@@ -66,6 +86,9 @@ impl Default for ServerState {
             delivery_calls: 0,
             epoch_skew: 0,
             backpressure: 0,
+            register_calls: 0,
+            crash_at: None,
+            print_stored: false,
         }
     }
 }
@@ -157,6 +180,8 @@ impl DestinationSession for FakeSession {
     async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
         self.reach().await?;
         Ok(self.server.with(|s| {
+            s.register_calls += 1;
+            s.crash_if("register", s.register_calls);
             s.registrations.push(info.clone());
             let high_water: Vec<StreamPosition> = info
                 .stored
@@ -192,6 +217,8 @@ impl DestinationSession for FakeSession {
         self.reach().await?;
         self.server.with(|s| {
             s.delivery_calls += 1;
+            s.crash_if("before-store", s.delivery_calls);
+            s.crash_if("after-ack", s.delivery_calls - 1);
             if s.backpressure > 0 {
                 s.backpressure -= 1;
                 return Err(ConnectorError::Backpressure {
@@ -237,12 +264,20 @@ impl DestinationSession for FakeSession {
                         s.events.insert(key.clone(), event.event.id.clone());
                         s.arrivals.push(key);
                     }
+                    if s.print_stored {
+                        use std::io::Write;
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "stored {} {} {}", batch.stream, event.seq, event.event.id)
+                            .unwrap();
+                        out.flush().unwrap();
+                    }
                 }
                 report.acknowledged.push(StreamPosition {
                     stream: batch.stream.clone(),
                     seq: through,
                 });
             }
+            s.crash_if("after-store", s.delivery_calls);
             Ok(report)
         })
     }
