@@ -12,8 +12,7 @@ mod common;
 
 use common::fakes::{FakeDestination, FakeSource, acked, event};
 use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
-    Tuning,
+    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,7 +116,12 @@ async fn dispatch_crash_child() {
 /// Run the child once; returns its stdout and whether it finished.
 fn run_child(dir: &Path, step: &str) -> (String, bool) {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "dispatch_crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "dispatch_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir)
         .env(CHILD_STEP, step)
         .output()
@@ -149,7 +153,10 @@ fn a_crash_at_any_dispatch_step_loses_nothing() {
                 if attempt == 0 {
                     crashed = !finished;
                 } else {
-                    assert!(finished, "{step}: the restarted child did not finish:\n{stdout}");
+                    assert!(
+                        finished,
+                        "{step}: the restarted child did not finish:\n{stdout}"
+                    );
                 }
                 for line in stdout.lines() {
                     let words: Vec<&str> = line.split(' ').collect();
@@ -169,7 +176,10 @@ fn a_crash_at_any_dispatch_step_loses_nothing() {
                         _ => {}
                     }
                 }
-                let file: String = server.iter().map(|(seq, id)| format!("{seq} {id}\n")).collect();
+                let file: String = server
+                    .iter()
+                    .map(|(seq, id)| format!("{seq} {id}\n"))
+                    .collect();
                 std::fs::write(server_file(dir.path()), file).unwrap();
             }
             assert!(crashed, "{step}: the crash step was never reached");

@@ -55,6 +55,8 @@ pub struct ServerState {
     /// Print `stored <stream> <seq> <id>` for every event stored, as it is
     /// stored (so a parent process sees what the server holds).
     pub print_stored: bool,
+    /// A delivered batch whose events were not consecutive seqs, if any.
+    pub disorder: Option<Vec<u64>>,
 }
 
 impl ServerState {
@@ -89,6 +91,7 @@ impl Default for ServerState {
             register_calls: 0,
             crash_at: None,
             print_stored: false,
+            disorder: None,
         }
     }
 }
@@ -243,6 +246,9 @@ impl DestinationSession for FakeSession {
                 return Err(ConnectorError::Rejected("malformed event".into()).into());
             }
             for batch in batches {
+                if batch.events.windows(2).any(|w| w[1].seq != w[0].seq + 1) {
+                    s.disorder = Some(batch.events.iter().map(|e| e.seq).collect());
+                }
                 let mut through = 0;
                 for event in &batch.events {
                     through = event.seq;
@@ -267,8 +273,12 @@ impl DestinationSession for FakeSession {
                     if s.print_stored {
                         use std::io::Write;
                         let mut out = std::io::stdout().lock();
-                        writeln!(out, "stored {} {} {}", batch.stream, event.seq, event.event.id)
-                            .unwrap();
+                        writeln!(
+                            out,
+                            "stored {} {} {}",
+                            batch.stream, event.seq, event.event.id
+                        )
+                        .unwrap();
                         out.flush().unwrap();
                     }
                 }
