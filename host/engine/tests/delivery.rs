@@ -279,8 +279,7 @@ async fn a_server_that_lost_data_catches_up_from_the_queue() {
         .notices()
         .recent()
         .into_iter()
-        .filter(|n| n.id == CATCH_UP_STARTED)
-        .last()
+        .rfind(|n| n.id == CATCH_UP_STARTED)
         .unwrap();
     assert_eq!(started.field("events"), Some("20"));
     engine.shutdown().await.unwrap();

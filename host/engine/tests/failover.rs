@@ -225,7 +225,7 @@ async fn run_row(row_index: usize, line: &str) {
     if catchup == "first-registrant" {
         // Alternate who comes back first; the other one's catch-up request
         // must be refused.
-        let (first, second) = if row_index % 2 == 0 {
+        let (first, second) = if row_index.is_multiple_of(2) {
             ("primary", "backup")
         } else {
             ("backup", "primary")
