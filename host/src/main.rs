@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_logging(args.verbose);
+    init_logging(args.verbose, args.prints_notices());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,8 +27,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, prints_notices: bool) {
     let default = match verbose {
+        // The command shows safd's numbered events itself.
+        0 if prints_notices => "warn,safd_engine::notice=off",
         0 => "warn",
         1 => "info",
         2 => "debug",

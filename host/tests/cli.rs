@@ -148,7 +148,7 @@ fn help_reads_well() {
 }
 
 #[test]
-fn demo_moves_every_event_exactly_once() {
+fn demo_moves_every_event_through_failover_without_loss() {
     let cache = tempfile::tempdir().unwrap();
     let dir = plugin_dir();
     let out = safd(
@@ -158,6 +158,10 @@ fn demo_moves_every_event_exactly_once() {
             dir.to_str().unwrap(),
             "--events",
             "5000",
+            "--batch",
+            "64",
+            "--fail-after",
+            "20",
         ],
         cache.path(),
     );
@@ -177,6 +181,13 @@ fn demo_moves_every_event_exactly_once() {
     };
     assert_eq!(value("generated"), "5000");
     assert_eq!(value("delivered"), "5000");
-    assert_eq!(value("duplicates"), "0");
+    assert_eq!(value("stored"), "5000");
     assert_eq!(value("lost"), "0");
+    // The scripted primary failed: safd failed over, with numbered events.
+    assert!(stdout.contains("[1001]"), "{stdout}");
+    assert!(
+        stdout.contains("[1002] group `mgmt` failed over from `primary` to `backup`"),
+        "{stdout}"
+    );
+    assert!(!value("failovers").starts_with('0'), "{stdout}");
 }

@@ -9,9 +9,8 @@
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{
-    Acknowledgement, Attribute, DeliveryReport, DestinationConnector, DestinationSession,
-    Endpoint, Event, Health, Registration, SessionError, SessionInfo, Severity, StreamBatch,
-    StreamPosition,
+    Acknowledgement, Attribute, DeliveryReport, DestinationConnector, DestinationSession, Endpoint,
+    Event, Health, Registration, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
 };
 use safd_engine::{
     Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, QueueOptions, Tuning,

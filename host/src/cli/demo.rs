@@ -1,20 +1,23 @@
-//! `safd demo`: a smoke pipeline through two plugins.
+//! `safd demo`: the delivery engine on the built plugins.
 //!
-//! Moves generated events from the `fixture-source` plugin through the host
-//! into the `fixture-destination` plugin, with the same protocol the daemon
-//! uses (poll → deliver → acknowledge → commit), and counts every event.
+//! Generated events flow from the `fixture-source` plugin through the
+//! engine's durable queue to a failover group of two `fixture-destination`
+//! plugin instances. The primary is scripted to fail now and then
+//! (`unavailable`, as if its server went away, and refusing probes for a
+//! while), so the demo shows failover, damped failback and the numbered
+//! events, and ends with a count: generated, stored, delivered, lost.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use safd_connector::{
-    DestinationConnector, Endpoint, MemberRole, PollLimits, SequencedEvent, SessionInfo,
-    SourceConnector, StreamBatch,
+use safd_engine::{
+    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, Metrics, PumpTuning, QueueOptions,
+    Tuning,
 };
 use safd_runtime::Grants;
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
@@ -29,6 +32,15 @@ pub(crate) struct DemoArgs {
     /// Events per poll and per delivery.
     #[arg(long, default_value_t = 256)]
     batch: u32,
+    /// Deliveries the primary accepts before it fails (0: never fails).
+    #[arg(long, default_value_t = 150)]
+    fail_after: usize,
+    /// Queue directory (default: a temporary directory removed at the end).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Give up if delivery has not finished after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
     #[command(flatten)]
     cache: super::CacheArgs,
 }
@@ -46,108 +58,147 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let source_plugin = load("fixture-source")?;
     let destination_plugin = load("fixture-destination")?;
-    let source_config = serde_json::json!({
-        "total": args.events,
-        "events_per_poll": args.batch,
-        "prefix": STREAM,
-    });
-    let source =
-        source_plugin.source("demo-source", source_config.to_string(), &Grants::default())?;
-    let destination = destination_plugin
-        .destination("demo-destination", "{}".into(), &Grants::default())
-        .await?;
-
-    let mut reader = source.open(None).await?;
-    let mut writer = destination
-        .open(Endpoint {
-            member: "primary".into(),
-            address: "in-process".into(),
-            role: MemberRole::Primary,
+    let source = source_plugin.source(
+        "demo-source",
+        serde_json::json!({
+            "total": args.events,
+            "events_per_poll": args.batch,
+            "prefix": STREAM,
         })
+        .to_string(),
+        &Grants::default(),
+    )?;
+    // The primary delivers `fail_after` batches, then its server "goes
+    // away" (the call fails as unavailable). Its next session answers
+    // again: safd fails back after the damping probes, and the cycle
+    // repeats `fail_after` batches later.
+    let mut primary_script = vec!["ok"; args.fail_after];
+    primary_script.push("error:unavailable");
+    let primary_config = if args.fail_after == 0 {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "script": primary_script })
+    };
+    let primary = destination_plugin
+        .destination(
+            "demo-primary",
+            primary_config.to_string(),
+            &Grants::default(),
+        )
         .await?;
-    writer.register(&SessionInfo::default()).await?;
+    let backup = destination_plugin
+        .destination("demo-backup", "{}".into(), &Grants::default())
+        .await?;
 
+    let temporary = tempfile::tempdir()?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_owned());
+    let (engine, _) = Engine::open(EngineOptions {
+        agent_id: "safd-demo".into(),
+        data_dir,
+        queue: QueueOptions::default(),
+        retention_interval: Duration::from_secs(10),
+    })?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "safd demo: {} events, source `fixture-source` -> destination `fixture-destination`, batch {}",
-        args.events, args.batch
+        "safd demo: {} events from `fixture-source` through the durable queue to group `mgmt` \
+         (primary, backup: `fixture-destination`); the primary fails every {} deliveries",
+        args.events, args.fail_after
     )?;
-    let limits = PollLimits {
-        max_events: args.batch,
-        max_bytes: 4 << 20,
-    };
     let started = Instant::now();
-    let mut last_report = started;
-    let mut next_seq = 1u64;
-    let mut acknowledged = 0u64;
-    let mut ids = BTreeSet::new();
-    let mut duplicates = 0u64;
-    loop {
-        let batch = reader.poll(limits).await?;
-        if batch.events.is_empty() {
-            break;
+    engine.add_source(
+        STREAM,
+        Arc::new(source),
+        PumpTuning {
+            limits: safd_connector::PollLimits {
+                max_events: args.batch,
+                max_bytes: 4 << 20,
+            },
+            ..PumpTuning::default()
+        },
+    )?;
+    engine.add_group(GroupConfig {
+        name: "mgmt".into(),
+        mode: GroupMode::Failover,
+        members: vec![
+            MemberConfig {
+                name: "primary".into(),
+                address: "in-process".into(),
+                connector: Arc::new(primary),
+            },
+            MemberConfig {
+                name: "backup".into(),
+                address: "in-process".into(),
+                connector: Arc::new(backup),
+            },
+        ],
+        tuning: Tuning {
+            batch_max_events: args.batch as usize * 2,
+            probe_interval: Duration::from_millis(200),
+            ..Tuning::default()
+        },
+    })?;
+
+    let deadline = started + Duration::from_secs(args.timeout_secs);
+    let mut shown_notices = 0;
+    let mut last_report = Instant::now();
+    let delivered = loop {
+        let notices = engine.notices().recent();
+        for notice in notices.iter().skip(shown_notices) {
+            writeln!(out, "  [{}] {}", notice.id, notice.message)?;
         }
-        let events: Vec<SequencedEvent> = batch
-            .events
-            .into_iter()
-            .map(|event| {
-                let seq = next_seq;
-                next_seq += 1;
-                SequencedEvent { seq, event }
-            })
-            .collect();
-        for e in &events {
-            if !ids.insert(e.event.id.clone()) {
-                duplicates += 1;
-            }
-        }
-        let last = events.last().map_or(0, |e| e.seq);
-        let report = writer
-            .deliver(&[StreamBatch {
-                stream: STREAM.into(),
-                events,
-            }])
-            .await?;
-        let through = report
-            .acknowledged
-            .iter()
-            .find(|p| p.stream == STREAM)
-            .map_or(0, |p| p.seq);
-        if through != last {
-            bail!("destination acknowledged through {through}, expected {last}");
-        }
-        acknowledged = through;
-        if let Some(cursor) = &batch.cursor {
-            reader.commit(cursor).await?;
+        shown_notices = notices.len().max(shown_notices);
+        let (stored, delivered, active) = progress(&engine).await;
+        if delivered >= args.events || Instant::now() >= deadline {
+            break delivered;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
-            writeln!(out, "  {acknowledged} events delivered")?;
+            writeln!(
+                out,
+                "  stored {stored:>8}  delivered {delivered:>8}  active {}",
+                active.as_deref().unwrap_or("none")
+            )?;
         }
-        if !batch.more {
-            break;
-        }
-    }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let elapsed = started.elapsed();
-    let generated = next_seq - 1;
-    let lost = args.events.saturating_sub(acknowledged);
+    let (stored, _, _) = progress(&engine).await;
+    engine.shutdown().await?;
+    let metrics = engine.metrics();
+    let lost = args.events.saturating_sub(delivered);
     writeln!(out, "summary:")?;
-    writeln!(out, "  generated   {generated}")?;
-    writeln!(out, "  delivered   {acknowledged}")?;
-    writeln!(out, "  duplicates  {duplicates}")?;
+    writeln!(out, "  generated   {}", args.events)?;
+    writeln!(out, "  stored      {stored}")?;
+    writeln!(out, "  delivered   {delivered}")?;
     writeln!(out, "  lost        {lost}")?;
     writeln!(
         out,
-        "  time        {:.2} s ({:.0} events/s through both plugins)",
-        elapsed.as_secs_f64(),
-        acknowledged as f64 / elapsed.as_secs_f64().max(1e-9)
+        "  failovers   {}   failbacks {}",
+        Metrics::get(&metrics.failovers),
+        Metrics::get(&metrics.failbacks)
     )?;
-    Ok(
-        if lost == 0 && duplicates == 0 && generated == args.events {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    writeln!(
+        out,
+        "  time        {:.2} s ({:.0} events/s, fsync before every acknowledgement to the source)",
+        elapsed.as_secs_f64(),
+        delivered as f64 / elapsed.as_secs_f64().max(1e-9)
+    )?;
+    Ok(if lost == 0 && stored == args.events {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Stored and acknowledged events of the demo stream, and the active member.
+async fn progress(engine: &Engine) -> (u64, u64, Option<String>) {
+    let stored = engine.queue().stored_through(STREAM).await;
+    let groups = engine.groups();
+    let lane = groups.first().and_then(|g| g.lanes.first());
+    let delivered = lane.and_then(|l| l.acked.get(STREAM).copied()).unwrap_or(0);
+    (stored, delivered, lane.and_then(|l| l.active.clone()))
 }

@@ -34,9 +34,19 @@ enum Command {
     Plugins(plugins::PluginsCommand),
     /// Run a demonstration pipeline on the built plugins.
     ///
-    /// Today: a smoke pipeline that moves generated events from a source
-    /// plugin through the host into a destination plugin and counts them.
+    /// Generated events go from a source plugin through the durable queue to
+    /// a failover pair of destination plugins whose primary fails now and
+    /// then; shows failover, failback and the numbered events, and counts
+    /// every event.
     Demo(demo::DemoArgs),
+}
+
+impl Cli {
+    /// The command prints safd's numbered events on stdout itself, so the
+    /// log need not repeat them.
+    pub fn prints_notices(&self) -> bool {
+        matches!(self.command, Command::Demo(_))
+    }
 }
 
 /// Options shared by commands that load plugins.
