@@ -6,6 +6,10 @@
 //! `cargo bench -p safd-engine --bench dispatch`
 #![allow(clippy::unwrap_used)]
 
+// The allocator the `safd` binary uses, so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{

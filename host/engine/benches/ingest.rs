@@ -5,6 +5,10 @@
 //! (streams) model several sources sharing the group commit.
 #![allow(clippy::unwrap_used)]
 
+// The allocator the `safd` binary uses, so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{Attribute, Event, Severity};
 use safd_engine::Queue;

@@ -7,6 +7,10 @@
 //! line) for the cost per event.
 #![allow(clippy::unwrap_used)]
 
+// The allocator the `safd` binary uses, so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{
     Attribute, DestinationConnector, Endpoint, Event, MemberRole, PollLimits, SequencedEvent,
