@@ -130,6 +130,7 @@ impl Engine {
             options.retention_interval,
             shutdown.subscribe(),
         ));
+        tasks.spawn(flush_acks(queue.clone(), shutdown.subscribe()));
         Ok((
             Self {
                 options,
@@ -476,6 +477,21 @@ async fn enforce_retention(
         }
         if let Err(err) = queue.enforce_retention().await {
             tracing::error!("retention pass failed: {err}");
+        }
+    }
+}
+
+/// How often acknowledgements recorded without an ingest are fsynced.
+const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+
+async fn flush_acks(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ACK_FLUSH_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(err) = queue.flush_acks().await {
+            tracing::error!("cannot make acknowledgements durable: {err}");
         }
     }
 }

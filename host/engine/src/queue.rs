@@ -210,6 +210,8 @@ pub struct Queue {
     pub(crate) cursors: std::sync::Mutex<BTreeSet<String>>,
     above_high_water: AtomicBool,
     full_announced: AtomicBool,
+    /// Acks were recorded since the last flush.
+    acks_dirty: AtomicBool,
     /// One removal pass at a time (retention, reclaim, drop).
     pub(crate) trim_lock: tokio::sync::Mutex<()>,
     pub(crate) notices: Notices,
@@ -308,6 +310,7 @@ impl Queue {
                 cursors: std::sync::Mutex::default(),
                 above_high_water: AtomicBool::new(false),
                 full_announced: AtomicBool::new(false),
+                acks_dirty: AtomicBool::new(false),
                 trim_lock: tokio::sync::Mutex::new(()),
                 notices,
                 metrics,
@@ -635,6 +638,7 @@ impl Queue {
             .insert(keys::group(group), codec::encode(&next)?)?;
         *state = next;
         drop(groups);
+        self.acks_dirty.store(true, Ordering::Release);
         self.room.notify_waiters();
         Ok(target)
     }
@@ -691,6 +695,16 @@ impl Queue {
     pub async fn flush(&self) -> Result<(), QueueError> {
         let took = self.commit.durable().await.map_err(QueueError::Fsync)?;
         self.metrics.fsync.observe(took);
+        Ok(())
+    }
+
+    /// Make recorded acks durable if any arrived since the last call. Acks
+    /// otherwise ride on the next ingest's fsync; on an idle source this
+    /// bounds how much a crash re-delivers.
+    pub async fn flush_acks(&self) -> Result<(), QueueError> {
+        if self.acks_dirty.swap(false, Ordering::AcqRel) {
+            self.flush().await?;
+        }
         Ok(())
     }
 
