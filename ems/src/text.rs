@@ -1,0 +1,297 @@
+//! Format A: the printing distributor's text.
+//!
+//! ```text
+//! <yy-mm-dd> <hh:mm:ss> \<SYSTEM>.<$PROCESS|cpu,pin> [*] <OWNER>.<SUBSYSTEM>.<VERSION> <NNNNNN> <text>
+//!     continuation lines, indented
+//! ```
+//!
+//! Times are the node's local time; `*` marks emphasis (a critical event).
+//! BEL characters (which some subsystems put in their text to ring the
+//! operator's terminal) are removed.
+
+use crate::{EmsEvent, ParseError, Process, Ssid, Zone};
+
+const BEL: char = '\u{7}';
+
+/// Parse one record (its header line and any continuation lines, without
+/// the final newline).
+pub fn parse(record: &str, zone: &Zone) -> Result<EmsEvent, ParseError> {
+    let record = record.strip_suffix('\r').unwrap_or(record);
+    let (header, continuation) = record.split_once('\n').unwrap_or((record, ""));
+    let mut rest = header;
+    let date = next_token(&mut rest).ok_or_else(|| fail("the line is empty"))?;
+    let time = next_token(&mut rest).ok_or_else(|| fail("no time after the date"))?;
+    let civil = parse_civil(date, time)?;
+    let gentime = zone
+        .to_micros(civil)
+        .ok_or_else(|| fail("the time cannot be placed in the configured zone"))?;
+    let origin = next_token(&mut rest).ok_or_else(|| fail("no \\SYSTEM.PROCESS"))?;
+    let (system, process) = parse_origin(origin)?;
+    let mut ssid_token = next_token(&mut rest).ok_or_else(|| fail("no subsystem id"))?;
+    let emphasis = ssid_token == "*";
+    if emphasis {
+        ssid_token = next_token(&mut rest).ok_or_else(|| fail("no subsystem id after `*`"))?;
+    }
+    let ssid = parse_ssid(ssid_token)?;
+    let number = next_token(&mut rest).ok_or_else(|| fail("no event number"))?;
+    let event_number: u32 = number
+        .parse()
+        .map_err(|_| fail(format!("event number `{number}` is not a number")))?;
+    let mut text: String = rest.trim_start().chars().filter(|c| *c != BEL).collect();
+    for line in continuation.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            continue;
+        }
+        text.push('\n');
+        text.extend(line.trim_start().chars().filter(|c| *c != BEL));
+    }
+    let text = text.trim_end().to_owned();
+    Ok(EmsEvent {
+        ssid,
+        event_number,
+        gentime,
+        logtime: gentime,
+        system: system.to_owned(),
+        process,
+        emphasis,
+        action_needed: false,
+        subjects: Vec::new(),
+        text,
+    })
+}
+
+/// Render `event` as format A, in `zone`, with continuation lines for a
+/// text that spans lines. Ends with a newline.
+pub fn render(event: &EmsEvent, zone: &Zone) -> String {
+    let civil = zone
+        .to_civil(event.gentime)
+        .unwrap_or(jiff::civil::DateTime::ZERO);
+    let origin = format!("{}.{}", event.system, event.process);
+    let ssid = format!(
+        "{}.{}.{}",
+        event.ssid.owner, event.ssid.name, event.ssid.version
+    );
+    let mut lines = event.text.split('\n');
+    let first = lines.next().unwrap_or_default();
+    let mut out = format!(
+        "{:02}-{:02}-{:02} {:02}:{:02}:{:02} {origin:<15} {} {ssid:<19} {:06} {first}\n",
+        civil.year().rem_euclid(100),
+        civil.month(),
+        civil.day(),
+        civil.hour(),
+        civil.minute(),
+        civil.second(),
+        if event.emphasis { '*' } else { ' ' },
+        event.event_number,
+    );
+    for line in lines {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A header line starts with a digit (the date); continuation lines with
+/// whitespace.
+pub fn is_continuation(line: &[u8]) -> bool {
+    matches!(line.first(), Some(b' ' | b'\t'))
+}
+
+fn next_token<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let trimmed = rest.trim_start_matches([' ', '\t']);
+    if trimmed.is_empty() {
+        return None;
+    }
+    let end = trimmed.find([' ', '\t']).unwrap_or(trimmed.len());
+    let (token, tail) = trimmed.split_at(end);
+    *rest = tail;
+    Some(token)
+}
+
+fn fail(reason: impl Into<String>) -> ParseError {
+    ParseError(reason.into())
+}
+
+fn parse_civil(date: &str, time: &str) -> Result<jiff::civil::DateTime, ParseError> {
+    let numbers = |text: &str, what: &str| -> Result<[i32; 3], ParseError> {
+        let sep = if what == "date" { '-' } else { ':' };
+        let mut parts = text.split(sep).map(|p| p.parse::<i32>().ok());
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => Ok([a, b, c]),
+            _ => Err(fail(format!("`{text}` is not a {what}"))),
+        }
+    };
+    let [yy, month, day] = numbers(date, "date")?;
+    let [hour, minute, second] = numbers(time, "time")?;
+    // Two-digit years: the EMS logs this reader meets are from 1970 on.
+    let year = if yy < 70 { 2000 + yy } else { 1900 + yy };
+    let narrow =
+        |v: i32| i8::try_from(v).map_err(|_| fail(format!("`{date} {time}` is not a valid time")));
+    jiff::civil::DateTime::new(
+        i16::try_from(year).map_err(|_| fail("year out of range"))?,
+        narrow(month)?,
+        narrow(day)?,
+        narrow(hour)?,
+        narrow(minute)?,
+        narrow(second)?,
+        0,
+    )
+    .map_err(|e| fail(format!("`{date} {time}` is not a valid time: {e}")))
+}
+
+fn parse_origin(origin: &str) -> Result<(&str, Process), ParseError> {
+    if !origin.starts_with('\\') {
+        return Err(fail(format!("`{origin}` is not \\SYSTEM.PROCESS")));
+    }
+    let (system, process) = origin
+        .split_once('.')
+        .ok_or_else(|| fail(format!("`{origin}` has no `.PROCESS`")))?;
+    if system.len() < 2 || process.is_empty() {
+        return Err(fail(format!("`{origin}` is not \\SYSTEM.PROCESS")));
+    }
+    let process = match process.split_once(',') {
+        Some((cpu, pin)) => match (cpu.parse(), pin.parse()) {
+            (Ok(cpu), Ok(pin)) => Process {
+                name: None,
+                cpu: Some(cpu),
+                pin: Some(pin),
+            },
+            _ => return Err(fail(format!("`{process}` is not cpu,pin"))),
+        },
+        None => Process {
+            name: Some(process.to_owned()),
+            cpu: None,
+            pin: None,
+        },
+    };
+    Ok((system, process))
+}
+
+fn parse_ssid(token: &str) -> Result<Ssid, ParseError> {
+    let mut parts = token.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(owner), Some(name), Some(version))
+            if !owner.is_empty() && !name.is_empty() && !version.is_empty() =>
+        {
+            Ok(Ssid {
+                owner: owner.to_owned(),
+                number: None,
+                version: version.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(fail(format!(
+            "`{token}` is not a subsystem id OWNER.SUBSYSTEM.VERSION"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r"24-03-11 02:14:07 \PROD1.$0        TANDEM.EMS.H01      000513 EMS: PRIMARY COLLECTOR $0, DISK EVENT LOGGING STARTED
+24-03-11 02:15:30 \PROD1.$TMP    * TANDEM.TMF.H01      000121 TMF is started.
+24-03-11 02:16:02 \PROD1.$PM01     TANDEM.PATHWAY.H01  001049 *1049* TERM TERM-0012, SUSPENDED : *3071* TERM TERM-0012, ERROR 201
+24-03-11 02:16:45 \PROD1.$PM01   * TANDEM.PATHWAY.H01  001006 *1006* PATHMON, ABENDED
+24-03-11 02:17:10 \PROD1.$LHNY1  * TANDEM.EXPAND.H01   000045 LDEV 123 $LHNY1: LINE NOT READY, ERROR 140
+24-03-11 02:19:55 \PROD1.$LHNY1    TANDEM.EXPAND.H01   000044 LDEV 123 $LHNY1: LINE READY
+24-03-11 02:20:31 \PROD1.$DATA01   TANDEM.DSK.H01      005015 LDEV 47 PATH: P DOWN
+24-03-11 02:21:09 \PROD1.$ZSMP     TANDEM.SAFEGARD.H01 000042 $ZSMP: Audit file $AUDIT.SAFE.A0000123 has been closed; audits are now directed to $AUDIT.SAFE.A0000124.
+24-03-11 02:23:48 \PROD1.$TMP    * TANDEM.TMF.H01      000187 The MAT Audit Trail is critically full. The TM/MP subsystem will shortly quit responding to most requests until the problem is corrected.
+24-03-11 02:24:00 \PROD1.2,117     TANDEM.EMS.H01      000512 ORDERSVR: queue depth 9500 exceeds threshold 9000";
+
+    fn micros(text: &str) -> i64 {
+        text.parse::<jiff::Timestamp>().unwrap().as_microsecond()
+    }
+
+    #[test]
+    fn every_sample_line_of_ems_md_parses() {
+        let zone = Zone::parse("Europe/Berlin").unwrap();
+        let events: Vec<EmsEvent> = SAMPLE.lines().map(|l| parse(l, &zone).unwrap()).collect();
+        assert_eq!(events.len(), 10);
+        let first = &events[0];
+        assert_eq!(first.system, "\\PROD1");
+        assert_eq!(first.process.name.as_deref(), Some("$0"));
+        assert_eq!(first.ssid.owner, "TANDEM");
+        assert_eq!(first.ssid.name, "EMS");
+        assert_eq!(first.ssid.version, "H01");
+        assert_eq!(first.event_number, 513);
+        assert!(!first.emphasis);
+        assert_eq!(
+            first.text,
+            "EMS: PRIMARY COLLECTOR $0, DISK EVENT LOGGING STARTED"
+        );
+        // 02:14:07 in Berlin (CET, +01:00) is 01:14:07 UTC.
+        assert_eq!(first.gentime, micros("2024-03-11T01:14:07Z"));
+        assert_eq!(first.logtime, first.gentime);
+        assert!(events[1].emphasis);
+        assert_eq!(events[1].ssid.name, "TMF");
+        assert_eq!(
+            events[2].text.matches('*').count(),
+            4,
+            "text keeps its asterisks"
+        );
+        assert_eq!(events[6].event_number, 5015);
+        // cpu,pin process names.
+        let cpu_pin = &events[9];
+        assert_eq!(cpu_pin.process.name, None);
+        assert_eq!(
+            (cpu_pin.process.cpu, cpu_pin.process.pin),
+            (Some(2), Some(117))
+        );
+        assert_eq!(cpu_pin.process.to_string(), "2,117");
+    }
+
+    #[test]
+    fn continuation_lines_bel_and_unusual_numbers() {
+        let zone = Zone::utc();
+        let record = "24-03-11 02:23:48 \\PROD1.$TMP    * TANDEM.TMF.H01      4294967295 First \u{7}line\n    second line\n\tthird\u{7} line";
+        let event = parse(record, &zone).unwrap();
+        assert_eq!(event.event_number, u32::MAX);
+        assert_eq!(event.text, "First line\nsecond line\nthird line");
+        let zero = parse("24-03-11 02:23:48 \\PROD1.$X TANDEM.TMF.H01 0 x", &zone).unwrap();
+        assert_eq!(zero.event_number, 0);
+        // An empty text is allowed.
+        let empty = parse("24-03-11 02:23:48 \\PROD1.$X TANDEM.TMF.H01 000001", &zone).unwrap();
+        assert_eq!(empty.text, "");
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let zone = Zone::utc();
+        let cases = [
+            ("", "empty"),
+            ("hello world", "not a date"),
+            ("24-13-11 02:23:48 \\P.$X T.E.H 1 x", "not a valid time"),
+            ("24-03-11 02:23:48 PROD1.$X T.E.H 1 x", "SYSTEM.PROCESS"),
+            ("24-03-11 02:23:48 \\PROD1.$X TANDEM 1 x", "subsystem id"),
+            ("24-03-11 02:23:48 \\PROD1.$X T.E.H 12a x", "not a number"),
+            ("24-03-11 02:23:48 \\PROD1.x,y T.E.H 1 x", "cpu,pin"),
+        ];
+        for (line, expected) in cases {
+            let err = parse(line, &zone).unwrap_err();
+            assert!(err.0.contains(expected), "{line:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn render_parses_back() {
+        let zone = Zone::parse("America/New_York").unwrap();
+        for line in SAMPLE.lines() {
+            let event = parse(line, &zone).unwrap();
+            let rendered = render(&event, &zone);
+            assert!(rendered.ends_with('\n'));
+            let again = parse(rendered.trim_end_matches('\n'), &zone).unwrap();
+            assert_eq!(again, event);
+        }
+        let mut multi = parse(SAMPLE.lines().next().unwrap(), &zone).unwrap();
+        multi.text = "one\ntwo".into();
+        let rendered = render(&multi, &zone);
+        assert_eq!(rendered.lines().count(), 2);
+        assert!(is_continuation(rendered.lines().nth(1).unwrap().as_bytes()));
+        assert_eq!(parse(rendered.trim_end(), &zone).unwrap(), multi);
+    }
+}
