@@ -6,13 +6,15 @@
 //! - format B, tokenized JSON Lines: one lossless JSON object per line.
 //!
 //! This crate is target-neutral (it builds for the host and for
-//! `wasm32-wasip2`) and does no I/O: [`framing`] cuts complete records out
-//! of bytes read from a log file, [`text`] and [`json`] parse and render
-//! them.
+//! `wasm32-wasip2`): [`framing`] cuts complete records out of bytes read
+//! from a log file, [`text`] and [`json`] parse and render them, and
+//! [`tail`] follows a directory of rotating log files (plain `std::fs`,
+//! which inside the plugin is the granted, read-only directory).
 
 mod event;
 pub mod framing;
 pub mod json;
+pub mod tail;
 pub mod text;
 mod zone;
 

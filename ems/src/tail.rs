@@ -1,0 +1,274 @@
+//! Tailing a directory of rotating EMS log files (`ZZEV0000`, `ZZEV0001`,
+//! …; highest = newest, being appended to; the oldest may be purged at any
+//! time).
+//!
+//! A [`Tail`] reads forward from a [`Position`] and returns complete
+//! records with their exact byte range, plus [`Gap`]s: ranges that
+//! vanished before they were read (a file purged, a file truncated). It
+//! never skips anything silently and never returns a partial record.
+
+use crate::Format;
+use crate::framing;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// A place in the log: a file number and a byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub file: u32,
+    pub offset: u64,
+}
+
+/// One complete record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub file: u32,
+    /// Byte range in the file: `start..end` (end is after its newline).
+    pub start: u64,
+    pub end: u64,
+    /// Without the final newline; lossy UTF-8.
+    pub text: String,
+}
+
+/// Why some bytes can never be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GapKind {
+    /// Files `file..=last_file` disappeared (purged) before they were read
+    /// to the end; reading had reached `offset` in the first.
+    Purged { last_file: u32 },
+    /// The file shrank below the read offset (truncated or replaced).
+    Truncated { size: u64 },
+}
+
+/// Bytes that vanished before they were read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub file: u32,
+    pub offset: u64,
+    pub kind: GapKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    Record(Record),
+    Gap(Gap),
+}
+
+/// What one read returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TailRead {
+    pub items: Vec<Item>,
+    /// More complete records are ready right now (a limit was reached).
+    pub more: bool,
+}
+
+/// A log file's number from its name (`ZZEV0012` → 12).
+pub fn file_number(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("ZZEV")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The name of log file `number`.
+pub fn file_name(number: u32) -> String {
+    format!("ZZEV{number:04}")
+}
+
+/// The log files of `dir` by number, oldest first.
+pub fn list(dir: &Path) -> std::io::Result<Vec<u32>> {
+    let mut files: Vec<u32> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().to_str().and_then(file_number))
+        .collect();
+    files.sort_unstable();
+    Ok(files)
+}
+
+/// Reads a log directory forward.
+#[derive(Clone, Debug)]
+pub struct Tail {
+    dir: PathBuf,
+    format: Format,
+    position: Position,
+}
+
+/// Bytes read from a file per step when no limit is closer.
+const READ_CHUNK: usize = 256 << 10;
+
+impl Tail {
+    pub fn new(dir: &Path, format: Format, position: Position) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            format,
+            position,
+        }
+    }
+
+    /// Where the next read starts (after the last record returned).
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    pub fn set_position(&mut self, position: Position) {
+        self.position = position;
+    }
+
+    /// Up to `max_records` records and about `max_bytes` bytes (at least
+    /// one record if one is complete), with any gaps met on the way.
+    pub fn read(&mut self, max_records: usize, max_bytes: usize) -> std::io::Result<TailRead> {
+        let mut out = TailRead::default();
+        let mut records = 0;
+        let mut bytes = 0usize;
+        loop {
+            let files = list(&self.dir)?;
+            let Some(current) = self.locate(&files, &mut out.items) else {
+                return Ok(out);
+            };
+            let finished = files.iter().any(|n| *n > current);
+            let path = self.dir.join(file_name(current));
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                // Purged between the listing and the open: the next round
+                // reports it.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            let size = file.metadata()?.len();
+            if size < self.position.offset {
+                out.items.push(Item::Gap(Gap {
+                    file: current,
+                    offset: self.position.offset,
+                    kind: GapKind::Truncated { size },
+                }));
+                self.position.offset = 0;
+            }
+            let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
+            let budget = max_bytes.saturating_sub(bytes).max(1);
+            let mut want = available.min(budget.max(READ_CHUNK.min(available)));
+            loop {
+                file.seek(SeekFrom::Start(self.position.offset))?;
+                let mut buffer = Vec::with_capacity(want);
+                (&mut file).take(want as u64).read_to_end(&mut buffer)?;
+                let to_end = buffer.len() == available;
+                let (found, resume) = framing::records(&buffer, self.format, finished && to_end);
+                if found.is_empty() && !to_end && want < available {
+                    // One record longer than the read: read more.
+                    want = (want * 2).min(available);
+                    continue;
+                }
+                let mut consumed = resume;
+                for record in found {
+                    if records == max_records || (bytes >= max_bytes && records > 0) {
+                        consumed = record.start;
+                        out.more = true;
+                        break;
+                    }
+                    records += 1;
+                    bytes += record.end - record.start;
+                    out.items.push(Item::Record(Record {
+                        file: current,
+                        start: self.position.offset + record.start as u64,
+                        end: self.position.offset + record.end as u64,
+                        text: record.text.into_owned(),
+                    }));
+                }
+                self.position.offset += consumed as u64;
+                break;
+            }
+            if out.more || records == max_records || bytes >= max_bytes {
+                out.more = out.more || self.position.offset < size || finished;
+                return Ok(out);
+            }
+            if finished && self.position.offset >= size {
+                // Done with this file; the next round moves to the next.
+                self.position = Position {
+                    file: current + 1,
+                    offset: 0,
+                };
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+
+    /// The file to read now: the position's own, or — if it is gone — the
+    /// next existing one, after recording the gap. `None`: nothing to read.
+    fn locate(&mut self, files: &[u32], gaps: &mut Vec<Item>) -> Option<u32> {
+        if files.contains(&self.position.file) {
+            return Some(self.position.file);
+        }
+        let next = *files.iter().find(|n| **n > self.position.file)?;
+        // Moving on from a file that was read to its end (offset 0 of the
+        // next number, which never existed or was purged unread) is only a
+        // gap if that file existed; a file that never existed is not
+        // distinguishable from a purged empty one, so only a position
+        // inside a file, or skipped numbers, count.
+        let skipped_whole_files = next > self.position.file + 1;
+        if self.position.offset > 0 || skipped_whole_files {
+            gaps.push(Item::Gap(Gap {
+                file: self.position.file,
+                offset: self.position.offset,
+                kind: GapKind::Purged {
+                    last_file: next - 1,
+                },
+            }));
+        }
+        self.position = Position {
+            file: next,
+            offset: 0,
+        };
+        Some(next)
+    }
+
+    /// Position at the first record whose time (as `time_of` reads it from
+    /// the record's text) is at or after `target`; at the end of the log
+    /// when there is none. Unparsable records are passed over.
+    pub fn seek(
+        &mut self,
+        target: i64,
+        time_of: impl Fn(&str) -> Option<i64>,
+    ) -> std::io::Result<()> {
+        let files = list(&self.dir)?;
+        for (i, number) in files.iter().enumerate() {
+            let bytes = match std::fs::read(self.dir.join(file_name(*number))) {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            let finished = i + 1 < files.len();
+            let (found, resume) = framing::records(&bytes, self.format, finished);
+            if let Some(record) = found
+                .iter()
+                .find(|r| time_of(&r.text).is_some_and(|t| t >= target))
+            {
+                self.position = Position {
+                    file: *number,
+                    offset: record.start as u64,
+                };
+                return Ok(());
+            }
+            self.position = Position {
+                file: *number,
+                offset: resume as u64,
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(file_number("ZZEV0012"), Some(12));
+        assert_eq!(file_number("ZZEV123456"), Some(123_456));
+        assert_eq!(file_number("ZZEV"), None);
+        assert_eq!(file_number("ZZEV00a1"), None);
+        assert_eq!(file_number("zzev0001"), None);
+        assert_eq!(file_name(7), "ZZEV0007");
+    }
+}
