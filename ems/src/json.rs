@@ -57,13 +57,17 @@ pub fn parse(line: &str) -> Result<EmsEvent, ParseError> {
     })
 }
 
+/// `micros` since the Unix epoch as ISO-8601 UTC with microseconds, as
+/// format B writes times.
+pub fn iso_time(micros: i64) -> String {
+    jiff::Timestamp::from_microsecond(micros)
+        .map(|t| format!("{t:.6}"))
+        .unwrap_or_default()
+}
+
 /// Render `event` as one JSON line, ending with a newline.
 pub fn render(event: &EmsEvent) -> String {
-    let time = |micros: i64| {
-        jiff::Timestamp::from_microsecond(micros)
-            .map(|t| format!("{t:.6}"))
-            .unwrap_or_default()
-    };
+    let time = iso_time;
     let line = Line {
         ssid: event.ssid.clone(),
         evt: event.event_number,

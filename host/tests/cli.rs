@@ -49,6 +49,7 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
         "fixture-destination",
         "hello-source",
         "log-destination",
+        "ems-reader",
     ] {
         let row = stdout
             .lines()
@@ -133,6 +134,25 @@ fn plugins_inspect_shows_description_and_schema() {
     assert!(stdout.contains("kind:          destination"));
     assert!(stdout.contains("transport-write (WARNING"));
     assert!(stdout.contains("\"prefix\""), "schema missing:\n{stdout}");
+
+    let file = plugin_dir().join("ems-reader.wasm");
+    let out = safd(
+        &["plugins", "inspect", file.to_str().unwrap()],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("name:          ems-reader"), "{stdout}");
+    assert!(stdout.contains("kind:          source"), "{stdout}");
+    assert!(stdout.contains("NonStop EMS"), "{stdout}");
+    for key in [
+        "\"directory\"",
+        "\"time_zone\"",
+        "\"severity_overrides\"",
+        "\"go_back_secs\"",
+    ] {
+        assert!(stdout.contains(key), "schema lacks {key}:\n{stdout}");
+    }
 }
 
 #[test]

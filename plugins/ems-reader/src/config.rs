@@ -1,0 +1,161 @@
+//! The reader's configuration (JSON).
+
+use safd_ems::{Format, Zone};
+use safd_plugin_sdk::config;
+use safd_plugin_sdk::types::{ConfigProblem, Severity};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    /// The EMS log directory (must be granted to the plugin: grants.dirs).
+    directory: String,
+    format: Format,
+    /// Time zone of format A's local times.
+    #[serde(default = "utc")]
+    time_zone: String,
+    /// The node whose logs these are, e.g. `\PROD1` (part of event ids).
+    system: String,
+    /// The collector that writes the logs, e.g. `$0`.
+    #[serde(default = "default_collector")]
+    collector: String,
+    #[serde(default)]
+    severity_overrides: Vec<Override>,
+    /// A seek (deep catch-up) starts this many seconds earlier, like OVNM's
+    /// reposition window; events already emitted in it are not emitted
+    /// again.
+    #[serde(default = "default_go_back")]
+    go_back_secs: u32,
+    #[serde(default = "default_max_events")]
+    max_events: u32,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Override {
+    subsystem: String,
+    event: u32,
+    severity: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+fn default_collector() -> String {
+    "$0".to_owned()
+}
+fn default_go_back() -> u32 {
+    10
+}
+fn default_max_events() -> u32 {
+    1024
+}
+fn default_max_bytes() -> u32 {
+    1 << 20
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) directory: String,
+    pub(crate) format: Format,
+    pub(crate) zone: Zone,
+    pub(crate) system: String,
+    pub(crate) collector: String,
+    pub(crate) overrides: HashMap<(String, u32), Severity>,
+    pub(crate) go_back_micros: i64,
+    pub(crate) max_events: u32,
+    pub(crate) max_bytes: u32,
+}
+
+pub(crate) const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["directory", "format", "system"],
+  "properties": {
+    "directory": {"type": "string", "description": "EMS log directory, granted read-only (grants.dirs)"},
+    "format": {"enum": ["a", "b"], "description": "a: printing-distributor text; b: tokenized JSON Lines"},
+    "time_zone": {"type": "string", "default": "UTC", "description": "format A local time: IANA name, UTC or +hh:mm"},
+    "system": {"type": "string", "description": "node name, e.g. \\PROD1"},
+    "collector": {"type": "string", "default": "$0"},
+    "severity_overrides": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+      "required": ["subsystem", "event", "severity"],
+      "properties": {"subsystem": {"type": "string"}, "event": {"type": "integer", "minimum": 0},
+        "severity": {"enum": ["debug", "info", "warning", "minor", "major", "critical"]}}}},
+    "go_back_secs": {"type": "integer", "minimum": 0, "default": 10},
+    "max_events": {"type": "integer", "minimum": 1, "default": 1024},
+    "max_bytes": {"type": "integer", "minimum": 1024, "default": 1048576}
+  }
+}"#;
+
+pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
+    let mut problems = Vec::new();
+    let zone = Zone::parse(&raw.time_zone).unwrap_or_else(|err| {
+        problems.push(ConfigProblem::new("time_zone", err.to_string()));
+        Zone::utc()
+    });
+    let mut overrides = HashMap::new();
+    for (i, o) in raw.severity_overrides.iter().enumerate() {
+        match severity(&o.severity) {
+            Some(s) => {
+                overrides.insert((o.subsystem.to_ascii_uppercase(), o.event), s);
+            }
+            None => problems.push(ConfigProblem::new(
+                format!("severity_overrides[{i}].severity"),
+                format!(
+                    "unknown severity `{}`: use debug, info, warning, minor, major or critical",
+                    o.severity
+                ),
+            )),
+        }
+    }
+    if raw.directory.trim().is_empty() {
+        problems.push(ConfigProblem::new(
+            "directory",
+            "must name the EMS log directory",
+        ));
+    }
+    if raw.system.trim().is_empty() {
+        problems.push(ConfigProblem::new(
+            "system",
+            "must name the node, e.g. \\PROD1",
+        ));
+    }
+    if raw.max_events == 0 {
+        problems.push(ConfigProblem::new("max_events", "must be at least 1"));
+    }
+    if raw.max_bytes < 1024 {
+        problems.push(ConfigProblem::new("max_bytes", "must be at least 1024"));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        directory: raw.directory,
+        format: raw.format,
+        zone,
+        system: raw.system,
+        collector: raw.collector,
+        overrides,
+        go_back_micros: i64::from(raw.go_back_secs) * 1_000_000,
+        max_events: raw.max_events,
+        max_bytes: raw.max_bytes,
+    })
+}
+
+fn severity(name: &str) -> Option<Severity> {
+    Some(match name {
+        "debug" => Severity::Debug,
+        "info" => Severity::Info,
+        "warning" => Severity::Warning,
+        "minor" => Severity::Minor,
+        "major" => Severity::Major,
+        "critical" => Severity::Critical,
+        _ => return None,
+    })
+}
