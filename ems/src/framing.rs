@@ -30,7 +30,21 @@ pub struct Record<'a> {
 /// (after the last complete record, or after blank lines that follow it).
 /// `finished`: no more bytes will be appended to this file.
 pub fn records(bytes: &[u8], format: Format, finished: bool) -> (Vec<Record<'_>>, usize) {
+    records_up_to(bytes, format, finished, usize::MAX)
+}
+
+/// Like [`records`], but stops after `limit` records (the resume offset is
+/// then right after the last one), so a reader pays only for what it takes.
+pub fn records_up_to(
+    bytes: &[u8],
+    format: Format,
+    finished: bool,
+    limit: usize,
+) -> (Vec<Record<'_>>, usize) {
     let mut out: Vec<Record<'_>> = Vec::new();
+    if limit == 0 {
+        return (out, 0);
+    }
     let mut resume = 0;
     // The format A record being assembled: (start, end so far).
     let mut open: Option<(usize, usize)> = None;
@@ -45,6 +59,9 @@ pub fn records(bytes: &[u8], format: Format, finished: bool) -> (Vec<Record<'_>>
                     out.push(record(bytes, line_start, line_end));
                 }
                 resume = line_end;
+                if out.len() == limit {
+                    return (out, resume);
+                }
             }
             Format::A => {
                 if blank {
@@ -62,6 +79,9 @@ pub fn records(bytes: &[u8], format: Format, finished: bool) -> (Vec<Record<'_>>
                     if let Some((start, end)) = open.take() {
                         out.push(record(bytes, start, end));
                         resume = end;
+                        if out.len() == limit {
+                            return (out, resume);
+                        }
                     }
                     open = Some((line_start, line_end));
                 }
@@ -95,6 +115,23 @@ fn record(bytes: &[u8], start: usize, end: usize) -> Record<'_> {
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|b| *b == needle)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_stops_right_after_the_last_record_taken() {
+        let bytes = b"{1}\n{2}\n{3}\n";
+        let (found, resume) = records_up_to(bytes, Format::B, false, 2);
+        assert_eq!(found.len(), 2);
+        assert_eq!(resume, 8);
+        let bytes = b"24 A\n  a\n24 B\n24 C\n";
+        let (found, resume) = records_up_to(bytes, Format::A, true, 1);
+        assert_eq!(found.len(), 1);
+        assert_eq!(resume, 9);
+    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,11 @@ pub struct Tail {
     position: Position,
 }
 
-/// Bytes read from a file per step when no limit is closer.
-const READ_CHUNK: usize = 256 << 10;
+/// Read sizes: an estimate of the bytes still wanted (records × a typical
+/// record size), within these bounds.
+const AVERAGE_RECORD: usize = 256;
+const MIN_READ: usize = 16 << 10;
+const MAX_READ: usize = 4 << 20;
 
 impl Tail {
     pub fn new(dir: &Path, format: Format, position: Position) -> Self {
@@ -144,44 +147,70 @@ impl Tail {
                 }));
                 self.position.offset = 0;
             }
-            let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
-            let budget = max_bytes.saturating_sub(bytes).max(1);
-            let mut want = available.min(budget.max(READ_CHUNK.min(available)));
+            // Read in portions sized to what is still wanted, and frame
+            // only as many records as are taken: a poll costs what it
+            // returns, not the size of the file.
+            let mut reached_end = false;
             loop {
-                file.seek(SeekFrom::Start(self.position.offset))?;
-                let mut buffer = Vec::with_capacity(want);
-                (&mut file).take(want as u64).read_to_end(&mut buffer)?;
-                let to_end = buffer.len() == available;
-                let (found, resume) = framing::records(&buffer, self.format, finished && to_end);
-                if found.is_empty() && !to_end && want < available {
-                    // One record longer than the read: read more.
-                    want = (want * 2).min(available);
-                    continue;
+                let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
+                if available == 0 {
+                    reached_end = true;
+                    break;
                 }
-                let mut consumed = resume;
-                for record in found {
-                    if records == max_records || (bytes >= max_bytes && records > 0) {
-                        consumed = record.start;
-                        out.more = true;
-                        break;
+                let wanted_records = max_records - records;
+                let estimate = wanted_records.saturating_mul(AVERAGE_RECORD);
+                let mut want = available.min(estimate.clamp(MIN_READ, MAX_READ));
+                let (taken, consumed, to_end) = loop {
+                    file.seek(SeekFrom::Start(self.position.offset))?;
+                    let mut buffer = Vec::with_capacity(want);
+                    (&mut file).take(want as u64).read_to_end(&mut buffer)?;
+                    let to_end = buffer.len() >= available;
+                    let (found, resume) = framing::records_up_to(
+                        &buffer,
+                        self.format,
+                        finished && to_end,
+                        wanted_records,
+                    );
+                    if found.is_empty() && !to_end {
+                        // One record longer than the read: read more.
+                        want = want.saturating_mul(2).min(available);
+                        continue;
                     }
-                    records += 1;
-                    bytes += record.end - record.start;
-                    out.items.push(Item::Record(Record {
-                        file: current,
-                        start: self.position.offset + record.start as u64,
-                        end: self.position.offset + record.end as u64,
-                        text: record.text.into_owned(),
-                    }));
-                }
+                    let mut taken = Vec::with_capacity(found.len());
+                    let mut consumed = resume;
+                    for record in found {
+                        if bytes >= max_bytes && records > 0 {
+                            consumed = record.start;
+                            out.more = true;
+                            break;
+                        }
+                        records += 1;
+                        bytes += record.end - record.start;
+                        taken.push(Record {
+                            file: current,
+                            start: self.position.offset + record.start as u64,
+                            end: self.position.offset + record.end as u64,
+                            text: record.text.into_owned(),
+                        });
+                    }
+                    break (taken, consumed, to_end);
+                };
+                let progressed = consumed > 0;
+                out.items.extend(taken.into_iter().map(Item::Record));
                 self.position.offset += consumed as u64;
-                break;
+                if out.more || records == max_records {
+                    break;
+                }
+                if to_end || !progressed {
+                    reached_end = to_end && self.position.offset >= size;
+                    break;
+                }
             }
             if out.more || records == max_records || bytes >= max_bytes {
                 out.more = out.more || self.position.offset < size || finished;
                 return Ok(out);
             }
-            if finished && self.position.offset >= size {
+            if finished && reached_end {
                 // Done with this file; the next round moves to the next.
                 self.position = Position {
                     file: current + 1,
@@ -192,7 +221,6 @@ impl Tail {
             return Ok(out);
         }
     }
-
     /// The file to read now: the position's own, or — if it is gone — the
     /// next existing one, after recording the gap. `None`: nothing to read.
     fn locate(&mut self, files: &[u32], gaps: &mut Vec<Item>) -> Option<u32> {
