@@ -124,18 +124,24 @@ impl Tail {
         let mut out = TailRead::default();
         let mut records = 0;
         let mut bytes = 0usize;
+        // The directory is listed only when needed — the current file is
+        // gone, or read to its end (is a newer one there?) — not per poll.
+        let mut listing: Option<Vec<u32>> = None;
         loop {
-            let files = list(&self.dir)?;
-            let Some(current) = self.locate(&files, &mut out.items) else {
-                return Ok(out);
-            };
-            let finished = files.iter().any(|n| *n > current);
-            let path = self.dir.join(file_name(current));
-            let mut file = match std::fs::File::open(&path) {
+            let current = self.position.file;
+            let mut file = match std::fs::File::open(self.dir.join(file_name(current))) {
                 Ok(file) => file,
-                // Purged between the listing and the open: the next round
-                // reports it.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    let files = list(&self.dir)?;
+                    let located = self.locate(&files, &mut out.items);
+                    if located.is_none() || located == Some(current) {
+                        // Nothing newer to go to (or it vanished between the
+                        // open and the listing; the next poll sees it).
+                        return Ok(out);
+                    }
+                    listing = Some(files);
+                    continue;
+                }
                 Err(err) => return Err(err),
             };
             let size = file.metadata()?.len();
@@ -147,53 +153,30 @@ impl Tail {
                 }));
                 self.position.offset = 0;
             }
+            let newer_exists =
+                |files: &Option<Vec<u32>>| files.as_ref().is_some_and(|f| f.iter().any(|n| *n > current));
+            let mut finished = newer_exists(&listing);
             // Read in portions sized to what is still wanted, and frame
             // only as many records as are taken: a poll costs what it
             // returns, not the size of the file.
             let mut reached_end = false;
             loop {
-                let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
-                if available == 0 {
-                    reached_end = true;
-                    break;
-                }
-                let wanted_records = max_records - records;
-                let estimate = wanted_records.saturating_mul(AVERAGE_RECORD);
-                let mut want = available.min(estimate.clamp(MIN_READ, MAX_READ));
-                let (taken, consumed, to_end) = loop {
-                    file.seek(SeekFrom::Start(self.position.offset))?;
-                    let mut buffer = Vec::with_capacity(want);
-                    (&mut file).take(want as u64).read_to_end(&mut buffer)?;
-                    let to_end = buffer.len() >= available;
-                    let (found, resume) = framing::records_up_to(
-                        &buffer,
-                        self.format,
-                        finished && to_end,
-                        wanted_records,
-                    );
-                    if found.is_empty() && !to_end {
-                        // One record longer than the read: read more.
-                        want = want.saturating_mul(2).min(available);
-                        continue;
-                    }
-                    let mut taken = Vec::with_capacity(found.len());
-                    let mut consumed = resume;
-                    for record in found {
-                        if bytes >= max_bytes && records > 0 {
-                            consumed = record.start;
-                            out.more = true;
-                            break;
-                        }
-                        records += 1;
-                        bytes += record.end - record.start;
-                        taken.push(Record {
-                            file: current,
-                            start: self.position.offset + record.start as u64,
-                            end: self.position.offset + record.end as u64,
-                            text: record.text.into_owned(),
-                        });
-                    }
-                    break (taken, consumed, to_end);
+                let available =
+                    usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
+                let (taken, consumed, to_end) = if available == 0 {
+                    (Vec::new(), 0, true)
+                } else {
+                    self.read_portion(
+                        &mut file,
+                        current,
+                        available,
+                        finished,
+                        max_records - records,
+                        max_bytes,
+                        &mut records,
+                        &mut bytes,
+                        &mut out.more,
+                    )?
                 };
                 let progressed = consumed > 0;
                 out.items.extend(taken.into_iter().map(Item::Record));
@@ -201,8 +184,20 @@ impl Tail {
                 if out.more || records == max_records {
                     break;
                 }
-                if to_end || !progressed {
-                    reached_end = to_end && self.position.offset >= size;
+                if to_end {
+                    if !finished && listing.is_none() {
+                        // At the end of what is written: a newer file means
+                        // this one is complete (its last record too).
+                        listing = Some(list(&self.dir)?);
+                        finished = newer_exists(&listing);
+                        if finished {
+                            continue;
+                        }
+                    }
+                    reached_end = self.position.offset >= size;
+                    break;
+                }
+                if !progressed {
                     break;
                 }
             }
@@ -211,7 +206,7 @@ impl Tail {
                 return Ok(out);
             }
             if finished && reached_end {
-                // Done with this file; the next round moves to the next.
+                // Done with this file: on to the next.
                 self.position = Position {
                     file: current + 1,
                     offset: 0,
@@ -221,6 +216,58 @@ impl Tail {
             return Ok(out);
         }
     }
+
+    /// Read and frame the next portion of `file` from the position.
+    /// Returns the records taken, the bytes consumed and whether the read
+    /// reached the end of what is written.
+    #[allow(clippy::too_many_arguments)]
+    fn read_portion(
+        &self,
+        file: &mut std::fs::File,
+        current: u32,
+        available: usize,
+        finished: bool,
+        wanted_records: usize,
+        max_bytes: usize,
+        records: &mut usize,
+        bytes: &mut usize,
+        more: &mut bool,
+    ) -> std::io::Result<(Vec<Record>, usize, bool)> {
+        let estimate = wanted_records.saturating_mul(AVERAGE_RECORD);
+        let mut want = available.min(estimate.clamp(MIN_READ, MAX_READ));
+        loop {
+            file.seek(SeekFrom::Start(self.position.offset))?;
+            let mut buffer = Vec::with_capacity(want);
+            file.take(want as u64).read_to_end(&mut buffer)?;
+            let to_end = buffer.len() >= available;
+            let (found, resume) =
+                framing::records_up_to(&buffer, self.format, finished && to_end, wanted_records);
+            if found.is_empty() && !to_end {
+                // One record longer than the read: read more.
+                want = want.saturating_mul(2).min(available);
+                continue;
+            }
+            let mut taken = Vec::with_capacity(found.len());
+            let mut consumed = resume;
+            for record in found {
+                if *bytes >= max_bytes && *records > 0 {
+                    consumed = record.start;
+                    *more = true;
+                    break;
+                }
+                *records += 1;
+                *bytes += record.end - record.start;
+                taken.push(Record {
+                    file: current,
+                    start: self.position.offset + record.start as u64,
+                    end: self.position.offset + record.end as u64,
+                    text: record.text.into_owned(),
+                });
+            }
+            return Ok((taken, consumed, to_end));
+        }
+    }
+
     /// The file to read now: the position's own, or — if it is gone — the
     /// next existing one, after recording the gap. `None`: nothing to read.
     fn locate(&mut self, files: &[u32], gaps: &mut Vec<Item>) -> Option<u32> {
