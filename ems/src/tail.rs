@@ -153,16 +153,18 @@ impl Tail {
                 }));
                 self.position.offset = 0;
             }
-            let newer_exists =
-                |files: &Option<Vec<u32>>| files.as_ref().is_some_and(|f| f.iter().any(|n| *n > current));
+            let newer_exists = |files: &Option<Vec<u32>>| {
+                files
+                    .as_ref()
+                    .is_some_and(|f| f.iter().any(|n| *n > current))
+            };
             let mut finished = newer_exists(&listing);
             // Read in portions sized to what is still wanted, and frame
             // only as many records as are taken: a poll costs what it
             // returns, not the size of the file.
             let mut reached_end = false;
             loop {
-                let available =
-                    usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
+                let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
                 let (taken, consumed, to_end) = if available == 0 {
                     (Vec::new(), 0, true)
                 } else {

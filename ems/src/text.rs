@@ -37,14 +37,15 @@ pub fn parse(record: &str, zone: &Zone) -> Result<EmsEvent, ParseError> {
     let event_number: u32 = number
         .parse()
         .map_err(|_| fail(format!("event number `{number}` is not a number")))?;
-    let mut text: String = rest.trim_start().chars().filter(|c| *c != BEL).collect();
+    let mut text = String::with_capacity(record.len() - (header.len() - rest.len()));
+    push_without_bel(&mut text, rest.trim_start());
     for line in continuation.split('\n') {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.trim().is_empty() {
             continue;
         }
         text.push('\n');
-        text.extend(line.trim_start().chars().filter(|c| *c != BEL));
+        push_without_bel(&mut text, line.trim_start());
     }
     let text = text.trim_end().to_owned();
     Ok(EmsEvent {
@@ -99,12 +100,27 @@ pub fn is_continuation(line: &[u8]) -> bool {
     matches!(line.first(), Some(b' ' | b'\t'))
 }
 
+/// Append `text` without its BEL characters (most texts have none: copy
+/// them whole).
+fn push_without_bel(out: &mut String, text: &str) {
+    if text.contains(BEL) {
+        out.extend(text.chars().filter(|c| *c != BEL));
+    } else {
+        out.push_str(text);
+    }
+}
+
 fn next_token<'a>(rest: &mut &'a str) -> Option<&'a str> {
     let trimmed = rest.trim_start_matches([' ', '\t']);
     if trimmed.is_empty() {
         return None;
     }
-    let end = trimmed.find([' ', '\t']).unwrap_or(trimmed.len());
+    // Byte search: both separators are ASCII, so the split is on a char
+    // boundary.
+    let end = trimmed
+        .bytes()
+        .position(|b| b == b' ' || b == b'\t')
+        .unwrap_or(trimmed.len());
     let (token, tail) = trimmed.split_at(end);
     *rest = tail;
     Some(token)
