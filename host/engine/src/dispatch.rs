@@ -576,6 +576,15 @@ impl Lane {
                 Metrics::add(&self.metrics.events_delivered, settled - first.seq + 1);
             }
             if plan.dead_letters {
+                // Replayed letters the receiver neither took nor rejected
+                // go back in line.
+                let unsettled: Vec<(String, u64)> = batch
+                    .events
+                    .iter()
+                    .filter(|e| e.seq > settled && !rejected.contains_key(&(stream, e.seq)))
+                    .map(|e| (stream.to_owned(), e.seq))
+                    .collect();
+                self.requeue_dead_letters(&unsettled);
                 continue;
             }
             self.state
@@ -626,6 +635,28 @@ impl Lane {
         );
     }
 
+    /// Put the dead letters of `keys` (stream, seq) back at the front of
+    /// the replay line.
+    fn requeue_dead_letters(&mut self, keys: &[(String, u64)]) {
+        if keys.is_empty() {
+            return;
+        }
+        let letters = match self.queue.dead_letters(&self.cursor) {
+            Ok(letters) => letters,
+            Err(err) => {
+                tracing::error!(group = %self.group, "cannot read dead letters: {err}");
+                return;
+            }
+        };
+        let wanted: BTreeSet<&(String, u64)> = keys.iter().collect();
+        let mut again: Vec<DeadLetter> = letters
+            .into_iter()
+            .filter(|l| wanted.contains(&(l.stream.clone(), l.event.seq)))
+            .collect();
+        again.append(&mut self.state.dead_letter_replay);
+        self.state.dead_letter_replay = again;
+    }
+
     fn forget_dead_letter(&mut self, stream: &str, seq: u64) {
         if let Err(err) = self.queue.remove_dead_letter(&self.cursor, stream, seq) {
             tracing::error!(group = %self.group, "cannot remove a replayed dead letter: {err}");
@@ -636,6 +667,19 @@ impl Lane {
     /// it unreachable (which fails over).
     async fn call_failed(&mut self, index: usize, err: &SessionError, plan: Option<Plan>) {
         Metrics::add(&self.metrics.delivery_retries, u64::from(plan.is_some()));
+        if let Some(plan) = &plan
+            && plan.dead_letters
+            && !matches!(err, SessionError::Connector(ConnectorError::Rejected(_)))
+        {
+            // A replay that did not go through is not dropped: it is
+            // retried with the next delivery.
+            let keys: Vec<(String, u64)> = plan
+                .batches
+                .iter()
+                .flat_map(|b| b.events.iter().map(|e| (b.stream.clone(), e.seq)))
+                .collect();
+            self.requeue_dead_letters(&keys);
+        }
         let tuning = self.tuning;
         match err {
             SessionError::Connector(ConnectorError::Backpressure { retry_after, .. }) => {

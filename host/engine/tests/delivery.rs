@@ -198,8 +198,12 @@ async fn rejected_events_become_dead_letters_and_can_be_replayed() {
         let held = primary.with(|s| s.count("ems"));
         assert_eq!(held, 38);
 
-        // The receiver is fixed; the operator replays.
-        primary.with(|s| s.rejects.clear());
+        // The receiver is fixed; the operator replays. The first attempts
+        // meet backpressure: the replay is retried, not dropped.
+        primary.with(|s| {
+            s.rejects.clear();
+            s.backpressure = 2;
+        });
         assert_eq!(engine.replay_dead_letters("mgmt").await.unwrap(), 2);
         eventually("replayed and removed", WAIT, || {
             engine.dead_letters("mgmt").unwrap().is_empty()
