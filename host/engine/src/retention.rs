@@ -58,7 +58,7 @@ impl Queue {
                 continue;
             }
             let next_seq = entry.lock().await.record.next_seq;
-            let chunks = self.chunks_of(&name, id, next_seq, Some(through))?;
+            let chunks = self.acknowledged_chunks(&name, id, next_seq, through)?;
             if !chunks.is_empty() {
                 by_stream.push(chunks);
             }
@@ -138,10 +138,7 @@ impl Queue {
             let mut oldest: Option<Candidate> = None;
             for (name, (id, entry)) in self.stream_entries() {
                 let next_seq = entry.lock().await.record.next_seq;
-                let first = self
-                    .chunks_of(&name, id, next_seq, None)?
-                    .into_iter()
-                    .next();
+                let first = self.first_chunk(&name, id, next_seq)?;
                 if let Some(first) = first
                     && oldest
                         .as_ref()
@@ -251,19 +248,19 @@ impl Queue {
             .collect()
     }
 
-    /// The stored chunks of a stream in seq order; with `through`, only
-    /// those entirely at or below that seq.
-    fn chunks_of(
+    /// The stored chunks of a stream, in seq order, that lie entirely at or
+    /// below `through`.
+    fn acknowledged_chunks(
         &self,
         stream: &str,
         id: u32,
         next_seq: u64,
-        through: Option<u64>,
+        through: u64,
     ) -> Result<Vec<Candidate>, QueueError> {
         let mut out: Vec<Candidate> = Vec::new();
         // One seq past `through`, so the chunk that follows the last
         // candidate is seen and ends it.
-        let upper = through.map_or(u64::MAX, |t| t.saturating_add(1));
+        let upper = through.saturating_add(1);
         for item in self
             .tree
             .range(keys::events(id, 0)..=keys::events(id, upper))
@@ -286,12 +283,39 @@ impl Queue {
                 ingested_at,
             });
         }
-        if let Some(through) = through {
-            while out.last().is_some_and(|c| c.end_seq > through + 1) {
-                out.pop();
-            }
+        while out.last().is_some_and(|c| c.end_seq > upper) {
+            out.pop();
         }
         Ok(out)
+    }
+
+    /// The oldest stored chunk of a stream (two key reads, not a scan).
+    fn first_chunk(
+        &self,
+        stream: &str,
+        id: u32,
+        next_seq: u64,
+    ) -> Result<Option<Candidate>, QueueError> {
+        let mut range = self
+            .tree
+            .range(keys::events(id, 0)..=keys::events(id, u64::MAX));
+        let Some((key, value)) = range.next().transpose()? else {
+            return Ok(None);
+        };
+        let Some((_, first_seq)) = keys::parse_events(&key) else {
+            return Ok(None);
+        };
+        let end_seq = match range.next().transpose()? {
+            Some((next, _)) => keys::parse_events(&next).map_or(next_seq, |(_, seq)| seq),
+            None => next_seq,
+        };
+        Ok(Some(Candidate {
+            stream: stream.to_owned(),
+            first_seq,
+            end_seq,
+            bytes: value.len() as u64,
+            ingested_at: codec::decode_prefix::<i64>(&value).unwrap_or(i64::MIN),
+        }))
     }
 
     /// Remove the leading `chunks` of one stream and update its record in
