@@ -176,12 +176,16 @@ impl Pump {
         // The batch is held here until it is durable: a full or failing
         // disk delays the source, it never loses what it handed over.
         let mut attempt = 0u32;
+        let mut shutdown = self.shutdown.clone();
         loop {
-            match self
-                .queue
-                .ingest(&self.stream, &batch.events, batch.cursor.as_ref())
-                .await
-            {
+            // A full queue (`when_full = "block"`) can hold this wait for
+            // as long as delivery is down; shutdown must not. Giving up
+            // here loses nothing: the source was not told to move on.
+            let stored = tokio::select! {
+                stored = self.queue.ingest(&self.stream, &batch.events, batch.cursor.as_ref()) => stored,
+                _ = shutdown.changed() => return Step::Idle,
+            };
+            match stored {
                 Ok(_) => break,
                 Err(err) => {
                     attempt += 1;

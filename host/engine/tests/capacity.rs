@@ -193,3 +193,49 @@ async fn acknowledged_events_older_than_max_age_leave_the_window() {
     assert_eq!(report.events, 10);
     assert_eq!(seqs(&queue, "s"), (11..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_source_waiting_for_room() {
+    use common::fakes::FakeSource;
+    use safd_engine::{Engine, EngineOptions, PumpTuning};
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = Engine::open(EngineOptions {
+        agent_id: "t".into(),
+        data_dir: dir.path().to_owned(),
+        queue: QueueOptions {
+            capacity_bytes: 4_000,
+            ..QueueOptions::default()
+        },
+        retention_interval: Duration::from_secs(3600),
+    })
+    .unwrap();
+    let source = FakeSource::default();
+    source.append(200, "e");
+    engine
+        .add_source(
+            "s",
+            Arc::new(source.clone()),
+            PumpTuning {
+                limits: safd_connector::PollLimits {
+                    max_events: 5,
+                    max_bytes: 1 << 20,
+                },
+                ..PumpTuning::default()
+            },
+        )
+        .unwrap();
+    // No group acknowledges anything: the source soon waits for room.
+    eventually("queue full", Duration::from_secs(5), || {
+        ids(engine.notices()).contains(&QUEUE_FULL)
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), engine.shutdown())
+        .await
+        .expect("shutdown hung on a blocked source")
+        .unwrap();
+    // Nothing the source was told is stored went missing.
+    let committed = *source.committed.lock().unwrap();
+    drop(engine);
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    assert_eq!(queue.stored_through("s").await, committed);
+}
