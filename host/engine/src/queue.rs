@@ -532,14 +532,7 @@ impl Queue {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<SequencedEvent>, QueueError> {
-        let id = self
-            .streams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_name
-            .get(stream)
-            .map(|(id, _)| *id);
-        match id {
+        match self.stream_id(stream) {
             Some(id) => self.read_id(id, from_seq, max_events, max_bytes),
             None => Ok(Vec::new()),
         }
@@ -678,15 +671,8 @@ impl Queue {
 
     /// The highest seq stored for `stream` (0 when none).
     pub async fn stored_through(&self, stream: &str) -> u64 {
-        let entry = self
-            .streams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_name
-            .get(stream)
-            .map(|(_, entry)| entry.clone());
-        match entry {
-            Some(entry) => entry.lock().await.record.next_seq - 1,
+        match self.stream_entry(stream) {
+            Some((_, entry)) => entry.lock().await.record.next_seq - 1,
             None => 0,
         }
     }
@@ -708,14 +694,19 @@ impl Queue {
         Ok(())
     }
 
-    /// The id of `stream`, if it has ever been ingested into.
-    pub(crate) fn stream_id(&self, stream: &str) -> Option<u32> {
+    /// The entry of `stream`, if it has ever been ingested into.
+    pub(crate) fn stream_entry(&self, stream: &str) -> Option<SharedEntry> {
         self.streams
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .by_name
             .get(stream)
-            .map(|(id, _)| *id)
+            .cloned()
+    }
+
+    /// The id of `stream`, if it has ever been ingested into.
+    pub(crate) fn stream_id(&self, stream: &str) -> Option<u32> {
+        self.stream_entry(stream).map(|(id, _)| id)
     }
 
     /// The first seq of `stream` whose event time is at or after `time`

@@ -183,13 +183,7 @@ impl Queue {
     /// removed events of `stream` from `seq` on; `None` when nothing is
     /// known about removed events there.
     pub(crate) async fn seek_time_for(&self, stream: &str, seq: u64) -> Option<Timestamp> {
-        let entry = self
-            .streams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_name
-            .get(stream)
-            .map(|(_, entry)| entry.clone())?;
+        let (_, entry) = self.stream_entry(stream)?;
         let entry = entry.lock().await;
         let marks = &entry.record.trim_marks;
         let from = marks
@@ -324,14 +318,7 @@ impl Queue {
         let Some(last) = chunks.last() else {
             return Ok((0, 0));
         };
-        let entry = self
-            .streams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .by_name
-            .get(&last.stream)
-            .map(|(_, entry)| entry.clone());
-        let Some(entry) = entry else {
+        let Some((_, entry)) = self.stream_entry(&last.stream) else {
             return Ok((0, 0));
         };
         let mut entry = entry.lock().await;

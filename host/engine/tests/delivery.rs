@@ -6,7 +6,8 @@
 mod common;
 
 use common::fakes::{
-    FakeDestination, FakeServer, FakeSource, acked, active, event, eventually, notice_ids,
+    FakeDestination, FakeServer, FakeSource, acked, active, event, eventually, fast_tuning,
+    notice_ids,
 };
 use safd_connector::event_ids::{
     CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED, DEEP_CATCH_UP, FAILED_OVER,
@@ -15,26 +16,13 @@ use safd_connector::event_ids::{
 use safd_connector::{CatchUpFrom, StreamPosition};
 use safd_engine::{
     Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
-    Retention, Tuning,
+    Retention,
 };
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn tuning() -> Tuning {
-    Tuning {
-        batch_max_events: 16,
-        batch_max_bytes: 1 << 20,
-        request_timeout: Duration::from_millis(300),
-        probe_interval: Duration::from_millis(20),
-        failback_after: 3,
-        transient_limit: 3,
-        retry_min: Duration::from_millis(10),
-        retry_max: Duration::from_millis(50),
-    }
-}
 
 fn open(dir: &Path, queue: QueueOptions) -> Engine {
     Engine::open(EngineOptions {
@@ -71,7 +59,7 @@ fn group(
                 connector: Arc::new(destination.clone()),
             })
             .collect(),
-        tuning: tuning(),
+        tuning: fast_tuning(),
     }
 }
 

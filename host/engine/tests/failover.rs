@@ -7,31 +7,18 @@
 mod common;
 
 use common::fakes::{
-    FakeDestination, FakeServer, FakeSource, acked, active, eventually, notice_ids,
+    FakeDestination, FakeServer, FakeSource, acked, active, eventually, fast_tuning, notice_ids,
 };
 use safd_connector::event_ids::{CATCH_UP_REFUSED, CATCH_UP_STARTED, FAILED_BACK, FAILED_OVER};
 use safd_engine::failover::MemberHealth;
 use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning,
+    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
 };
 use std::sync::Arc;
 use std::time::Duration;
 
 const MATRIX: &str = include_str!("../../../docs/design/failover-matrix.csv");
 const WAIT: Duration = Duration::from_secs(10);
-
-pub fn tuning() -> Tuning {
-    Tuning {
-        batch_max_events: 16,
-        batch_max_bytes: 1 << 20,
-        request_timeout: Duration::from_millis(300),
-        probe_interval: Duration::from_millis(20),
-        failback_after: 3,
-        transient_limit: 3,
-        retry_min: Duration::from_millis(10),
-        retry_max: Duration::from_millis(50),
-    }
-}
 
 struct Pair {
     engine: Engine,
@@ -74,7 +61,7 @@ async fn pair() -> Pair {
             name: "mgmt".into(),
             mode: GroupMode::Failover,
             members: vec![member("primary"), member("backup")],
-            tuning: tuning(),
+            tuning: fast_tuning(),
         })
         .unwrap();
     Pair {

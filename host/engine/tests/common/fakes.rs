@@ -10,7 +10,7 @@ use safd_connector::{
     Rejection, SessionError, SessionInfo, Severity, SourceBatch, SourceConnector, SourceSession,
     StreamBatch, StreamPosition, Timestamp,
 };
-use safd_engine::{Engine, SAFD_STREAM};
+use safd_engine::{Engine, SAFD_STREAM, Tuning};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -418,4 +418,18 @@ pub fn acked(engine: &Engine, group: &str, stream: &str) -> u64 {
         .find(|g| g.name == group)
         .and_then(|g| g.lanes.first().and_then(|l| l.acked.get(stream).copied()))
         .unwrap_or(0)
+}
+
+/// Group timings that make failures quick to provoke and see.
+pub fn fast_tuning() -> Tuning {
+    Tuning {
+        batch_max_events: 16,
+        batch_max_bytes: 1 << 20,
+        request_timeout: Duration::from_millis(300),
+        probe_interval: Duration::from_millis(20),
+        failback_after: 3,
+        transient_limit: 3,
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+    }
 }
