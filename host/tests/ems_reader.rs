@@ -88,7 +88,7 @@ async fn drain(
     loop {
         let batch = session.poll(limits).await.unwrap();
         let done = batch.events.is_empty() && !batch.more;
-        out.extend(batch.events);
+        out.extend(batch.events.to_events());
         if let Some(c) = batch.cursor {
             session.commit(&c).await.unwrap();
             *cursor = Some(c);

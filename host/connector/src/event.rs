@@ -1,3 +1,4 @@
+use safd_event_block::{BlockError, BlockWriter, EventRef};
 use serde::{Deserialize, Serialize};
 
 /// Microseconds since the Unix epoch, UTC.
@@ -19,6 +20,26 @@ pub enum Severity {
 }
 
 impl Severity {
+    const ALL: [Severity; 6] = [
+        Self::Debug,
+        Self::Info,
+        Self::Warning,
+        Self::Minor,
+        Self::Major,
+        Self::Critical,
+    ];
+
+    /// The severity with this code of the event-block encoding (its index in
+    /// the WIT `severity` enum), if there is one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// This severity's code in the event-block encoding.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
     /// The lowercase name used in configs, logs and the protocol.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,6 +91,56 @@ impl Event {
                 .map(|a| a.key.len() + a.value.len())
                 .sum::<usize>()
     }
+}
+
+impl Event {
+    /// Copy an event read from an event block.
+    pub fn from_block(event: &EventRef<'_>) -> Self {
+        Self {
+            id: event.id.to_owned(),
+            time: event.time,
+            // The block reader refuses codes without a severity.
+            severity: Severity::from_code(event.severity).unwrap_or(Severity::Critical),
+            attributes: event
+                .attributes
+                .iter()
+                .map(|(key, value)| Attribute::new(key, value))
+                .collect(),
+            body: event.body.to_owned(),
+        }
+    }
+
+    /// Append this event to an event block.
+    pub fn write_to(&self, block: &mut BlockWriter) {
+        block.push(
+            &self.id,
+            self.time,
+            self.severity.code(),
+            self.attributes.iter().map(|a| (&a.key, &a.value)),
+            &self.body,
+        );
+    }
+
+    /// Append this event with its seq to a sequenced block.
+    pub fn write_sequenced_to(&self, seq: u64, block: &mut BlockWriter) {
+        block.push_sequenced(
+            seq,
+            &self.id,
+            self.time,
+            self.severity.code(),
+            self.attributes.iter().map(|a| (&a.key, &a.value)),
+            &self.body,
+        );
+    }
+}
+
+/// Copy every event of an event block holding `count` events.
+pub fn decode_events(bytes: &[u8], count: u32) -> Result<Vec<Event>, BlockError> {
+    let mut events = Vec::with_capacity(count as usize);
+    for event in safd_event_block::events(bytes, count) {
+        events.push(Event::from_block(&event?));
+    }
+    Ok(events)
 }
 
 /// An event with the sequence number the host assigned at ingest.

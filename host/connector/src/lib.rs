@@ -6,15 +6,20 @@
 //! types, and engine tests implement the traits with in-process fakes while
 //! the daemon uses the WebAssembly runtime's implementations.
 
+mod block;
 mod error;
 mod event;
 pub mod event_ids;
 mod session;
 
+pub use block::EventBlock;
 pub use error::{ConnectorError, SessionError};
 pub use event::{
     Attribute, Cursor, Event, SequencedEvent, Severity, StreamBatch, StreamPosition, Timestamp,
+    decode_events,
 };
+/// The encoding events cross the plugin boundary in (the WIT `event-block`).
+pub use safd_event_block as event_block;
 pub use session::{
     Acknowledgement, CatchUpFrom, CatchUpRequest, DeliveryReport, DestinationConnector,
     DestinationSession, Endpoint, Health, MemberRole, PollLimits, Registration, Rejection,

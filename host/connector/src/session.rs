@@ -1,4 +1,4 @@
-use crate::{Cursor, Event, SessionError, StreamBatch, StreamPosition, Timestamp};
+use crate::{Cursor, EventBlock, SessionError, StreamBatch, StreamPosition, Timestamp};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ impl Default for PollLimits {
 /// The result of one `poll`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceBatch {
-    pub events: Vec<Event>,
+    /// The events, still in the encoding the source sent them in.
+    pub events: EventBlock,
     /// Position after these events; `None` when unchanged.
     pub cursor: Option<Cursor>,
     /// More events are ready right now.

@@ -3,6 +3,7 @@
 //! reported as damaged so the caller can quarantine it instead of crashing
 //! on it at every start.
 
+use safd_connector::{EventBlock, event_block};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +32,34 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
     let crc = crc32fast::hash(&out[HEADER..]);
     out[1..HEADER].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// Encode a stored chunk: one run of consecutive events of a stream.
+///
+/// Layout of the payload: `zigzag(ingested_at) varint(count)` and then the
+/// events exactly as a source plugin sent them (the WIT event-block
+/// encoding), so ingest stores a plugin's bytes without re-encoding them.
+/// `ingested_at` comes first so the retention pass can read it alone (see
+/// [`decode_prefix`]).
+pub(crate) fn encode_chunk(ingested_at: i64, count: u32, events: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 16 + events.len());
+    out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
+    event_block::put_varint(&mut out, event_block::zigzag(ingested_at));
+    event_block::put_varint(&mut out, u64::from(count));
+    out.extend_from_slice(events);
+    let crc = crc32fast::hash(&out[HEADER..]);
+    out[1..HEADER].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The events of a stored chunk (its ingest time is read with
+/// [`decode_prefix`]).
+pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<EventBlock, RecordError> {
+    let payload = checked_payload(bytes)?;
+    let decode_error = |e: postcard::Error| RecordError::Decode(e.to_string());
+    let (_ingested_at, rest) = postcard::take_from_bytes::<i64>(payload).map_err(decode_error)?;
+    let (count, rest) = postcard::take_from_bytes::<u32>(rest).map_err(decode_error)?;
+    EventBlock::decode(rest.to_vec(), count).map_err(|e| RecordError::Decode(e.to_string()))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
@@ -62,6 +91,33 @@ fn checked_payload(bytes: &[u8]) -> Result<&[u8], RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use safd_connector::{Attribute, Event, Severity};
+
+    #[test]
+    fn chunks_round_trip_and_expose_their_ingest_time() {
+        let events: Vec<Event> = (0..40)
+            .map(|n| Event {
+                id: format!("ïd-{n}"),
+                time: if n % 2 == 0 {
+                    -n
+                } else {
+                    1_710_119_830_000_000 + n
+                },
+                severity: Severity::from_code((n % 6) as u8).unwrap(),
+                attributes: (0..n % 4)
+                    .map(|k| Attribute::new(format!("k{k}"), "v".repeat(k as usize * 70)))
+                    .collect(),
+                body: "β".repeat(n as usize * 7),
+            })
+            .collect();
+        let block = EventBlock::from_events(&events);
+        let stored = encode_chunk(-5, events.len() as u32, block.bytes());
+        assert_eq!(decode_chunk(&stored).unwrap().to_events(), events);
+        assert_eq!(decode_prefix::<i64>(&stored).unwrap(), -5);
+        let mut damaged = stored.clone();
+        damaged[10] ^= 1;
+        assert!(matches!(decode_chunk(&damaged), Err(RecordError::Checksum)));
+    }
 
     #[test]
     fn round_trip_and_damage_detection() {

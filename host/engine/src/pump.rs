@@ -182,7 +182,7 @@ impl Pump {
             // as long as delivery is down; shutdown must not. Giving up
             // here loses nothing: the source was not told to move on.
             let stored = tokio::select! {
-                stored = self.queue.ingest(&self.stream, &batch.events, batch.cursor.as_ref()) => stored,
+                stored = self.queue.ingest_block(&self.stream, &batch.events, batch.cursor.as_ref()) => stored,
                 _ = shutdown.changed() => return Step::Idle,
             };
             match stored {

@@ -17,7 +17,7 @@ use crate::notice::{Notice, Notices};
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_RECORD_QUARANTINED,
 };
-use safd_connector::{Cursor, Event, SequencedEvent, Severity, Timestamp};
+use safd_connector::{Cursor, Event, EventBlock, SequencedEvent, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -110,14 +110,6 @@ pub(crate) struct StreamRecord {
     /// time in it), so a catch-up from a removed seq knows where to ask the
     /// source to seek. Bounded: old marks are merged.
     pub(crate) trim_marks: Vec<(u64, Timestamp)>,
-}
-
-/// One stored run of consecutive events. `ingested_at` comes first so the
-/// retention pass can read it without decoding the events.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Chunk<E> {
-    pub(crate) ingested_at: Timestamp,
-    pub(crate) events: E,
 }
 
 /// A destination group's persisted state.
@@ -360,6 +352,18 @@ impl Queue {
         events: &[Event],
         cursor: Option<&Cursor>,
     ) -> Result<IngestReceipt, QueueError> {
+        self.ingest_block(stream, &EventBlock::from_events(events), cursor)
+            .await
+    }
+
+    /// [`Queue::ingest`] for events still in the encoding a plugin sent
+    /// them in: their bytes are stored as they are.
+    pub async fn ingest_block(
+        &self,
+        stream: &str,
+        events: &EventBlock,
+        cursor: Option<&Cursor>,
+    ) -> Result<IngestReceipt, QueueError> {
         self.ingest_inner(stream, events, cursor, true).await
     }
 
@@ -370,26 +374,27 @@ impl Queue {
         stream: &str,
         events: &[Event],
     ) -> Result<IngestReceipt, QueueError> {
-        self.ingest_inner(stream, events, None, false).await
+        self.ingest_inner(stream, &EventBlock::from_events(events), None, false)
+            .await
     }
 
     async fn ingest_inner(
         &self,
         stream: &str,
-        events: &[Event],
+        events: &EventBlock,
         cursor: Option<&Cursor>,
         limited: bool,
     ) -> Result<IngestReceipt, QueueError> {
         let ingested_at = crate::clock::now_micros();
-        let encoded = chunks(events)
-            .map(|chunk| {
-                let value = codec::encode(&Chunk {
-                    ingested_at,
-                    events: chunk,
-                })?;
-                Ok((chunk.len() as u64, value))
+        let encoded: Vec<(u64, Vec<u8>)> = events
+            .runs(CHUNK_BYTES)
+            .map(|(count, run)| {
+                (
+                    u64::from(count),
+                    codec::encode_chunk(ingested_at, count, run),
+                )
             })
-            .collect::<Result<Vec<_>, QueueError>>()?;
+            .collect();
         let bytes: u64 = encoded.iter().map(|(_, v)| v.len() as u64).sum();
         if limited {
             self.wait_for_room(bytes).await?;
@@ -560,8 +565,8 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let events: Vec<Event> = match codec::decode::<Chunk<Vec<Event>>>(&value) {
-                Ok(chunk) => chunk.events,
+            let events: Vec<Event> = match codec::decode_chunk(&value) {
+                Ok(events) => events.to_events(),
                 Err(err) => {
                     quarantine(&self.tree, &key, &value, &err)?;
                     continue;
@@ -727,10 +732,10 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let Ok(chunk) = codec::decode::<Chunk<Vec<Event>>>(&value) else {
+            let Ok(events) = codec::decode_chunk(&value) else {
                 continue; // Quarantined by the next `read`.
             };
-            if let Some(offset) = chunk.events.iter().position(|e| e.time >= time) {
+            if let Some(offset) = events.iter().position(|e| e.time >= time) {
                 return Ok(Some(first_seq + offset as u64));
             }
         }
@@ -749,28 +754,6 @@ impl Queue {
 /// log append. Measured: 256 realistic events per value (~84 KiB) ran at a
 /// third of the rate of ~24 KiB values.
 const CHUNK_BYTES: usize = 24 * 1024;
-
-/// Split a batch into runs of consecutive events of about `CHUNK_BYTES`.
-fn chunks(events: &[Event]) -> impl Iterator<Item = &[Event]> {
-    let mut rest = events;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let mut len = 0;
-        for event in rest {
-            bytes += event.byte_size() + 32;
-            len += 1;
-            if bytes >= CHUNK_BYTES {
-                break;
-            }
-        }
-        let (chunk, tail) = rest.split_at(len);
-        rest = tail;
-        Some(chunk)
-    })
-}
 
 /// How long `open` waits for sled's file lock. sled releases it from its own
 /// I/O threads shortly after the previous handle is dropped (a restart in

@@ -10,9 +10,9 @@ use crate::codec;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::notice::Notice;
-use crate::queue::{Chunk, Queue, QueueError, SharedEntry};
+use crate::queue::{Queue, QueueError, SharedEntry};
 use safd_connector::event_ids::QUEUE_EVENTS_DROPPED;
-use safd_connector::{Event, Severity, Timestamp};
+use safd_connector::{Severity, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -329,8 +329,8 @@ impl Queue {
         for chunk in chunks {
             let key = keys::events(entry.id, chunk.first_seq);
             if let Some(value) = self.tree.get(key)?
-                && let Ok(stored) = codec::decode::<Chunk<Vec<Event>>>(&value)
-                && let Some(time) = stored.events.iter().map(|e| e.time).min()
+                && let Ok(stored) = codec::decode_chunk(&value)
+                && let Some(time) = stored.iter().map(|e| e.time).min()
             {
                 earliest = Some(earliest.map_or(time, |e| e.min(time)));
             }

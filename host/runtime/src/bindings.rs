@@ -24,7 +24,7 @@ pub(crate) mod destination_world {
 use destination_world::exports::safd::connector::destination_connector as wit_dest;
 use safd_connector as api;
 use source_world::exports::safd::connector::source_connector as wit_source;
-use source_world::safd::connector::types as wit;
+pub(crate) use source_world::safd::connector::types as wit;
 use std::time::Duration;
 
 pub(crate) use wit::ConnectorKind;
@@ -45,71 +45,16 @@ pub(crate) fn connector_error(err: wit::ConnectorError) -> api::ConnectorError {
     }
 }
 
-fn severity_from_wit(s: wit::Severity) -> api::Severity {
-    use wit::Severity as S;
-    match s {
-        S::Debug => api::Severity::Debug,
-        S::Info => api::Severity::Info,
-        S::Warning => api::Severity::Warning,
-        S::Minor => api::Severity::Minor,
-        S::Major => api::Severity::Major,
-        S::Critical => api::Severity::Critical,
-    }
-}
-
-fn severity_to_wit(s: api::Severity) -> wit::Severity {
-    use api::Severity as S;
-    match s {
-        S::Debug => wit::Severity::Debug,
-        S::Info => wit::Severity::Info,
-        S::Warning => wit::Severity::Warning,
-        S::Minor => wit::Severity::Minor,
-        S::Major => wit::Severity::Major,
-        S::Critical => wit::Severity::Critical,
-    }
-}
-
-/// Guest → host: moves the strings, no copies.
-fn event_from_wit(e: wit::Event) -> api::Event {
-    api::Event {
-        id: e.id,
-        time: e.time,
-        severity: severity_from_wit(e.severity),
-        attributes: e
-            .attributes
-            .into_iter()
-            .map(|a| api::Attribute {
-                key: a.key,
-                value: a.value,
-            })
-            .collect(),
-        body: e.body,
-    }
-}
-
-fn event_to_wit(e: &api::Event) -> wit::Event {
-    wit::Event {
-        id: e.id.clone(),
-        time: e.time,
-        severity: severity_to_wit(e.severity),
-        attributes: e
-            .attributes
-            .iter()
-            .map(|a| wit::Attribute {
-                key: a.key.clone(),
-                value: a.value.clone(),
-            })
-            .collect(),
-        body: e.body.clone(),
-    }
-}
-
-pub(crate) fn batch_from_wit(b: wit_source::Batch) -> api::SourceBatch {
-    api::SourceBatch {
-        events: b.events.into_iter().map(event_from_wit).collect(),
+/// Guest → host: check the block the plugin returned; its bytes travel on
+/// to the queue as they are.
+pub(crate) fn batch_from_wit(
+    b: wit_source::Batch,
+) -> Result<api::SourceBatch, api::event_block::BlockError> {
+    Ok(api::SourceBatch {
+        events: api::EventBlock::decode(b.events.bytes, b.events.count)?,
         cursor: b.cursor,
         more: b.more,
-    }
+    })
 }
 
 pub(crate) fn poll_limits_to_wit(l: api::PollLimits) -> wit_source::PollLimits {
@@ -119,19 +64,22 @@ pub(crate) fn poll_limits_to_wit(l: api::PollLimits) -> wit_source::PollLimits {
     }
 }
 
+/// Host → guest: one sequenced event block per stream batch.
 pub(crate) fn stream_batches_to_wit(batches: &[api::StreamBatch]) -> Vec<wit::StreamBatch> {
     batches
         .iter()
-        .map(|b| wit::StreamBatch {
-            stream: b.stream.clone(),
-            events: b
-                .events
-                .iter()
-                .map(|e| wit::SequencedEvent {
-                    seq: e.seq,
-                    event: event_to_wit(&e.event),
-                })
-                .collect(),
+        .map(|b| {
+            let mut block = api::event_block::BlockWriter::with_capacity(
+                b.events.iter().map(|e| e.event.byte_size() + 32).sum(),
+            );
+            for e in &b.events {
+                e.event.write_sequenced_to(e.seq, &mut block);
+            }
+            let (count, bytes) = block.finish();
+            wit::StreamBatch {
+                stream: b.stream.clone(),
+                events: wit::EventBlock { count, bytes },
+            }
         })
         .collect()
 }

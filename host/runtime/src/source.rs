@@ -1,7 +1,7 @@
 //! Source connectors backed by a WebAssembly plugin.
 
 use crate::bindings::{self, source_world::Source};
-use crate::supervisor::{InstanceSpec, Supervisor, call_live};
+use crate::supervisor::{CallOutcome, InstanceSpec, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
     Cursor, PollLimits, SessionError, SourceBatch, SourceConnector, SourceSession, Timestamp,
@@ -108,7 +108,16 @@ impl SourceSession for WasmSourceSession {
             .safd_connector_source_connector()
             .reader()
             .call_poll(&mut live.store, live.reader, limits))?;
-        Ok(bindings::batch_from_wit(batch))
+        bindings::batch_from_wit(batch).or_else(|err| {
+            // A plugin that cannot encode its events is broken: treat it like
+            // one that said so (rebuild it, and disable it if it keeps
+            // happening). Nothing was stored, so nothing is lost.
+            let fatal = bindings::wit::ConnectorError::Fatal(format!(
+                "plugin returned an event block that does not decode ({err}); fix the plugin"
+            ));
+            self.supervisor
+                .settle(CallOutcome::Returned(Err(fatal)), false)
+        })
     }
 
     async fn commit(&mut self, cursor: &Cursor) -> Result<(), SessionError> {

@@ -70,6 +70,7 @@ async fn log_import_and_stdout_are_tagged_with_the_instance() {
     writer.register(&SessionInfo::default()).await.unwrap();
     let events = batch
         .events
+        .to_events()
         .into_iter()
         .zip(1..)
         .map(|(event, seq)| SequencedEvent { seq, event })

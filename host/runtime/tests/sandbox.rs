@@ -25,7 +25,7 @@ async fn open(script: &[&str], grants: &Grants) -> Box<dyn SourceSession> {
 }
 
 fn ids(batch: &safd_connector::SourceBatch) -> Vec<String> {
-    batch.events.iter().map(|e| e.id.clone()).collect()
+    batch.events.iter().map(|e| e.id.to_owned()).collect()
 }
 
 #[tokio::test]
@@ -110,10 +110,29 @@ async fn unbounded_allocation_is_refused_and_the_host_lives_on() {
     assert_eq!(batch.events.len(), 4);
 }
 
+#[tokio::test]
+async fn a_malformed_event_block_is_refused_and_the_plugin_rebuilt() {
+    let mut session = open(&["ok", "malformed-block"], &no_grants()).await;
+    session.poll(PollLimits::default()).await.unwrap();
+    let err = session.poll(PollLimits::default()).await.unwrap_err();
+    let SessionError::Connector(ConnectorError::Fatal(message)) = &err else {
+        panic!("expected a fatal error, got {err:?}");
+    };
+    assert!(
+        message.contains("event block that does not decode")
+            && message.contains("event block, byte 3"),
+        "{message}"
+    );
+    assert!(err.instance_was_reset());
+    // Rebuilt: the fresh instance serves again.
+    let batch = session.poll(PollLimits::default()).await.unwrap();
+    assert_eq!(batch.events.len(), 4);
+}
+
 async fn report(session: &mut Box<dyn SourceSession>) -> String {
     let batch = session.poll(PollLimits::default()).await.unwrap();
     assert_eq!(batch.events.len(), 1, "expected one report event");
-    batch.events[0].body.clone()
+    batch.events.to_events()[0].body.clone()
 }
 
 #[tokio::test]

@@ -16,9 +16,10 @@ mod cursor;
 use cursor::ReaderCursor;
 use safd_ems::tail::{Item, Position, Tail};
 use safd_ems::{Format, ParseError};
+use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::source::{Batch, Guest, GuestReader, PollLimits};
 use safd_plugin_sdk::types::{
-    ConfigProblem, ConnectorError, ConnectorKind, Cursor, Description, Event, Timestamp,
+    ConfigProblem, ConnectorError, ConnectorKind, Cursor, Description, Timestamp,
 };
 use std::cell::RefCell;
 use std::path::Path;
@@ -111,7 +112,7 @@ impl GuestReader for Reader {
                 self.config.directory
             ))
         })?;
-        let mut events: Vec<Event> = Vec::with_capacity(read.items.len());
+        let mut events = EventWriter::with_capacity(read.items.len() * 512);
         for item in read.items {
             match item {
                 Item::Record(record) => {
@@ -126,7 +127,7 @@ impl GuestReader for Reader {
                             });
                             state.logtime = ems.logtime;
                             if !skip {
-                                events.push(convert::event(&self.config, &record, ems));
+                                events.push(&convert::event(&self.config, &record, ems));
                             }
                         }
                         Err(error) => {
@@ -134,7 +135,7 @@ impl GuestReader for Reader {
                                 .skip_before
                                 .is_some_and(|(_, high_water)| position < high_water);
                             if !skip {
-                                events.push(convert::unparsed(
+                                events.push(&convert::unparsed(
                                     &self.config,
                                     &record,
                                     &error,
@@ -144,7 +145,7 @@ impl GuestReader for Reader {
                         }
                     }
                 }
-                Item::Gap(gap) => events.push(convert::gap(&self.config, &gap, state.logtime)),
+                Item::Gap(gap) => events.push(&convert::gap(&self.config, &gap, state.logtime)),
             }
         }
         let position = state.tail.position();
@@ -166,7 +167,7 @@ impl GuestReader for Reader {
                 .encode()
             }),
             more: read.more,
-            events,
+            events: events.finish(),
         })
     }
 

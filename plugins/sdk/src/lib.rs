@@ -35,6 +35,7 @@
 extern crate self as safd_plugin_sdk;
 
 pub mod config;
+pub mod events;
 pub mod log;
 
 /// Bindings of the `source` world. Plugin authors normally use [`source`] and
@@ -75,16 +76,6 @@ pub use source_bindings::export_source;
 pub mod types {
     pub use crate::source_bindings::safd::connector::types::*;
 
-    impl Attribute {
-        /// A key/value attribute.
-        pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-            Self {
-                key: key.into(),
-                value: value.into(),
-            }
-        }
-    }
-
     impl ConfigProblem {
         /// A problem at `path` (a dotted path into the config, empty for the
         /// whole text) described by `message`.
@@ -96,7 +87,53 @@ pub mod types {
         }
     }
 
+    /// One key/value attribute of an event (the WIT `attribute` record).
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct Attribute {
+        pub key: String,
+        pub value: String,
+    }
+
+    impl Attribute {
+        /// A key/value attribute.
+        pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+            Self {
+                key: key.into(),
+                value: value.into(),
+            }
+        }
+    }
+
+    /// An owned event (the WIT `event` record). Events cross the boundary in
+    /// an [`EventBlock`]: build one with [`crate::events::EventWriter`].
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Event {
+        /// Stable identity: the same event read twice gets the same id.
+        pub id: String,
+        /// When the event happened, microseconds since the Unix epoch (UTC).
+        pub time: Timestamp,
+        pub severity: Severity,
+        pub attributes: Vec<Attribute>,
+        /// The human-readable text.
+        pub body: String,
+    }
+
     impl Event {
+        /// Copy an event read from a block.
+        pub fn from_ref(event: &crate::events::EventRef<'_>) -> Self {
+            Self {
+                id: event.id.to_owned(),
+                time: event.time,
+                severity: crate::events::severity(event),
+                attributes: event
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| Attribute::new(key, value))
+                    .collect(),
+                body: event.body.to_owned(),
+            }
+        }
+
         /// The byte size the host counts against `poll-limits.max-bytes`.
         pub fn byte_size(&self) -> usize {
             self.id.len()

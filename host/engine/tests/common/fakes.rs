@@ -367,7 +367,7 @@ impl SourceSession for FakeSourceSession {
         Ok(SourceBatch {
             cursor: (!events.is_empty()).then(|| self.position.to_be_bytes().to_vec()),
             more: end < log.len(),
-            events,
+            events: events.into(),
         })
     }
 

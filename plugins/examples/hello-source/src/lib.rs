@@ -2,6 +2,7 @@
 //! The walkthrough in docs/plugin-guide.md explains every part.
 
 use safd_plugin_sdk::config;
+use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::source::{Batch, Guest, GuestReader, PollLimits};
 use safd_plugin_sdk::types::{
     Attribute, ConfigProblem, ConnectorError, ConnectorKind, Cursor, Description, Event, Severity,
@@ -77,21 +78,22 @@ impl GuestReader for Reader {
     fn poll(&self, limits: PollLimits) -> Result<Batch, ConnectorError> {
         let start = self.next.get();
         let end = self.config.count.min(start + u64::from(limits.max_events));
-        let events: Vec<Event> = (start..end)
-            .map(|n| Event {
+        let mut events = EventWriter::new();
+        for n in start..end {
+            events.push(&Event {
                 // Stable: the same event always gets the same id.
                 id: format!("hello-{n}"),
                 time: 1_700_000_000_000_000 + n as Timestamp,
                 severity: Severity::Info,
                 attributes: vec![Attribute::new("greeting", "hello")],
                 body: format!("hello, {} (#{n})", self.config.name),
-            })
-            .collect();
+            });
+        }
         self.next.set(end);
         Ok(Batch {
             cursor: (end > start).then(|| end.to_be_bytes().to_vec()),
             more: end < self.config.count,
-            events,
+            events: events.finish(),
         })
     }
 

@@ -72,22 +72,25 @@ impl GuestWriter for Writer {
     fn deliver(&self, batches: Vec<StreamBatch>) -> Result<DeliveryReport, ConnectorError> {
         let mut acknowledged = Vec::new();
         for batch in batches {
-            for e in &batch.events {
-                let seq = e.seq.to_string();
+            let mut last_seq = None;
+            // Events are borrowed from the batch's block: nothing is copied.
+            for event in batch.events() {
+                let (seq, event) = event?;
                 log::log(
                     log::LogLevel::Info,
-                    &format!("{}{}", self.config.prefix, e.event.body),
+                    &format!("{}{}", self.config.prefix, event.body),
                     &[
                         ("stream", &batch.stream),
-                        ("seq", &seq),
-                        ("id", &e.event.id),
+                        ("seq", &seq.to_string()),
+                        ("id", event.id),
                     ],
                 );
+                last_seq = Some(seq);
             }
-            if let Some(last) = batch.events.last() {
+            if let Some(seq) = last_seq {
                 acknowledged.push(StreamPosition {
                     stream: batch.stream.clone(),
-                    seq: last.seq,
+                    seq,
                 });
             }
         }
