@@ -1,0 +1,211 @@
+//! The HTTP API (protocol version 1 plus the server's own query and admin
+//! endpoints) and the console.
+
+use crate::protocol::{
+    CatchUp, CatchUpFrom, DeliverRequest, ErrorBody, Health, Positions, RegisterRequest,
+    RegisterResponse, ServiceSwitch,
+};
+use crate::store::{EventQuery, Session, Store, StoreError};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Largest request body accepted; larger batches get 413 and safd splits
+/// them.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub token: Arc<str>,
+}
+
+/// An error answer with its status.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!("storage failed: {err}");
+        // 503: the server cannot accept anything right now; safd fails over.
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage failed: {err}"),
+        )
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request at `{path}`: {}", e.into_inner()),
+        )
+    })
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/register", post(register))
+        .route("/events", post(deliver))
+        .route("/health", get(health))
+        .route("/query/events", get(query_events))
+        .route("/query/sessions", get(query_sessions))
+        .route("/stats", get(stats))
+        .route("/admin/service", post(switch_service))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .nest("/safd/v1", api)
+        .route("/", get(|| async { Redirect::to("/console") }))
+        .route("/console", get(console))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such path; this server speaks /safd/v1 (docs/protocol.md)".to_owned(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Bearer-token check for every protocol, query and admin endpoint.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong token".to_owned()).into_response(),
+        None => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` header".to_owned(),
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn register(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    let request: RegisterRequest = parse(&body)?;
+    let high_water = state.store.high_water(&request.agent_id)?;
+    // Ask for what the agent holds beyond what is here.
+    let missing: Positions = request
+        .stored
+        .iter()
+        .filter_map(|(stream, &stored)| {
+            let held = high_water.get(stream).copied().unwrap_or(0);
+            (stored > held).then(|| (stream.clone(), held + 1))
+        })
+        .collect();
+    let catch_up = if missing.is_empty() {
+        None
+    } else {
+        Some(CatchUp {
+            epoch: request.epoch,
+            from: CatchUpFrom::Positions(missing),
+        })
+    };
+    let session = Session {
+        agent_id: request.agent_id.clone(),
+        group: request.group.clone(),
+        member: request.member.clone(),
+        role: request.role.clone(),
+        epoch: request.epoch,
+        active: request.active,
+        stored: request.stored.clone(),
+        acknowledged: request.acknowledged.clone(),
+        registered_at: jiff::Timestamp::now().to_string(),
+        high_water: high_water.clone(),
+        asked_catch_up: catch_up.is_some(),
+    };
+    state.store.record_session(&session).await?;
+    tracing::info!(
+        agent = %request.agent_id,
+        group = %request.group,
+        member = %request.member,
+        epoch = request.epoch,
+        catch_up = catch_up.is_some(),
+        "agent registered"
+    );
+    Ok(Json(RegisterResponse {
+        high_water,
+        service_ready: state.store.service_ready(),
+        catch_up,
+    }))
+}
+
+async fn deliver(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: DeliverRequest = parse(&body)?;
+    let response = state.store.deliver(&request).await?;
+    Ok(Json(response).into_response())
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    let counters = state.store.counters();
+    Json(Health {
+        service_ready: state.store.service_ready(),
+        detail: format!("inbox {}, stored {}", counters.inbox, counters.stored),
+    })
+}
+
+async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "service_ready": state.store.service_ready(),
+        "counters": state.store.counters(),
+    }))
+}
+
+async fn query_events(
+    State(state): State<AppState>,
+    query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let store = state.store.clone();
+    let events = tokio::task::spawn_blocking(move || store.query(&query))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(events).into_response())
+}
+
+async fn query_sessions(State(state): State<AppState>) -> Result<Json<Vec<Session>>, ApiError> {
+    Ok(Json(state.store.sessions()?))
+}
+
+async fn switch_service(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Health>, ApiError> {
+    let switch: ServiceSwitch = parse(&body)?;
+    state.store.set_service_ready(switch.ready).await?;
+    tracing::info!(ready = switch.ready, "event service switched");
+    Ok(health(State(state)).await)
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}

@@ -1,0 +1,38 @@
+//! `safd-mgmt`, the reference management server for safd.
+//!
+//! It speaks protocol version 1 (`docs/protocol.md`): agents register and
+//! learn what the server holds, deliver batches that are stored durably
+//! (sled, flushed before the answer) and deduplicated on (agent, stream,
+//! seq) and on event id, and probe its health. Its event service can be
+//! taken down while the server stays reachable: events then wait in a
+//! durable inbox and are released when the service is back. A query API
+//! and a web console show what arrived.
+
+pub mod http;
+pub mod protocol;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Open the store and bind the listener; the caller serves it.
+pub async fn bind(
+    data: &Path,
+    listen: SocketAddr,
+    token: &str,
+    service_ready: Option<bool>,
+) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
+    let store = Arc::new(
+        store::Store::open(data, service_ready)
+            .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", data.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let router = http::router(http::AppState {
+        store,
+        token: token.into(),
+    });
+    Ok((listener, router))
+}

@@ -1,0 +1,92 @@
+//! `safd-mgmt`: run the reference management server.
+
+use anyhow::Context;
+use clap::Parser;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Reference management server for safd: stores the events safd delivers,
+/// durably and deduplicated, and shows them in a web console.
+///
+/// On start it prints one line `listening on http://ADDR` (with the real port
+/// when `--listen` asks for port 0), then serves until SIGINT or SIGTERM.
+#[derive(Debug, Parser)]
+#[command(name = "safd-mgmt", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8471")]
+    listen: SocketAddr,
+    /// Database directory (created if missing). Events, high-waters,
+    /// sessions and the inbox survive restarts here.
+    #[arg(long, default_value = "safd-mgmt-data")]
+    data: PathBuf,
+    /// Bearer token every request must carry (`Authorization: Bearer …`).
+    #[arg(long, env = "SAFD_MGMT_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Start with the event service down: the server answers "not ready"
+    /// and keeps events in its durable inbox until the service is brought
+    /// up (`POST /safd/v1/admin/service {"ready": true}`).
+    #[arg(long, conflicts_with = "service_up")]
+    service_down: bool,
+    /// Start with the event service up even if it was down when the server
+    /// last stopped (without either flag the last state is kept).
+    #[arg(long)]
+    service_up: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.token.is_empty() {
+        anyhow::bail!("--token is empty; give the token agents will present");
+    }
+    let service_ready = if args.service_down {
+        Some(false)
+    } else if args.service_up {
+        Some(true)
+    } else {
+        None
+    };
+    let (listener, router) =
+        safd_mgmt::bind(&args.data, args.listen, &args.token, service_ready).await?;
+    let addr = listener.local_addr().context("listener address")?;
+    // One line, written even if nobody reads it (a closed pipe must not
+    // stop the server); tests and the demo parse it for the port.
+    let _ = writeln!(std::io::stdout(), "listening on http://{addr}");
+    tracing::info!("console: http://{addr}/console#token=<your token>");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,148 @@
+//! Runs the real `safd-mgmt` binary on a loopback port.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub const TOKEN: &str = "test-token";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Start the server on a free port with its database in `data`.
+    pub fn start(data: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_safd-mgmt"))
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).unwrap();
+        let base = first
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    /// Stop the server (SIGKILL: nothing may depend on a clean exit).
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/safd/v1/{path}", self.base)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// POST `body` with the right token; (status, JSON answer).
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_with(path, body, Some(TOKEN))
+    }
+
+    pub fn post_with(&self, path: &str, body: &Value, token: Option<&str>) -> (u16, Value) {
+        let mut request = Self::agent().post(&self.url(path));
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.send_json(body).unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut response = Self::agent()
+            .post(&self.url(path))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = Self::agent()
+            .get(&self.url(path))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_json().unwrap_or(Value::Null),
+        )
+    }
+
+    pub fn register(&self, agent: &str, stored: Value) -> Value {
+        let (status, body) = self.post(
+            "register",
+            &json!({
+                "agent_id": agent, "group": "mgmt", "member": "primary", "role": "primary",
+                "epoch": 3, "active": true, "stored": stored, "acknowledged": {}
+            }),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Deliver events `(seq, id)` of one stream; returns the answer.
+    pub fn deliver(&self, agent: &str, stream: &str, events: &[(u64, &str)]) -> Value {
+        let events: Vec<Value> = events.iter().map(|&(seq, id)| event(seq, id)).collect();
+        let (status, body) = self.post(
+            "events",
+            &json!({"agent_id": agent, "group": "mgmt", "epoch": 3,
+                    "batches": [{"stream": stream, "events": events}]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub fn stored(&self) -> u64 {
+        self.get("stats").1["counters"]["stored"].as_u64().unwrap()
+    }
+
+    pub fn events(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("query/events?{query}"));
+        assert_eq!(status, 200, "{body}");
+        body.as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn event(seq: u64, id: &str) -> Value {
+    json!({
+        "seq": seq, "id": id, "time": "2024-03-11T01:17:10.002311Z", "severity": "critical",
+        "attributes": [["subsystem", "EXPAND"], ["event_number", "45"]],
+        "body": format!("LDEV 123 $LHNY1: LINE NOT READY ({id})")
+    })
+}

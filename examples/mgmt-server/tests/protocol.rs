@@ -1,0 +1,217 @@
+//! Protocol version 1 against the real `safd-mgmt` process.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Server, TOKEN, event};
+use serde_json::json;
+
+#[test]
+fn registering_reports_high_water_and_asks_for_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let first = server.register("a1", json!({"ems": 5}));
+    assert_eq!(first["high_water"], json!({}));
+    assert_eq!(first["service_ready"], true);
+    assert_eq!(
+        first["catch_up"],
+        json!({"epoch": 3, "from": {"positions": {"ems": 1}}})
+    );
+
+    server.deliver("a1", "ems", &[(1, "e1"), (2, "e2"), (3, "e3")]);
+    let again = server.register("a1", json!({"ems": 5}));
+    assert_eq!(again["high_water"], json!({"ems": 3}));
+    assert_eq!(again["catch_up"]["from"], json!({"positions": {"ems": 4}}));
+    // Nothing missing: no catch-up request.
+    let level = server.register("a1", json!({"ems": 3}));
+    assert!(level.get("catch_up").is_none(), "{level}");
+
+    let (_, sessions) = server.get("query/sessions");
+    assert_eq!(sessions[0]["agent_id"], "a1");
+    assert_eq!(sessions[0]["epoch"], 3);
+}
+
+#[test]
+fn replayed_and_out_of_order_batches_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let answer = server.deliver("a1", "ems", &[(3, "e3"), (4, "e4")]);
+    assert_eq!(answer["acknowledged"], json!({"ems": 4}));
+    assert_eq!(
+        server.register("a1", json!({}))["high_water"],
+        json!({"ems": 4})
+    );
+
+    // The earlier part arrives later (a catch-up): contiguous from 1 now.
+    server.deliver("a1", "ems", &[(1, "e1"), (2, "e2")]);
+    assert_eq!(
+        server.register("a1", json!({}))["high_water"],
+        json!({"ems": 4})
+    );
+    // The same batch again, and an overlapping one.
+    let answer = server.deliver("a1", "ems", &[(1, "e1"), (2, "e2")]);
+    assert_eq!(answer["acknowledged"], json!({"ems": 2}));
+    server.deliver("a1", "ems", &[(4, "e4"), (5, "e5")]);
+    assert_eq!(server.stored(), 5);
+    assert_eq!(server.events("agent=a1").len(), 5);
+
+    // The same event id under a new seq (a source re-read after a deep
+    // catch-up): acknowledged, counted as held, stored once.
+    let answer = server.deliver("a1", "ems", &[(6, "e5")]);
+    assert_eq!(answer["acknowledged"], json!({"ems": 6}));
+    assert_eq!(server.stored(), 5);
+    assert_eq!(
+        server.register("a1", json!({}))["high_water"],
+        json!({"ems": 6})
+    );
+
+    // A gap keeps the high-water below it.
+    server.deliver("a1", "ems", &[(9, "e9")]);
+    assert_eq!(
+        server.register("a1", json!({}))["high_water"],
+        json!({"ems": 6})
+    );
+
+    // Other agents are separate.
+    server.deliver("a2", "ems", &[(1, "e1")]);
+    assert_eq!(server.stored(), 7);
+}
+
+#[test]
+fn bad_events_are_rejected_alone_and_bad_requests_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut bad = event(2, "e2");
+    bad["severity"] = json!("urgent");
+    let (status, answer) = server.post(
+        "events",
+        &json!({"agent_id": "a1", "group": "g", "epoch": 1,
+                "batches": [{"stream": "ems", "events": [event(1, "e1"), bad, event(3, "e3")]}]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["acknowledged"], json!({"ems": 3}));
+    assert_eq!(answer["rejected"][0]["seq"], 2);
+    assert!(
+        answer["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("severity `urgent`"),
+        "{answer}"
+    );
+    assert_eq!(server.stored(), 2);
+    // A rejected seq is settled: the high-water passes it.
+    assert_eq!(
+        server.register("a1", json!({}))["high_water"],
+        json!({"ems": 3})
+    );
+
+    let (status, answer) = server.post_raw("events", "{\"agent_id\": 5}");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("agent_id"),
+        "{answer}"
+    );
+    let (status, _) = server.post("no-such-endpoint", &json!({}));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn every_endpoint_wants_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let body = json!({"agent_id": "a1", "group": "g", "epoch": 1, "batches": []});
+    let (status, answer) = server.post_with("events", &body, None);
+    assert_eq!(status, 401);
+    assert!(
+        answer["error"].as_str().unwrap().contains("Bearer"),
+        "{answer}"
+    );
+    let (status, _) = server.post_with("events", &body, Some("guess"));
+    assert_eq!(status, 401);
+    let (status, _) = server.post_with("admin/service", &json!({"ready": false}), Some("guess"));
+    assert_eq!(status, 401);
+    let (status, _) = server.post_with("events", &body, Some(TOKEN));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--service-down"]);
+    let (_, health) = server.get("health");
+    assert_eq!(health["service_ready"], false);
+    assert_eq!(server.register("a1", json!({}))["service_ready"], false);
+
+    // Accepted durably (acknowledged) but held back from the service.
+    let answer = server.deliver("a1", "ems", &[(1, "e1"), (2, "e2")]);
+    assert_eq!(answer["acknowledged"], json!({"ems": 2}));
+    assert!(server.events("").is_empty());
+    assert!(
+        server.get("health").1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("inbox 2")
+    );
+
+    // Still held after a restart.
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.get("health").1["service_ready"], false);
+    assert!(server.events("").is_empty());
+
+    let (status, health) = server.post("admin/service", &json!({"ready": true}));
+    assert_eq!(status, 200);
+    assert_eq!(health["service_ready"], true);
+    assert_eq!(server.events("").len(), 2);
+    assert!(
+        server.get("health").1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("inbox 0")
+    );
+}
+
+#[test]
+fn a_restart_keeps_events_high_waters_and_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    server.register("a1", json!({"ems": 3}));
+    server.deliver("a1", "ems", &[(1, "e1"), (2, "e2"), (3, "e3")]);
+    server.kill();
+
+    let server = Server::start(dir.path(), &[]);
+    assert_eq!(server.stored(), 3);
+    assert_eq!(server.events("agent=a1&stream=ems").len(), 3);
+    let (_, sessions) = server.get("query/sessions");
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.register("a1", json!({"ems": 3}))["high_water"],
+        json!({"ems": 3})
+    );
+    // Replays after the restart are still recognised.
+    server.deliver("a1", "ems", &[(2, "e2"), (3, "e3")]);
+    assert_eq!(server.stored(), 3);
+}
+
+#[test]
+fn queries_filter_by_severity_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut info = event(2, "e2");
+    info["severity"] = json!("info");
+    info["time"] = json!("2024-03-12T00:00:00Z");
+    server.post(
+        "events",
+        &json!({"agent_id": "a1", "group": "g", "epoch": 1,
+                "batches": [{"stream": "ems", "events": [event(1, "e1"), info]}]}),
+    );
+    assert_eq!(server.events("severity=major").len(), 1);
+    assert_eq!(server.events("since=2024-03-11T12:00:00Z").len(), 1);
+    assert_eq!(server.events("until=2024-03-11T12:00:00Z")[0]["id"], "e1");
+    let (status, answer) = server.get("query/events?severity=loud");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("loud"),
+        "{answer}"
+    );
+}
