@@ -1,0 +1,228 @@
+//! The `mgmt-http` plugin, run by safd's real runtime, against the real
+//! `safd-mgmt` process on loopback.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Server, TOKEN};
+use safd_connector::{
+    Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
+    MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+};
+use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+
+fn plugin_path() -> PathBuf {
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/plugins")),
+        PathBuf::from,
+    );
+    let path = dir.join("mgmt-http.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing; run `cargo xtask plugins` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+fn authority(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_owned()
+}
+
+async fn open(server: &Server, token: &str, grant: Option<String>) -> Box<dyn DestinationSession> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/test-plugin-cache"
+        )),
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let plugin = runtime.load(&plugin_path()).unwrap();
+    let grants = Grants {
+        http: grant.into_iter().collect(),
+        ..Grants::default()
+    };
+    let config = serde_json::json!({"token": token, "timeout_ms": 3000}).to_string();
+    let destination = plugin.destination("mgmt", config, &grants).await.unwrap();
+    destination
+        .open(Endpoint {
+            member: "primary".into(),
+            address: server.base.clone(),
+            role: MemberRole::Primary,
+        })
+        .await
+        .unwrap()
+}
+
+fn info(stored: u64) -> SessionInfo {
+    SessionInfo {
+        agent_id: "prod1-safd".into(),
+        group: "mgmt".into(),
+        epoch: 7,
+        active: true,
+        stored: vec![StreamPosition {
+            stream: "ems".into(),
+            seq: stored,
+        }],
+        acknowledged: Vec::new(),
+    }
+}
+
+fn event(seq: u64, id: &str) -> SequencedEvent {
+    SequencedEvent {
+        seq,
+        event: Event {
+            id: id.into(),
+            time: 1_710_119_830_002_311 + seq as i64,
+            severity: Severity::Major,
+            attributes: vec![
+                Attribute::new("system", "\\PROD1"),
+                Attribute::new("subsystem", "EXPAND"),
+            ],
+            body: format!("LDEV 123 \"$LHNY1\": LINE NOT READY\n\tcontinued é #{seq}"),
+        },
+    }
+}
+
+fn batch(events: Vec<SequencedEvent>) -> [StreamBatch; 1] {
+    [StreamBatch {
+        stream: "ems".into(),
+        events,
+    }]
+}
+
+#[tokio::test]
+async fn events_are_acknowledged_after_the_server_stored_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+
+    let registration = session.register(&info(3)).await.unwrap();
+    assert!(registration.service_ready);
+    assert!(registration.high_water.is_empty());
+    let catch_up = registration.catch_up.unwrap();
+    assert_eq!(catch_up.epoch, 7);
+
+    let report = session
+        .deliver(&batch(
+            (1..=3).map(|n| event(n, &format!("e{n}"))).collect(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.acknowledged,
+        [StreamPosition {
+            stream: "ems".into(),
+            seq: 3
+        }]
+    );
+    assert!(report.rejected.is_empty());
+
+    // What the server stored is exactly what was sent.
+    let stored = server.events("agent=prod1-safd");
+    assert_eq!(stored.len(), 3);
+    let first = stored.iter().find(|e| e["seq"] == 1).unwrap();
+    assert_eq!(first["id"], "e1");
+    assert_eq!(first["time"], 1_710_119_830_002_312i64);
+    assert_eq!(first["severity"], "major");
+    assert_eq!(
+        first["attributes"],
+        serde_json::json!([["system", "\\PROD1"], ["subsystem", "EXPAND"]])
+    );
+    assert_eq!(
+        first["body"],
+        "LDEV 123 \"$LHNY1\": LINE NOT READY\n\tcontinued é #1"
+    );
+
+    // Registering again reports the high-water.
+    let registration = session.register(&info(3)).await.unwrap();
+    assert_eq!(registration.high_water[0].seq, 3);
+    assert!(registration.catch_up.is_none());
+    assert!(session.probe().await.unwrap().service_ready);
+}
+
+#[tokio::test]
+async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    session.register(&info(3)).await.unwrap();
+    let report = session
+        .deliver(&batch(vec![event(1, "e1"), event(2, ""), event(3, "e3")]))
+        .await
+        .unwrap();
+    assert_eq!(report.acknowledged[0].seq, 3);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].seq, 2);
+    assert!(report.rejected[0].reason.contains("id is empty"));
+    assert_eq!(server.stored(), 2);
+}
+
+#[tokio::test]
+async fn a_server_whose_service_is_down_is_reported_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--service-down"]);
+    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    let registration = session.register(&info(1)).await.unwrap();
+    assert!(!registration.service_ready);
+    let health = session.probe().await.unwrap();
+    assert!(!health.service_ready);
+    assert!(health.detail.contains("inbox"), "{}", health.detail);
+    // It still accepts into its durable inbox.
+    let report = session.deliver(&batch(vec![event(1, "e1")])).await.unwrap();
+    assert_eq!(report.acknowledged[0].seq, 1);
+}
+
+#[tokio::test]
+async fn a_killed_server_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let grant = authority(&server);
+    let mut session = open(&server, TOKEN, Some(grant)).await;
+    session.register(&info(1)).await.unwrap();
+    let base = server.base.clone();
+    server.kill();
+    let err = session
+        .deliver(&batch(vec![event(1, "e1")]))
+        .await
+        .unwrap_err();
+    let SessionError::Connector(ConnectorError::Unavailable(message)) = &err else {
+        panic!("expected unavailable, got {err:?}");
+    };
+    assert!(message.contains(&base), "{message}");
+}
+
+#[tokio::test]
+async fn a_wrong_token_is_unauthorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut session = open(&server, "not-the-token", Some(authority(&server))).await;
+    let err = session.register(&info(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, SessionError::Connector(ConnectorError::Unauthorized(m)) if m.contains("401")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_authority_that_is_not_granted_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut session = open(&server, TOKEN, Some("127.0.0.1:1".into())).await;
+    let err = session.register(&info(1)).await.unwrap_err();
+    let SessionError::Connector(ConnectorError::Unauthorized(message)) = &err else {
+        panic!("expected a denial, got {err:?}");
+    };
+    assert!(message.contains("grants.http"), "{message}");
+    // Nothing reached the server.
+    assert!(
+        server
+            .get("query/sessions")
+            .1
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1,0 +1,293 @@
+//! `mgmt-http`: delivers to a management server over HTTP, protocol v1
+//! (`docs/protocol.md`).
+//!
+//! The endpoint's address (chosen by safd for each group member) is the
+//! server's base URL, e.g. `http://10.0.0.5:8471`; safd's sandbox lets the
+//! plugin reach only the authorities the operator granted (`grants.http`).
+//! Config (JSON): `token` (required), `connect_timeout_ms` (default 1000),
+//! `timeout_ms` (default 10000).
+
+mod http;
+mod wire;
+
+use http::{BaseUrl, Reply, Timeouts, TransportError};
+use safd_plugin_sdk::config;
+use safd_plugin_sdk::destination::{
+    Acknowledgement, DeliveryReport, Endpoint, Guest, GuestWriter, Health, MemberRole,
+    Registration, SessionInfo,
+};
+use safd_plugin_sdk::types::{
+    Backpressure, ConfigProblem, ConnectorError, ConnectorKind, Description, StreamBatch,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+use std::time::Duration;
+use wasi::http::types::Method;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Bearer token the server expects.
+    token: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u32,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u32,
+}
+
+fn default_connect_timeout_ms() -> u32 {
+    1000
+}
+fn default_timeout_ms() -> u32 {
+    10_000
+}
+
+const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["token"],
+  "properties": {
+    "token": {"type": "string", "minLength": 1, "description": "Bearer token the management server expects"},
+    "connect_timeout_ms": {"type": "integer", "minimum": 1, "default": 1000, "description": "Give up connecting after this long (the member is then unreachable)"},
+    "timeout_ms": {"type": "integer", "minimum": 1, "default": 10000, "description": "Give up waiting for an answer after this long"}
+  }
+}"#;
+
+fn check(config: &Config) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    if config.token.trim().is_empty() {
+        problems.push(ConfigProblem::new(
+            "token",
+            "is empty; set the token the management server was started with",
+        ));
+    }
+    if config.connect_timeout_ms == 0 {
+        problems.push(ConfigProblem::new(
+            "connect_timeout_ms",
+            "must be at least 1",
+        ));
+    }
+    if config.timeout_ms == 0 {
+        problems.push(ConfigProblem::new("timeout_ms", "must be at least 1"));
+    }
+    problems
+}
+
+fn parse_config(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+    let config: Config = config::parse(text).map_err(|p| vec![p])?;
+    let problems = check(&config);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+struct Plugin;
+
+impl Guest for Plugin {
+    type Writer = Writer;
+
+    fn describe() -> Description {
+        Description {
+            name: "mgmt-http".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            kind: ConnectorKind::Destination,
+            summary: "Delivers events to a management server over HTTP (safd protocol v1); \
+                      an event counts as delivered once the server has committed it."
+                .to_owned(),
+            config_schema: SCHEMA.to_owned(),
+        }
+    }
+
+    fn acknowledgement_kind() -> Acknowledgement {
+        // The protocol answers only after the server's durable commit.
+        Acknowledgement::DurableCommit
+    }
+
+    fn validate_config(config: String) -> Result<(), Vec<ConfigProblem>> {
+        parse_config(&config).map(drop)
+    }
+}
+
+struct Writer {
+    config: Config,
+    endpoint: Endpoint,
+    base: BaseUrl,
+    /// Identity sent with every delivery, learnt at registration.
+    session: RefCell<Option<(String, String, u64)>>,
+}
+
+impl Writer {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(u64::from(self.config.connect_timeout_ms)),
+            response: Duration::from_millis(u64::from(self.config.timeout_ms)),
+        }
+    }
+
+    /// One request; any answer but 200 becomes the matching error.
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, ConnectorError> {
+        let reply = http::exchange(
+            &self.base,
+            method,
+            path,
+            &self.config.token,
+            body,
+            self.timeouts(),
+        )
+        .map_err(|err| self.transport_error(err))?;
+        if reply.status == 200 {
+            return serde_json::from_slice(&reply.body).map_err(|e| {
+                ConnectorError::Fatal(format!(
+                    "{} answered {path} with a body that is not protocol v1: {e}",
+                    self.endpoint.address
+                ))
+            });
+        }
+        Err(self.status_error(path, &reply))
+    }
+
+    fn transport_error(&self, err: TransportError) -> ConnectorError {
+        match err {
+            TransportError::Denied => ConnectorError::Unauthorized(format!(
+                "safd's sandbox refused the request to {}: add `{}` to this destination's \
+                 grants.http",
+                self.endpoint.address, self.base.authority
+            )),
+            TransportError::Unreachable(why) => {
+                ConnectorError::Unavailable(format!("{}: {why}", self.endpoint.address))
+            }
+        }
+    }
+
+    /// The error table of docs/protocol.md.
+    fn status_error(&self, path: &str, reply: &Reply) -> ConnectorError {
+        let detail = serde_json::from_slice::<wire::ErrorAnswer>(&reply.body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| {
+                String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            });
+        let message = format!(
+            "{} answered {} to {path}: {detail}",
+            self.endpoint.address, reply.status
+        );
+        match reply.status {
+            400 | 413 => ConnectorError::Rejected(message),
+            401 | 403 => ConnectorError::Unauthorized(message),
+            404 => ConnectorError::Fatal(format!(
+                "{message} (is this a safd management server speaking protocol v1?)"
+            )),
+            429 => ConnectorError::Backpressure(Backpressure {
+                retry_after_ms: reply.retry_after_secs.unwrap_or(1).saturating_mul(1000),
+                message,
+            }),
+            503 => ConnectorError::Unavailable(message),
+            _ => ConnectorError::Transient(message),
+        }
+    }
+}
+
+impl GuestWriter for Writer {
+    fn new(config: String, endpoint: Endpoint) -> Result<Self, ConnectorError> {
+        let config = parse_config(&config)
+            .map_err(|p| ConnectorError::Fatal(config::describe_problems(&p)))?;
+        let base = BaseUrl::parse(&endpoint.address)
+            .map_err(|why| ConnectorError::Fatal(format!("member `{}`: {why}", endpoint.member)))?;
+        Ok(Self {
+            config,
+            endpoint,
+            base,
+            session: RefCell::new(None),
+        })
+    }
+
+    fn register(&self, info: SessionInfo) -> Result<Registration, ConnectorError> {
+        let role = match self.endpoint.role {
+            MemberRole::Primary => "primary",
+            MemberRole::Backup => "backup",
+            MemberRole::Broadcast => "broadcast",
+        };
+        let mut body = String::with_capacity(256);
+        body.push_str("{\"agent_id\":");
+        wire::string(&mut body, &info.agent_id);
+        body.push_str(",\"group\":");
+        wire::string(&mut body, &info.group);
+        body.push_str(",\"member\":");
+        wire::string(&mut body, &self.endpoint.member);
+        body.push_str(",\"role\":");
+        wire::string(&mut body, role);
+        body.push_str(&format!(
+            ",\"epoch\":{},\"active\":{},\"stored\":",
+            info.epoch, info.active
+        ));
+        wire::positions(&mut body, &info.stored);
+        body.push_str(",\"acknowledged\":");
+        wire::positions(&mut body, &info.acknowledged);
+        body.push('}');
+        let answer: wire::RegisterAnswer =
+            self.call(Method::Post, "/safd/v1/register", Some(body.as_bytes()))?;
+        let (high_water, service_ready, catch_up) = answer
+            .into_parts()
+            .map_err(|why| ConnectorError::Fatal(format!("{}: {why}", self.endpoint.address)))?;
+        *self.session.borrow_mut() = Some((info.agent_id, info.group, info.epoch));
+        Ok(Registration {
+            high_water,
+            service_ready,
+            catch_up,
+        })
+    }
+
+    fn deliver(&self, batches: Vec<StreamBatch>) -> Result<DeliveryReport, ConnectorError> {
+        let session = self.session.borrow();
+        let Some((agent, group, epoch)) = session.as_ref() else {
+            return Err(ConnectorError::Fatal(
+                "deliver called before register".to_owned(),
+            ));
+        };
+        let capacity: usize = batches.iter().map(|b| b.events.bytes.len() * 2 + 64).sum();
+        let mut body = String::with_capacity(capacity + 128);
+        body.push_str("{\"agent_id\":");
+        wire::string(&mut body, agent);
+        body.push_str(",\"group\":");
+        wire::string(&mut body, group);
+        body.push_str(&format!(",\"epoch\":{epoch},\"batches\":["));
+        for (i, batch) in batches.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str("{\"stream\":");
+            wire::string(&mut body, &batch.stream);
+            body.push_str(",\"events\":[");
+            for (n, event) in batch.events().enumerate() {
+                let (seq, event) = event?;
+                if n > 0 {
+                    body.push(',');
+                }
+                wire::event(&mut body, seq, &event);
+            }
+            body.push_str("]}");
+        }
+        body.push_str("]}");
+        let answer: wire::DeliverAnswer =
+            self.call(Method::Post, "/safd/v1/events", Some(body.as_bytes()))?;
+        Ok(answer.into())
+    }
+
+    fn probe(&self) -> Result<Health, ConnectorError> {
+        let answer: wire::HealthAnswer = self.call(Method::Get, "/safd/v1/health", None)?;
+        Ok(answer.into())
+    }
+}
+
+safd_plugin_sdk::export_destination!(Plugin);

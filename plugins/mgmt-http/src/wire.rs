@@ -1,0 +1,256 @@
+//! Protocol v1 bodies: requests written by hand (events are borrowed from
+//! the host's block and written straight into the body), answers read with
+//! serde.
+
+use safd_plugin_sdk::destination::{
+    CatchUpFrom, CatchUpRequest, DeliveryReport, Health, Rejection,
+};
+use safd_plugin_sdk::events::{self, EventRef};
+use safd_plugin_sdk::types::{Severity, StreamPosition};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Append `s` as a JSON string.
+pub fn string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// `{"stream": seq, …}`.
+pub fn positions(out: &mut String, positions: &[StreamPosition]) {
+    out.push('{');
+    for (i, p) in positions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(out, &p.stream);
+        let _ = write!(out, ":{}", p.seq);
+    }
+    out.push('}');
+}
+
+pub fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Debug => "debug",
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Minor => "minor",
+        Severity::Major => "major",
+        Severity::Critical => "critical",
+    }
+}
+
+/// One event object of a deliver request.
+pub fn event(out: &mut String, seq: u64, event: &EventRef<'_>) {
+    let _ = write!(out, "{{\"seq\":{seq},\"id\":");
+    string(out, event.id);
+    out.push_str(",\"time\":\"");
+    rfc3339(out, event.time);
+    out.push_str("\",\"severity\":\"");
+    out.push_str(severity_name(events::severity(event)));
+    out.push_str("\",\"attributes\":[");
+    for (i, (key, value)) in event.attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        string(out, key);
+        out.push(',');
+        string(out, value);
+        out.push(']');
+    }
+    out.push_str("],\"body\":");
+    string(out, event.body);
+    out.push('}');
+}
+
+/// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn rfc3339(out: &mut String, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.f…](Z|+00:00)` into microseconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let text = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = text.split_once(['T', ' '])?;
+    let mut date = date.splitn(3, '-');
+    let year: i64 = date.next()?.parse().ok()?;
+    let month: u32 = date.next()?.parse().ok()?;
+    let day: u32 = date.next()?.parse().ok()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms = hms.splitn(3, ':');
+    let hour: i64 = hms.next()?.parse().ok()?;
+    let minute: i64 = hms.next()?.parse().ok()?;
+    let second: i64 = hms.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let mut micros = 0i64;
+    for (i, c) in frac.chars().take(6).enumerate() {
+        micros += i64::from(c.to_digit(10)?) * 10i64.pow(5 - i as u32);
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(secs * 1_000_000 + micros)
+}
+
+fn to_positions(map: BTreeMap<String, u64>) -> Vec<StreamPosition> {
+    map.into_iter()
+        .map(|(stream, seq)| StreamPosition { stream, seq })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterAnswer {
+    #[serde(default)]
+    high_water: BTreeMap<String, u64>,
+    service_ready: bool,
+    #[serde(default)]
+    catch_up: Option<CatchUpAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CatchUpAnswer {
+    epoch: u64,
+    from: FromAnswer,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FromAnswer {
+    Positions(BTreeMap<String, u64>),
+    Time(String),
+}
+
+impl RegisterAnswer {
+    pub fn into_parts(self) -> Result<(Vec<StreamPosition>, bool, Option<CatchUpRequest>), String> {
+        let catch_up = match self.catch_up {
+            None => None,
+            Some(c) => Some(CatchUpRequest {
+                epoch: c.epoch,
+                start: match c.from {
+                    FromAnswer::Positions(p) => CatchUpFrom::Positions(to_positions(p)),
+                    FromAnswer::Time(t) => {
+                        CatchUpFrom::Time(parse_rfc3339(&t).ok_or_else(|| {
+                            format!("catch-up time `{t}` is not an RFC 3339 UTC time")
+                        })?)
+                    }
+                },
+            }),
+        };
+        Ok((to_positions(self.high_water), self.service_ready, catch_up))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliverAnswer {
+    #[serde(default)]
+    acknowledged: BTreeMap<String, u64>,
+    #[serde(default)]
+    rejected: Vec<RejectionAnswer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RejectionAnswer {
+    stream: String,
+    seq: u64,
+    reason: String,
+}
+
+impl From<DeliverAnswer> for DeliveryReport {
+    fn from(answer: DeliverAnswer) -> Self {
+        DeliveryReport {
+            acknowledged: to_positions(answer.acknowledged),
+            rejected: answer
+                .rejected
+                .into_iter()
+                .map(|r| Rejection {
+                    stream: r.stream,
+                    seq: r.seq,
+                    reason: r.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HealthAnswer {
+    service_ready: bool,
+    #[serde(default)]
+    detail: String,
+}
+
+impl From<HealthAnswer> for Health {
+    fn from(answer: HealthAnswer) -> Self {
+        Health {
+            service_ready: answer.service_ready,
+            detail: answer.detail,
+        }
+    }
+}
+
+/// `{"error": "..."}` of an error answer.
+#[derive(Debug, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
+}
