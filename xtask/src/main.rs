@@ -48,6 +48,10 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Plugins => build_plugins(&root).map(drop),
         Task::Test { args } => {
+            ensure_system_packages(&[
+                ("chromium", "chromium"),
+                ("chromedriver", "chromium-driver"),
+            ])?;
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--workspace"]).args(args);
@@ -114,6 +118,52 @@ fn ensure_wasm_target() -> Result<()> {
     }
     eprintln!("xtask: installing the {WASM_TARGET} target");
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// Install the Debian packages whose commands the tests drive (a headless
+/// browser for the console test) when a command is missing: `(command,
+/// package)` pairs.
+fn ensure_system_packages(needed: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt_get = || {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    let mut install = apt_get();
+    install
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing);
+    if run(&mut install).is_err() {
+        // A fresh machine may have empty package lists.
+        run(apt_get().arg("update"))?;
+        run(&mut install)?;
+    }
+    Ok(())
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }
 
 /// Build every plugin crate that has a `<name>.toml` manifest beside its
