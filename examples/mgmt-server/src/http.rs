@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::sync::Arc;
 
 /// Largest request body accepted; larger batches get 413 and safd splits
@@ -47,14 +47,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let mut json = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("malformed request at `{path}`: {}", e.into_inner()),
-        )
+fn parse<'a, T: Deserialize<'a>>(body: &'a Bytes) -> Result<T, ApiError> {
+    // The fast parser first; only a bad body pays for tracking the path
+    // that the error message names.
+    serde_json::from_slice(body).map_err(|_| {
+        let mut json = serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize::<_, T>(&mut json) {
+            Err(e) => {
+                let path = e.path().to_string();
+                ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed request at `{path}`: {}", e.into_inner()),
+                )
+            }
+            Ok(_) => ApiError(StatusCode::BAD_REQUEST, "malformed request".to_owned()),
+        }
     })
 }
 
@@ -111,7 +118,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let request: RegisterRequest = parse(&body)?;
-    let high_water = state.store.high_water(&request.agent_id)?;
+    let high_water = state.store.high_water(&request.agent_id).await;
     // Ask for what the agent holds beyond what is here.
     let missing: Positions = request
         .stored
@@ -159,7 +166,7 @@ async fn register(
 }
 
 async fn deliver(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: DeliverRequest = parse(&body)?;
+    let request: DeliverRequest<'_> = parse(&body)?;
     let response = state.store.deliver(&request).await?;
     Ok(Json(response).into_response())
 }
@@ -176,6 +183,7 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "service_ready": state.store.service_ready(),
         "counters": state.store.counters(),
+        "streams": state.store.streams().await,
     }))
 }
 

@@ -8,8 +8,11 @@
 //! durable inbox and are released when the service is back. A query API
 //! and a web console show what arrived.
 
+mod held;
 pub mod http;
+mod id_index;
 pub mod protocol;
+mod segment;
 pub mod store;
 
 use std::net::SocketAddr;

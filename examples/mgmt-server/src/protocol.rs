@@ -1,6 +1,7 @@
 //! The JSON bodies of protocol version 1 (`docs/protocol.md`).
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Per stream, a seq.
@@ -43,20 +44,52 @@ pub enum CatchUpFrom {
     Time(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeliverRequest {
-    pub agent_id: String,
-    pub group: String,
-    pub epoch: u64,
-    pub batches: Vec<StreamBatch>,
+/// Text of a delivery, borrowed from the request body unless it had to be
+/// unescaped: a batch of 1 024 events would otherwise allocate some 16 000
+/// strings only to copy them into storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl std::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StreamBatch {
-    pub stream: String,
-    pub events: Vec<WireEvent>,
+pub struct DeliverRequest<'a> {
+    #[serde(borrow)]
+    pub agent_id: Text<'a>,
+    #[serde(borrow)]
+    pub group: Text<'a>,
+    pub epoch: u64,
+    #[serde(borrow)]
+    pub batches: Vec<StreamBatch<'a>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamBatch<'a> {
+    #[serde(borrow)]
+    pub stream: Text<'a>,
+    #[serde(borrow)]
+    pub events: Vec<WireEvent<'a>>,
 }
 
 /// An event as it travels. Fields are checked one by one (see
@@ -64,41 +97,46 @@ pub struct StreamBatch {
 /// instead of failing the whole request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WireEvent {
+pub struct WireEvent<'a> {
     pub seq: u64,
-    pub id: String,
+    #[serde(borrow)]
+    pub id: Text<'a>,
     /// RFC 3339 time.
-    pub time: String,
-    pub severity: String,
-    #[serde(default)]
-    pub attributes: Vec<(String, String)>,
-    pub body: String,
+    #[serde(borrow)]
+    pub time: Text<'a>,
+    #[serde(borrow)]
+    pub severity: Text<'a>,
+    #[serde(borrow, default)]
+    pub attributes: Vec<(Text<'a>, Text<'a>)>,
+    #[serde(borrow)]
+    pub body: Text<'a>,
 }
 
 pub const SEVERITIES: [&str; 6] = ["debug", "info", "warning", "minor", "major", "critical"];
 
-impl WireEvent {
+impl WireEvent<'_> {
     /// Why this event can never be accepted, if it cannot; otherwise its
-    /// time in microseconds.
-    pub fn check(&self) -> Result<i64, String> {
+    /// time in microseconds and its severity as an index of [`SEVERITIES`].
+    pub fn check(&self) -> Result<(i64, u8), String> {
         if self.seq == 0 {
             return Err("seq must be 1 or more".to_owned());
         }
         if self.id.is_empty() {
             return Err("id is empty".to_owned());
         }
-        if !SEVERITIES.contains(&self.severity.as_str()) {
+        let Some(severity) = SEVERITIES.iter().position(|s| *s == &*self.severity) else {
             return Err(format!(
                 "severity `{}` is not one of {}",
                 self.severity,
                 SEVERITIES.join(", ")
             ));
-        }
+        };
         let time: jiff::Timestamp = self
             .time
             .parse()
             .map_err(|e| format!("time `{}` is not an RFC 3339 time: {e}", self.time))?;
-        Ok(time.as_microsecond())
+        // SEVERITIES has six entries.
+        Ok((time.as_microsecond(), severity as u8))
     }
 }
 

@@ -143,6 +143,66 @@ async fn events_are_acknowledged_after_the_server_stored_them() {
     assert!(session.probe().await.unwrap().service_ready);
 }
 
+/// The plugin writes JSON by hand for speed: every character that needs
+/// escaping, on either side of the fast eight-byte scan, and times before
+/// 1970 and far ahead arrive exactly as sent.
+#[tokio::test]
+async fn any_text_and_time_arrive_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    session.register(&info(0)).await.unwrap();
+    let control: String = (0u8..0x20).map(char::from).collect();
+    let texts = [
+        String::new(),
+        "plain ASCII text longer than one eight-byte word".to_owned(),
+        "\"quoted\" \\path\\ \u{7f} é 漢字 🚀".to_owned(),
+        format!("{control}after"),
+        format!("0123456{control}"),
+        "abcdefgh\"".to_owned(),
+        "abcdefg\\".to_owned(),
+    ];
+    let times = [
+        0,
+        -1,
+        -86_400_000_001,
+        951_782_400_000_000,     // 2000-02-29
+        253_402_200_000_999_999, // 9999-12-31T21:46:40.999999, near the top of the range
+    ];
+    let events: Vec<SequencedEvent> = texts
+        .iter()
+        .zip(times.iter().cycle())
+        .enumerate()
+        .map(|(n, (text, &time))| {
+            let seq = n as u64 + 1;
+            SequencedEvent {
+                seq,
+                event: Event {
+                    id: format!("id {text}"),
+                    time,
+                    severity: Severity::Info,
+                    attributes: vec![Attribute::new(text.as_str(), text.as_str())],
+                    body: text.clone(),
+                },
+            }
+        })
+        .collect();
+    let report = session.deliver(&batch(events.clone())).await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let stored = server.events("agent=prod1-safd&limit=100");
+    assert_eq!(stored.len(), events.len());
+    for sent in &events {
+        let got = stored.iter().find(|e| e["seq"] == sent.seq).unwrap();
+        assert_eq!(got["body"], sent.event.body.as_str());
+        assert_eq!(got["id"], sent.event.id.as_str());
+        assert_eq!(got["time"], sent.event.time, "seq {}", sent.seq);
+        assert_eq!(
+            got["attributes"],
+            serde_json::json!([[sent.event.body, sent.event.body]])
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

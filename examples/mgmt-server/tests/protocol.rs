@@ -188,9 +188,18 @@ fn a_restart_keeps_events_high_waters_and_sessions() {
         server.register("a1", json!({"ems": 3}))["high_water"],
         json!({"ems": 3})
     );
-    // Replays after the restart are still recognised.
+    // Replays after the restart are still recognised, by seq and by id
+    // (the id index is rebuilt from disk).
     server.deliver("a1", "ems", &[(2, "e2"), (3, "e3")]);
+    server.deliver("a1", "ems", &[(4, "e1")]);
     assert_eq!(server.stored(), 3);
+    assert_eq!(
+        server.register("a1", json!({"ems": 4}))["high_water"],
+        json!({"ems": 4})
+    );
+    let (_, stats) = server.get("stats");
+    assert_eq!(stats["counters"]["duplicates"], 3, "{stats}");
+    assert_eq!(stats["streams"][0]["high_water"], 4, "{stats}");
 }
 
 #[test]

@@ -1,0 +1,107 @@
+//! Which seqs of one (agent, stream) the server holds, as ranges.
+//!
+//! Kept per stream in memory and persisted with every delivery, so that
+//! deduplication on seq and the high-water need no per-event lookups.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Held seqs of one stream: stored, duplicates of a stored id, or rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldSeqs {
+    /// Inclusive ranges, start → end, never touching each other.
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl HeldSeqs {
+    pub fn contains(&self, seq: u64) -> bool {
+        self.ranges
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, &end)| seq <= end)
+    }
+
+    /// Mark `seq` held; returns false if it already was.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if self.contains(seq) {
+            return false;
+        }
+        let before = self
+            .ranges
+            .range(..seq)
+            .next_back()
+            .filter(|&(_, &end)| end + 1 == seq)
+            .map(|(&start, _)| start);
+        let after = seq
+            .checked_add(1)
+            .and_then(|next| self.ranges.get(&next).map(|&end| (next, end)));
+        let start = before.unwrap_or(seq);
+        let end = match after {
+            Some((next, end)) => {
+                self.ranges.remove(&next);
+                end
+            }
+            None => seq,
+        };
+        self.ranges.insert(start, end);
+        true
+    }
+
+    /// The high-water reported on register: every seq from the lowest held
+    /// one up to it is held (0 when nothing is). The lowest held seq is
+    /// where the server joined the stream; nothing below it is expected.
+    pub fn high_water(&self) -> u64 {
+        self.ranges.first_key_value().map_or(0, |(_, &end)| end)
+    }
+
+    /// How many separate ranges (gaps + 1); shown for diagnosis.
+    pub fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges_merge_as_gaps_fill() {
+        let mut held = HeldSeqs::default();
+        assert_eq!(held.high_water(), 0);
+        for seq in [5, 6, 7, 10, 9] {
+            assert!(held.insert(seq));
+        }
+        assert_eq!(held.high_water(), 7);
+        assert_eq!(held.range_count(), 2);
+        assert!(!held.insert(6));
+        assert!(held.insert(8));
+        assert_eq!(held.high_water(), 10);
+        assert_eq!(held.range_count(), 1);
+        // Older events (a catch-up) move the start down.
+        assert!(held.insert(4));
+        assert_eq!(held.high_water(), 10);
+        assert!(held.insert(1));
+        assert_eq!(held.high_water(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_plain_set(seqs in proptest::collection::vec(1u64..200, 0..300)) {
+            let mut held = HeldSeqs::default();
+            let mut set = std::collections::BTreeSet::new();
+            for seq in seqs {
+                prop_assert_eq!(held.insert(seq), set.insert(seq));
+            }
+            for seq in 0..205 {
+                prop_assert_eq!(held.contains(seq), set.contains(&seq));
+            }
+            let expected = set.first().map_or(0, |&first| {
+                let mut end = first;
+                while set.contains(&(end + 1)) { end += 1; }
+                end
+            });
+            prop_assert_eq!(held.high_water(), expected);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! One stored segment: the events of one stream newly held by one delivery
+//! (up to [`SEGMENT_BYTES`]), plus the seqs it settled without storing an
+//! event (duplicates of a stored id, rejections).
+//!
+//! Many events per database value, not one per key: sled rewrites a whole
+//! leaf node on updates, so per-event values of a few hundred bytes cost
+//! far more than the events themselves (the same reason as the engine's
+//! queue, ARCHITECTURE §5).
+//!
+//! Layout: version byte, varint header length, JSON header, then a
+//! sequenced event block (`safd-event-block`) of the stored events.
+
+use safd_event_block::{BlockWriter, EventRef, put_varint};
+use serde::{Deserialize, Serialize};
+
+const VERSION: u8 = 1;
+
+/// Target size of one segment's event block (see `SLED_SEGMENT_BYTES` in
+/// `store`).
+pub const SEGMENT_BYTES: usize = 128 << 10;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// When the server stored it (microseconds since the Unix epoch).
+    pub received_at: i64,
+    /// Events in the block.
+    pub count: u32,
+    /// (seq, stream, seq): the event id was already stored there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<(u64, String, u64)>,
+    /// (seq, reason): refused for good.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<(u64, String)>,
+}
+
+/// A segment being filled by a delivery.
+#[derive(Debug, Default)]
+pub struct SegmentBuilder {
+    /// The first seq settled into it: the segment's key (each seq is held
+    /// once, so no two segments share it).
+    pub first_seq: Option<u64>,
+    pub header: SegmentHeader,
+    pub events: BlockWriter,
+    /// (id hash, seq) of the events, for the id index.
+    pub id_hashes: Vec<(crate::id_index::IdHash, u64)>,
+}
+
+impl SegmentBuilder {
+    pub fn note_seq(&mut self, seq: u64) {
+        self.first_seq.get_or_insert(seq);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.events.byte_len() >= SEGMENT_BYTES
+    }
+
+    pub fn encode(self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut header = self.header;
+        let (count, block) = self.events.finish();
+        header.count = count;
+        let header = serde_json::to_vec(&header)?;
+        let mut out = Vec::with_capacity(header.len() + block.len() + 8);
+        out.push(VERSION);
+        put_varint(&mut out, header.len() as u64);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&block);
+        Ok(out)
+    }
+}
+
+/// A stored segment, borrowed from its database value.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub header: SegmentHeader,
+    block: &'a [u8],
+}
+
+impl<'a> Segment<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, String> {
+        let (&version, rest) = bytes.split_first().ok_or("empty record")?;
+        if version != VERSION {
+            return Err(format!(
+                "record version {version}, this server reads {VERSION}"
+            ));
+        }
+        let (len, rest) = read_varint(rest).ok_or("truncated header length")?;
+        let len = usize::try_from(len).map_err(|_| "header length out of range")?;
+        if rest.len() < len {
+            return Err("truncated header".to_owned());
+        }
+        let (header, block) = rest.split_at(len);
+        let header: SegmentHeader =
+            serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
+        Ok(Self { header, block })
+    }
+
+    /// The stored events with their seqs.
+    pub fn events(&self) -> impl Iterator<Item = Result<(u64, EventRef<'a>), String>> + 'a {
+        safd_event_block::sequenced(self.block, self.header.count)
+            .map(|item| item.map_err(|e| e.to_string()))
+    }
+}
+
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_segment_reads_back_what_was_written() {
+        let mut builder = SegmentBuilder::default();
+        builder.note_seq(7);
+        builder.header.received_at = 42;
+        builder.header.rejected.push((8, "bad time".to_owned()));
+        builder
+            .events
+            .push_sequenced(7, "id-7", 1_000, 5, [("k", "v")], "body");
+        let bytes = builder.encode().unwrap();
+        let segment = Segment::decode(&bytes).unwrap();
+        assert_eq!(segment.header.received_at, 42);
+        assert_eq!(segment.header.rejected, vec![(8, "bad time".to_owned())]);
+        let events: Vec<_> = segment.events().collect::<Result<_, _>>().unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].0, 7);
+        assert_eq!(events[0].1.id, "id-7");
+        assert_eq!(events[0].1.attributes.get("k"), Some("v"));
+    }
+
+    #[test]
+    fn damaged_records_are_named_not_panicked_on() {
+        assert!(Segment::decode(&[]).is_err());
+        assert!(Segment::decode(&[9]).unwrap_err().contains("version 9"));
+        assert!(Segment::decode(&[VERSION, 50, b'{']).is_err());
+    }
+}
