@@ -24,6 +24,8 @@ pub enum StoreError {
     Damaged { key: String, reason: String },
     #[error("cannot encode a record: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("it is in use by another process (is another safd-mgmt running on it?)")]
+    Locked,
 }
 
 /// Key prefixes; all records live in one tree so one batch covers them.
@@ -239,7 +241,14 @@ impl Store {
             .path(path)
             .segment_size(SLED_SEGMENT_BYTES)
             .flush_every_ms(None)
-            .open()?;
+            .open()
+            .map_err(|err| match err {
+                // sled reports its file lock only in the message.
+                sled::Error::Io(io) if io.to_string().contains("acquire lock") => {
+                    StoreError::Locked
+                }
+                other => StoreError::Db(other),
+            })?;
         let tree = db.open_tree("safd-mgmt")?;
         let service_key = key(prefix::META, &[b"service_ready"]);
         let persisted = tree.get(&service_key)?.is_none_or(|v| v.as_ref() != b"0");

@@ -1,6 +1,8 @@
 //! The `safd-mgmt` command line.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
 fn safd_mgmt(args: &[&str]) -> std::process::Output {
@@ -51,4 +53,24 @@ fn a_missing_token_or_a_busy_port_is_one_clear_error() {
         stderr.contains(&format!("cannot listen on {addr}")),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_data_directory_in_use_is_named_not_corrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = common::Server::start(dir.path(), &[]);
+    running.deliver("a1", "ems", &[(1, "e1")]);
+    let output = safd_mgmt(&[
+        "--token",
+        "t",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    // The running server is unharmed.
+    assert_eq!(running.stored(), 1);
 }
