@@ -1,6 +1,7 @@
 //! `safd`: store-and-forward event daemon for HPE NonStop EMS.
 
 mod cli;
+mod config;
 
 use clap::Parser;
 use std::process::ExitCode;

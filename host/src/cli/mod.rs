@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod daemon;
 mod demo;
 mod plugins;
 
@@ -29,6 +30,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: sources → durable queue → destination groups, as the
+    /// configuration file says, until SIGINT or SIGTERM.
+    Run(daemon::ConfigArgs),
+    /// Check a configuration file (including each plugin's own check of its
+    /// config) without opening anything; one line per problem, with its
+    /// line number and the fix.
+    Check(daemon::ConfigArgs),
     /// List, inspect and check connector plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -93,6 +101,8 @@ fn default_cache_dir() -> PathBuf {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => daemon::run(args).await,
+        Command::Check(args) => daemon::check(args).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
     }

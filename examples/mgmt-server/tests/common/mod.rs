@@ -1,12 +1,34 @@
-//! Runs the real `safd-mgmt` binary on a loopback port.
+//! Runs the real `safd-mgmt` binary on a loopback port. Shared with safd's
+//! own end-to-end tests (`host/tests`, through `#[path]`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const TOKEN: &str = "test-token";
+
+/// The `safd-mgmt` binary: Cargo names it for this package's tests; other
+/// packages' tests find it next to their own executable's directory
+/// (`cargo test --workspace`, as `cargo xtask test` runs, builds it).
+pub fn binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_safd-mgmt") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("safd-mgmt");
+    assert!(
+        path.is_file(),
+        "{} is missing; build it with `cargo build -p safd-mgmt` (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
 
 pub struct Server {
     child: Child,
@@ -16,7 +38,7 @@ pub struct Server {
 impl Server {
     /// Start the server on a free port with its database in `data`.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_safd-mgmt"))
+        let mut child = Command::new(binary())
             .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--data"])
             .arg(data)
             .args(extra)

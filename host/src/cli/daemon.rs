@@ -1,0 +1,107 @@
+//! `safd run` and `safd check`: the daemon from its configuration file.
+
+use crate::config::{self, Checked};
+use anyhow::Context;
+use clap::Args;
+use safd_engine::Engine;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArgs {
+    /// Configuration file (see docs/configuration.md).
+    #[arg(short = 'c', long = "config", env = "SAFD_CONFIG")]
+    pub config: PathBuf,
+    /// Where compiled plugin code is cached when the file sets no
+    /// `cache_dir`. Default: $XDG_CACHE_HOME/safd or ~/.cache/safd.
+    #[arg(long, env = "SAFD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    async fn check(&self) -> Result<Checked, config::ConfigError> {
+        config::check(&self.config, |from_file| {
+            let cache = super::CacheArgs {
+                cache_dir: from_file.map(Path::to_owned).or(self.cache_dir.clone()),
+            };
+            cache.runtime()
+        })
+        .await
+    }
+}
+
+/// `safd check -c FILE`: everything `run` checks before it opens anything.
+pub(crate) async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    match args.check().await {
+        Ok(checked) => {
+            println!("{}: OK — {}", args.config.display(), checked.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `safd run -c FILE`: check, open the queue, start sources and groups, and
+/// serve until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+    let checked = match args.check().await {
+        Ok(checked) => checked,
+        Err(err) => {
+            eprintln!("{err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let summary = checked.summary();
+    let (engine, report) = Engine::open(checked.engine).with_context(|| {
+        "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
+    })?;
+    tracing::info!(?report, "queue opened");
+    let engine = Arc::new(engine);
+    for (name, source, tuning) in checked.sources {
+        engine
+            .add_source(&name, Arc::new(source), tuning)
+            .with_context(|| format!("starting source `{name}`"))?;
+    }
+    for group in checked.groups {
+        let name = group.name.clone();
+        engine
+            .add_group(group)
+            .with_context(|| format!("starting group `{name}`"))?;
+    }
+    tracing::info!("safd running: {summary}");
+    eprintln!("safd running: {summary}");
+
+    let signal = wait_for_stop().await?;
+    eprintln!("safd: {signal}: stopping sources, settling deliveries in flight, flushing");
+    engine
+        .shutdown()
+        .await
+        .context("stopping the engine cleanly")?;
+    eprintln!("safd: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Wait for SIGINT or SIGTERM. SIGHUP is answered in the log: reloading
+/// is not available yet, so the running configuration stays.
+async fn wait_for_stop() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok("SIGTERM"),
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = hangup.recv() => {
+                tracing::warn!(
+                    "SIGHUP: reloading the configuration is not supported by this safd; \
+                     restart it to apply changes (queued events are kept)"
+                );
+            }
+        }
+    }
+}

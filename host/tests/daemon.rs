@@ -1,0 +1,244 @@
+//! `safd check` and `safd run` as processes: a real configuration file, the
+//! real ems-reader on a directory the simulator wrote, the real mgmt-http
+//! plugin delivering to a real `safd-mgmt`.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../../examples/mgmt-server/tests/common/mod.rs"]
+mod mgmt;
+
+use ems_sim::{Generator, LogWriter, SimConfig};
+use safd_ems::{Format, Zone};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("ems-reader.wasm").is_file() && dir.join("mgmt-http.wasm").is_file(),
+        "the plugins are not built in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+fn safd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_safd"));
+    command.env(
+        "SAFD_CACHE_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
+    );
+    command
+}
+
+fn simulate(dir: &Path, events: u64) {
+    let mut generator = Generator::new(SimConfig {
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let mut log =
+        LogWriter::create(dir, Format::B, Zone::parse("UTC").unwrap(), 256 << 10, 0).unwrap();
+    for _ in 0..events {
+        log.write(&generator.next_event()).unwrap();
+    }
+    log.flush().unwrap();
+}
+
+/// A configuration: the EMS directory to one group of the given members.
+fn config(dir: &Path, logs: &Path, members: &[(&str, &str)], authorities: &[String]) -> PathBuf {
+    let members: Vec<String> = members
+        .iter()
+        .map(|(name, address)| format!("{{ name = \"{name}\", address = \"{address}\" }}"))
+        .collect();
+    let text = format!(
+        r#"agent_id = "test-safd"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[sources.ems]
+plugin = "ems-reader"
+config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
+grants = {{ dirs = ["{logs}"] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{token}", timeout_ms = 3000 }}
+grants = {{ http = {authorities:?} }}
+members = [{members}]
+probe_interval_ms = 200
+"#,
+        data = dir.join("data").display(),
+        plugins = plugin_dir().display(),
+        logs = logs.display(),
+        token = mgmt::TOKEN,
+        members = members.join(", "),
+    );
+    let path = dir.join("safd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Poll `condition` until it holds or `limit` passes.
+fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn check_accepts_a_good_configuration_and_summarises_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[
+            ("primary", "http://127.0.0.1:9"),
+            ("backup", "http://127.0.0.1:10"),
+        ],
+        &["127.0.0.1:9".into(), "127.0.0.1:10".into()],
+    );
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(stdout.contains("1 source (ems)"), "{stdout}");
+    assert!(stdout.contains("with 2 members"), "{stdout}");
+}
+
+#[test]
+fn check_names_every_problem_with_its_line_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"agent_id = "a"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[sources.ems]
+plugin = "ems-readr"
+
+[sources.other]
+plugin = "ems-reader"
+config = {{ format = "c" }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "t" }}
+members = []
+"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir().display(),
+        ),
+    )
+    .unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6: sources.ems.plugin: no plugin `ems-readr`"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("found: "), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:10: sources.other.config")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:16: groups.mgmt.members: is empty")),
+        "{stderr}"
+    );
+
+    // Syntax and unknown keys: the parser's line.
+    std::fs::write(&path, "agent_id = \"a\"\nplugin_dri = \"/x\"\n").unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{file}:2: unknown field `plugin_dri`")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
+    const EVENTS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    simulate(&logs, EVENTS);
+    let server_data = dir.path().join("server");
+    let server = mgmt::Server::start(&server_data, &[]);
+    let authority = server.base.trim_start_matches("http://").to_owned();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &server.base)],
+        std::slice::from_ref(&authority),
+    );
+
+    let mut daemon = safd()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ems_high_water = || {
+        server.get("stats").1["streams"]
+            .as_array()
+            .and_then(|streams| {
+                streams
+                    .iter()
+                    .find(|s| s["stream"] == "ems")
+                    .and_then(|s| s["high_water"].as_u64())
+            })
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(60), "every event at the server", || {
+        ems_high_water() >= EVENTS
+    });
+    let (_, stats) = server.get("stats");
+    assert_eq!(stats["counters"]["rejected"], 0, "{stats}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    wait_for(Duration::from_secs(20), "safd to exit", || {
+        exited = daemon.try_wait().unwrap();
+        exited.is_some()
+    });
+    let output = daemon.wait_with_output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(exited.unwrap().success(), "{stderr}");
+    assert!(
+        stderr.contains("safd running: agent `test-safd`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_eq!(ems_high_water(), EVENTS);
+}
