@@ -242,3 +242,167 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert_eq!(ems_high_water(), EVENTS);
 }
+
+/// Events of the `ems` stream the server stored (its total minus safd's
+/// own events).
+fn stored_ems_events(server: &mgmt::Server) -> u64 {
+    let own = server.events("stream=safd&limit=10000").len() as u64;
+    server.stored() - own
+}
+
+fn ems_stream(server: &mgmt::Server) -> serde_json::Value {
+    server.get("stats").1["streams"]
+        .as_array()
+        .and_then(|streams| streams.iter().find(|s| s["stream"] == "ems").cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    const EVENTS: u64 = 60_000;
+    const KILLS: u32 = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    simulate(&logs, EVENTS);
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let authority = server.base.trim_start_matches("http://").to_owned();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &server.base)],
+        std::slice::from_ref(&authority),
+    );
+    let start = || {
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Deterministic "random" moments between 20 and 400 ms after start:
+    // some land while plugins load, some mid-ingest, some mid-delivery.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut progress = Vec::new();
+    for _ in 0..KILLS {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let mut daemon = start();
+        std::thread::sleep(Duration::from_millis(20 + state % 380));
+        daemon.kill().unwrap(); // SIGKILL
+        daemon.wait().unwrap();
+        progress.push(ems_stream(&server)["high_water"].as_u64().unwrap_or(0));
+    }
+    eprintln!("high-water after each kill: {progress:?}");
+    // The kills must land while events flow, not after the work is done.
+    let mid_stream = progress.iter().filter(|&&seq| seq < EVENTS).count();
+    assert!(
+        mid_stream >= 10,
+        "only {mid_stream} kills mid-stream: {progress:?}"
+    );
+    let mut daemon = start();
+    wait_for(
+        Duration::from_secs(120),
+        "every event at the server",
+        || ems_stream(&server)["high_water"].as_u64() == Some(EVENTS),
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let stream = ems_stream(&server);
+    assert_eq!(stream["gaps"], 0, "{stream}");
+    // Every event stored exactly once: re-sent ones were recognised.
+    assert_eq!(stored_ems_events(&server), EVENTS);
+    let (_, stats) = server.get("stats");
+    assert_eq!(stats["counters"]["rejected"], 0, "{stats}");
+}
+
+/// Whether `server` holds one of safd's own events with this catalog id.
+fn has_notice(server: &mgmt::Server, id: &str) -> bool {
+    server
+        .events("stream=safd&limit=10000")
+        .iter()
+        .any(|event| {
+            event["attributes"]
+                .as_array()
+                .is_some_and(|attrs| attrs.iter().any(|kv| kv[0] == "event_id" && kv[1] == id))
+        })
+}
+
+#[test]
+fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
+    const EVENTS: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    simulate(&logs, EVENTS);
+    let primary_data = dir.path().join("primary");
+    let primary = mgmt::Server::start(&primary_data, &[]);
+    let backup = mgmt::Server::start(&dir.path().join("backup"), &[]);
+    let authorities: Vec<String> = [&primary, &backup]
+        .iter()
+        .map(|s| s.base.trim_start_matches("http://").to_owned())
+        .collect();
+    let primary_address = primary.base.clone();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &primary_address), ("backup", &backup.base)],
+        &authorities,
+    );
+    let mut daemon = safd()
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    wait_for(
+        Duration::from_secs(60),
+        "the primary to receive events",
+        || ems_stream(&primary)["high_water"].as_u64().unwrap_or(0) >= 3_000,
+    );
+    primary.kill(); // SIGKILL: connection refused from now on
+    wait_for(
+        Duration::from_secs(60),
+        "the backup to receive the rest",
+        || ems_stream(&backup)["high_water"].as_u64() == Some(EVENTS),
+    );
+
+    // Together they hold every event: the backup took over where the
+    // primary's acknowledgements stopped (an unacknowledged batch may be
+    // on both; each server stores it once).
+    let primary = mgmt::Server::start_on(
+        primary_address.trim_start_matches("http://"),
+        &primary_data,
+        &[],
+    );
+    let at_primary = ems_stream(&primary);
+    let at_backup = ems_stream(&backup);
+    assert_eq!(at_primary["first"], 1, "{at_primary}");
+    assert_eq!(at_primary["gaps"], 0, "{at_primary}");
+    assert_eq!(at_backup["gaps"], 0, "{at_backup}");
+    let primary_through = at_primary["high_water"].as_u64().unwrap();
+    let backup_from = at_backup["first"].as_u64().unwrap();
+    assert!(
+        backup_from <= primary_through + 1,
+        "lost between {primary_through} and {backup_from}"
+    );
+    assert!(
+        has_notice(&backup, "1002"),
+        "no failover event at the backup"
+    );
+
+    // The primary is back on its old address: safd fails back after the
+    // damping probes, and says so to the primary.
+    wait_for(Duration::from_secs(30), "failback to the primary", || {
+        has_notice(&primary, "1003")
+    });
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}

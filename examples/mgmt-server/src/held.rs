@@ -54,6 +54,12 @@ impl HeldSeqs {
         self.ranges.first_key_value().map_or(0, |(_, &end)| end)
     }
 
+    /// The lowest seq held (0 when none): where this server joined the
+    /// stream.
+    pub fn first(&self) -> u64 {
+        self.ranges.first_key_value().map_or(0, |(&start, _)| start)
+    }
+
     /// How many separate ranges (gaps + 1); shown for diagnosis.
     pub fn range_count(&self) -> usize {
         self.ranges.len()

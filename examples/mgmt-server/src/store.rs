@@ -140,6 +140,8 @@ pub struct Counters {
 pub struct StreamSummary {
     pub agent: String,
     pub stream: String,
+    /// The lowest seq held: where this server joined the stream.
+    pub first: u64,
     pub high_water: u64,
     /// Runs of missing seqs above the high-water (events that arrived out
     /// of order, or went to another server).
@@ -361,6 +363,7 @@ impl Store {
             .map(|((agent, stream), held)| StreamSummary {
                 agent: agent.clone(),
                 stream: stream.clone(),
+                first: held.first(),
                 high_water: held.high_water(),
                 gaps: held.range_count().saturating_sub(1),
             })

@@ -38,8 +38,13 @@ pub struct Server {
 impl Server {
     /// Start the server on a free port with its database in `data`.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", data, extra)
+    }
+
+    /// Start the server on `listen` (e.g. the address a killed server had).
+    pub fn start_on(listen: &str, data: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(binary())
-            .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--data"])
+            .args(["--listen", listen, "--token", TOKEN, "--data"])
             .arg(data)
             .args(extra)
             .stdout(Stdio::piped())
