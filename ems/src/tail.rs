@@ -92,6 +92,9 @@ pub struct Tail {
     dir: PathBuf,
     format: Format,
     position: Position,
+    /// The writer has been quiet: what is written of the current file is
+    /// taken as complete, its last record included (format A).
+    settled: bool,
 }
 
 /// Read sizes: an estimate of the bytes still wanted (records × a typical
@@ -106,7 +109,15 @@ impl Tail {
             dir: dir.to_owned(),
             format,
             position,
+            settled: false,
         }
+    }
+
+    /// Take the end of what is written as the end of the last record (the
+    /// writer has been quiet long enough), or stop doing so. Unlike a newer
+    /// file, this does not move reading on to the next file.
+    pub fn set_settled(&mut self, settled: bool) {
+        self.settled = settled;
     }
 
     /// Where the next read starts (after the last record returned).
@@ -172,7 +183,7 @@ impl Tail {
                         &mut file,
                         current,
                         available,
-                        finished,
+                        finished || self.settled,
                         max_records - records,
                         max_bytes,
                         &mut records,

@@ -168,6 +168,48 @@ async fn reads_everything_once_with_stable_ids_in_both_formats() {
     }
 }
 
+/// A quiet log does not hold its last format A event back for ever: once
+/// the file has not grown for `settle_ms`, it is emitted.
+#[tokio::test]
+async fn the_last_event_of_a_quiet_log_is_emitted_after_the_settle_time() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    simulate(dir.path(), Format::A, 300, 5);
+    let plugin = runtime.load(&plugin_dir().join("ems-reader.wasm")).unwrap();
+    let config = serde_json::json!({
+        "directory": dir.path(),
+        "format": "a",
+        "system": "\\PROD1",
+        "settle_ms": 100,
+    });
+    let source = plugin
+        .source(
+            "ems",
+            config.to_string(),
+            &Grants {
+                dirs: vec![dir.path().to_owned()],
+                ..Grants::default()
+            },
+        )
+        .unwrap();
+    let mut session = source.open(None).await.unwrap();
+    let mut cursor = None;
+    let mut events = drain(&mut session, &mut cursor, None).await;
+    assert_eq!(events.len(), 299, "the last one waits for the settle time");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while events.len() < 300 {
+        assert!(std::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        events.extend(drain(&mut session, &mut cursor, None).await);
+    }
+    assert_eq!(events.len(), 300);
+    let ids: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 300);
+    // And nothing more: the settled record is not emitted twice.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    assert!(drain(&mut session, &mut cursor, None).await.is_empty());
+}
+
 #[tokio::test]
 async fn a_restart_from_the_cursor_loses_and_repeats_nothing() {
     let runtime = runtime();

@@ -31,6 +31,11 @@ pub(crate) struct RawConfig {
     max_events: u32,
     #[serde(default = "default_max_bytes")]
     max_bytes: u32,
+    /// Format A: the last event of the newest file is emitted once the
+    /// file has not grown for this long (its continuation lines could
+    /// otherwise still be coming). 0: only once the next event begins.
+    #[serde(default = "default_settle_ms")]
+    settle_ms: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +61,9 @@ fn default_max_events() -> u32 {
 fn default_max_bytes() -> u32 {
     1 << 20
 }
+fn default_settle_ms() -> u32 {
+    2000
+}
 
 /// The validated configuration.
 #[derive(Debug)]
@@ -69,6 +77,8 @@ pub(crate) struct Config {
     pub(crate) go_back_micros: i64,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
+    /// `None`: never settle (see `settle_ms`).
+    pub(crate) settle: Option<std::time::Duration>,
 }
 
 pub(crate) const SCHEMA: &str = r#"{
@@ -88,7 +98,8 @@ pub(crate) const SCHEMA: &str = r#"{
         "severity": {"enum": ["debug", "info", "warning", "minor", "major", "critical"]}}}},
     "go_back_secs": {"type": "integer", "minimum": 0, "default": 10},
     "max_events": {"type": "integer", "minimum": 1, "default": 1024},
-    "max_bytes": {"type": "integer", "minimum": 1024, "default": 1048576}
+    "max_bytes": {"type": "integer", "minimum": 1024, "default": 1048576},
+    "settle_ms": {"type": "integer", "minimum": 0, "default": 2000, "description": "format A: emit the newest file's last event once the file has been quiet this long (0: only when the next event begins)"}
   }
 }"#;
 
@@ -145,6 +156,8 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         go_back_micros: i64::from(raw.go_back_secs) * 1_000_000,
         max_events: raw.max_events,
         max_bytes: raw.max_bytes,
+        settle: (raw.settle_ms > 0)
+            .then(|| std::time::Duration::from_millis(u64::from(raw.settle_ms))),
     })
 }
 

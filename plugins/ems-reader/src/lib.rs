@@ -60,6 +60,8 @@ struct State {
     /// After a seek to time T: records before the high-water with a
     /// logtime before T were emitted already (the go-back window).
     skip_before: Option<(i64, Position)>,
+    /// Since when polls have found nothing new (for `settle_ms`).
+    idle_since: Option<std::time::Instant>,
 }
 
 fn parse(
@@ -96,6 +98,7 @@ impl GuestReader for Reader {
                 logtime: cursor.logtime,
                 high_water: cursor.high_water.max(cursor.position),
                 skip_before: None,
+                idle_since: None,
             }),
             config,
         })
@@ -106,7 +109,15 @@ impl GuestReader for Reader {
         let start = state.tail.position();
         let max_events = limits.max_events.min(self.config.max_events).max(1) as usize;
         let max_bytes = limits.max_bytes.min(self.config.max_bytes).max(1) as usize;
-        let read = state.tail.read(max_events, max_bytes).map_err(|err| {
+        let settled = self
+            .config
+            .settle
+            .zip(state.idle_since)
+            .is_some_and(|(settle, since)| since.elapsed() >= settle);
+        state.tail.set_settled(settled);
+        let read = state.tail.read(max_events, max_bytes);
+        state.tail.set_settled(false);
+        let read = read.map_err(|err| {
             ConnectorError::Transient(format!(
                 "cannot read the EMS log directory `{}`: {err}",
                 self.config.directory
@@ -157,6 +168,11 @@ impl GuestReader for Reader {
         }
         state.high_water = state.high_water.max(position);
         let moved = position != start || !events.is_empty();
+        if moved {
+            state.idle_since = None;
+        } else if state.idle_since.is_none() {
+            state.idle_since = Some(std::time::Instant::now());
+        }
         Ok(Batch {
             cursor: moved.then(|| {
                 ReaderCursor {
