@@ -8,8 +8,9 @@ mod mgmt;
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::{Format, Zone};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn plugin_dir() -> PathBuf {
@@ -32,6 +33,36 @@ fn safd() -> Command {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
     );
     command
+}
+
+/// A running `safd`, killed when dropped so a failing test leaves no
+/// daemon behind.
+struct Daemon(Child);
+
+impl Daemon {
+    fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn simulate(dir: &Path, events: u64) {
@@ -197,14 +228,14 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         std::slice::from_ref(&authority),
     );
 
-    let mut daemon = safd()
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::spawn(
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let ems_high_water = || {
         server.get("stats").1["streams"]
             .as_array()
@@ -232,8 +263,13 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         exited = daemon.try_wait().unwrap();
         exited.is_some()
     });
-    let output = daemon.wait_with_output().unwrap();
-    let (_, stderr) = text(&output);
+    let mut stderr = String::new();
+    daemon
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(exited.unwrap().success(), "{stderr}");
     assert!(
         stderr.contains("safd running: agent `test-safd`"),
@@ -274,14 +310,14 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         std::slice::from_ref(&authority),
     );
     let start = || {
-        safd()
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        Daemon::spawn(
+            safd()
+                .arg("run")
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
     };
     // Deterministic "random" moments between 20 and 400 ms after start:
     // some land while plugins load, some mid-ingest, some mid-delivery.
@@ -353,14 +389,14 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
         &[("primary", &primary_address), ("backup", &backup.base)],
         &authorities,
     );
-    let mut daemon = safd()
-        .arg("run")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::spawn(
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
 
     wait_for(
         Duration::from_secs(60),
@@ -403,6 +439,5 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     wait_for(Duration::from_secs(30), "failback to the primary", || {
         has_notice(&primary, "1003")
     });
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    drop(daemon);
 }

@@ -36,7 +36,7 @@ pub(crate) const KINDS: &[Kind] = &[
         process: "cpu,pin",
         emphasis: false,
         action_needed: false,
-        text: "ORDERSVR: queue depth {n} exceeds threshold 9000",
+        text: "ORDERSVR: queue depth {n1} exceeds threshold {n}",
         weight: 20,
     },
     Kind {
