@@ -1,5 +1,6 @@
 //! `safd`: store-and-forward event daemon for HPE NonStop EMS.
 
+mod admin;
 mod cli;
 mod config;
 

@@ -89,6 +89,9 @@ fn config(dir: &Path, logs: &Path, members: &[(&str, &str)], authorities: &[Stri
 data_dir = "{data}"
 plugin_dir = "{plugins}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [sources.ems]
 plugin = "ems-reader"
 config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
@@ -247,11 +250,78 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
             })
             .unwrap_or(0)
     };
+    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
+    assert!(first.contains("safd running: agent `test-safd`"), "{first}");
+    let admin = first
+        .trim()
+        .rsplit_once("admin API on http://")
+        .unwrap()
+        .1
+        .to_owned();
     wait_for(Duration::from_secs(60), "every event at the server", || {
         ems_high_water() >= EVENTS
     });
     let (_, stats) = server.get("stats");
     assert_eq!(stats["counters"]["rejected"], 0, "{stats}");
+
+    // The admin API and its command-line front-ends.
+    let output = safd()
+        .args(["status", "--json", "--admin", &admin])
+        .output()
+        .unwrap();
+    let (stdout, stderr_text) = text(&output);
+    assert!(output.status.success(), "{stderr_text}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["agent_id"], "test-safd");
+    assert_eq!(
+        status["groups"][0]["lanes"][0]["active"], "primary",
+        "{status}"
+    );
+    assert_eq!(
+        status["groups"][0]["lanes"][0]["members"][0]["health"],
+        "ready"
+    );
+    let ems = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ems")
+        .unwrap();
+    assert_eq!(ems["next_seq"], EVENTS + 1, "{status}");
+    let output = safd().args(["status", "--admin", &admin]).output().unwrap();
+    let (table, _) = text(&output);
+    assert!(table.contains("active primary"), "{table}");
+    assert!(table.contains("ready"), "{table}");
+    let metrics = ureq::get(&format!("http://{admin}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("safd_queue_events{{stream=\"ems\"}} {EVENTS}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("safd_member_state{cursor=\"mgmt\",member=\"primary\",health=\"active\"} 1"),
+        "{metrics}"
+    );
+    let output = safd()
+        .args(["dlq", "list", "--group", "mgmt", "--admin", &admin])
+        .output()
+        .unwrap();
+    let (listing, _) = text(&output);
+    assert!(listing.contains("0 dead letter(s)"), "{listing}");
+    let output = safd()
+        .args(["dlq", "list", "--group", "nope", "--admin", &admin])
+        .output()
+        .unwrap();
+    let (_, refused) = text(&output);
+    assert!(!output.status.success());
+    assert!(refused.contains("nope"), "{refused}");
 
     let status = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
@@ -263,19 +333,10 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         exited = daemon.try_wait().unwrap();
         exited.is_some()
     });
-    let mut stderr = String::new();
-    daemon
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(exited.unwrap().success(), "{stderr}");
-    assert!(
-        stderr.contains("safd running: agent `test-safd`"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(exited.unwrap().success(), "{rest}");
+    assert!(rest.contains("SIGTERM"), "{rest}");
     assert_eq!(ems_high_water(), EVENTS);
 }
 

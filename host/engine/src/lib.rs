@@ -37,6 +37,7 @@ pub use engine::{
     Engine, EngineError, EngineOptions, GroupStatus, LaneStatus, MemberStatus, PumpTuning,
     StreamStatus,
 };
+pub use failover::MemberHealth;
 pub use group::{GroupConfig, GroupMode, MemberConfig, Tuning};
 pub use metrics::Metrics;
 pub use notice::{Notice, Notices, SAFD_STREAM};

@@ -56,6 +56,8 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let summary = checked.summary();
+    let (admin_listen, admin_token) = checked.admin.clone();
+    let agent_id = checked.engine.agent_id.clone();
     let (engine, report) = Engine::open(checked.engine).with_context(|| {
         "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
     })?;
@@ -72,8 +74,29 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             .add_group(group)
             .with_context(|| format!("starting group `{name}`"))?;
     }
-    tracing::info!("safd running: {summary}");
-    eprintln!("safd running: {summary}");
+    let (admin_addr, listener, router) =
+        crate::admin::bind(engine.clone(), &agent_id, admin_listen, admin_token)
+            .await
+            .with_context(|| {
+                format!(
+                    "admin.listen: cannot listen on {admin_listen}; change [admin] listen in {} \
+                     (is another safd running?)",
+                    args.config.display()
+                )
+            })?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!("admin API stopped: {err}");
+        }
+    });
+    tracing::info!("safd running: {summary}; admin API on http://{admin_addr}");
+    eprintln!("safd running: {summary}; admin API on http://{admin_addr}");
 
     let signal = wait_for_stop().await?;
     eprintln!("safd: {signal}: stopping sources, settling deliveries in flight, flushing");
@@ -81,6 +104,8 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         .shutdown()
         .await
         .context("stopping the engine cleanly")?;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
     eprintln!("safd: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod admin;
 mod daemon;
 mod demo;
 mod plugins;
@@ -37,6 +38,16 @@ enum Command {
     /// config) without opening anything; one line per problem, with its
     /// line number and the fix.
     Check(daemon::ConfigArgs),
+    /// Show a running safd's sources, queue, groups, member states and
+    /// recent failover / catch-up events (its admin API).
+    Status(admin::StatusArgs),
+    /// Ask a running safd to replay to a group's active member, from a seq
+    /// per stream or from a time.
+    #[command(name = "catchup")]
+    CatchUp(admin::CatchUpArgs),
+    /// List or replay a running safd's dead letters.
+    #[command(subcommand)]
+    Dlq(admin::DlqCommand),
     /// List, inspect and check connector plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -103,6 +114,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => daemon::run(args).await,
         Command::Check(args) => daemon::check(args).await,
+        Command::Status(args) => admin::status(args).await,
+        Command::CatchUp(args) => admin::catch_up(args).await,
+        Command::Dlq(command) => admin::dlq(command).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
     }

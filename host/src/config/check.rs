@@ -17,6 +17,8 @@ use toml::Spanned;
 #[derive(Debug)]
 pub struct Checked {
     pub engine: EngineOptions,
+    /// The admin API's address and token.
+    pub admin: (std::net::SocketAddr, Option<String>),
     pub sources: Vec<(String, WasmSource, PumpTuning)>,
     pub groups: Vec<GroupConfig>,
 }
@@ -143,6 +145,27 @@ async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Finding
             "data_dir",
             "is a file; give a directory (it is created if missing)",
         );
+    }
+    let admin_listen = file
+        .admin
+        .listen
+        .get_ref()
+        .parse::<std::net::SocketAddr>()
+        .unwrap_or_else(|e| {
+            findings.at(
+                &file.admin.listen,
+                "admin.listen",
+                format!("{e}; give ip:port, e.g. \"127.0.0.1:8470\""),
+            );
+            std::net::SocketAddr::from(([127, 0, 0, 1], 8470))
+        });
+    if file
+        .admin
+        .token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        findings.whole("admin.token", "is empty; remove it or set a token");
     }
     let queue = &file.queue;
     findings.positive(&queue.capacity_mib, "queue.capacity_mib".into());
@@ -272,6 +295,7 @@ async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Finding
     }
 
     Checked {
+        admin: (admin_listen, file.admin.token.clone()),
         engine: EngineOptions {
             agent_id: file.agent_id.get_ref().clone(),
             data_dir: file.data_dir.get_ref().clone(),

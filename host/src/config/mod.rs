@@ -68,6 +68,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub queue: QueueSection,
     #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
     pub sources: BTreeMap<String, SourceSection>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupSection>,
@@ -101,6 +103,27 @@ impl Default for QueueSection {
             high_water_percent: defaults::high_water_percent(),
             retention_mib: defaults::retention_mib(),
             retention_hours: defaults::retention_hours(),
+        }
+    }
+}
+
+/// The admin API (status, metrics, catch-up, dead letters).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `host:port`; loopback by default. Port 0 picks a free port.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: Spanned<String>,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: defaults::admin_listen(),
+            token: None,
         }
     }
 }
@@ -185,6 +208,9 @@ mod defaults {
         Spanned::new(0..0, value)
     }
 
+    pub fn admin_listen() -> Spanned<String> {
+        unspanned("127.0.0.1:8470".to_owned())
+    }
     pub fn table() -> Spanned<toml::Table> {
         unspanned(toml::Table::new())
     }
