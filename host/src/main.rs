@@ -39,8 +39,10 @@ fn main() -> ExitCode {
 fn init_logging(verbose: u8, prints_notices: bool) {
     let default = match verbose {
         // The command shows safd's numbered events itself.
-        0 if prints_notices => "warn,safd_engine::notice=off",
-        0 => "warn",
+        // wasmtime-wasi-http warns of every refused connection; safd
+        // reports those itself, once per outage (event 1001).
+        0 if prints_notices => "warn,safd_engine::notice=off,wasmtime_wasi_http=error",
+        0 => "warn,wasmtime_wasi_http=error",
         1 => "info",
         2 => "debug",
         _ => "trace",

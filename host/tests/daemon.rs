@@ -502,3 +502,195 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     });
     drop(daemon);
 }
+
+/// Start `safd run` and return it with its admin API's address (read from
+/// its "running" line on stderr).
+fn run_with_admin(path: &Path) -> (Daemon, String) {
+    let mut daemon = Daemon::spawn(
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut seen = String::new();
+    let admin = loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "safd ended before running:\n{seen}");
+        if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
+            break address.to_owned();
+        }
+        seen.push_str(&line);
+    };
+    // Keep draining stderr so safd never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (daemon, admin)
+}
+
+fn status(admin: &str) -> serde_json::Value {
+    let output = safd()
+        .args(["status", "--json", "--admin", admin])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Every row of `failover-matrix.csv` with real servers: link down = no
+/// server process on that address (connection refused), service down = the
+/// server's `--service-down` switch. Checks the member safd makes active,
+/// where the events end up (a server's inbox when its service is down),
+/// and that with no member reachable they wait in safd's queue.
+#[test]
+fn every_row_of_the_failover_matrix_with_real_servers() {
+    const EVENTS: u64 = 200;
+    let matrix = include_str!("../../docs/design/failover-matrix.csv");
+    let rows: Vec<Vec<&str>> = matrix
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("p_service") && !l.trim().is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 16);
+    for row in rows {
+        let (p_service, p_link, b_service, b_link) = (row[0], row[1], row[2], row[3]);
+        let expected = row[row.len() - 3];
+        let waits_in = row[row.len() - 2];
+        let label = format!("primary {p_service}/{p_link}, backup {b_service}/{b_link}");
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        simulate(&logs, EVENTS);
+        let start = |name: &str, service: &str, link: &str| -> (Option<mgmt::Server>, String) {
+            if link == "up" {
+                let extra: &[&str] = if service == "down" {
+                    &["--service-down"]
+                } else {
+                    &[]
+                };
+                let server = mgmt::Server::start(&dir.path().join(name), extra);
+                let base = server.base.clone();
+                (Some(server), base)
+            } else {
+                // A port nobody listens on: connection refused.
+                let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let address = format!("http://{}", free.local_addr().unwrap());
+                (None, address)
+            }
+        };
+        let (primary, primary_address) = start("primary", p_service, p_link);
+        let (backup, backup_address) = start("backup", b_service, b_link);
+        let authorities: Vec<String> = [&primary_address, &backup_address]
+            .iter()
+            .map(|a| a.trim_start_matches("http://").to_owned())
+            .collect();
+        let path = config(
+            dir.path(),
+            &logs,
+            &[("primary", &primary_address), ("backup", &backup_address)],
+            &authorities,
+        );
+        let (daemon, admin) = run_with_admin(&path);
+
+        let servers = [("primary", &primary), ("backup", &backup)];
+        match expected {
+            "none" => {
+                wait_for(Duration::from_secs(30), &label, || {
+                    let status = status(&admin);
+                    let stored = status["streams"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|s| s["name"] == "ems" && s["next_seq"] == EVENTS + 1);
+                    stored && status["groups"][0]["lanes"][0]["active"].is_null()
+                });
+                assert_eq!(waits_in, "safd-queue", "{label}");
+                let lane = &status(&admin)["groups"][0]["lanes"][0];
+                assert_eq!(lane["lag"]["ems"], EVENTS, "{label}: {lane}");
+            }
+            member => {
+                let (_, server) = servers.iter().find(|(name, _)| *name == member).unwrap();
+                let server = server.as_ref().unwrap();
+                wait_for(Duration::from_secs(30), &label, || {
+                    ems_stream(server)["high_water"].as_u64() == Some(EVENTS)
+                });
+                let lane = &status(&admin)["groups"][0]["lanes"][0];
+                assert_eq!(lane["active"], member, "{label}: {lane}");
+                let (_, stats) = server.get("stats");
+                let expected_inbox = waits_in == format!("{member}-server-inbox");
+                let inbox = stats["counters"]["inbox"].as_u64().unwrap();
+                assert_eq!(
+                    inbox > 0,
+                    expected_inbox,
+                    "{label}: inbox {inbox}, expected events to wait in {waits_in}"
+                );
+                for (name, other) in &servers {
+                    if *name != member
+                        && let Some(other) = other
+                    {
+                        assert_eq!(
+                            ems_stream(other)["high_water"].as_u64().unwrap_or(0),
+                            0,
+                            "{label}: {name} received events"
+                        );
+                    }
+                }
+            }
+        }
+        drop(daemon);
+    }
+}
+
+/// A silent primary (SIGSTOP: the connection stays open, nothing answers)
+/// is detected by the request timeout and the backup takes over.
+#[test]
+fn a_silent_primary_is_detected_and_failed_over() {
+    const EVENTS: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    simulate(&logs, EVENTS);
+    let primary = mgmt::Server::start(&dir.path().join("primary"), &[]);
+    let backup = mgmt::Server::start(&dir.path().join("backup"), &[]);
+    let authorities: Vec<String> = [&primary, &backup]
+        .iter()
+        .map(|s| s.base.trim_start_matches("http://").to_owned())
+        .collect();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &primary.base), ("backup", &backup.base)],
+        &authorities,
+    );
+    let (_daemon, admin) = run_with_admin(&path);
+    wait_for(
+        Duration::from_secs(60),
+        "the primary to receive events",
+        || ems_stream(&primary)["high_water"].as_u64().unwrap_or(0) >= 3_000,
+    );
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &primary.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    wait_for(Duration::from_secs(60), "the backup to take over", || {
+        ems_stream(&backup)["high_water"].as_u64() == Some(EVENTS)
+    });
+    eprintln!(
+        "silent primary: all events at the backup {:.2} s after SIGSTOP",
+        stopped.elapsed().as_secs_f64()
+    );
+    let lane = &status(&admin)["groups"][0]["lanes"][0];
+    assert_eq!(lane["active"], "backup", "{lane}");
+    assert!(
+        has_notice(&backup, "1002"),
+        "no failover event at the backup"
+    );
+    signal("-CONT");
+}

@@ -62,6 +62,10 @@ impl Server {
         Self { child, base }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop the server (SIGKILL: nothing may depend on a clean exit).
     pub fn kill(mut self) {
         self.child.kill().unwrap();
