@@ -694,3 +694,58 @@ fn a_silent_primary_is_detected_and_failed_over() {
     );
     signal("-CONT");
 }
+
+/// A damaged plugin file is one clear line from `safd check`, naming the
+/// file and the fix, and `safd run` refuses to start on it.
+#[test]
+fn a_corrupt_plugin_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for name in ["ems-reader", "mgmt-http"] {
+        for ext in ["wasm", "toml"] {
+            std::fs::copy(
+                plugin_dir().join(format!("{name}.{ext}")),
+                plugins.join(format!("{name}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    // Truncated in transfer: half a component.
+    let wasm = plugins.join("mgmt-http.wasm");
+    let bytes = std::fs::read(&wasm).unwrap();
+    std::fs::write(&wasm, &bytes[..bytes.len() / 2]).unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".to_owned()],
+    );
+    let text_of = |path: &Path| std::fs::read_to_string(path).unwrap();
+    std::fs::write(
+        &path,
+        text_of(&path).replace(
+            &plugin_dir().display().to_string(),
+            &plugins.display().to_string(),
+        ),
+    )
+    .unwrap();
+    for command in ["check", "run"] {
+        let output = safd().arg(command).arg("-c").arg(&path).output().unwrap();
+        let (_, stderr) = text(&output);
+        assert!(!output.status.success(), "{command}: {stderr}");
+        let problems: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("safd.toml:"))
+            .collect();
+        assert_eq!(problems.len(), 1, "{command}: {stderr}");
+        assert!(
+            problems[0].contains("groups.mgmt.plugin"),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[0].contains("mgmt-http.wasm"), "{}", problems[0]);
+    }
+}
