@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod runtime_events;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -49,8 +50,14 @@ fn init_logging(verbose: u8, prints_notices: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAFD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        // Sees the runtime's numbered events whatever the log level.
+        .with(runtime_events::RuntimeEvents.with_filter(tracing::level_filters::LevelFilter::INFO))
         .init();
 }

@@ -749,3 +749,55 @@ fn a_corrupt_plugin_is_one_clear_error() {
         assert!(problems[0].contains("mgmt-http.wasm"), "{}", problems[0]);
     }
 }
+
+/// A source plugin that traps mid-stream is rebuilt and resumes from its
+/// durable cursor: every event reaches the server, once.
+#[test]
+fn a_source_plugin_trapping_mid_stream_loses_nothing() {
+    const EVENTS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let authority = server.base.trim_start_matches("http://").to_owned();
+    let mut script = vec!["\"ok\""; 20];
+    script.push("\"trap\"");
+    let path = dir.path().join("safd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"agent_id = "test-safd"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.ems]
+plugin = "fixture-source"
+config = {{ total = {EVENTS}, events_per_poll = 64, script = [{script}] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{token}" }}
+grants = {{ http = ["{authority}"] }}
+members = [{{ name = "primary", address = "{base}" }}]
+"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir().display(),
+            script = script.join(", "),
+            token = mgmt::TOKEN,
+            base = server.base,
+        ),
+    )
+    .unwrap();
+    let (_daemon, _admin) = run_with_admin(&path);
+    wait_for(Duration::from_secs(60), "every event at the server", || {
+        ems_stream(&server)["high_water"].as_u64() == Some(EVENTS)
+    });
+    let stream = ems_stream(&server);
+    assert_eq!(stream["gaps"], 0, "{stream}");
+    assert_eq!(stored_ems_events(&server), EVENTS);
+    wait_for(Duration::from_secs(30), "the trap to be reported", || {
+        has_notice(&server, "3001")
+    });
+}

@@ -97,6 +97,12 @@ impl Notices {
         }
     }
 
+    /// Keep and inject a notice that was already logged elsewhere (the
+    /// runtime's plugin events).
+    pub fn forward(&self, notice: Notice) {
+        self.keep_and_inject(notice);
+    }
+
     pub fn emit(&self, notice: Notice) {
         let fields = notice
             .fields
@@ -115,6 +121,10 @@ impl Notices {
                 tracing::info!(event_id = notice.id, %fields, "{}", notice.message);
             }
         }
+        self.keep_and_inject(notice);
+    }
+
+    fn keep_and_inject(&self, notice: Notice) {
         {
             let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
             if history.len() == HISTORY {

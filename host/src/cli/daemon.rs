@@ -62,6 +62,7 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
     })?;
     tracing::info!(?report, "queue opened");
+    crate::runtime_events::forward_to(engine.notices().clone());
     let engine = Arc::new(engine);
     for (name, source, tuning) in checked.sources {
         engine
