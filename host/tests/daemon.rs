@@ -801,3 +801,80 @@ members = [{{ name = "primary", address = "{base}" }}]
         has_notice(&server, "3001")
     });
 }
+
+/// The member fields of safd's own events with this catalog id.
+fn notice_members(server: &mgmt::Server, id: &str) -> Vec<String> {
+    server
+        .events("stream=safd&limit=10000")
+        .iter()
+        .filter_map(|event| {
+            let attrs = event["attributes"].as_array()?;
+            let has_id = attrs.iter().any(|kv| kv[0] == "event_id" && kv[1] == id);
+            let member = attrs.iter().find(|kv| kv[0] == "member")?;
+            has_id.then(|| member[1].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// After both servers were down, the first to register catches up and the
+/// other's request is refused (the OVNM rule: from the primary or the
+/// backup, never both); every event ends up delivered.
+#[test]
+fn after_a_total_outage_exactly_one_member_catches_up() {
+    const EVENTS: u64 = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    simulate(&logs, EVENTS);
+    let (primary_data, backup_data) = (dir.path().join("primary"), dir.path().join("backup"));
+    let primary = mgmt::Server::start(&primary_data, &[]);
+    let backup = mgmt::Server::start(&backup_data, &[]);
+    let addresses = [primary.base.clone(), backup.base.clone()];
+    let authorities: Vec<String> = addresses
+        .iter()
+        .map(|a| a.trim_start_matches("http://").to_owned())
+        .collect();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &addresses[0]), ("backup", &addresses[1])],
+        &authorities,
+    );
+    let (_daemon, admin) = run_with_admin(&path);
+    wait_for(
+        Duration::from_secs(60),
+        "the primary to receive events",
+        || ems_stream(&primary)["high_water"].as_u64().unwrap_or(0) >= 3_000,
+    );
+    primary.kill();
+    backup.kill();
+    wait_for(Duration::from_secs(30), "safd to see both down", || {
+        status(&admin)["groups"][0]["lanes"][0]["active"].is_null()
+    });
+
+    // The primary registers first and becomes active; then the backup.
+    let primary = mgmt::Server::start_on(&authorities[0], &primary_data, &[]);
+    wait_for(Duration::from_secs(30), "the primary to be active", || {
+        status(&admin)["groups"][0]["lanes"][0]["active"] == "primary"
+    });
+    let backup = mgmt::Server::start_on(&authorities[1], &backup_data, &[]);
+    wait_for(
+        Duration::from_secs(60),
+        "every event at the primary",
+        || ems_stream(&primary)["high_water"].as_u64() == Some(EVENTS),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the backup's request refused",
+        || notice_members(&primary, "4003").contains(&"backup".to_owned()),
+    );
+    let started = notice_members(&primary, "4001");
+    assert!(started.contains(&"primary".to_owned()), "{started:?}");
+    assert!(
+        !started.contains(&"backup".to_owned()),
+        "the backup caught up too"
+    );
+    assert_eq!(ems_stream(&primary)["gaps"], 0);
+    // The backup holds nothing of the stream: it was never active.
+    assert_eq!(ems_stream(&backup)["high_water"].as_u64().unwrap_or(0), 0);
+}
