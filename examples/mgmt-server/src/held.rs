@@ -60,6 +60,11 @@ impl HeldSeqs {
         self.ranges.first_key_value().map_or(0, |(&start, _)| start)
     }
 
+    /// The held ranges, inclusive, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|(&start, &end)| (start, end))
+    }
+
     /// How many separate ranges (gaps + 1); shown for diagnosis.
     pub fn range_count(&self) -> usize {
         self.ranges.len()

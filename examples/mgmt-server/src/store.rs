@@ -142,6 +142,8 @@ pub struct StreamSummary {
     pub stream: String,
     /// The lowest seq held: where this server joined the stream.
     pub first: u64,
+    /// Every held seq, as inclusive ranges.
+    pub held: Vec<[u64; 2]>,
     pub high_water: u64,
     /// Runs of missing seqs above the high-water (events that arrived out
     /// of order, or went to another server).
@@ -364,6 +366,7 @@ impl Store {
                 agent: agent.clone(),
                 stream: stream.clone(),
                 first: held.first(),
+                held: held.ranges().map(|(a, b)| [a, b]).collect(),
                 high_water: held.high_water(),
                 gaps: held.range_count().saturating_sub(1),
             })

@@ -58,23 +58,7 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let summary = checked.summary();
     let (admin_listen, admin_token) = checked.admin.clone();
     let agent_id = checked.engine.agent_id.clone();
-    let (engine, report) = Engine::open(checked.engine).with_context(|| {
-        "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
-    })?;
-    tracing::info!(?report, "queue opened");
-    crate::runtime_events::forward_to(engine.notices().clone());
-    let engine = Arc::new(engine);
-    for (name, source, tuning) in checked.sources {
-        engine
-            .add_source(&name, Arc::new(source), tuning)
-            .with_context(|| format!("starting source `{name}`"))?;
-    }
-    for group in checked.groups {
-        let name = group.name.clone();
-        engine
-            .add_group(group)
-            .with_context(|| format!("starting group `{name}`"))?;
-    }
+    let engine = start_engine(checked)?;
     let (admin_addr, listener, router) =
         crate::admin::bind(engine.clone(), &agent_id, admin_listen, admin_token)
             .await
@@ -109,6 +93,29 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let _ = admin.await;
     eprintln!("safd: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Open the queue and start the sources and groups of a checked
+/// configuration.
+pub(crate) fn start_engine(checked: Checked) -> anyhow::Result<Arc<Engine>> {
+    let (engine, report) = Engine::open(checked.engine).with_context(|| {
+        "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
+    })?;
+    tracing::info!(?report, "queue opened");
+    crate::runtime_events::forward_to(engine.notices().clone());
+    let engine = Arc::new(engine);
+    for (name, source, tuning) in checked.sources {
+        engine
+            .add_source(&name, Arc::new(source), tuning)
+            .with_context(|| format!("starting source `{name}`"))?;
+    }
+    for group in checked.groups {
+        let name = group.name.clone();
+        engine
+            .add_group(group)
+            .with_context(|| format!("starting group `{name}`"))?;
+    }
+    Ok(engine)
 }
 
 /// Wait for SIGINT or SIGTERM. SIGHUP is answered in the log: reloading

@@ -1,204 +1,492 @@
-//! `safd demo`: the delivery engine on the built plugins.
+//! `safd demo`: the whole product on one machine, with failures on cue.
 //!
-//! Generated events flow from the `fixture-source` plugin through the
-//! engine's durable queue to a failover group of two `fixture-destination`
-//! plugin instances. The primary is scripted to fail now and then
-//! (`unavailable`, as if its server went away, and refusing probes for a
-//! while), so the demo shows failover, damped failback and the numbered
-//! events, and ends with a count: generated, stored, delivered, lost.
+//! It starts the EMS simulator (live), a primary and a backup `safd-mgmt`
+//! on free loopback ports, and safd itself (in this process) with a
+//! generated configuration: ems-reader → durable queue → mgmt-http. Then it
+//! kills the primary (failover), restarts it (failback), stops both servers
+//! and restarts them (catch-up by exactly one), stops the simulator, waits
+//! for the queue to drain, and counts: generated, delivered, lost,
+//! duplicates, failover and failback times.
 
-use anyhow::Context;
+use super::daemon::start_engine;
+use crate::config;
+use anyhow::{Context, bail};
 use clap::Args;
-use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, Metrics, PumpTuning, QueueOptions,
-    Tuning,
-};
-use safd_runtime::Grants;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::sync::Arc;
+use safd_engine::Engine;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Plugin directory holding fixture-source and fixture-destination
-    /// (built by `cargo xtask plugins` into target/plugins).
+    /// Plugin directory holding ems-reader and mgmt-http (built by
+    /// `cargo xtask plugins` into target/plugins).
     #[arg(long, env = "SAFD_PLUGIN_DIR")]
     plugins: PathBuf,
-    /// How many events to move.
-    #[arg(long, default_value_t = 200_000)]
-    events: u64,
-    /// Events per poll and per delivery.
-    #[arg(long, default_value_t = 256)]
-    batch: u32,
-    /// Deliveries the primary accepts before it fails (0: never fails).
-    #[arg(long, default_value_t = 150)]
-    fail_after: usize,
-    /// Queue directory (default: a temporary directory removed at the end).
+    /// Where `safd-mgmt` and `ems-sim` are (default: next to this safd).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// EMS events the simulator writes per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Seconds of each phase (normal, after failover, after failback,
+    /// total outage).
+    #[arg(long, default_value_t = 4)]
+    phase_secs: u64,
+    /// Keep the servers (and their consoles) running after the summary
+    /// until Ctrl-C. Default: when stdout is a terminal.
+    #[arg(long)]
+    keep_servers: Option<bool>,
+    /// Work directory (default: a temporary directory removed at the end).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Give up if delivery has not finished after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    timeout_secs: u64,
     #[command(flatten)]
     cache: super::CacheArgs,
 }
 
-const STREAM: &str = "demo";
+const TOKEN: &str = "demo";
+const STREAM: &str = "ems-prod1";
+
+/// A `safd-mgmt` process that can be killed and restarted on its address.
+struct Server {
+    name: &'static str,
+    binary: PathBuf,
+    data: PathBuf,
+    address: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
+        let mut server = Self {
+            name,
+            binary: binary.to_owned(),
+            data,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    fn restart(&mut self) -> anyhow::Result<()> {
+        let mut child = Command::new(&self.binary)
+            .arg("--listen")
+            .arg(self.address.to_string())
+            .args(["--token", TOKEN, "--data"])
+            .arg(&self.data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("safd-mgmt's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(address) = line.trim().strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            bail!("safd-mgmt ({}) did not start: {line:?}", self.name);
+        };
+        self.address = address.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// This stream's held seq ranges at the server (empty if it is down).
+    fn held(&self) -> Vec<(u64, u64)> {
+        let Ok(mut response) = ureq::get(&format!("{}/safd/v1/stats", self.base()))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+        else {
+            return Vec::new();
+        };
+        let stats: serde_json::Value = response.body_mut().read_json().unwrap_or_default();
+        stats["streams"]
+            .as_array()
+            .and_then(|streams| streams.iter().find(|s| s["stream"] == STREAM))
+            .and_then(|s| s["held"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
+            .collect()
+    }
+}
+
+impl Server {
+    /// Events this server received again and stored once.
+    fn recognised(&self) -> u64 {
+        ureq::get(&format!("{}/safd/v1/stats", self.base()))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|stats| stats["counters"]["duplicates"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn count(held: &[(u64, u64)]) -> u64 {
+    held.iter().map(|(a, b)| b - a + 1).sum()
+}
+
+/// Distinct seqs held by either server.
+fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
+    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for (start, end) in all {
+        current = match current {
+            Some((s, e)) if start <= e + 1 => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s + 1;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(0, |(s, e)| e - s + 1)
+}
+
+/// Complete lines (format B: one event each) in the simulator's files.
+fn generated(logs: &Path) -> u64 {
+    std::fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path()).ok())
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+        .sum()
+}
+
+fn active(engine: &Engine) -> Option<String> {
+    engine
+        .groups()
+        .first()
+        .and_then(|g| g.lanes.first())
+        .and_then(|l| l.active.clone())
+}
+
+/// Wait until `member` is active; the time it took.
+async fn until_active(engine: &Engine, member: Option<&str>, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if active(engine).as_deref() == member {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+struct Show<'a> {
+    out: std::io::StdoutLock<'a>,
+    shown: usize,
+}
+
+impl Show<'_> {
+    /// Print safd's new numbered events, then a progress line.
+    fn progress(
+        &mut self,
+        engine: &Engine,
+        logs: &Path,
+        servers: [&Server; 2],
+    ) -> anyhow::Result<()> {
+        let notices = engine.notices().recent();
+        for notice in notices.iter().skip(self.shown) {
+            writeln!(self.out, "    [{}] {}", notice.id, notice.message)?;
+        }
+        self.shown = self.shown.max(notices.len());
+        let at = |server: &Server| {
+            if server.is_up() {
+                count(&server.held()).to_string()
+            } else {
+                "down".to_owned()
+            }
+        };
+        writeln!(
+            self.out,
+            "  generated {:>7}   at primary {:>7}   at backup {:>7}   active {}",
+            generated(logs),
+            at(servers[0]),
+            at(servers[1]),
+            active(engine).as_deref().unwrap_or("none")
+        )?;
+        Ok(())
+    }
+
+    fn say(&mut self, text: &str) -> anyhow::Result<()> {
+        writeln!(self.out, "{text}")?;
+        Ok(())
+    }
+}
+
+async fn phase(
+    show: &mut Show<'_>,
+    engine: &Engine,
+    logs: &Path,
+    servers: [&Server; 2],
+    seconds: u64,
+) -> anyhow::Result<()> {
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        show.progress(engine, logs, servers)?;
+    }
+    Ok(())
+}
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let runtime = args.cache.runtime()?;
-    let load = |name: &str| {
-        runtime
-            .load(&args.plugins.join(format!("{name}.wasm")))
-            .with_context(|| {
-                format!("loading {name}; build the plugins with `cargo xtask plugins`")
-            })
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the directory of this safd")?
+            .to_owned(),
     };
-    let source_plugin = load("fixture-source")?;
-    let destination_plugin = load("fixture-destination")?;
-    let source = source_plugin.source(
-        "demo-source",
-        serde_json::json!({
-            "total": args.events,
-            "events_per_poll": args.batch,
-            "prefix": STREAM,
-        })
-        .to_string(),
-        &Grants::default(),
-    )?;
-    // The primary delivers `fail_after` batches, then its server "goes
-    // away" (the call fails as unavailable). Its next session answers
-    // again: safd fails back after the damping probes, and the cycle
-    // repeats `fail_after` batches later.
-    let mut primary_script = vec!["ok"; args.fail_after];
-    primary_script.push("error:unavailable");
-    let primary_config = if args.fail_after == 0 {
-        serde_json::json!({})
-    } else {
-        serde_json::json!({ "script": primary_script })
+    let tool = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = bin_dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} is missing; build it with `cargo build -p {name}` (`cargo xtask demo` does), \
+                 or point --bin-dir at it",
+                path.display()
+            );
+        }
+        Ok(path)
     };
-    let primary = destination_plugin
-        .destination(
-            "demo-primary",
-            primary_config.to_string(),
-            &Grants::default(),
-        )
-        .await?;
-    let backup = destination_plugin
-        .destination("demo-backup", "{}".into(), &Grants::default())
-        .await?;
-
+    let (mgmt, sim) = (tool("safd-mgmt")?, tool("ems-sim")?);
+    for plugin in ["ems-reader", "mgmt-http"] {
+        if !args.plugins.join(format!("{plugin}.wasm")).is_file() {
+            bail!(
+                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
+                args.plugins.display()
+            );
+        }
+    }
     let temporary = tempfile::tempdir()?;
-    let data_dir = args
+    let work = args
         .data_dir
         .clone()
         .unwrap_or_else(|| temporary.path().to_owned());
-    let (engine, _) = Engine::open(EngineOptions {
-        agent_id: "safd-demo".into(),
-        data_dir,
-        queue: QueueOptions::default(),
-        retention_interval: Duration::from_secs(10),
-    })?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "safd demo: {} events from `fixture-source` through the durable queue to group `mgmt` \
-         (primary, backup: `fixture-destination`); the primary fails every {} deliveries",
-        args.events, args.fail_after
-    )?;
-    let started = Instant::now();
-    engine.add_source(
-        STREAM,
-        Arc::new(source),
-        PumpTuning {
-            limits: safd_connector::PollLimits {
-                max_events: args.batch,
-                max_bytes: 4 << 20,
-            },
-            ..PumpTuning::default()
-        },
-    )?;
-    engine.add_group(GroupConfig {
-        name: "mgmt".into(),
-        mode: GroupMode::Failover,
-        members: vec![
-            MemberConfig {
-                name: "primary".into(),
-                address: "in-process".into(),
-                connector: Arc::new(primary),
-            },
-            MemberConfig {
-                name: "backup".into(),
-                address: "in-process".into(),
-                connector: Arc::new(backup),
-            },
-        ],
-        tuning: Tuning {
-            batch_max_events: args.batch as usize * 2,
-            probe_interval: Duration::from_millis(200),
-            ..Tuning::default()
-        },
-    })?;
+    let logs = work.join("ems-logs");
+    std::fs::create_dir_all(&logs)?;
 
-    let deadline = started + Duration::from_secs(args.timeout_secs);
-    let mut shown_notices = 0;
-    let mut last_report = Instant::now();
+    let mut primary = Server::start("primary", &mgmt, work.join("mgmt-primary"))?;
+    let mut backup = Server::start("backup", &mgmt, work.join("mgmt-backup"))?;
+    let mut simulator = Command::new(&sim)
+        .arg("--dir")
+        .arg(&logs)
+        .args(["--format", "b", "--seed", "1", "--rate"])
+        .arg(args.rate.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", sim.display()))?;
+
+    let config_path = work.join("safd.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"agent_id = "prod1-safd"
+data_dir = "{queue}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.{STREAM}]
+plugin = "ems-reader"
+config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
+grants = {{ dirs = ["{logs}"] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{TOKEN}", connect_timeout_ms = 500 }}
+grants = {{ http = ["{p}", "{b}"] }}
+members = [{{ name = "primary", address = "http://{p}" }}, {{ name = "backup", address = "http://{b}" }}]
+probe_interval_ms = 200
+request_timeout_ms = 2000
+"#,
+            queue = work.join("queue").display(),
+            plugins = args.plugins.display(),
+            logs = logs.display(),
+            p = primary.address,
+            b = backup.address,
+        ),
+    )?;
+    let checked = config::check(&config_path, |_| args.cache.runtime())
+        .await
+        .map_err(|e| anyhow::anyhow!("the generated configuration: {e}"))?;
+    let engine = start_engine(checked)?;
+
+    let stdout = std::io::stdout();
+    let mut show = Show {
+        out: stdout.lock(),
+        shown: 0,
+    };
+    show.say(&format!(
+        "safd demo: EMS simulator ({} events/s) → ems-reader → durable queue → mgmt-http → \
+         safd-mgmt primary {} / backup {}",
+        args.rate,
+        primary.base(),
+        backup.base()
+    ))?;
+    show.say(&format!("  work directory {}", work.display()))?;
+    let secs = args.phase_secs;
+
+    show.say("1. normal operation")?;
+    phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
+
+    show.say("2. the primary's server is killed: failover")?;
+    primary.kill();
+    let failover = until_active(&engine, Some("backup"), Duration::from_secs(30)).await;
+    show.say(&format!(
+        "  active member is the backup after {}",
+        failover.map_or("(not within 30 s)".to_owned(), |d| format!(
+            "{} ms",
+            d.as_millis()
+        ))
+    ))?;
+    phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
+
+    show.say("3. the primary's server is back: failback after the damping probes")?;
+    primary.restart()?;
+    let failback = until_active(&engine, Some("primary"), Duration::from_secs(30)).await;
+    show.say(&format!(
+        "  active member is the primary again after {}",
+        failback.map_or("(not within 30 s)".to_owned(), |d| format!(
+            "{} ms",
+            d.as_millis()
+        ))
+    ))?;
+    phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
+
+    show.say("4. both servers down: events wait in safd's queue")?;
+    primary.kill();
+    backup.kill();
+    until_active(&engine, None, Duration::from_secs(30)).await;
+    phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
+    show.say(
+        "   both back (primary first): the first to register catches up, the other is refused",
+    )?;
+    let outage_notices = engine.notices().recent().len();
+    primary.restart()?;
+    until_active(&engine, Some("primary"), Duration::from_secs(30)).await;
+    backup.restart()?;
+    phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
+
+    show.say("5. the simulator stops; safd delivers what is left")?;
+    let _ = simulator.kill();
+    let _ = simulator.wait();
+    let total = generated(&logs);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let delivered = loop {
-        let notices = engine.notices().recent();
-        for notice in notices.iter().skip(shown_notices) {
-            writeln!(out, "  [{}] {}", notice.id, notice.message)?;
-        }
-        shown_notices = notices.len().max(shown_notices);
-        let (stored, delivered, active) = progress(&engine).await;
-        if delivered >= args.events || Instant::now() >= deadline {
+        let delivered = union(&primary.held(), &backup.held());
+        if delivered >= total || Instant::now() >= deadline {
             break delivered;
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            writeln!(
-                out,
-                "  stored {stored:>8}  delivered {delivered:>8}  active {}",
-                active.as_deref().unwrap_or("none")
-            )?;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        show.progress(&engine, &logs, [&primary, &backup])?;
     };
-    let elapsed = started.elapsed();
-    let (stored, _, _) = progress(&engine).await;
+    show.progress(&engine, &logs, [&primary, &backup])?;
     engine.shutdown().await?;
-    let metrics = engine.metrics();
-    let lost = args.events.saturating_sub(delivered);
-    writeln!(out, "summary:")?;
-    writeln!(out, "  generated   {}", args.events)?;
-    writeln!(out, "  stored      {stored}")?;
-    writeln!(out, "  delivered   {delivered}")?;
-    writeln!(out, "  lost        {lost}")?;
-    writeln!(
-        out,
-        "  failovers   {}   failbacks {}",
-        Metrics::get(&metrics.failovers),
-        Metrics::get(&metrics.failbacks)
-    )?;
-    writeln!(
-        out,
-        "  time        {:.2} s ({:.0} events/s, fsync before every acknowledgement to the source)",
-        elapsed.as_secs_f64(),
-        delivered as f64 / elapsed.as_secs_f64().max(1e-9)
-    )?;
-    Ok(if lost == 0 && stored == args.events {
+
+    let (at_primary, at_backup) = (primary.held(), backup.held());
+    let both = count(&at_primary) + count(&at_backup) - delivered;
+    let lost = total.saturating_sub(delivered);
+    let notices = engine.notices().recent();
+    // Who caught up after the total outage, and whose request was refused.
+    let members_of = |id: u32| -> Vec<String> {
+        let mut members: Vec<String> = notices
+            .iter()
+            .skip(outage_notices)
+            .filter(|n| n.id == id)
+            .filter_map(|n| n.field("member").map(str::to_owned))
+            .collect();
+        members.dedup();
+        members
+    };
+    let (caught_up, refused) = (members_of(4001), members_of(4003));
+    show.say("summary:")?;
+    show.say(&format!("  generated            {total}"))?;
+    show.say(&format!(
+        "  delivered            {delivered} (primary {}, backup {}; {both} on both: failover and catch-up)",
+        count(&at_primary),
+        count(&at_backup)
+    ))?;
+    // Each server stores a (stream, seq) and an event id once; what it got
+    // again (retries, catch-up overlap) it counts and acknowledges.
+    show.say(&format!(
+        "  duplicates           0 after dedup ({} re-sent events recognised by the servers)",
+        primary.recognised() + backup.recognised()
+    ))?;
+    show.say(&format!("  lost                 {lost}"))?;
+    show.say(&format!(
+        "  failover             {}",
+        failover.map_or("-".to_owned(), |d| format!(
+            "{} ms after the primary was killed",
+            d.as_millis()
+        ))
+    ))?;
+    show.say(&format!(
+        "  failback             {}",
+        failback.map_or("-".to_owned(), |d| format!(
+            "{} ms after the primary was back",
+            d.as_millis()
+        ))
+    ))?;
+    show.say(&format!(
+        "  catch-up             by {} (refused: {})",
+        if caught_up.is_empty() {
+            "nobody".to_owned()
+        } else {
+            caught_up.join(", ")
+        },
+        if refused.is_empty() {
+            "nobody".to_owned()
+        } else {
+            refused.join(", ")
+        }
+    ))?;
+    show.say(&format!(
+        "  console              {}/console#token={TOKEN}  (backup: {}/console#token={TOKEN})",
+        primary.base(),
+        backup.base()
+    ))?;
+    let keep = args
+        .keep_servers
+        .unwrap_or_else(|| std::io::stdout().is_terminal());
+    if keep {
+        show.say("  the servers keep running for the console; Ctrl-C to end")?;
+        drop(show);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(if lost == 0 && failover.is_some() && failback.is_some() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// Stored and acknowledged events of the demo stream, and the active member.
-async fn progress(engine: &Engine) -> (u64, u64, Option<String>) {
-    let stored = engine.queue().stored_through(STREAM).await;
-    let groups = engine.groups();
-    let lane = groups.first().and_then(|g| g.lanes.first());
-    let delivered = lane.and_then(|l| l.acked.get(STREAM).copied()).unwrap_or(0);
-    (stored, delivered, lane.and_then(|l| l.active.clone()))
 }

@@ -51,12 +51,12 @@ enum Command {
     /// List, inspect and check connector plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
-    /// Run a demonstration pipeline on the built plugins.
+    /// Run the whole product on this machine, with failures on cue.
     ///
-    /// Generated events go from a source plugin through the durable queue to
-    /// a failover pair of destination plugins whose primary fails now and
-    /// then; shows failover, failback and the numbered events, and counts
-    /// every event.
+    /// The EMS simulator, safd (ems-reader → durable queue → mgmt-http) and
+    /// a primary and a backup safd-mgmt on loopback ports: kills the
+    /// primary (failover), restarts it (failback), stops both (catch-up by
+    /// exactly one), and counts every event.
     Demo(demo::DemoArgs),
 }
 
