@@ -65,6 +65,16 @@ impl Drop for Daemon {
     }
 }
 
+/// `dir/logs`, with `events` simulated EMS events (format B) in it.
+fn ems_logs(dir: &Path, events: u64) -> PathBuf {
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    if events > 0 {
+        simulate(&logs, events);
+    }
+    logs
+}
+
 fn simulate(dir: &Path, events: u64) {
     let mut generator = Generator::new(SimConfig {
         seed: 11,
@@ -135,8 +145,7 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
 #[test]
 fn check_accepts_a_good_configuration_and_summarises_it() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let logs = ems_logs(dir.path(), 0);
     let path = config(
         dir.path(),
         &logs,
@@ -218,12 +227,10 @@ members = []
 fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     const EVENTS: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    simulate(&logs, EVENTS);
+    let logs = ems_logs(dir.path(), EVENTS);
     let server_data = dir.path().join("server");
     let server = mgmt::Server::start(&server_data, &[]);
-    let authority = server.base.trim_start_matches("http://").to_owned();
+    let authority = server.authority();
     let path = config(
         dir.path(),
         &logs,
@@ -231,35 +238,8 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         std::slice::from_ref(&authority),
     );
 
-    let mut daemon = Daemon::spawn(
-        safd()
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    let ems_high_water = || {
-        server.get("stats").1["streams"]
-            .as_array()
-            .and_then(|streams| {
-                streams
-                    .iter()
-                    .find(|s| s["stream"] == "ems")
-                    .and_then(|s| s["high_water"].as_u64())
-            })
-            .unwrap_or(0)
-    };
-    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut stderr, &mut first).unwrap();
-    assert!(first.contains("safd running: agent `test-safd`"), "{first}");
-    let admin = first
-        .trim()
-        .rsplit_once("admin API on http://")
-        .unwrap()
-        .1
-        .to_owned();
+    let (mut daemon, admin, rest) = run_with_admin(&path);
+    let ems_high_water = || ems_stream(&server)["high_water"].as_u64().unwrap_or(0);
     wait_for(Duration::from_secs(60), "every event at the server", || {
         ems_high_water() >= EVENTS
     });
@@ -267,13 +247,7 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     assert_eq!(stats["counters"]["rejected"], 0, "{stats}");
 
     // The admin API and its command-line front-ends.
-    let output = safd()
-        .args(["status", "--json", "--admin", &admin])
-        .output()
-        .unwrap();
-    let (stdout, stderr_text) = text(&output);
-    assert!(output.status.success(), "{stderr_text}");
-    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let status = status(&admin);
     assert_eq!(status["agent_id"], "test-safd");
     assert_eq!(
         status["groups"][0]["lanes"][0]["active"], "primary",
@@ -323,19 +297,19 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     assert!(!output.status.success());
     assert!(refused.contains("nope"), "{refused}");
 
-    let status = Command::new("kill")
+    let killed = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()
         .unwrap();
-    assert!(status.success());
+    assert!(killed.success());
     let mut exited = None;
     wait_for(Duration::from_secs(20), "safd to exit", || {
         exited = daemon.try_wait().unwrap();
         exited.is_some()
     });
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
+    let rest = rest.join().unwrap();
     assert!(exited.unwrap().success(), "{rest}");
+    assert!(rest.contains("safd running: agent `test-safd`"), "{rest}");
     assert!(rest.contains("SIGTERM"), "{rest}");
     assert_eq!(ems_high_water(), EVENTS);
 }
@@ -359,27 +333,16 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     const EVENTS: u64 = 60_000;
     const KILLS: u32 = 20;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    simulate(&logs, EVENTS);
+    let logs = ems_logs(dir.path(), EVENTS);
     let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let authority = server.base.trim_start_matches("http://").to_owned();
+    let authority = server.authority();
     let path = config(
         dir.path(),
         &logs,
         &[("primary", &server.base)],
         std::slice::from_ref(&authority),
     );
-    let start = || {
-        Daemon::spawn(
-            safd()
-                .arg("run")
-                .arg("-c")
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )
-    };
+    let start = || run(&path, Stdio::null());
     // Deterministic "random" moments between 20 and 400 ms after start:
     // some land while plugins load, some mid-ingest, some mid-delivery.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -433,16 +396,11 @@ fn has_notice(server: &mgmt::Server, id: &str) -> bool {
 fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     const EVENTS: u64 = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    simulate(&logs, EVENTS);
+    let logs = ems_logs(dir.path(), EVENTS);
     let primary_data = dir.path().join("primary");
     let primary = mgmt::Server::start(&primary_data, &[]);
     let backup = mgmt::Server::start(&dir.path().join("backup"), &[]);
-    let authorities: Vec<String> = [&primary, &backup]
-        .iter()
-        .map(|s| s.base.trim_start_matches("http://").to_owned())
-        .collect();
+    let authorities = [primary.authority(), backup.authority()];
     let primary_address = primary.base.clone();
     let path = config(
         dir.path(),
@@ -450,14 +408,7 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
         &[("primary", &primary_address), ("backup", &backup.base)],
         &authorities,
     );
-    let daemon = Daemon::spawn(
-        safd()
-            .arg("run")
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let daemon = run(&path, Stdio::null());
 
     wait_for(
         Duration::from_secs(60),
@@ -503,31 +454,41 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     drop(daemon);
 }
 
-/// Start `safd run` and return it with its admin API's address (read from
-/// its "running" line on stderr).
-fn run_with_admin(path: &Path) -> (Daemon, String) {
-    let mut daemon = Daemon::spawn(
+/// Start `safd run -c path` with its stderr going to `stderr`.
+fn run(path: &Path, stderr: Stdio) -> Daemon {
+    Daemon::spawn(
         safd()
             .arg("run")
             .arg("-c")
             .arg(path)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
+            .stderr(stderr),
+    )
+}
+
+/// Start `safd run` and return it with its admin API's address (read from
+/// its "running" line on stderr) and its whole stderr, available once it
+/// exits.
+fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<String>) {
+    let mut daemon = run(path, Stdio::piped());
     let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
     let mut seen = String::new();
     let admin = loop {
         let mut line = String::new();
         let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
         assert!(read > 0, "safd ended before running:\n{seen}");
+        seen.push_str(&line);
         if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
             break address.to_owned();
         }
-        seen.push_str(&line);
     };
     // Keep draining stderr so safd never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (daemon, admin)
+    let rest = std::thread::spawn(move || {
+        let mut rest = seen;
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    (daemon, admin, rest)
 }
 
 fn status(admin: &str) -> serde_json::Value {
@@ -560,9 +521,7 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
         let waits_in = row[row.len() - 2];
         let label = format!("primary {p_service}/{p_link}, backup {b_service}/{b_link}");
         let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
-        simulate(&logs, EVENTS);
+        let logs = ems_logs(dir.path(), EVENTS);
         let start = |name: &str, service: &str, link: &str| -> (Option<mgmt::Server>, String) {
             if link == "up" {
                 let extra: &[&str] = if service == "down" {
@@ -584,7 +543,7 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
         let (backup, backup_address) = start("backup", b_service, b_link);
         let authorities: Vec<String> = [&primary_address, &backup_address]
             .iter()
-            .map(|a| a.trim_start_matches("http://").to_owned())
+            .map(|a| mgmt::authority_of(a))
             .collect();
         let path = config(
             dir.path(),
@@ -592,7 +551,7 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
             &[("primary", &primary_address), ("backup", &backup_address)],
             &authorities,
         );
-        let (daemon, admin) = run_with_admin(&path);
+        let (daemon, admin, _) = run_with_admin(&path);
 
         let servers = [("primary", &primary), ("backup", &backup)];
         match expected {
@@ -649,22 +608,17 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
 fn a_silent_primary_is_detected_and_failed_over() {
     const EVENTS: u64 = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    simulate(&logs, EVENTS);
+    let logs = ems_logs(dir.path(), EVENTS);
     let primary = mgmt::Server::start(&dir.path().join("primary"), &[]);
     let backup = mgmt::Server::start(&dir.path().join("backup"), &[]);
-    let authorities: Vec<String> = [&primary, &backup]
-        .iter()
-        .map(|s| s.base.trim_start_matches("http://").to_owned())
-        .collect();
+    let authorities = [primary.authority(), backup.authority()];
     let path = config(
         dir.path(),
         &logs,
         &[("primary", &primary.base), ("backup", &backup.base)],
         &authorities,
     );
-    let (_daemon, admin) = run_with_admin(&path);
+    let (_daemon, admin, _) = run_with_admin(&path);
     wait_for(
         Duration::from_secs(60),
         "the primary to receive events",
@@ -715,8 +669,7 @@ fn a_corrupt_plugin_is_one_clear_error() {
     let wasm = plugins.join("mgmt-http.wasm");
     let bytes = std::fs::read(&wasm).unwrap();
     std::fs::write(&wasm, &bytes[..bytes.len() / 2]).unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
+    let logs = ems_logs(dir.path(), 0);
     let path = config(
         dir.path(),
         &logs,
@@ -757,7 +710,7 @@ fn a_source_plugin_trapping_mid_stream_loses_nothing() {
     const EVENTS: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
     let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let authority = server.base.trim_start_matches("http://").to_owned();
+    let authority = server.authority();
     let mut script = vec!["\"ok\""; 20];
     script.push("\"trap\"");
     let path = dir.path().join("safd.toml");
@@ -790,7 +743,7 @@ members = [{{ name = "primary", address = "{base}" }}]
         ),
     )
     .unwrap();
-    let (_daemon, _admin) = run_with_admin(&path);
+    let (_daemon, _admin, _) = run_with_admin(&path);
     wait_for(Duration::from_secs(60), "every event at the server", || {
         ems_stream(&server)["high_water"].as_u64() == Some(EVENTS)
     });
@@ -823,9 +776,7 @@ fn notice_members(server: &mgmt::Server, id: &str) -> Vec<String> {
 fn after_a_total_outage_exactly_one_member_catches_up() {
     const EVENTS: u64 = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    simulate(&logs, EVENTS);
+    let logs = ems_logs(dir.path(), EVENTS);
     let (primary_data, backup_data) = (dir.path().join("primary"), dir.path().join("backup"));
     let primary = mgmt::Server::start(&primary_data, &[]);
     let backup = mgmt::Server::start(&backup_data, &[]);
@@ -840,7 +791,7 @@ fn after_a_total_outage_exactly_one_member_catches_up() {
         &[("primary", &addresses[0]), ("backup", &addresses[1])],
         &authorities,
     );
-    let (_daemon, admin) = run_with_admin(&path);
+    let (_daemon, admin, _) = run_with_admin(&path);
     wait_for(
         Duration::from_secs(60),
         "the primary to receive events",

@@ -26,10 +26,6 @@ fn plugin_path() -> PathBuf {
     path
 }
 
-fn authority(server: &Server) -> String {
-    server.base.trim_start_matches("http://").to_owned()
-}
-
 async fn open(server: &Server, token: &str, grant: Option<String>) -> Box<dyn DestinationSession> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: PathBuf::from(concat!(
@@ -97,7 +93,7 @@ fn batch(events: Vec<SequencedEvent>) -> [StreamBatch; 1] {
 async fn events_are_acknowledged_after_the_server_stored_them() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    let mut session = open(&server, TOKEN, Some(server.authority())).await;
 
     let registration = session.register(&info(3)).await.unwrap();
     assert!(registration.service_ready);
@@ -150,7 +146,7 @@ async fn events_are_acknowledged_after_the_server_stored_them() {
 async fn any_text_and_time_arrive_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    let mut session = open(&server, TOKEN, Some(server.authority())).await;
     session.register(&info(0)).await.unwrap();
     let control: String = (0u8..0x20).map(char::from).collect();
     let texts = [
@@ -207,7 +203,7 @@ async fn any_text_and_time_arrive_unchanged() {
 async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    let mut session = open(&server, TOKEN, Some(server.authority())).await;
     session.register(&info(3)).await.unwrap();
     let report = session
         .deliver(&batch(vec![event(1, "e1"), event(2, ""), event(3, "e3")]))
@@ -224,7 +220,7 @@ async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
 async fn a_server_whose_service_is_down_is_reported_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &["--service-down"]);
-    let mut session = open(&server, TOKEN, Some(authority(&server))).await;
+    let mut session = open(&server, TOKEN, Some(server.authority())).await;
     let registration = session.register(&info(1)).await.unwrap();
     assert!(!registration.service_ready);
     let health = session.probe().await.unwrap();
@@ -239,7 +235,7 @@ async fn a_server_whose_service_is_down_is_reported_not_ready() {
 async fn a_killed_server_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let grant = authority(&server);
+    let grant = server.authority();
     let mut session = open(&server, TOKEN, Some(grant)).await;
     session.register(&info(1)).await.unwrap();
     let base = server.base.clone();
@@ -258,7 +254,7 @@ async fn a_killed_server_is_unavailable() {
 async fn a_wrong_token_is_unauthorized() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let mut session = open(&server, "not-the-token", Some(authority(&server))).await;
+    let mut session = open(&server, "not-the-token", Some(server.authority())).await;
     let err = session.register(&info(1)).await.unwrap_err();
     assert!(
         matches!(&err, SessionError::Connector(ConnectorError::Unauthorized(m)) if m.contains("401")),

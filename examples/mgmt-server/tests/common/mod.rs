@@ -30,6 +30,11 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// The `host:port` of an `http://host:port` address.
+pub fn authority_of(address: &str) -> String {
+    address.trim_start_matches("http://").to_owned()
+}
+
 pub struct Server {
     child: Child,
     pub base: String,
@@ -60,6 +65,11 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
             .to_owned();
         Self { child, base }
+    }
+
+    /// `host:port`, as safd's `grants.http` names it.
+    pub fn authority(&self) -> String {
+        authority_of(&self.base)
     }
 
     pub fn pid(&self) -> u32 {
