@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod config;
+mod reload;
 mod runtime_events;
 
 use clap::Parser;

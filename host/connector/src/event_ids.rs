@@ -5,7 +5,7 @@
 //! stream. The ids never change meaning; retired ids are not reused.
 //!
 //! Ranges: 1xxx delivery and failover, 2xxx queue, 3xxx plugins, 4xxx
-//! sources and catch-up.
+//! sources and catch-up, 5xxx the daemon's configuration.
 
 /// A group member cannot be reached (refused, timed out, silent); like
 /// SCOM's 21006.
@@ -82,3 +82,10 @@ pub const DEEP_CATCH_UP: u32 = 4004;
 pub const CATCH_UP_GAP: u32 = 4005;
 /// A source session failed; it is reopened from its last durable cursor.
 pub const SOURCE_FAILED: u32 = 4006;
+
+/// The configuration was reloaded (SIGHUP or `safd reload`): sources and
+/// groups added, restarted or removed; what needs a restart is listed.
+pub const CONFIG_RELOADED: u32 = 5001;
+/// A reload was refused because the file has problems; the running
+/// configuration stays as it was.
+pub const CONFIG_RELOAD_REFUSED: u32 = 5002;

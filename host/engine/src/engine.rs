@@ -33,6 +33,8 @@ pub enum EngineError {
     DuplicateSource(String),
     #[error("stream name `{0}` is reserved for safd's own events")]
     ReservedStream(String),
+    #[error("no source runs for stream `{0}`")]
+    UnknownSource(String),
     #[error("group `{0}` has no members")]
     NoMembers(String),
     #[error("catch-up not started: {0}")]
@@ -75,6 +77,33 @@ struct GroupHandle {
     name: String,
     mode: GroupMode,
     lanes: Vec<LaneHandle>,
+    running: Running,
+}
+
+/// Tasks that stop together: a source's pump, or a group's lanes.
+struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn new() -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Ask the tasks to stop and wait until they have: a pump finishes its
+    /// ingest, a lane settles its calls in flight.
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            if let Err(err) = task.await {
+                tracing::error!("a task ended abnormally while stopping: {err}");
+            }
+        }
+    }
 }
 
 struct LaneHandle {
@@ -92,6 +121,8 @@ pub struct Engine {
     notices: Notices,
     metrics: Arc<Metrics>,
     sources: SourceDirectory,
+    /// The pump of each stream.
+    pumps: Mutex<BTreeMap<String, Running>>,
     groups: Mutex<Vec<GroupHandle>>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
@@ -138,6 +169,7 @@ impl Engine {
                 notices,
                 metrics,
                 sources: SourceDirectory::default(),
+                pumps: Mutex::default(),
                 groups: Mutex::default(),
                 shutdown,
                 tasks: Mutex::new(tasks),
@@ -172,11 +204,13 @@ impl Engine {
         if *self.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        if self.sources.has(stream) {
+        let mut pumps = self.pumps.lock().unwrap_or_else(PoisonError::into_inner);
+        if pumps.contains_key(stream) {
             return Err(EngineError::DuplicateSource(stream.to_owned()));
         }
+        let (tx, rx) = mpsc::unbounded_channel();
         self.sources.insert(stream, tx);
+        let mut running = Running::new();
         let pump = Pump {
             stream: stream.to_owned(),
             connector,
@@ -184,9 +218,25 @@ impl Engine {
             notices: self.notices.clone(),
             tuning,
             commands: rx,
-            shutdown: self.shutdown.subscribe(),
+            shutdown: running.stop.subscribe(),
         };
-        self.lock_tasks().spawn(pump.run());
+        running.tasks.push(tokio::spawn(pump.run()));
+        pumps.insert(stream.to_owned(), running);
+        Ok(())
+    }
+
+    /// Stop the source of `stream` once its current round is durable (its
+    /// cursor is stored with its events); another source started for the
+    /// stream later resumes from that cursor.
+    pub async fn remove_source(&self, stream: &str) -> Result<(), EngineError> {
+        let running = self
+            .pumps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream)
+            .ok_or_else(|| EngineError::UnknownSource(stream.to_owned()))?;
+        self.sources.remove(stream);
+        running.stop().await;
         Ok(())
     }
 
@@ -231,7 +281,7 @@ impl Engine {
                 .collect(),
         };
         let mut handles = Vec::new();
-        let mut tasks = self.lock_tasks();
+        let mut running = Running::new();
         for (member, cursor, members) in lanes {
             let (tx, rx) = mpsc::channel(16);
             let status = Arc::new(Mutex::new(LaneStatus {
@@ -250,10 +300,10 @@ impl Engine {
                 tuning: config.tuning,
                 status: status.clone(),
                 commands: rx,
-                shutdown: self.shutdown.subscribe(),
+                shutdown: running.stop.subscribe(),
                 state: LaneState::default(),
             };
-            tasks.spawn(lane.run());
+            running.tasks.push(tokio::spawn(lane.run()));
             handles.push(LaneHandle {
                 member,
                 cursor,
@@ -261,11 +311,11 @@ impl Engine {
                 status,
             });
         }
-        drop(tasks);
         groups.push(GroupHandle {
             name: config.name,
             mode: config.mode,
             lanes: handles,
+            running,
         });
         let cursors: Vec<String> = groups
             .iter()
@@ -273,6 +323,50 @@ impl Engine {
             .collect();
         self.queue.set_cursor_owners(cursors);
         Ok(())
+    }
+
+    /// Stop delivering to `name` once its calls in flight are settled. Its
+    /// position stays stored: the group resumes from it if it is added
+    /// again, but no longer holds back retention or queue room.
+    pub async fn remove_group(&self, name: &str) -> Result<(), EngineError> {
+        self.stop_group(name).await?;
+        self.queue.set_cursor_owners(self.cursor_owners());
+        Ok(())
+    }
+
+    /// Restart a running group with new members, plugin instances or
+    /// tuning: its calls in flight are settled first, and the new lanes
+    /// continue from the acknowledged position, so nothing is sent twice
+    /// by safd and nothing is skipped. The group's cursor keeps its claim
+    /// on retention throughout.
+    pub async fn replace_group(&self, config: GroupConfig) -> Result<(), EngineError> {
+        if config.members.is_empty() {
+            return Err(EngineError::NoMembers(config.name));
+        }
+        self.stop_group(&config.name).await?;
+        self.add_group(config)
+    }
+
+    async fn stop_group(&self, name: &str) -> Result<(), EngineError> {
+        let handle = {
+            let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            let index = groups
+                .iter()
+                .position(|g| g.name == name)
+                .ok_or_else(|| EngineError::UnknownGroup(name.to_owned()))?;
+            groups.remove(index)
+        };
+        handle.running.stop().await;
+        Ok(())
+    }
+
+    fn cursor_owners(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .flat_map(|g| g.lanes.iter().map(|l| l.cursor.clone()))
+            .collect()
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
@@ -428,6 +522,15 @@ impl Engine {
     /// and flush. Everything ingested stays queued for the next start.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
         self.shutdown.send_replace(true);
+        let pumps = std::mem::take(&mut *self.pumps.lock().unwrap_or_else(PoisonError::into_inner));
+        let groups =
+            std::mem::take(&mut *self.groups.lock().unwrap_or_else(PoisonError::into_inner));
+        let stopping = pumps
+            .into_values()
+            .chain(groups.into_iter().map(|g| g.running));
+        // Sources and groups stop side by side: a full queue must not keep
+        // a group from settling, nor a slow member keep a source waiting.
+        stop_all(stopping).await;
         let mut tasks = std::mem::take(&mut *self.lock_tasks());
         while tasks.join_next().await.is_some() {}
         // The injector ends once every sender is gone; ours is the last
@@ -446,6 +549,14 @@ impl Engine {
         self.queue.flush().await?;
         Ok(())
     }
+}
+
+async fn stop_all(stopping: impl Iterator<Item = Running>) {
+    let mut all = JoinSet::new();
+    for running in stopping {
+        all.spawn(running.stop());
+    }
+    while all.join_next().await.is_some() {}
 }
 
 /// Move safd's own notices into the `safd` stream, batching what arrives

@@ -58,11 +58,11 @@ impl SourceDirectory {
             .insert(stream.to_owned(), commands);
     }
 
-    pub(crate) fn has(&self, stream: &str) -> bool {
+    pub(crate) fn remove(&self, stream: &str) {
         self.by_stream
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(stream)
+            .remove(stream);
     }
 
     /// Ask the source of `stream` to re-read from `time`; false when no

@@ -426,3 +426,64 @@ async fn a_restart_resumes_cursors_and_acks_without_loss_or_duplicates() {
     assert!(holds_all(&[&primary], "ems", 60));
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_and_groups_replaced_while_running_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let primary = destination.server("primary");
+    let backup = destination.server("backup");
+    let engine = Arc::new(pair(dir.path(), &source, &destination));
+    // The source keeps writing while everything is swapped under it.
+    let writer = {
+        let source = source.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                source.append(3, "live");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for round in 0..5 {
+        eventually("some delivered", WAIT, || {
+            acked(&engine, "mgmt", "ems") > round * 20
+        })
+        .await;
+        engine.remove_source("ems").await.unwrap();
+        engine
+            .add_source("ems", Arc::new(source.clone()), pump())
+            .unwrap();
+        // Members swapped in order: the backup becomes the primary.
+        let members: &[&str] = if round % 2 == 0 {
+            &["backup", "primary"]
+        } else {
+            &["primary", "backup"]
+        };
+        engine
+            .replace_group(group("mgmt", GroupMode::Failover, members, &destination))
+            .await
+            .unwrap();
+    }
+    writer.await.unwrap();
+    eventually("everything delivered", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 300
+    })
+    .await;
+    let streams = engine.streams().await;
+    let ems = streams.iter().find(|s| s.name == "ems").unwrap();
+    assert_eq!(ems.next_seq, 301, "the source resumed from its cursor");
+    assert!(holds_all(&[&primary, &backup], "ems", 300));
+    let repeated = primary.with(|s| s.duplicates) + backup.with(|s| s.duplicates);
+    assert_eq!(
+        repeated, 0,
+        "a replaced group sent acknowledged events again"
+    );
+
+    engine.remove_group("mgmt").await.unwrap();
+    assert!(engine.groups().is_empty());
+    assert!(matches!(
+        engine.remove_source("nope").await,
+        Err(safd_engine::EngineError::UnknownSource(_))
+    ));
+    engine.shutdown().await.unwrap();
+}

@@ -210,9 +210,17 @@ impl Runtime {
             }
         }
         .map_err(|e| fail(&wasm_path, LoadErrorKind::Corrupt(root_cause(&e))))?;
+        let fingerprint = {
+            use sha2::Digest;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(text.as_bytes());
+            hasher.update(&wasm);
+            hex::encode(&hasher.finalize()[..16])
+        };
         Ok(Arc::new(Plugin {
             manifest,
             wasm_path,
+            fingerprint,
             origin,
             pre,
             runtime: self.inner.clone(),
@@ -266,6 +274,9 @@ enum PluginPre {
 pub struct Plugin {
     pub manifest: Manifest,
     pub wasm_path: PathBuf,
+    /// Changes whenever the component or its manifest does: how a reload
+    /// tells a replaced plugin file from the one running.
+    pub fingerprint: String,
     /// Whether the component came from the compiled-code cache.
     pub origin: CompileOrigin,
     pre: PluginPre,

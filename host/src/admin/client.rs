@@ -1,6 +1,8 @@
-//! The admin API's client, for `safd status`, `safd catchup` and `safd dlq`.
+//! The admin API's client, for `safd status`, `safd catchup`, `safd dlq` and
+//! `safd reload`.
 
 use super::{CatchUpRequest, DeadLetterView, Status};
+use crate::reload::ReloadReport;
 use anyhow::{Context, bail};
 use serde::de::DeserializeOwned;
 
@@ -22,9 +24,13 @@ impl AdminClient {
     }
 
     fn agent() -> ureq::Agent {
+        Self::agent_waiting(std::time::Duration::from_secs(30))
+    }
+
+    fn agent_waiting(timeout: std::time::Duration) -> ureq::Agent {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(30)))
+            .timeout_global(Some(timeout))
             .build()
             .into()
     }
@@ -92,6 +98,17 @@ impl AdminClient {
             "/dlq/replay",
             self.with_token(Self::agent().post(&url))
                 .query("group", group)
+                .send_empty(),
+        )
+    }
+
+    pub fn reload(&self) -> anyhow::Result<ReloadReport> {
+        let url = format!("{}/reload", self.base);
+        self.answer(
+            "/reload",
+            // A new plugin file is compiled before the answer: minutes for
+            // a large component on a slow machine.
+            self.with_token(Self::agent_waiting(std::time::Duration::from_secs(600)).post(&url))
                 .send_empty(),
         )
     }

@@ -1,8 +1,9 @@
 //! The admin API: status, Prometheus metrics, operator-triggered catch-up,
-//! dead letters. Loopback by default; a bearer token when configured.
+//! dead letters, configuration reload. Loopback by default; a bearer token
+//! when configured.
 //!
-//! The `safd status`, `safd catchup` and `safd dlq` commands are its
-//! clients (`client`).
+//! The `safd status`, `safd catchup`, `safd dlq` and `safd reload` commands
+//! are its clients (`client`).
 
 pub mod client;
 mod metrics;
@@ -21,6 +22,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::reload::ReloadReport;
+
+/// A reload asked for through the API; the daemon's main loop applies it
+/// (one at a time, like SIGHUP) and answers on the channel.
+pub type ReloadRequest = oneshot::Sender<ReloadReport>;
 
 pub use status::Status;
 
@@ -30,6 +38,7 @@ struct AdminState {
     agent_id: Arc<str>,
     token: Option<Arc<str>>,
     started: Instant,
+    reload: mpsc::Sender<ReloadRequest>,
 }
 
 /// An error answer: `{"error": "..."}` with its status.
@@ -54,6 +63,7 @@ pub async fn bind(
     agent_id: &str,
     listen: SocketAddr,
     token: Option<String>,
+    reload: mpsc::Sender<ReloadRequest>,
 ) -> std::io::Result<(SocketAddr, tokio::net::TcpListener, Router)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -62,6 +72,7 @@ pub async fn bind(
         agent_id: Arc::from(agent_id),
         token: token.map(Arc::from),
         started: Instant::now(),
+        reload,
     };
     let router = Router::new()
         .route("/status", get(get_status))
@@ -69,12 +80,13 @@ pub async fn bind(
         .route("/catchup", post(post_catch_up))
         .route("/dlq", get(get_dead_letters))
         .route("/dlq/replay", post(post_replay))
+        .route("/reload", post(post_reload))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
                 "no such path; see docs/admin.md (/status, /metrics, /catchup, /dlq, \
-                 /dlq/replay)"
+                 /dlq/replay, /reload)"
                     .to_owned(),
             )
         })
@@ -233,4 +245,18 @@ async fn post_replay(
     })?;
     let queued = state.engine.replay_dead_letters(&query.group).await?;
     Ok(Json(serde_json::json!({ "queued": queued })))
+}
+
+/// Re-read the configuration file and apply what changed; the answer is
+/// the reload report (also when the file was refused: see `problems`).
+async fn post_reload(State(state): State<AdminState>) -> Result<Json<ReloadReport>, ApiError> {
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "safd is stopping; nothing was reloaded".to_owned(),
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    state.reload.send(reply).await.map_err(|_| unavailable())?;
+    answer.await.map(Json).map_err(|_| unavailable())
 }

@@ -1,5 +1,5 @@
-//! `safd status`, `safd catchup`, `safd dlq`: clients of a running safd's
-//! admin API.
+//! `safd status`, `safd catchup`, `safd dlq`, `safd reload`: clients of a
+//! running safd's admin API.
 
 use crate::admin::CatchUpRequest;
 use crate::admin::client::AdminClient;
@@ -52,6 +52,15 @@ pub(crate) struct CatchUpArgs {
     /// Replay events ingested since this RFC 3339 time.
     #[arg(long = "from-time", value_name = "TIME")]
     from_time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,4 +215,44 @@ pub(crate) async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status 1 when the file was refused or something could not be
+/// applied, so scripts notice.
+pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let client = args.admin.client();
+    let report = blocking(move || client.reload()).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else if !report.problems.is_empty() {
+        writeln!(
+            out,
+            "reload refused; the running configuration stays. Fix these and reload again:"
+        )?;
+        for problem in &report.problems {
+            writeln!(out, "  {problem}")?;
+        }
+    } else {
+        for (label, entries) in [
+            ("added", &report.added),
+            ("restarted", &report.restarted),
+            ("removed", &report.removed),
+            ("unchanged", &report.unchanged),
+            ("FAILED", &report.failed),
+            (
+                "needs a restart (running values kept)",
+                &report.needs_restart,
+            ),
+        ] {
+            if !entries.is_empty() {
+                writeln!(out, "{label}: {}", entries.join(", "))?;
+            }
+        }
+    }
+    Ok(if report.applied() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

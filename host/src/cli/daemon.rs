@@ -1,6 +1,8 @@
 //! `safd run` and `safd check`: the daemon from its configuration file.
 
+use crate::admin::ReloadRequest;
 use crate::config::{self, Checked};
+use crate::reload::{self, Applied};
 use anyhow::Context;
 use clap::Args;
 use safd_engine::Engine;
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct ConfigArgs {
     /// Configuration file (see docs/configuration.md).
     #[arg(short = 'c', long = "config", env = "SAFD_CONFIG")]
@@ -46,7 +48,8 @@ pub(crate) async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `safd run -c FILE`: check, open the queue, start sources and groups, and
-/// serve until SIGINT or SIGTERM.
+/// serve until SIGINT or SIGTERM; SIGHUP (or `safd reload`) re-reads the
+/// file.
 pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let checked = match args.check().await {
         Ok(checked) => checked,
@@ -58,17 +61,24 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let summary = checked.summary();
     let (admin_listen, admin_token) = checked.admin.clone();
     let agent_id = checked.engine.agent_id.clone();
+    let mut applied = Applied::of(&checked);
     let engine = start_engine(checked)?;
-    let (admin_addr, listener, router) =
-        crate::admin::bind(engine.clone(), &agent_id, admin_listen, admin_token)
-            .await
-            .with_context(|| {
-                format!(
-                    "admin.listen: cannot listen on {admin_listen}; change [admin] listen in {} \
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
+    let (admin_addr, listener, router) = crate::admin::bind(
+        engine.clone(),
+        &agent_id,
+        admin_listen,
+        admin_token,
+        reload_tx,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "admin.listen: cannot listen on {admin_listen}; change [admin] listen in {} \
                      (is another safd running?)",
-                    args.config.display()
-                )
-            })?;
+            args.config.display()
+        )
+    })?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -83,7 +93,7 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("safd running: {summary}; admin API on http://{admin_addr}");
     eprintln!("safd running: {summary}; admin API on http://{admin_addr}");
 
-    let signal = wait_for_stop().await?;
+    let signal = serve(&args, &engine, &mut applied, &mut reload_rx).await?;
     eprintln!("safd: {signal}: stopping sources, settling deliveries in flight, flushing");
     engine
         .shutdown()
@@ -118,23 +128,37 @@ pub(crate) fn start_engine(checked: Checked) -> anyhow::Result<Arc<Engine>> {
     Ok(engine)
 }
 
-/// Wait for SIGINT or SIGTERM. SIGHUP is answered in the log: reloading
-/// is not available yet, so the running configuration stays.
-async fn wait_for_stop() -> anyhow::Result<&'static str> {
+/// Apply reloads (SIGHUP, or `safd reload` through the admin API) one at a
+/// time until SIGINT or SIGTERM.
+async fn serve(
+    args: &ConfigArgs,
+    engine: &Engine,
+    applied: &mut Applied,
+    reloads: &mut tokio::sync::mpsc::Receiver<ReloadRequest>,
+) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = term.recv() => return Ok("SIGTERM"),
             _ = interrupt.recv() => return Ok("SIGINT"),
-            _ = hangup.recv() => {
-                tracing::warn!(
-                    "SIGHUP: reloading the configuration is not supported by this safd; \
-                     restart it to apply changes (queued events are kept)"
-                );
-            }
+            _ = hangup.recv() => None,
+            Some(reply) = reloads.recv() => Some(reply),
+        };
+        let next = args.check().await;
+        let report = reload::apply(engine, applied, next).await;
+        let summary = report.summary();
+        if report.applied() {
+            tracing::info!("{summary}");
+        } else {
+            tracing::error!("{summary}");
+        }
+        eprintln!("safd: {summary}");
+        if let Some(reply) = reply {
+            // The caller may have given up waiting; the reload stands.
+            let _ = reply.send(report);
         }
     }
 }

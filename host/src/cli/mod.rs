@@ -45,6 +45,10 @@ enum Command {
     /// per stream or from a time.
     #[command(name = "catchup")]
     CatchUp(admin::CatchUpArgs),
+    /// Make a running safd re-read its configuration file (like SIGHUP) and
+    /// say what it changed: sources and groups added, restarted (their
+    /// section or plugin file changed) or removed, and what needs a restart.
+    Reload(admin::ReloadArgs),
     /// List or replay a running safd's dead letters.
     #[command(subcommand)]
     Dlq(admin::DlqCommand),
@@ -117,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => admin::status(args).await,
         Command::CatchUp(args) => admin::catch_up(args).await,
         Command::Dlq(command) => admin::dlq(command).await,
+        Command::Reload(args) => admin::reload(args).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
     }

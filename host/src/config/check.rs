@@ -7,7 +7,7 @@ use safd_engine::{
     EngineOptions, GroupConfig, MemberConfig, PumpTuning, QueueOptions, Retention, Tuning,
 };
 use safd_runtime::{Plugin, PluginKind, Runtime, WasmSource};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,12 @@ pub struct Checked {
     pub admin: (std::net::SocketAddr, Option<String>),
     pub sources: Vec<(String, WasmSource, PumpTuning)>,
     pub groups: Vec<GroupConfig>,
+    /// The file's `cache_dir`, if it sets one.
+    pub cache_dir: Option<PathBuf>,
+    /// Per `sources.NAME` / `groups.NAME`: its section as written and its
+    /// plugin file's fingerprint. A reload restarts exactly the entries
+    /// whose fingerprint changed.
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 impl Checked {
@@ -108,7 +114,9 @@ pub async fn check(
         text: &text,
         problems: Vec::new(),
     };
-    let checked = check_file(&file, &runtime, &mut findings).await;
+    // The file parsed above, so it parses as a plain table too.
+    let raw = toml::from_str::<toml::Table>(&text).unwrap_or_default();
+    let checked = check_file(&file, &raw, &runtime, &mut findings).await;
     if findings.problems.is_empty() {
         Ok(checked)
     } else {
@@ -119,7 +127,13 @@ pub async fn check(
     }
 }
 
-async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Findings<'_>) -> Checked {
+async fn check_file(
+    file: &ConfigFile,
+    raw: &toml::Table,
+    runtime: &Runtime,
+    findings: &mut Findings<'_>,
+) -> Checked {
+    let mut fingerprints = BTreeMap::new();
     if file.agent_id.get_ref().trim().is_empty() {
         findings.at(
             &file.agent_id,
@@ -215,6 +229,7 @@ async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Finding
         else {
             continue;
         };
+        fingerprints.insert(key.clone(), fingerprint(raw, "sources", name, &plugin));
         match plugin.source(name, config, &section.grants) {
             Ok(source) => sources.push((
                 name.clone(),
@@ -258,6 +273,7 @@ async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Finding
         else {
             continue;
         };
+        fingerprints.insert(key.clone(), fingerprint(raw, "groups", name, &plugin));
         let mut members = Vec::new();
         for member in section.members.get_ref() {
             // One instance per member: a hung call to one server must not
@@ -315,7 +331,20 @@ async fn check_file(file: &ConfigFile, runtime: &Runtime, findings: &mut Finding
         },
         sources,
         groups,
+        cache_dir: file.cache_dir.clone(),
+        fingerprints,
     }
+}
+
+/// A section as written (its JSON form, so formatting does not count) and
+/// the fingerprint of the plugin file it runs.
+fn fingerprint(raw: &toml::Table, table: &str, name: &str, plugin: &Plugin) -> String {
+    let section = raw
+        .get(table)
+        .and_then(|t| t.get(name))
+        .and_then(|v| serde_json::to_string(v).ok())
+        .unwrap_or_default();
+    format!("{section} {}", plugin.fingerprint)
 }
 
 fn check_members(
