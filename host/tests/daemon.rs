@@ -1028,3 +1028,121 @@ grants = {{ dirs = ["{more}"] }}
         "{rest}"
     );
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped. Mounting needs
+/// CAP_SYS_ADMIN (root in the CI container); `None` where that is not
+/// permitted, unless SAFD_REQUIRE_MOUNT_TESTS is set (CI sets it), which
+/// turns the skip into a failure.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, mib: u64) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(Self {
+                path: path.to_owned(),
+            }),
+            other => {
+                let why = match other {
+                    Ok(output) => text(&output).1,
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var_os("SAFD_REQUIRE_MOUNT_TESTS").is_none(),
+                    "cannot mount a tmpfs: {why}"
+                );
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here ({why}); run as root to test a full disk"
+                );
+                None
+            }
+        }
+    }
+
+    fn resize(&self, mib: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// The disk under the queue fills up while the server is down: the source
+/// is held back and event 2006 reported, safd keeps running; once space is
+/// freed and the server is back, every event arrives, once.
+#[test]
+fn a_full_data_disk_holds_the_source_back_and_delivery_resumes_when_it_clears() {
+    const EVENTS: u64 = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("data"), 4) else {
+        return;
+    };
+    let logs = ems_logs(dir.path(), EVENTS);
+    let server_data = dir.path().join("server");
+    let server = mgmt::Server::start(&server_data, &[]);
+    let authority = server.authority();
+    server.kill();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", &format!("http://{authority}"))],
+        std::slice::from_ref(&authority),
+    );
+    let (mut daemon, admin, rest) = run_with_admin(&path);
+    wait_for(Duration::from_secs(60), "the disk-full event", || {
+        !recent(&admin, 2006).is_empty()
+    });
+    let report = recent(&admin, 2006).remove(0);
+    assert!(report.contains("ems"), "{report}");
+    assert!(daemon.try_wait().unwrap().is_none(), "safd exited");
+    let stored_while_full = status(&admin)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ems")
+        .map(|s| s["next_seq"].as_u64().unwrap())
+        .unwrap();
+    assert!(stored_while_full < EVENTS, "the disk did not fill");
+
+    let failed = recent(&admin, 2007);
+    assert!(failed[0].contains("reopened from disk"), "{failed:?}");
+
+    disk.resize(256);
+    wait_for(Duration::from_secs(60), "the store reopened", || {
+        !recent(&admin, 2008).is_empty()
+    });
+    let server = mgmt::Server::start_on(&authority, &server_data, &[]);
+    wait_for(
+        Duration::from_secs(120),
+        "every event at the server",
+        || ems_stream(&server)["high_water"].as_u64() == Some(EVENTS),
+    );
+    let (_, stats) = server.get("stats");
+    assert_eq!(stats["counters"]["rejected"], 0, "{stats}");
+    assert_eq!(ems_stream(&server)["gaps"], 0);
+    assert_eq!(stored_ems_events(&server), EVENTS);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let mut exited = None;
+    wait_for(Duration::from_secs(20), "safd to exit", || {
+        exited = daemon.try_wait().unwrap();
+        exited.is_some()
+    });
+    let rest = rest.join().unwrap();
+    assert!(exited.unwrap().success(), "{rest}");
+}

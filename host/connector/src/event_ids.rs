@@ -48,6 +48,11 @@ pub const QUEUE_RECORD_QUARANTINED: u32 = 2005;
 /// Writing to the queue failed (disk full, unwritable): the source is held
 /// back and retried; nothing it handed over is lost.
 pub const QUEUE_WRITE_FAILED: u32 = 2006;
+/// The queue's store failed (an I/O error: disk full, directory
+/// unwritable); sources are held back until it is reopened.
+pub const QUEUE_STORE_FAILED: u32 = 2007;
+/// The queue's store was reopened after 2007; writes resume.
+pub const QUEUE_STORE_REOPENED: u32 = 2008;
 
 /// A plugin instance trapped (crashed); it will be rebuilt.
 pub const PLUGIN_TRAPPED: u32 = 3001;

@@ -27,24 +27,28 @@ impl Queue {
         let Some(id) = self.stream_id(&letter.stream) else {
             return Ok(());
         };
-        self.tree.insert(
-            keys::dead_letter(&letter.group, id, letter.event.seq),
-            codec::encode(letter)?,
-        )?;
+        self.store()?
+            .tree
+            .insert(
+                keys::dead_letter(&letter.group, id, letter.event.seq),
+                codec::encode(letter)?,
+            )
+            .map_err(|e| self.failed(e.into()))?;
         Ok(())
     }
 
     /// Every dead letter of `group`, by stream and seq.
     pub fn dead_letters(&self, group: &str) -> Result<Vec<DeadLetter>, QueueError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix(keys::dead_letters(group)) {
+        let store = self.store()?;
+        for item in store.tree.scan_prefix(keys::dead_letters(group)) {
             let (key, value) = item?;
             match codec::decode::<DeadLetter>(&value) {
                 Ok(letter) if letter.group == group => out.push(letter),
                 // Another group whose name has this one as a prefix cannot
                 // match: the key carries the name's length first.
                 Ok(_) => {}
-                Err(err) => crate::queue::quarantine(&self.tree, &key, &value, &err)?,
+                Err(err) => crate::queue::quarantine(&store.tree, &key, &value, &err)?,
             }
         }
         Ok(out)
@@ -62,6 +66,7 @@ impl Queue {
             return Ok(false);
         };
         Ok(self
+            .store()?
             .tree
             .remove(keys::dead_letter(group, id, seq))?
             .is_some())

@@ -162,6 +162,11 @@ impl Engine {
             shutdown.subscribe(),
         ));
         tasks.spawn(flush_acks(queue.clone(), shutdown.subscribe()));
+        tasks.spawn(crate::recovery::recover_store(
+            queue.clone(),
+            notices.clone(),
+            shutdown.subscribe(),
+        ));
         Ok((
             Self {
                 options,

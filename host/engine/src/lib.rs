@@ -28,6 +28,7 @@ pub mod metrics;
 mod notice;
 mod pump;
 mod queue;
+mod recovery;
 mod retention;
 
 pub use catch_up::{CatchUpDecision, RefusalReason};

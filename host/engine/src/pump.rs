@@ -207,7 +207,7 @@ impl Pump {
                     if *self.shutdown.borrow() {
                         return Step::Idle;
                     }
-                    self.pause(self.retry_wait(attempt)).await;
+                    self.pause_until_writable(self.retry_wait(attempt)).await;
                 }
             }
         }
@@ -263,6 +263,20 @@ impl Pump {
             .retry_min
             .saturating_mul(1 << exponent)
             .min(self.tuning.retry_max)
+    }
+
+    /// Sleep before retrying a write, but wake at once when a failed store
+    /// was reopened (or on shutdown).
+    async fn pause_until_writable(&mut self, wait: Duration) {
+        let mut failure = self.queue.failure();
+        if failure.borrow_and_update().is_none() {
+            return self.pause(wait).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = failure.wait_for(Option::is_none) => {}
+            _ = self.shutdown.changed() => {}
+        }
     }
 
     /// Sleep, but wake at once on shutdown.

@@ -20,7 +20,7 @@ use safd_connector::event_ids::{
 use safd_connector::{Cursor, Event, EventBlock, SequencedEvent, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -35,6 +35,11 @@ pub enum QueueError {
     Record(#[from] RecordError),
     #[error("events were written but could not be made durable: {0}")]
     Fsync(String),
+    #[error(
+        "the queue's store failed ({0}) and is being reopened from disk; writes resume \
+         once the data directory accepts them again"
+    )]
+    StoreDown(String),
     #[error("too many streams (at most {max})")]
     TooManyStreams { max: u32 },
     #[error(
@@ -185,10 +190,24 @@ pub(crate) struct Streams {
     next_id: u32,
 }
 
+/// The open sled database. sled 0.34 refuses every write after an I/O
+/// error (a full disk, say) until it is reopened, so it is replaced as a
+/// whole (`recovery`).
+pub(crate) struct Store {
+    pub(crate) tree: sled::Tree,
+    pub(crate) commit: GroupCommit,
+}
+
 /// The durable queue. Cheap to share behind an `Arc`.
 pub struct Queue {
-    pub(crate) tree: sled::Tree,
-    commit: GroupCommit,
+    pub(crate) path: PathBuf,
+    /// `None` while it is being reopened.
+    pub(crate) store: std::sync::RwLock<Option<Arc<Store>>>,
+    /// Why the store failed, while it is failed.
+    pub(crate) failure: tokio::sync::watch::Sender<Option<String>>,
+    /// Held (shared) by every ingest from its seq assignment to its fsync,
+    /// and exclusively by a reopen, so a reopen never sees half an ingest.
+    pub(crate) writes: tokio::sync::RwLock<()>,
     pub(crate) streams: std::sync::Mutex<Streams>,
     pub(crate) groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
     pub(crate) options: QueueOptions,
@@ -197,7 +216,7 @@ pub struct Queue {
     /// Signalled whenever space may have been freed (acks, trimming).
     pub(crate) room: tokio::sync::Notify,
     /// Counts ingests, so dispatchers can wait for new events.
-    appended: tokio::sync::watch::Sender<u64>,
+    pub(crate) appended: tokio::sync::watch::Sender<u64>,
     /// Cursor owners whose acks decide what may be trimmed.
     pub(crate) cursors: std::sync::Mutex<BTreeSet<String>>,
     above_high_water: AtomicBool,
@@ -236,63 +255,14 @@ impl Queue {
         notices: Notices,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, OpenReport), QueueError> {
-        let db = open_db(path)?;
-        let tree = db.open_tree("saf")?;
-        let mut report = OpenReport::default();
-        let mut streams = Streams::default();
-        for item in tree.scan_prefix([keys::STREAM]) {
-            let (key, value) = item?;
-            let Some(id) = keys::parse_stream(&key) else {
-                continue;
-            };
-            streams.next_id = streams.next_id.max(id + 1);
-            match codec::decode::<StreamRecord>(&value) {
-                Ok(record) => {
-                    report.streams.push(StreamState::from(&record));
-                    streams.by_name.insert(
-                        record.name.clone(),
-                        (
-                            id,
-                            Arc::new(tokio::sync::Mutex::new(StreamEntry { id, record })),
-                        ),
-                    );
-                }
-                Err(err) => {
-                    quarantine(&tree, &key, &value, &err)?;
-                    report.quarantined.push(describe_key(&key));
-                }
-            }
-        }
-        report.streams.sort_by(|a, b| a.name.cmp(&b.name));
-        for item in tree.scan_prefix([keys::GROUP]) {
-            let (key, value) = item?;
-            let name = String::from_utf8_lossy(&key[1..]).into_owned();
-            let state = match codec::decode::<GroupState>(&value) {
-                Ok(state) => state,
-                Err(err) => {
-                    quarantine(&tree, &key, &value, &err)?;
-                    report.quarantined.push(describe_key(&key));
-                    // The old epoch is unknown: jump above any epoch that
-                    // can have been issued (they count up from 1), so a
-                    // stale catch-up request can never match. Acks restart
-                    // at 0: re-delivery is harmless, receivers deduplicate.
-                    let epoch = crate::clock::now_micros().unsigned_abs();
-                    let state = GroupState {
-                        epoch,
-                        ..GroupState::default()
-                    };
-                    tree.insert(&key, codec::encode(&state)?)?;
-                    state
-                }
-            };
-            report.groups.insert(name, state);
-        }
-        db.flush()?;
+        let (store, streams, report) = load(path)?;
         let used: u64 = report.streams.iter().map(|s| s.bytes).sum();
         Ok((
             Self {
-                commit: GroupCommit::new(db),
-                tree,
+                path: path.to_owned(),
+                store: std::sync::RwLock::new(Some(Arc::new(store))),
+                failure: tokio::sync::watch::Sender::new(None),
+                writes: tokio::sync::RwLock::new(()),
                 streams: std::sync::Mutex::new(streams),
                 groups: tokio::sync::Mutex::new(report.groups.clone()),
                 options,
@@ -309,6 +279,47 @@ impl Queue {
             },
             report,
         ))
+    }
+
+    /// The open store, or why there is none.
+    pub(crate) fn store(&self) -> Result<Arc<Store>, QueueError> {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                QueueError::StoreDown(
+                    self.failure
+                        .borrow()
+                        .clone()
+                        .unwrap_or_else(|| "closed".to_owned()),
+                )
+            })
+    }
+
+    /// Pass `err` on, first marking the store failed if it is an I/O error
+    /// (after which sled refuses all writes until reopened).
+    pub(crate) fn failed(&self, err: QueueError) -> QueueError {
+        let io = match &err {
+            QueueError::Storage(sled::Error::Io(e)) => Some(e.to_string()),
+            QueueError::Fsync(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        if let Some(reason) = io {
+            self.failure.send_if_modified(|failure| {
+                let first = failure.is_none();
+                if first {
+                    *failure = Some(reason);
+                }
+                first
+            });
+        }
+        err
+    }
+
+    /// A receiver that holds why the store failed, while it is failed.
+    pub fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.failure.subscribe()
     }
 
     fn entry(&self, stream: &str) -> Result<Arc<tokio::sync::Mutex<StreamEntry>>, QueueError> {
@@ -399,6 +410,8 @@ impl Queue {
         if limited {
             self.wait_for_room(bytes).await?;
         }
+        let _writing = self.writes.read().await;
+        let store = self.store()?;
         let entry = self.entry(stream)?;
         let (first_seq, next_seq) = {
             // Per-stream order: seqs are assigned and written under the lock;
@@ -419,12 +432,19 @@ impl Queue {
                 seq += len;
             }
             batch.insert(&keys::stream(entry.id)[..], codec::encode(&record)?);
-            self.tree.apply_batch(batch)?;
+            store
+                .tree
+                .apply_batch(batch)
+                .map_err(|e| self.failed(e.into()))?;
             entry.record = record;
             (first_seq, next_seq)
         };
         self.used_bytes.fetch_add(bytes, Ordering::AcqRel);
-        let durable_after = self.commit.durable().await.map_err(QueueError::Fsync)?;
+        let durable_after = store
+            .commit
+            .durable()
+            .await
+            .map_err(|e| self.failed(QueueError::Fsync(e)))?;
         self.metrics.fsync.observe(durable_after);
         Metrics::add(&self.metrics.events_ingested, events.len() as u64);
         self.check_high_water();
@@ -552,7 +572,8 @@ impl Queue {
     ) -> Result<Vec<SequencedEvent>, QueueError> {
         // Start at the batch that contains `from_seq`: the last batch whose
         // first seq is not after it.
-        let start = self
+        let store = self.store()?;
+        let start = store
             .tree
             .range(keys::events(id, 0)..=keys::events(id, from_seq))
             .next_back()
@@ -560,7 +581,10 @@ impl Queue {
             .map_or(keys::events(id, from_seq).to_vec(), |(key, _)| key.to_vec());
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in self.tree.range(start..=keys::events(id, u64::MAX).to_vec()) {
+        for item in store
+            .tree
+            .range(start..=keys::events(id, u64::MAX).to_vec())
+        {
             let (key, value) = item?;
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
@@ -568,7 +592,7 @@ impl Queue {
             let events: Vec<Event> = match codec::decode_chunk(&value) {
                 Ok(events) => events.to_events(),
                 Err(err) => {
-                    quarantine(&self.tree, &key, &value, &err)?;
+                    quarantine(&store.tree, &key, &value, &err)?;
                     continue;
                 }
             };
@@ -632,8 +656,10 @@ impl Queue {
         }
         let mut next = state.clone();
         next.acked.insert(stream.to_owned(), target);
-        self.tree
-            .insert(keys::group(group), codec::encode(&next)?)?;
+        self.store()?
+            .tree
+            .insert(keys::group(group), codec::encode(&next)?)
+            .map_err(|e| self.failed(e.into()))?;
         *state = next;
         drop(groups);
         self.acks_dirty.store(true, Ordering::Release);
@@ -665,12 +691,14 @@ impl Queue {
             let mut next = state.clone();
             next.epoch += 1;
             next.active = active.map(str::to_owned);
-            self.tree
-                .insert(keys::group(group), codec::encode(&next)?)?;
+            self.store()?
+                .tree
+                .insert(keys::group(group), codec::encode(&next)?)
+                .map_err(|e| self.failed(e.into()))?;
             *state = next;
             state.epoch
         };
-        self.commit.durable().await.map_err(QueueError::Fsync)?;
+        self.flush().await?;
         Ok(epoch)
     }
 
@@ -684,7 +712,12 @@ impl Queue {
 
     /// Make everything applied so far durable (acks included).
     pub async fn flush(&self) -> Result<(), QueueError> {
-        let took = self.commit.durable().await.map_err(QueueError::Fsync)?;
+        let took = self
+            .store()?
+            .commit
+            .durable()
+            .await
+            .map_err(|e| self.failed(QueueError::Fsync(e)))?;
         self.metrics.fsync.observe(took);
         Ok(())
     }
@@ -725,6 +758,7 @@ impl Queue {
             return Ok(None);
         };
         for item in self
+            .store()?
             .tree
             .range(keys::events(id, 0)..=keys::events(id, u64::MAX))
         {
@@ -744,8 +778,73 @@ impl Queue {
 
     /// How many fsyncs have run so far (each may serve many ingests).
     pub fn fsyncs(&self) -> u64 {
-        self.commit.flushes()
+        self.store().map_or(0, |store| store.commit.flushes())
     }
+}
+
+/// Open the store at `path` and read every stream's and group's state.
+/// Damaged records are quarantined and reported.
+pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueError> {
+    let db = open_db(path)?;
+    let tree = db.open_tree("saf")?;
+    let mut report = OpenReport::default();
+    let mut streams = Streams::default();
+    for item in tree.scan_prefix([keys::STREAM]) {
+        let (key, value) = item?;
+        let Some(id) = keys::parse_stream(&key) else {
+            continue;
+        };
+        streams.next_id = streams.next_id.max(id + 1);
+        match codec::decode::<StreamRecord>(&value) {
+            Ok(record) => {
+                report.streams.push(StreamState::from(&record));
+                streams.by_name.insert(
+                    record.name.clone(),
+                    (
+                        id,
+                        Arc::new(tokio::sync::Mutex::new(StreamEntry { id, record })),
+                    ),
+                );
+            }
+            Err(err) => {
+                quarantine(&tree, &key, &value, &err)?;
+                report.quarantined.push(describe_key(&key));
+            }
+        }
+    }
+    report.streams.sort_by(|a, b| a.name.cmp(&b.name));
+    for item in tree.scan_prefix([keys::GROUP]) {
+        let (key, value) = item?;
+        let name = String::from_utf8_lossy(&key[1..]).into_owned();
+        let state = match codec::decode::<GroupState>(&value) {
+            Ok(state) => state,
+            Err(err) => {
+                quarantine(&tree, &key, &value, &err)?;
+                report.quarantined.push(describe_key(&key));
+                // The old epoch is unknown: jump above any epoch that can
+                // have been issued (they count up from 1), so a stale
+                // catch-up request can never match. Acks restart at 0:
+                // re-delivery is harmless, receivers deduplicate.
+                let epoch = crate::clock::now_micros().unsigned_abs();
+                let state = GroupState {
+                    epoch,
+                    ..GroupState::default()
+                };
+                tree.insert(&key, codec::encode(&state)?)?;
+                state
+            }
+        };
+        report.groups.insert(name, state);
+    }
+    db.flush()?;
+    Ok((
+        Store {
+            tree,
+            commit: GroupCommit::new(db),
+        },
+        streams,
+        report,
+    ))
 }
 
 /// Largest event payload stored under one key. sled 0.34 writes any page

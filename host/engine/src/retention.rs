@@ -256,6 +256,7 @@ impl Queue {
         // candidate is seen and ends it.
         let upper = through.saturating_add(1);
         for item in self
+            .store()?
             .tree
             .range(keys::events(id, 0)..=keys::events(id, upper))
         {
@@ -290,7 +291,8 @@ impl Queue {
         id: u32,
         next_seq: u64,
     ) -> Result<Option<Candidate>, QueueError> {
-        let mut range = self
+        let store = self.store()?;
+        let mut range = store
             .tree
             .range(keys::events(id, 0)..=keys::events(id, u64::MAX));
         let Some((key, value)) = range.next().transpose()? else {
@@ -321,6 +323,7 @@ impl Queue {
         let Some((_, entry)) = self.stream_entry(&last.stream) else {
             return Ok((0, 0));
         };
+        let store = self.store()?;
         let mut entry = entry.lock().await;
         let mut record = entry.record.clone();
         let mut batch = sled::Batch::default();
@@ -328,7 +331,7 @@ impl Queue {
         let mut earliest: Option<i64> = None;
         for chunk in chunks {
             let key = keys::events(entry.id, chunk.first_seq);
-            if let Some(value) = self.tree.get(key)?
+            if let Some(value) = store.tree.get(key)?
                 && let Ok(stored) = codec::decode_chunk(&value)
                 && let Some(time) = stored.iter().map(|e| e.time).min()
             {
@@ -350,7 +353,10 @@ impl Queue {
         record.first_seq = record.first_seq.max(last.end_seq);
         record.bytes = record.bytes.saturating_sub(bytes);
         batch.insert(&keys::stream(entry.id)[..], codec::encode(&record)?);
-        self.tree.apply_batch(batch)?;
+        store
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| self.failed(e.into()))?;
         entry.record = record;
         self.used_bytes.fetch_sub(
             bytes.min(self.used_bytes.load(Ordering::Acquire)),

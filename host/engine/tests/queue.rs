@@ -245,3 +245,42 @@ async fn group_commit_never_strands_a_writer() {
     }
     assert!(queue.fsyncs() < 8 * 150);
 }
+
+/// A reopen (what follows a failed store) reads back exactly the durable
+/// state: streams, cursors, acks, epochs; writes continue after it, and
+/// only one store is open at a time (sled's file lock would refuse two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_store_has_the_durable_state_and_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    queue
+        .ingest("a", &events(0..10), Some(&cursor(10)))
+        .await
+        .unwrap();
+    queue.ingest("b", &events(0..3), None).await.unwrap();
+    queue.set_cursor_owners(["g".to_owned()]);
+    queue.ack("g", "a", 4).await.unwrap();
+    let epoch = queue.change_active("g", Some("primary")).await.unwrap();
+    let before = queue.streams().await;
+
+    let report = queue.reopen().await.unwrap();
+    assert_eq!(report.streams, before);
+    assert_eq!(queue.streams().await, before);
+    let group = queue.group("g").await;
+    assert_eq!(group.epoch, epoch);
+    assert_eq!(group.acked["a"], 4);
+    assert_eq!(group.active.as_deref(), Some("primary"));
+    assert!(queue.failure().borrow().is_none());
+
+    let receipt = queue
+        .ingest("a", &events(10..15), Some(&cursor(15)))
+        .await
+        .unwrap();
+    assert_eq!((receipt.first_seq, receipt.next_seq), (11, 16));
+    assert_eq!(seqs(&queue, "a"), (1..=15).collect::<Vec<_>>());
+    drop(queue);
+    let (_, report) = Queue::open(dir.path()).unwrap();
+    let a = report.streams.iter().find(|s| s.name == "a").unwrap();
+    assert_eq!(a.next_seq, 16);
+    assert_eq!(a.cursor.as_deref(), Some(&cursor(15)[..]));
+}
