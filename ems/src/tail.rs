@@ -155,7 +155,7 @@ impl Tail {
                 }
                 Err(err) => return Err(err),
             };
-            let size = file.metadata()?.len();
+            let mut size = file.metadata()?.len();
             if size < self.position.offset {
                 out.items.push(Item::Gap(Gap {
                     file: current,
@@ -204,6 +204,11 @@ impl Tail {
                         listing = Some(list(&self.dir)?);
                         finished = newer_exists(&listing);
                         if finished {
+                            // The writer completes a file before it starts
+                            // the next, but it may have written more since
+                            // the size above was taken: only the size now
+                            // is the file's real end.
+                            size = file.metadata()?.len();
                             continue;
                         }
                     }

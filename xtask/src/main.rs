@@ -5,7 +5,9 @@
 //!   `<name>.toml`), a ready plugin directory;
 //! - `test`: `plugins`, then every test of the host workspace;
 //! - `demo`: `plugins`, then safd's demo on the built plugins;
-//! - `bench`: `plugins`, then the criterion benchmarks.
+//! - `bench`: `plugins`, then the criterion benchmarks;
+//! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
+//!   ems-sim, then `safd bench` (the whole pipeline against its targets).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -38,6 +40,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the plugins and release binaries, then run `safd bench` (extra
+    /// args go to it; the report lands in target/bench-report).
+    BenchPipeline {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -67,6 +75,29 @@ fn main() -> Result<()> {
             let safd = root.join("target").join("debug").join("safd");
             let mut cmd = Command::new(&safd);
             cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
+            run(&mut cmd)
+        }
+        Task::BenchPipeline { args } => {
+            let dir = build_plugins(&root)?;
+            run(cargo(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "safd",
+                "-p",
+                "safd-mgmt",
+                "-p",
+                "ems-sim",
+            ]))?;
+            let target = root.join("target");
+            let mut cmd = Command::new(target.join("release").join("safd"));
+            cmd.args(["bench", "--plugins"])
+                .arg(&dir)
+                .arg("--cache-dir")
+                .arg(target.join("bench-plugin-cache"))
+                .arg("--out")
+                .arg(target.join("bench-report"))
+                .args(args);
             run(&mut cmd)
         }
         Task::Bench { args } => {

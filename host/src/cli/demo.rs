@@ -9,14 +9,14 @@
 //! duplicates, failover and failback times.
 
 use super::daemon::start_engine;
+use super::harness::{Server, TOKEN, check_plugins, config_text, count, generated, tools, union};
 use crate::config;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use safd_engine::Engine;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
@@ -44,141 +44,6 @@ pub(crate) struct DemoArgs {
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     cache: super::CacheArgs,
-}
-
-const TOKEN: &str = "demo";
-const STREAM: &str = "ems-prod1";
-
-/// A `safd-mgmt` process that can be killed and restarted on its address.
-struct Server {
-    name: &'static str,
-    binary: PathBuf,
-    data: PathBuf,
-    address: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
-        let mut server = Self {
-            name,
-            binary: binary.to_owned(),
-            data,
-            address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            child: None,
-        };
-        server.restart()?;
-        Ok(server)
-    }
-
-    fn restart(&mut self) -> anyhow::Result<()> {
-        let mut child = Command::new(&self.binary)
-            .arg("--listen")
-            .arg(self.address.to_string())
-            .args(["--token", TOKEN, "--data"])
-            .arg(&self.data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        let stdout = child.stdout.take().context("safd-mgmt's stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(address) = line.trim().strip_prefix("listening on http://") else {
-            let _ = child.kill();
-            bail!("safd-mgmt ({}) did not start: {line:?}", self.name);
-        };
-        self.address = address.parse()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    fn is_up(&self) -> bool {
-        self.child.is_some()
-    }
-
-    /// This stream's held seq ranges at the server (empty if it is down).
-    fn held(&self) -> Vec<(u64, u64)> {
-        let Ok(mut response) = ureq::get(&format!("{}/safd/v1/stats", self.base()))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-        else {
-            return Vec::new();
-        };
-        let stats: serde_json::Value = response.body_mut().read_json().unwrap_or_default();
-        stats["streams"]
-            .as_array()
-            .and_then(|streams| streams.iter().find(|s| s["stream"] == STREAM))
-            .and_then(|s| s["held"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
-            .collect()
-    }
-}
-
-impl Server {
-    /// Events this server received again and stored once.
-    fn recognised(&self) -> u64 {
-        ureq::get(&format!("{}/safd/v1/stats", self.base()))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-            .and_then(|stats| stats["counters"]["duplicates"].as_u64())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn count(held: &[(u64, u64)]) -> u64 {
-    held.iter().map(|(a, b)| b - a + 1).sum()
-}
-
-/// Distinct seqs held by either server.
-fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
-    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
-    all.sort_unstable();
-    let mut total = 0;
-    let mut current: Option<(u64, u64)> = None;
-    for (start, end) in all {
-        current = match current {
-            Some((s, e)) if start <= e + 1 => Some((s, e.max(end))),
-            Some((s, e)) => {
-                total += e - s + 1;
-                Some((start, end))
-            }
-            None => Some((start, end)),
-        };
-    }
-    total + current.map_or(0, |(s, e)| e - s + 1)
-}
-
-/// Complete lines (format B: one event each) in the simulator's files.
-fn generated(logs: &Path) -> u64 {
-    std::fs::read_dir(logs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| std::fs::read(entry.path()).ok())
-        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count() as u64)
-        .sum()
 }
 
 fn active(engine: &Engine) -> Option<String> {
@@ -258,33 +123,8 @@ async fn phase(
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the directory of this safd")?
-            .to_owned(),
-    };
-    let tool = |name: &str| -> anyhow::Result<PathBuf> {
-        let path = bin_dir.join(name);
-        if !path.is_file() {
-            bail!(
-                "{} is missing; build it with `cargo build -p {name}` (`cargo xtask demo` does), \
-                 or point --bin-dir at it",
-                path.display()
-            );
-        }
-        Ok(path)
-    };
-    let (mgmt, sim) = (tool("safd-mgmt")?, tool("ems-sim")?);
-    for plugin in ["ems-reader", "mgmt-http"] {
-        if !args.plugins.join(format!("{plugin}.wasm")).is_file() {
-            bail!(
-                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
-                args.plugins.display()
-            );
-        }
-    }
+    let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
+    check_plugins(&args.plugins)?;
     let temporary = tempfile::tempdir()?;
     let work = args
         .data_dir
@@ -308,33 +148,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config_path = work.join("safd.toml");
     std::fs::write(
         &config_path,
-        format!(
-            r#"agent_id = "prod1-safd"
-data_dir = "{queue}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.{STREAM}]
-plugin = "ems-reader"
-config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
-grants = {{ dirs = ["{logs}"] }}
-
-[groups.mgmt]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ token = "{TOKEN}", connect_timeout_ms = 500 }}
-grants = {{ http = ["{p}", "{b}"] }}
-members = [{{ name = "primary", address = "http://{p}" }}, {{ name = "backup", address = "http://{b}" }}]
-probe_interval_ms = 200
-request_timeout_ms = 2000
-"#,
-            queue = work.join("queue").display(),
-            plugins = args.plugins.display(),
-            logs = logs.display(),
-            p = primary.address,
-            b = backup.address,
+        config_text(
+            &work.join("queue"),
+            &args.plugins,
+            &logs,
+            &[("primary", primary.address), ("backup", backup.address)],
+            "request_timeout_ms = 2000",
         ),
     )?;
     let checked = config::check(&config_path, |_| args.cache.runtime())

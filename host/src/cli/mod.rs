@@ -1,8 +1,10 @@
 //! Command-line interface.
 
 mod admin;
+mod bench;
 mod daemon;
 mod demo;
+mod harness;
 mod plugins;
 
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +64,14 @@ enum Command {
     /// primary (failover), restarts it (failback), stops both (catch-up by
     /// exactly one), and counts every event.
     Demo(demo::DemoArgs),
+    /// Measure the whole pipeline against its targets: end-to-end
+    /// events/s, event → server latency, failover times, backlog replay
+    /// rate and safd's RSS; writes bench.json and bench.md.
+    ///
+    /// Runs `safd run` as a process with primary and backup `safd-mgmt`
+    /// and the EMS simulator; use release builds (`cargo xtask
+    /// bench-pipeline`).
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -124,5 +134,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => admin::reload(args).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,0 +1,614 @@
+//! `safd bench`: the whole pipeline — EMS simulator → ems-reader → durable
+//! queue → mgmt-http → `safd-mgmt` — measured with safd as its own process
+//! (`safd run`, fsync before every acknowledgement), against the targets of
+//! the product. Each figure is taken in every run; the report gives the
+//! median and every run's value, as JSON and as markdown.
+//!
+//! The runs: (1) throughput — N events written beforehand, from safd's
+//! start until the server holds the last one; (2) latency — the simulator
+//! live at a fixed rate, event time to the server's commit time; (3)
+//! failover — the primary killed (connections refused) and later stopped
+//! (SIGSTOP, a silent peer) with the simulator running, the time from the
+//! fault to the first event the backup stores, and what was lost; (4)
+//! backlog — a million events queued while no server is up (safd's RSS with
+//! that backlog), then the server back and the backlog replayed to it.
+
+use super::harness::{STREAM, Server, config_text, count, generated, tools, union};
+use crate::admin::client::AdminClient;
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// Plugin directory holding ems-reader and mgmt-http (built by
+    /// `cargo xtask plugins` into target/plugins).
+    #[arg(long, env = "SAFD_PLUGIN_DIR")]
+    plugins: PathBuf,
+    /// Where `safd-mgmt` and `ems-sim` are (default: next to this safd).
+    /// Measure release builds: `cargo xtask bench-pipeline` builds them.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Events of the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Events queued while no server is up (backlog RSS, replay rate).
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Events per second of the latency and failover runs.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Runs; the report gives the median of each figure.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Directory for bench.json and bench.md.
+    #[arg(long, default_value = "target/bench-report")]
+    out: PathBuf,
+    /// Work directory (default: a temporary directory removed at the end).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Compiled plugin cache for the safd processes.
+    #[arg(long, env = "SAFD_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// How long any one wait may take before the run is declared failed.
+const DEADLINE: Duration = Duration::from_secs(300);
+/// The group settings of every run: a silent peer is given up on after
+/// one second.
+const GROUP_TUNING: &str = "request_timeout_ms = 1000\nbatch_max_events = 1024";
+
+/// One figure: its name, unit, target and which way is better.
+struct Figure {
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    /// The target and whether higher values are better.
+    target: Option<(f64, bool)>,
+}
+
+const FIGURES: [Figure; 9] = [
+    Figure {
+        key: "end_to_end_events_per_sec",
+        label: "end to end (fsync on)",
+        unit: "events/s",
+        target: Some((100_000.0, true)),
+    },
+    Figure {
+        key: "latency_p50_ms",
+        label: "event → server commit, p50",
+        unit: "ms",
+        target: None,
+    },
+    Figure {
+        key: "latency_p99_ms",
+        label: "event → server commit, p99",
+        unit: "ms",
+        target: Some((50.0, false)),
+    },
+    Figure {
+        key: "failover_refused_ms",
+        label: "failover, primary killed (refused)",
+        unit: "ms",
+        target: Some((100.0, false)),
+    },
+    Figure {
+        key: "failover_silent_ms",
+        label: "failover, primary SIGSTOPped (silent)",
+        unit: "ms",
+        target: Some((2_000.0, false)),
+    },
+    Figure {
+        key: "lost_in_failover",
+        label: "events lost across both failovers",
+        unit: "events",
+        target: Some((0.0, false)),
+    },
+    Figure {
+        key: "backlog_ingest_events_per_sec",
+        label: "ingest with no server up",
+        unit: "events/s",
+        target: None,
+    },
+    Figure {
+        key: "catch_up_events_per_sec",
+        label: "backlog replay to the returning server",
+        unit: "events/s",
+        target: None,
+    },
+    Figure {
+        key: "peak_rss_mib",
+        label: "safd peak RSS (backlog run)",
+        unit: "MiB",
+        target: Some((150.0, false)),
+    },
+];
+
+type Run = std::collections::BTreeMap<&'static str, f64>;
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || bench(&args)).await?
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
+    super::harness::check_plugins(&args.plugins)?;
+    let temporary = tempfile::tempdir()?;
+    let work = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_owned());
+    let tools = Tools {
+        safd: std::env::current_exe()?,
+        mgmt,
+        sim,
+        args: args.clone(),
+    };
+    let mut runs: Vec<Run> = Vec::new();
+    for n in 1..=args.runs {
+        let dir = work.join(format!("run-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        println!("run {n} of {}", args.runs);
+        let mut run = Run::new();
+        tools.throughput(&dir.join("throughput"), &mut run)?;
+        tools.latency(&dir.join("latency"), &mut run)?;
+        tools.failover(&dir.join("failover"), &mut run)?;
+        tools.backlog(&dir.join("backlog"), &mut run)?;
+        for figure in &FIGURES {
+            if let Some(value) = run.get(figure.key) {
+                println!("  {:<40} {value:>12.1} {}", figure.label, figure.unit);
+            }
+        }
+        runs.push(run);
+        // The next run starts from empty directories.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let met = report(args, &runs)?;
+    Ok(if met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+struct Tools {
+    safd: PathBuf,
+    mgmt: PathBuf,
+    sim: PathBuf,
+    args: BenchArgs,
+}
+
+/// A `safd run` process, stopped with SIGTERM when dropped.
+struct Safd {
+    child: Child,
+    admin: AdminClient,
+    started: Instant,
+}
+
+impl Safd {
+    fn status(&self) -> anyhow::Result<crate::admin::Status> {
+        self.admin.status()
+    }
+
+    fn active(&self) -> Option<String> {
+        self.status()
+            .ok()?
+            .groups
+            .first()?
+            .lanes
+            .first()?
+            .active
+            .clone()
+    }
+
+    /// Events of the stream in safd's queue (its next seq − 1).
+    fn stored(&self) -> u64 {
+        self.status()
+            .ok()
+            .and_then(|s| s.streams.into_iter().find(|s| s.name == STREAM))
+            .map_or(0, |s| s.next_seq - 1)
+    }
+
+    /// (current, peak) resident set size in MiB.
+    fn rss_mib(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("safd exited with {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Safd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > DEADLINE {
+            bail!("gave up waiting for {what} after {} s", DEADLINE.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(started.elapsed())
+}
+
+fn now_micros() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+impl Tools {
+    /// Start `safd run` on a generated configuration.
+    fn safd(&self, dir: &Path, logs: &Path, members: &[&Server]) -> anyhow::Result<Safd> {
+        let members: Vec<(&str, std::net::SocketAddr)> = members
+            .iter()
+            .zip(["primary", "backup"])
+            .map(|(server, name)| (name, server.address))
+            .collect();
+        let config = dir.join("safd.toml");
+        std::fs::write(
+            &config,
+            config_text(
+                &dir.join("queue"),
+                &self.args.plugins,
+                logs,
+                &members,
+                GROUP_TUNING,
+            ),
+        )?;
+        let mut command = Command::new(&self.safd);
+        command
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cache) = &self.args.cache_dir {
+            command.env("SAFD_CACHE_DIR", cache);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().context("starting safd run")?;
+        let stderr = child.stderr.take().context("safd's stderr")?;
+        let mut stderr = BufReader::new(stderr);
+        let mut seen = String::new();
+        let admin = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("safd ended before it ran:\n{seen}");
+            }
+            seen.push_str(&line);
+            if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
+                break address.to_owned();
+            }
+        };
+        // Keep reading so safd never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink);
+        });
+        Ok(Safd {
+            child,
+            admin: AdminClient::new(&admin, None),
+            started,
+        })
+    }
+
+    /// Write `events` EMS events (format B) into `logs` as fast as possible.
+    fn simulate(&self, logs: &Path, events: u64) -> anyhow::Result<()> {
+        let status = Command::new(&self.sim)
+            .arg("--dir")
+            .arg(logs)
+            .args(["--format", "b", "--events", &events.to_string()])
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("ems-sim failed: {status}");
+        }
+        Ok(())
+    }
+
+    /// The simulator live at the configured rate.
+    fn live(&self, logs: &Path, seconds: Option<u64>) -> anyhow::Result<Child> {
+        let mut command = Command::new(&self.sim);
+        command
+            .arg("--dir")
+            .arg(logs)
+            .args(["--format", "b", "--rate", &self.args.rate.to_string()])
+            .stdout(Stdio::null());
+        if let Some(seconds) = seconds {
+            command.args(["--duration", &seconds.to_string()]);
+        }
+        Ok(command.spawn()?)
+    }
+
+    fn server(&self, dir: &Path, name: &'static str) -> anyhow::Result<Server> {
+        Server::start(name, &self.mgmt, dir.join(name))
+    }
+
+    fn throughput(&self, dir: &Path, run: &mut Run) -> anyhow::Result<()> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        self.simulate(&logs, self.args.events)?;
+        let server = self.server(dir, "primary")?;
+        let safd = self.safd(dir, &logs, &[&server])?;
+        wait_until("every event at the server", || {
+            server.high_water() >= self.args.events
+        })?;
+        let took = safd.started.elapsed().as_secs_f64();
+        run.insert("end_to_end_events_per_sec", self.args.events as f64 / took);
+        safd.stop()
+    }
+
+    fn latency(&self, dir: &Path, run: &mut Run) -> anyhow::Result<()> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let server = self.server(dir, "primary")?;
+        let safd = self.safd(dir, &logs, &[&server])?;
+        wait_until("the server to be active", || {
+            safd.active().as_deref() == Some("primary")
+        })?;
+        let mut sim = self.live(&logs, Some(self.args.latency_secs))?;
+        let began = now_micros();
+        sim.wait()?;
+        let total = generated(&logs);
+        wait_until("every event at the server", || server.high_water() >= total)?;
+        // Second by second (the server answers at most 10 000 events per
+        // query); the first second is warm-up (files created, first polls).
+        let mut latencies: Vec<i64> = (1..self.args.latency_secs)
+            .flat_map(|second| {
+                let from = began + second as i64 * 1_000_000;
+                server.times(from, from + 1_000_000)
+            })
+            .map(|(time, received)| received - time)
+            .collect();
+        if latencies.is_empty() {
+            bail!("the latency run stored no events after its first second");
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let index = ((latencies.len() - 1) as f64 * q).round() as usize;
+            latencies[index] as f64 / 1000.0
+        };
+        run.insert("latency_p50_ms", at(0.50));
+        run.insert("latency_p99_ms", at(0.99));
+        safd.stop()
+    }
+
+    fn failover(&self, dir: &Path, run: &mut Run) -> anyhow::Result<()> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let mut primary = self.server(dir, "primary")?;
+        let backup = self.server(dir, "backup")?;
+        let safd = self.safd(dir, &logs, &[&primary, &backup])?;
+        wait_until("the primary to be active", || {
+            safd.active().as_deref() == Some("primary")
+        })?;
+        let mut sim = self.live(&logs, None)?;
+        wait_until("events at the primary", || primary.high_water() > 1_000)?;
+
+        // A dead primary: its port refuses connections.
+        let killed = now_micros();
+        primary.kill();
+        let first_at_backup = |after: i64| {
+            backup
+                .times(after - 2_000_000, after + 3_600_000_000)
+                .into_iter()
+                .map(|(_, received)| received)
+                .filter(|received| *received >= after)
+                .min()
+        };
+        let mut first = None;
+        wait_until("the backup to store events", || {
+            first = first_at_backup(killed);
+            first.is_some()
+        })?;
+        run.insert(
+            "failover_refused_ms",
+            first.map_or(0.0, |at| (at - killed) as f64 / 1000.0),
+        );
+
+        primary.restart()?;
+        wait_until("the failback", || {
+            safd.active().as_deref() == Some("primary")
+        })?;
+        let held = count(&primary.held());
+        wait_until("events at the primary again", || {
+            count(&primary.held()) > held + 1_000
+        })?;
+        // A silent primary: connections hang.
+        let stopped = now_micros();
+        primary.signal("STOP")?;
+        let mut first = None;
+        wait_until("the backup to store events", || {
+            first = first_at_backup(stopped);
+            first.is_some()
+        })?;
+        run.insert(
+            "failover_silent_ms",
+            first.map_or(0.0, |at| (at - stopped) as f64 / 1000.0),
+        );
+        primary.signal("CONT")?;
+
+        let _ = sim.kill();
+        let _ = sim.wait();
+        let total = generated(&logs);
+        let all_there = || union(&primary.held(), &backup.held()) >= total;
+        let _ = wait_until("every event at one of the servers", all_there);
+        let delivered = union(&primary.held(), &backup.held());
+        run.insert("lost_in_failover", total.saturating_sub(delivered) as f64);
+        safd.stop()
+    }
+
+    fn backlog(&self, dir: &Path, run: &mut Run) -> anyhow::Result<()> {
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        self.simulate(&logs, self.args.backlog)?;
+        let mut server = self.server(dir, "primary")?;
+        // Its address is known, nothing answers there.
+        server.kill();
+        let safd = self.safd(dir, &logs, &[&server])?;
+        let ingest = wait_until("the backlog in safd's queue", || {
+            safd.stored() >= self.args.backlog
+        })?;
+        run.insert(
+            "backlog_ingest_events_per_sec",
+            self.args.backlog as f64 / ingest.as_secs_f64(),
+        );
+        let (with_backlog, _) = safd.rss_mib();
+        run.insert("rss_with_backlog_mib", with_backlog);
+
+        server.restart()?;
+        let replay = wait_until("the backlog at the server", || {
+            server.high_water() >= self.args.backlog
+        })?;
+        run.insert(
+            "catch_up_events_per_sec",
+            self.args.backlog as f64 / replay.as_secs_f64(),
+        );
+        run.insert("peak_rss_mib", safd.rss_mib().1);
+        safd.stop()
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[derive(Serialize)]
+struct Row {
+    figure: &'static str,
+    unit: &'static str,
+    median: f64,
+    runs: Vec<f64>,
+    target: Option<String>,
+    met: Option<bool>,
+}
+
+/// Write bench.json and bench.md; true when every target is met.
+fn report(args: &BenchArgs, runs: &[Run]) -> anyhow::Result<bool> {
+    let mut rows = Vec::new();
+    let extra = Figure {
+        key: "rss_with_backlog_mib",
+        label: "safd RSS holding the backlog",
+        unit: "MiB",
+        target: Some((150.0, false)),
+    };
+    for figure in FIGURES.iter().chain(std::iter::once(&extra)) {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.get(figure.key))
+            .copied()
+            .collect();
+        let all = values.clone();
+        let median = median(&mut values);
+        let met = figure.target.map(|(target, higher)| {
+            if higher {
+                median >= target
+            } else {
+                median <= target
+            }
+        });
+        rows.push(Row {
+            figure: figure.label,
+            unit: figure.unit,
+            median,
+            runs: all,
+            target: figure.target.map(|(target, higher)| {
+                format!(
+                    "{} {target} {}",
+                    if higher { "≥" } else { "≤" },
+                    figure.unit
+                )
+            }),
+            met,
+        });
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::consts::ARCH
+    );
+    let json = serde_json::json!({
+        "when": jiff::Timestamp::now().to_string(),
+        "machine": machine,
+        "runs": args.runs,
+        "events": args.events,
+        "backlog": args.backlog,
+        "rate": args.rate,
+        "figures": rows,
+    });
+    let json_path = args.out.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# safd pipeline benchmark\n\n{} · {machine} · {} runs · throughput {} events · \
+         backlog {} events · live rate {} events/s\n\n\
+         | figure | median | runs | target | met |\n|---|---|---|---|---|\n",
+        json["when"].as_str().unwrap_or_default(),
+        args.runs,
+        args.events,
+        args.backlog,
+        args.rate
+    ));
+    for row in &rows {
+        let runs: Vec<String> = row.runs.iter().map(|v| format!("{v:.1}")).collect();
+        md.push_str(&format!(
+            "| {} | {:.1} {} | {} | {} | {} |\n",
+            row.figure,
+            row.median,
+            row.unit,
+            runs.join(", "),
+            row.target.as_deref().unwrap_or("-"),
+            match row.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            }
+        ));
+    }
+    let md_path = args.out.join("bench.md");
+    std::fs::write(&md_path, &md)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{md}")?;
+    writeln!(
+        out,
+        "report: {} and {}",
+        json_path.display(),
+        md_path.display()
+    )?;
+    Ok(rows.iter().all(|r| r.met != Some(false)))
+}

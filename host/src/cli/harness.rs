@@ -1,0 +1,276 @@
+//! What `safd demo` and `safd bench` set up around safd: `safd-mgmt`
+//! servers that can be killed, stopped and restarted on their address, the
+//! EMS simulator, the generated configuration, and counting what the
+//! servers hold.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub(crate) const TOKEN: &str = "demo";
+pub(crate) const STREAM: &str = "ems-prod1";
+
+/// `safd-mgmt` and `ems-sim`, from `bin_dir` or next to this safd.
+pub(crate) fn tools(bin_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let bin_dir = match bin_dir {
+        Some(dir) => dir.to_owned(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the directory of this safd")?
+            .to_owned(),
+    };
+    let tool = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = bin_dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} is missing; build it with `cargo build -p {name}` (`cargo xtask demo` does), \
+                 or point --bin-dir at it",
+                path.display()
+            );
+        }
+        Ok(path)
+    };
+    Ok((tool("safd-mgmt")?, tool("ems-sim")?))
+}
+
+/// Fail early, naming the fix, when the plugins are not built.
+pub(crate) fn check_plugins(plugins: &Path) -> anyhow::Result<()> {
+    for plugin in ["ems-reader", "mgmt-http"] {
+        if !plugins.join(format!("{plugin}.wasm")).is_file() {
+            bail!(
+                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
+                plugins.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A configuration: the EMS directory `logs` (format B) → the failover
+/// group `mgmt` of `members` (name, address), with `group_extra` lines
+/// appended to the group's table.
+pub(crate) fn config_text(
+    queue: &Path,
+    plugins: &Path,
+    logs: &Path,
+    members: &[(&str, SocketAddr)],
+    group_extra: &str,
+) -> String {
+    let grants: Vec<String> = members.iter().map(|(_, a)| format!("\"{a}\"")).collect();
+    let members: Vec<String> = members
+        .iter()
+        .map(|(name, a)| format!("{{ name = \"{name}\", address = \"http://{a}\" }}"))
+        .collect();
+    format!(
+        r#"agent_id = "prod1-safd"
+data_dir = "{queue}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.{STREAM}]
+plugin = "ems-reader"
+config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
+grants = {{ dirs = ["{logs}"] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{TOKEN}", connect_timeout_ms = 500 }}
+grants = {{ http = [{grants}] }}
+members = [{members}]
+probe_interval_ms = 200
+{group_extra}
+"#,
+        queue = queue.display(),
+        plugins = plugins.display(),
+        logs = logs.display(),
+        grants = grants.join(", "),
+        members = members.join(", "),
+    )
+}
+
+/// A `safd-mgmt` process that can be killed and restarted on its address.
+pub(crate) struct Server {
+    name: &'static str,
+    binary: PathBuf,
+    data: PathBuf,
+    pub(crate) address: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub(crate) fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
+        let mut server = Self {
+            name,
+            binary: binary.to_owned(),
+            data,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    pub(crate) fn restart(&mut self) -> anyhow::Result<()> {
+        let mut child = Command::new(&self.binary)
+            .arg("--listen")
+            .arg(self.address.to_string())
+            .args(["--token", TOKEN, "--data"])
+            .arg(&self.data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("safd-mgmt's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(address) = line.trim().strip_prefix("listening on http://") else {
+            let _ = child.kill();
+            bail!("safd-mgmt ({}) did not start: {line:?}", self.name);
+        };
+        self.address = address.parse()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: from now on its address refuses connections.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Send `signal` (`STOP`, `CONT`) to the running server.
+    pub(crate) fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the server is not running")?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {} failed", child.id());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let mut response = ureq::get(&format!("{}/safd/v1/{path}", self.base()))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .ok()?;
+        response
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_json()
+            .ok()
+    }
+
+    /// The stream's entry in `/stats`.
+    fn stream(&self) -> Option<serde_json::Value> {
+        self.get("stats")?["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["stream"] == STREAM)
+            .cloned()
+    }
+
+    /// This stream's held seq ranges at the server (empty if it is down).
+    pub(crate) fn held(&self) -> Vec<(u64, u64)> {
+        self.stream()
+            .and_then(|s| s["held"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|pair| Some((pair[0].as_u64()?, pair[1].as_u64()?)))
+            .collect()
+    }
+
+    /// Highest seq held with every seq below it (0 if none, or down).
+    pub(crate) fn high_water(&self) -> u64 {
+        self.stream()
+            .and_then(|s| s["high_water"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Events this server received again and stored once.
+    pub(crate) fn recognised(&self) -> u64 {
+        self.get("stats")
+            .and_then(|stats| stats["counters"]["duplicates"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// (event time, received at) in µs of the stream's events whose event
+    /// time is in `since..until` (µs); at most the 10 000 received last.
+    pub(crate) fn times(&self, since: i64, until: i64) -> Vec<(i64, i64)> {
+        let rfc3339 = |micros: i64| {
+            jiff::Timestamp::from_microsecond(micros)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        self.get(&format!(
+            "query/events?stream={STREAM}&since={}&until={}&limit=10000",
+            rfc3339(since),
+            rfc3339(until)
+        ))
+        .and_then(|events| events.as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| Some((e["time"].as_i64()?, e["received_at"].as_i64()?)))
+        .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A stopped process cannot die until it is continued.
+        let _ = self.signal("CONT");
+        self.kill();
+    }
+}
+
+pub(crate) fn count(held: &[(u64, u64)]) -> u64 {
+    held.iter().map(|(a, b)| b - a + 1).sum()
+}
+
+/// Distinct seqs held by either server.
+pub(crate) fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
+    let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for (start, end) in all {
+        current = match current {
+            Some((s, e)) if start <= e + 1 => Some((s, e.max(end))),
+            Some((s, e)) => {
+                total += e - s + 1;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(0, |(s, e)| e - s + 1)
+}
+
+/// Complete lines (format B: one event each) in the simulator's files.
+pub(crate) fn generated(logs: &Path) -> u64 {
+    std::fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path()).ok())
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+        .sum()
+}
