@@ -93,6 +93,18 @@ impl ReloadReport {
         self.problems.is_empty() && self.failed.is_empty()
     }
 
+    /// What happened to each source and group, by outcome, in the order
+    /// they are shown.
+    pub fn sections(&self) -> [(&'static str, &[String]); 5] {
+        [
+            ("added", &self.added),
+            ("restarted", &self.restarted),
+            ("removed", &self.removed),
+            ("unchanged", &self.unchanged),
+            ("failed", &self.failed),
+        ]
+    }
+
     pub fn summary(&self) -> String {
         if !self.problems.is_empty() {
             return format!(
@@ -100,18 +112,12 @@ impl ReloadReport {
                 self.problems.join("; ")
             );
         }
-        let mut parts = Vec::new();
-        for (label, entries) in [
-            ("added", &self.added),
-            ("restarted", &self.restarted),
-            ("removed", &self.removed),
-            ("unchanged", &self.unchanged),
-            ("failed", &self.failed),
-        ] {
-            if !entries.is_empty() {
-                parts.push(format!("{label}: {}", entries.join(", ")));
-            }
-        }
+        let mut parts: Vec<String> = self
+            .sections()
+            .iter()
+            .filter(|(_, entries)| !entries.is_empty())
+            .map(|(label, entries)| format!("{label}: {}", entries.join(", ")))
+            .collect();
         if !self.needs_restart.is_empty() {
             parts.push(format!(
                 "needs a restart to take effect (running values kept): {}",

@@ -84,6 +84,10 @@ fn main() -> anyhow::Result<()> {
     };
     if args.rate.is_some() {
         config.start = jiff::Timestamp::now().as_microsecond();
+        // The wall clock paces live events: each is stamped when written,
+        // not a random gap after the previous one (which put event times
+        // up to 100 ms in the future and made latencies meaningless).
+        config.mean_gap_micros = 1;
     }
     let mut generator = Generator::new(config);
     let mut writer = LogWriter::create(

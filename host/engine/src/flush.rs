@@ -16,6 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How long a flush may take before another one is started to wake it
+/// (see `flush_nudged`); far above a healthy fsync.
+const NUDGE_AFTER: Duration = Duration::from_millis(500);
+
 #[derive(Debug)]
 pub(crate) struct GroupCommit {
     db: sled::Db,
@@ -55,8 +59,7 @@ impl GroupCommit {
         }
         if state.attempted_through < ticket {
             let covered = self.issued.load(Ordering::Acquire);
-            let db = self.db.clone();
-            let outcome = tokio::task::spawn_blocking(move || db.flush()).await;
+            let outcome = self.flush_nudged().await;
             self.flushes.fetch_add(1, Ordering::Relaxed);
             state.attempted_through = covered;
             state.last_error = match outcome {
@@ -76,6 +79,30 @@ impl GroupCommit {
             .last_error
             .clone()
             .unwrap_or_else(|| "fsync failed".to_owned()))
+    }
+
+    /// `sled::Db::flush` on a blocking thread. sled 0.34 can miss the
+    /// wakeup of a flush waiting for an I/O buffer whose write failed (a
+    /// full disk): that flush would wait forever, holding the database
+    /// open. Another flush finds the failure and wakes every waiter, so
+    /// one is started whenever the first has taken a while.
+    async fn flush_nudged(&self) -> Result<Result<usize, sled::Error>, tokio::task::JoinError> {
+        let db = self.db.clone();
+        let mut flushing = tokio::task::spawn_blocking(move || db.flush());
+        let mut nudge: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            match tokio::time::timeout(NUDGE_AFTER, &mut flushing).await {
+                Ok(outcome) => return outcome,
+                Err(_) => {
+                    if nudge.as_ref().is_none_or(|n| n.is_finished()) {
+                        let db = self.db.clone();
+                        nudge = Some(tokio::task::spawn_blocking(move || {
+                            let _ = db.flush();
+                        }));
+                    }
+                }
+            }
+        }
     }
 
     /// How many fsyncs have run (each may serve many writers).

@@ -29,7 +29,10 @@ impl Default for PumpTuning {
     fn default() -> Self {
         Self {
             limits: PollLimits::default(),
-            idle_wait: Duration::from_millis(50),
+            // An idle poll costs microseconds; waiting long between them
+            // is what an event written just after a poll waits for (50 ms
+            // put the p99 of event → server commit at 75 ms).
+            idle_wait: Duration::from_millis(10),
             call_timeout: Duration::from_secs(10),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),

@@ -40,6 +40,11 @@ pub enum QueueError {
          once the data directory accepts them again"
     )]
     StoreDown(String),
+    #[error(
+        "the data directory has {free} bytes free, less than the {reserve} bytes safd keeps \
+         free there (queue.min_free_mib); free space and ingest resumes by itself"
+    )]
+    DiskFull { free: u64, reserve: u64 },
     #[error("too many streams (at most {max})")]
     TooManyStreams { max: u32 },
     #[error(
@@ -88,6 +93,10 @@ pub struct QueueOptions {
     /// Percentage of capacity at which event 2001 is announced.
     pub high_water_percent: u8,
     pub retention: Retention,
+    /// Free space kept on the data directory's file system: an ingest that
+    /// would leave less is refused (the source waits). sled 0.34 can wedge
+    /// for good when a write meets a full disk, so it must never get there.
+    pub min_free_bytes: u64,
 }
 
 impl Default for QueueOptions {
@@ -97,6 +106,7 @@ impl Default for QueueOptions {
             when_full: WhenFull::Block,
             high_water_percent: 80,
             retention: Retention::default(),
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -409,6 +419,7 @@ impl Queue {
         let bytes: u64 = encoded.iter().map(|(_, v)| v.len() as u64).sum();
         if limited {
             self.wait_for_room(bytes).await?;
+            self.check_free_space(bytes)?;
         }
         let _writing = self.writes.read().await;
         let store = self.store()?;
@@ -498,6 +509,27 @@ impl Queue {
         }
         self.full_announced.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// Refuse a write of `bytes` that would leave less than the reserve
+    /// free on the data directory's file system.
+    fn check_free_space(&self, bytes: u64) -> Result<(), QueueError> {
+        let reserve = self.options.min_free_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        match fs2::available_space(&self.path) {
+            Ok(free) if free < reserve.saturating_add(bytes) => {
+                Err(QueueError::DiskFull { free, reserve })
+            }
+            Ok(_) => Ok(()),
+            // Not knowing is no reason to hold the source back; a write
+            // that really fails is reported as such.
+            Err(err) => {
+                tracing::debug!("cannot tell the free space of the data directory: {err}");
+                Ok(())
+            }
+        }
     }
 
     fn fits(&self, bytes: u64) -> bool {

@@ -234,17 +234,11 @@ pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "  {problem}")?;
         }
     } else {
-        for (label, entries) in [
-            ("added", &report.added),
-            ("restarted", &report.restarted),
-            ("removed", &report.removed),
-            ("unchanged", &report.unchanged),
-            ("FAILED", &report.failed),
-            (
-                "needs a restart (running values kept)",
-                &report.needs_restart,
-            ),
-        ] {
+        let restart = (
+            "needs a restart (running values kept)",
+            &report.needs_restart[..],
+        );
+        for (label, entries) in report.sections().into_iter().chain([restart]) {
             if !entries.is_empty() {
                 writeln!(out, "{label}: {}", entries.join(", "))?;
             }

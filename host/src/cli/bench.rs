@@ -416,23 +416,21 @@ impl Tools {
         // A dead primary: its port refuses connections.
         let killed = now_micros();
         primary.kill();
-        let first_at_backup = |after: i64| {
-            backup
-                .times(after - 2_000_000, after + 3_600_000_000)
-                .into_iter()
-                .map(|(_, received)| received)
-                .filter(|received| *received >= after)
-                .min()
+        // From `fault` to the first event the backup stores after it, in ms.
+        let until_backup_stores = |fault: i64| -> anyhow::Result<f64> {
+            let mut first = None;
+            wait_until("the backup to store events", || {
+                first = backup
+                    .times(fault - 2_000_000, fault + 3_600_000_000)
+                    .into_iter()
+                    .map(|(_, received)| received)
+                    .filter(|received| *received >= fault)
+                    .min();
+                first.is_some()
+            })?;
+            Ok(first.map_or(0.0, |at| (at - fault) as f64 / 1000.0))
         };
-        let mut first = None;
-        wait_until("the backup to store events", || {
-            first = first_at_backup(killed);
-            first.is_some()
-        })?;
-        run.insert(
-            "failover_refused_ms",
-            first.map_or(0.0, |at| (at - killed) as f64 / 1000.0),
-        );
+        run.insert("failover_refused_ms", until_backup_stores(killed)?);
 
         primary.restart()?;
         wait_until("the failback", || {
@@ -445,15 +443,7 @@ impl Tools {
         // A silent primary: connections hang.
         let stopped = now_micros();
         primary.signal("STOP")?;
-        let mut first = None;
-        wait_until("the backup to store events", || {
-            first = first_at_backup(stopped);
-            first.is_some()
-        })?;
-        run.insert(
-            "failover_silent_ms",
-            first.map_or(0.0, |at| (at - stopped) as f64 / 1000.0),
-        );
+        run.insert("failover_silent_ms", until_backup_stores(stopped)?);
         primary.signal("CONT")?;
 
         let _ = sim.kill();

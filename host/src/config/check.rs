@@ -326,6 +326,7 @@ async fn check_file(
                     max_bytes: queue.retention_mib.saturating_mul(1 << 20),
                     max_age: Duration::from_secs(queue.retention_hours.saturating_mul(3600)),
                 },
+                min_free_bytes: queue.min_free_mib.saturating_mul(1 << 20),
             },
             retention_interval: Duration::from_secs(10),
         },

@@ -93,6 +93,9 @@ pub struct QueueSection {
     /// Acknowledged events older than this are removed.
     #[serde(default = "defaults::retention_hours")]
     pub retention_hours: u64,
+    /// Free space (MiB) kept on the data directory's file system.
+    #[serde(default = "defaults::min_free_mib")]
+    pub min_free_mib: u64,
 }
 
 impl Default for QueueSection {
@@ -103,6 +106,7 @@ impl Default for QueueSection {
             high_water_percent: defaults::high_water_percent(),
             retention_mib: defaults::retention_mib(),
             retention_hours: defaults::retention_hours(),
+            min_free_mib: defaults::min_free_mib(),
         }
     }
 }
@@ -225,6 +229,9 @@ mod defaults {
     }
     pub fn retention_hours() -> u64 {
         24
+    }
+    pub fn min_free_mib() -> u64 {
+        64
     }
     pub fn poll_events() -> Spanned<u32> {
         unspanned(1024)
