@@ -93,6 +93,20 @@ fn simulate_seeded(dir: &Path, events: u64, seed: u64) {
     log.flush().unwrap();
 }
 
+/// A `safd-mgmt` on `dir/server` and a configuration delivering `logs` to
+/// it alone.
+fn one_server(dir: &Path, logs: &Path) -> (mgmt::Server, PathBuf) {
+    let server = mgmt::Server::start(&dir.join("server"), &[]);
+    let authority = server.authority();
+    let path = config(
+        dir,
+        logs,
+        &[("primary", &server.base)],
+        std::slice::from_ref(&authority),
+    );
+    (server, path)
+}
+
 /// A configuration: the EMS directory to one group of the given members.
 fn config(dir: &Path, logs: &Path, members: &[(&str, &str)], authorities: &[String]) -> PathBuf {
     let members: Vec<String> = members
@@ -233,15 +247,7 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     const EVENTS: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
     let logs = ems_logs(dir.path(), EVENTS);
-    let server_data = dir.path().join("server");
-    let server = mgmt::Server::start(&server_data, &[]);
-    let authority = server.authority();
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", &server.base)],
-        std::slice::from_ref(&authority),
-    );
+    let (server, path) = one_server(dir.path(), &logs);
 
     let (mut daemon, admin, rest) = run_with_admin(&path);
     let ems_high_water = || ems_stream(&server)["high_water"].as_u64().unwrap_or(0);
@@ -350,14 +356,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     const KILLS: u32 = 20;
     let dir = tempfile::tempdir().unwrap();
     let logs = ems_logs(dir.path(), EVENTS);
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let authority = server.authority();
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", &server.base)],
-        std::slice::from_ref(&authority),
-    );
+    let (server, path) = one_server(dir.path(), &logs);
     let start = || run(&path, Stdio::null());
     // Deterministic "random" moments between 20 and 400 ms after start:
     // some land while plugins load, some mid-ingest, some mid-delivery.
@@ -895,14 +894,7 @@ fn reload_applies_connector_changes_mid_stream_without_loss_or_duplicates() {
     let more = dir.path().join("more");
     std::fs::create_dir(&more).unwrap();
     simulate_seeded(&more, MORE, 12);
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let authority = server.authority();
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", &server.base)],
-        std::slice::from_ref(&authority),
-    );
+    let (server, path) = one_server(dir.path(), &logs);
     let original = std::fs::read_to_string(&path).unwrap().replace(
         &plugin_dir().display().to_string(),
         &plugins.display().to_string(),
