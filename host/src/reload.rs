@@ -29,6 +29,7 @@ pub struct Applied {
     cache_dir: Option<PathBuf>,
     /// Per `sources.NAME` / `groups.NAME` that runs: its fingerprint.
     running: BTreeMap<String, String>,
+    runtime: safd_runtime::Runtime,
 }
 
 impl Applied {
@@ -41,7 +42,14 @@ impl Applied {
             admin: checked.admin.clone(),
             cache_dir: checked.cache_dir.clone(),
             running: checked.fingerprints.clone(),
+            runtime: checked.runtime.clone(),
         }
+    }
+
+    /// The runtime the running plugins live in (reloads load into it; a
+    /// changed `cache_dir` needs a restart anyway).
+    pub fn runtime(&self) -> &safd_runtime::Runtime {
+        &self.runtime
     }
 
     /// The settings only a restart can change that differ in `next`.

@@ -147,7 +147,8 @@ async fn serve(
             _ = hangup.recv() => None,
             Some(reply) = reloads.recv() => Some(reply),
         };
-        let next = args.check().await;
+        let runtime = applied.runtime().clone();
+        let next = config::check(&args.config, |_| Ok(runtime)).await;
         let report = reload::apply(engine, applied, next).await;
         let summary = report.summary();
         if report.applied() {

@@ -66,6 +66,13 @@ async fn until_active(engine: &Engine, member: Option<&str>, limit: Duration) ->
     None
 }
 
+/// "N ms", or that it did not happen within the 30 s waited.
+fn within(took: Option<Duration>) -> String {
+    took.map_or("(not within 30 s)".to_owned(), |d| {
+        format!("{} ms", d.as_millis())
+    })
+}
+
 struct Show<'a> {
     out: std::io::StdoutLock<'a>,
     shown: usize,
@@ -184,10 +191,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let failover = until_active(&engine, Some("backup"), Duration::from_secs(30)).await;
     show.say(&format!(
         "  active member is the backup after {}",
-        failover.map_or("(not within 30 s)".to_owned(), |d| format!(
-            "{} ms",
-            d.as_millis()
-        ))
+        within(failover)
     ))?;
     phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
 
@@ -196,10 +200,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let failback = until_active(&engine, Some("primary"), Duration::from_secs(30)).await;
     show.say(&format!(
         "  active member is the primary again after {}",
-        failback.map_or("(not within 30 s)".to_owned(), |d| format!(
-            "{} ms",
-            d.as_millis()
-        ))
+        within(failback)
     ))?;
     phase(&mut show, &engine, &logs, [&primary, &backup], secs).await?;
 

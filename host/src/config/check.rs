@@ -27,6 +27,9 @@ pub struct Checked {
     /// plugin file's fingerprint. A reload restarts exactly the entries
     /// whose fingerprint changed.
     pub fingerprints: BTreeMap<String, String>,
+    /// The runtime the plugins were loaded into; a reload loads into the
+    /// same one instead of starting another wasmtime engine.
+    pub runtime: Runtime,
 }
 
 impl Checked {
@@ -334,6 +337,7 @@ async fn check_file(
         groups,
         cache_dir: file.cache_dir.clone(),
         fingerprints,
+        runtime: runtime.clone(),
     }
 }
 
