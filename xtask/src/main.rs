@@ -59,6 +59,8 @@ fn main() -> Result<()> {
             ensure_system_packages(&[
                 ("chromium", "chromium"),
                 ("chromedriver", "chromium-driver"),
+                ("rsyslogd", "rsyslog"),
+                ("", "rsyslog-relp"),
             ])?;
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
@@ -156,13 +158,14 @@ fn ensure_wasm_target() -> Result<()> {
     run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
 }
 
-/// Install the Debian packages whose commands the tests drive (a headless
-/// browser for the console test) when a command is missing: `(command,
-/// package)` pairs.
+/// Install the Debian packages whose programs the tests drive (a headless
+/// browser for the console test, rsyslog with RELP for the syslog plugin)
+/// when missing: `(command, package)` pairs; a package without a command of
+/// its own (a module) is looked up in dpkg's records.
 fn ensure_system_packages(needed: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = needed
         .iter()
-        .filter(|(command, _)| !on_path(command))
+        .filter(|(command, package)| !on_path(command) && !dpkg_installed(package))
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
@@ -198,8 +201,22 @@ fn ensure_system_packages(needed: &[(&str, &str)]) -> Result<()> {
 }
 
 fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+    // Daemons live in sbin, which a non-root PATH often lacks.
+    let sbin = [PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")];
+    !command.is_empty()
+        && std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .iter()
+            .chain(&sbin)
+            .any(|dir| dir.join(command).is_file())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
 /// Build every plugin crate that has a `<name>.toml` manifest beside its

@@ -1,0 +1,154 @@
+//! A real rsyslog server for tests: `rsyslogd -n` with its own config on
+//! free loopback ports, `imtcp` (octet-counting or newline framing) and
+//! `imrelp`, writing every message it takes as one JSON line with the
+//! structured data parsed by rsyslog itself (`mmpstrucdata`).
+//!
+//! The ruleset runs in `direct` mode and the file is written per message,
+//! so what rsyslog acknowledges over RELP is in the file before the ack
+//! leaves: a `kill -9` loses nothing it acknowledged.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Rsyslog {
+    dir: PathBuf,
+    pub tcp: SocketAddr,
+    pub relp: SocketAddr,
+    child: Option<Child>,
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+fn rsyslogd() -> PathBuf {
+    for dir in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
+        let path = Path::new(dir).join("rsyslogd");
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "rsyslogd is not installed: `cargo xtask test` installs the Debian packages rsyslog and \
+         rsyslog-relp (or: apt-get install rsyslog rsyslog-relp)"
+    );
+}
+
+impl Rsyslog {
+    pub fn start(dir: &Path) -> Self {
+        let mut server = Self {
+            dir: dir.to_owned(),
+            tcp: free_port(),
+            relp: free_port(),
+            child: None,
+        };
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::write(dir.join("rsyslog.conf"), server.config()).unwrap();
+        server.restart();
+        server
+    }
+
+    fn config(&self) -> String {
+        let dir = self.dir.display();
+        format!(
+            r#"global(workDirectory="{dir}/work" maxMessageSize="64k")
+module(load="imtcp")
+module(load="imrelp")
+module(load="mmpstrucdata")
+template(name="json" type="list" option.jsonf="on") {{
+  property(outname="pri" name="pri" format="jsonf")
+  property(outname="time" name="timereported" dateFormat="rfc3339" format="jsonf")
+  property(outname="hostname" name="hostname" format="jsonf")
+  property(outname="app" name="app-name" format="jsonf")
+  property(outname="procid" name="procid" format="jsonf")
+  property(outname="msgid" name="msgid" format="jsonf")
+  property(outname="sd" name="$!rfc5424-sd" format="jsonf")
+  property(outname="msg" name="msg" format="jsonf" droplastlf="on")
+}}
+ruleset(name="store" queue.type="direct") {{
+  action(type="mmpstrucdata")
+  action(type="omfile" file="{dir}/messages.jsonl" template="json" flushOnTXEnd="on" asyncWriting="off")
+}}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="store" supportOctetCountedFraming="on")
+input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="store" maxDataSize="64k")
+"#,
+            tcp = self.tcp.port(),
+            relp = self.relp.port(),
+        )
+    }
+
+    /// Start (again) on the same ports; returns once both accept.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "rsyslog is already running");
+        let child = Command::new(rsyslogd())
+            .arg("-n")
+            .arg("-f")
+            .arg(self.dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(self.dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("rsyslogd.stderr")).unwrap())
+            .spawn()
+            .expect("rsyslogd starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for address in [self.tcp, self.relp] {
+            while TcpStream::connect(address).is_err() {
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!(
+                        "rsyslogd exited ({status}): {}",
+                        std::fs::read_to_string(self.dir.join("rsyslogd.stderr"))
+                            .unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "rsyslogd did not listen on {address}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// `kill -9`: no chance to flush anything it has not written.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("rsyslogd.pid"));
+    }
+
+    /// Every message written so far, parsed.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("messages.jsonl")).unwrap_or_default();
+        text.lines()
+            // A kill -9 may leave a last line half written.
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Wait until at least `n` messages are in the file.
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let messages = self.messages();
+            if messages.len() >= n || Instant::now() > deadline {
+                return messages;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,343 @@
+//! The `syslog` destination plugin, run by safd's real runtime, against a
+//! real rsyslog (imtcp + imrelp) on loopback: RFC 5424 fields and
+//! structured data as rsyslog parsed them, both TCP framings, RELP through
+//! a `kill -9` of rsyslog, long messages, and the sandbox's grant check.
+#![allow(clippy::unwrap_used)]
+
+mod rsyslog;
+
+use rsyslog::Rsyslog;
+use safd_connector::{
+    Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
+    MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch,
+};
+use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn plugin_path() -> PathBuf {
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
+        PathBuf::from,
+    );
+    let path = dir.join("syslog.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing; run `cargo xtask plugins` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+async fn open(
+    config: serde_json::Value,
+    address: SocketAddr,
+    granted: bool,
+) -> Box<dyn DestinationSession> {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/test-plugin-cache"
+        )),
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let plugin = runtime.load(&plugin_path()).unwrap();
+    let grants = Grants {
+        tcp: if granted {
+            vec![address.to_string()]
+        } else {
+            Vec::new()
+        },
+        ..Grants::default()
+    };
+    let destination = plugin
+        .destination("siem", config.to_string(), &grants)
+        .await
+        .unwrap();
+    destination
+        .open(Endpoint {
+            member: "primary".into(),
+            address: address.to_string(),
+            role: MemberRole::Primary,
+        })
+        .await
+        .unwrap()
+}
+
+fn info() -> SessionInfo {
+    SessionInfo {
+        agent_id: "prod1-safd".into(),
+        group: "siem".into(),
+        epoch: 1,
+        active: true,
+        ..SessionInfo::default()
+    }
+}
+
+fn event(seq: u64) -> SequencedEvent {
+    SequencedEvent {
+        seq,
+        event: Event {
+            id: format!("\\PROD1:$0:ZZEV0001:{}", seq * 100),
+            time: 1_763_800_000_123_456 + seq as i64 * 1000,
+            severity: if seq.is_multiple_of(2) {
+                Severity::Major
+            } else {
+                Severity::Info
+            },
+            attributes: vec![
+                Attribute::new("system", "\\PROD1"),
+                Attribute::new("process", "$ZTM00"),
+                Attribute::new("subsystem", "TMF"),
+                Attribute::new("event_number", "187"),
+                Attribute::new("note", "quote \" backslash \\ bracket ]"),
+            ],
+            body: format!("The MAT Audit Trail is critically full #{seq}\n  continued line"),
+        },
+    }
+}
+
+fn batch(seqs: std::ops::RangeInclusive<u64>) -> [StreamBatch; 1] {
+    [StreamBatch {
+        stream: "ems".into(),
+        events: seqs.map(event).collect(),
+    }]
+}
+
+/// The structured data as rsyslog's mmpstrucdata parsed it.
+fn sd(message: &serde_json::Value) -> serde_json::Value {
+    let text = message["sd"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no SD in {message}"));
+    serde_json::from_str::<serde_json::Value>(text).unwrap()["safd@32473"].clone()
+}
+
+fn seq_of(message: &serde_json::Value) -> u64 {
+    sd(message)["seq"]
+        .as_str()
+        .and_then(|seq| seq.parse().ok())
+        .unwrap_or_else(|| panic!("no seq in {message}"))
+}
+
+#[tokio::test]
+async fn octet_counted_tcp_delivers_rfc5424_with_the_attributes_as_structured_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Rsyslog::start(dir.path());
+    let mut session = open(serde_json::json!({}), server.tcp, true).await;
+    session.register(&info()).await.unwrap();
+    let report = session.deliver(&batch(1..=200)).await.unwrap();
+    assert_eq!(report.acknowledged[0].seq, 200, "tcp: written = delivered");
+
+    let messages = server.wait_for(200, Duration::from_secs(20));
+    assert_eq!(messages.len(), 200, "every message arrived once");
+    let first = &messages[0];
+    assert_eq!(first["hostname"], "\\PROD1", "{first}");
+    assert_eq!(first["app"], "safd");
+    assert_eq!(first["procid"], "$ZTM00");
+    assert_eq!(first["msgid"], "TMF-187");
+    // local0 (16) * 8 + informational (6); seq 2 is major → crit (2).
+    assert_eq!(first["pri"], "134");
+    assert_eq!(messages[1]["pri"], "130");
+    assert_eq!(first["time"], "2025-11-22T08:26:40.124456Z");
+    let sd = sd(first);
+    assert_eq!(sd["id"], "\\PROD1:$0:ZZEV0001:100");
+    assert_eq!(sd["stream"], "ems");
+    assert_eq!(sd["seq"], "1");
+    assert_eq!(sd["subsystem"], "TMF");
+    assert_eq!(sd["event_number"], "187");
+    assert_eq!(sd["note"], "quote \" backslash \\ bracket ]");
+    // Octet counting keeps the line break inside the message (rsyslog's
+    // own input escaping turns the control character into #012).
+    let msg = first["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("The MAT Audit Trail is critically full #1"),
+        "{msg}"
+    );
+    assert!(msg.ends_with("continued line"), "{msg}");
+    let seqs: Vec<u64> = messages.iter().map(seq_of).collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>(), "in order");
+}
+
+#[tokio::test]
+async fn newline_framing_escapes_line_breaks_so_each_event_stays_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Rsyslog::start(dir.path());
+    let config = serde_json::json!({"framing": "newline", "hostname": "nonstop-gw", "app_name": "ems", "facility": "local3"});
+    let mut session = open(config, server.tcp, true).await;
+    session.register(&info()).await.unwrap();
+    session.deliver(&batch(1..=50)).await.unwrap();
+    let messages = server.wait_for(50, Duration::from_secs(20));
+    assert_eq!(messages.len(), 50, "a line break did not split a message");
+    assert_eq!(messages[0]["hostname"], "nonstop-gw");
+    assert_eq!(messages[0]["app"], "ems");
+    assert_eq!(messages[0]["pri"], (19 * 8 + 6).to_string());
+    let msg = messages[0]["msg"].as_str().unwrap();
+    assert!(msg.contains("#1#012  continued line"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_message_longer_than_the_limit_is_cut_and_marked_never_split_or_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Rsyslog::start(dir.path());
+    let config = serde_json::json!({"transport": "relp", "max_message_bytes": 1024});
+    let mut session = open(config, server.relp, true).await;
+    session.register(&info()).await.unwrap();
+    let mut long = event(1);
+    long.event.body = "é".repeat(3000);
+    let report = session
+        .deliver(&[StreamBatch {
+            stream: "ems".into(),
+            events: vec![long, event(2)],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(report.acknowledged[0].seq, 2);
+    let messages = server.wait_for(2, Duration::from_secs(20));
+    assert_eq!(messages.len(), 2);
+    assert_eq!(sd(&messages[0])["truncated"], "6000", "{}", messages[0]);
+    let msg = messages[0]["msg"].as_str().unwrap();
+    assert!(msg.len() < 1024 && msg.chars().all(|c| c == 'é'), "{msg}");
+    assert_eq!(seq_of(&messages[1]), 2);
+}
+
+/// Deliver 1..=last the way safd's engine does: resend from the
+/// acknowledged position after an error, re-registering first.
+async fn deliver_all(session: &mut Box<dyn DestinationSession>, last: u64, chunk: u64) {
+    let mut next = 1;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut registered = false;
+    while next <= last {
+        assert!(Instant::now() < deadline, "stuck at seq {next}");
+        if !registered {
+            if session.register(&info()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            registered = true;
+        }
+        match session
+            .deliver(&batch(next..=(next + chunk - 1).min(last)))
+            .await
+        {
+            Ok(report) => {
+                if let Some(ack) = report.acknowledged.first() {
+                    next = ack.seq + 1;
+                }
+            }
+            Err(SessionError::Connector(
+                ConnectorError::Unavailable(_) | ConnectorError::Transient(_),
+            )) => registered = false,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn relp_loses_nothing_when_rsyslog_is_killed_mid_stream_and_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Rsyslog::start(dir.path());
+    let config = serde_json::json!({"transport": "relp", "relp_window": 64, "timeout_ms": 3000});
+    let mut session = open(config, server.relp, true).await;
+    let last = 20_000;
+    let killer = {
+        let messages = dir.path().join("messages.jsonl");
+        std::thread::spawn(move || {
+            // Kill once a few thousand messages are in, while the stream
+            // is flowing, then restart on the same port.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while std::fs::metadata(&messages).map_or(0, |m| m.len()) < 2_000_000 {
+                assert!(Instant::now() < deadline, "delivery never got going");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            server.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            server.restart();
+            server
+        })
+    };
+    deliver_all(&mut session, last, 500).await;
+    let server = killer.join().unwrap();
+    let messages = server.wait_for(last as usize, Duration::from_secs(20));
+    let mut seqs: Vec<u64> = messages.iter().map(seq_of).collect();
+    let received = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every acknowledged event is at rsyslog after the kill ({received} messages with resends)"
+    );
+}
+
+#[tokio::test]
+async fn an_address_not_granted_is_refused_by_the_sandbox_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Rsyslog::start(dir.path());
+    let mut session = open(serde_json::json!({}), server.tcp, false).await;
+    let err = session.register(&info()).await.unwrap_err();
+    let SessionError::Connector(ConnectorError::Unauthorized(message)) = &err else {
+        panic!("expected unauthorized, got {err:?}");
+    };
+    assert!(message.contains("grants.tcp"), "{message}");
+    assert!(message.contains(&server.tcp.to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn a_stopped_receiver_is_unavailable_for_tcp_and_relp_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Rsyslog::start(dir.path());
+    let (tcp, relp) = (server.tcp, server.relp);
+    let mut tcp_session = open(serde_json::json!({}), tcp, true).await;
+    let mut relp_session = open(serde_json::json!({"transport": "relp"}), relp, true).await;
+    tcp_session.register(&info()).await.unwrap();
+    relp_session.register(&info()).await.unwrap();
+    server.kill();
+    let unavailable = |result: Result<(), SessionError>| match result {
+        Err(SessionError::Connector(ConnectorError::Unavailable(_))) => true,
+        Err(other) => panic!("expected unavailable, got {other:?}"),
+        Ok(()) => false,
+    };
+    // RELP waits for the server's answer: the very next delivery fails.
+    assert!(unavailable(
+        relp_session.deliver(&batch(1..=3)).await.map(drop)
+    ));
+    // Plain TCP notices the close before writing once the close has
+    // reached this side (what was written before that is the documented
+    // risk of transport = "tcp").
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !unavailable(tcp_session.deliver(&batch(1..=3)).await.map(drop)) {
+        assert!(
+            Instant::now() < deadline,
+            "the closed receiver went unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for session in [&mut tcp_session, &mut relp_session] {
+        assert!(unavailable(session.probe().await.map(drop)));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_key_and_the_fix() {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/test-plugin-cache"
+        )),
+        limits: Limits::default(),
+    })
+    .unwrap();
+    let plugin = runtime.load(&plugin_path()).unwrap();
+    let problems = plugin
+        .validate_config(
+            &serde_json::json!({"transport": "relp", "framing": "newline", "facility": "local9", "sd_id": "plain"})
+                .to_string(),
+        )
+        .await
+        .unwrap();
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["facility", "sd_id", "framing"], "{problems:?}");
+    assert!(problems[1].message.contains("@32473"), "{problems:?}");
+}

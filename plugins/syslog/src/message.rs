@@ -1,0 +1,177 @@
+//! One event as an RFC 5424 syslog message.
+//!
+//! `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD-ID id=… stream=…
+//! seq=… key=value…] BODY`: the event's identity and every attribute go
+//! into one structured-data element, so a SIEM can deduplicate on `id` and
+//! filter on `subsystem` or `event_number` without parsing the text.
+
+use crate::config::Config;
+use safd_plugin_sdk::events::EventRef;
+use std::fmt::Write as _;
+
+/// What every message of a session shares.
+pub(crate) struct Header<'a> {
+    pub(crate) config: &'a Config,
+    /// HOSTNAME when neither the config nor the event names one.
+    pub(crate) agent_id: &'a str,
+    /// Newline framing: line breaks in the body become `#012` (rsyslog's
+    /// own escape), since a line break ends the frame.
+    pub(crate) escape_line_breaks: bool,
+}
+
+/// safd severity (debug … critical) → syslog severity (7 debug … 1 alert).
+fn syslog_severity(severity: u8) -> u8 {
+    match severity {
+        0 => 7,
+        1 => 6,
+        2 => 4,
+        3 => 3,
+        4 => 2,
+        _ => 1,
+    }
+}
+
+/// Append the message for `(stream, seq, event)` to `out` (without framing).
+pub(crate) fn write(
+    out: &mut Vec<u8>,
+    header: &Header<'_>,
+    stream: &str,
+    seq: u64,
+    event: &EventRef<'_>,
+) {
+    let config = header.config;
+    let start = out.len();
+    let mut text = String::with_capacity(256 + event.body.len());
+    let pri = u16::from(config.facility) * 8 + u16::from(syslog_severity(event.severity));
+    let _ = write!(text, "<{pri}>1 ");
+    timestamp(&mut text, event.time);
+    text.push(' ');
+    let attribute = |key: &str| {
+        event
+            .attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    };
+    let hostname = config
+        .hostname
+        .as_deref()
+        .or_else(|| attribute("system"))
+        .unwrap_or(header.agent_id);
+    field(&mut text, hostname, 255);
+    text.push(' ');
+    field(&mut text, &config.app_name, 48);
+    text.push(' ');
+    field(&mut text, attribute("process").unwrap_or("-"), 128);
+    text.push(' ');
+    match (attribute("subsystem"), attribute("event_number")) {
+        (Some(subsystem), Some(number)) => {
+            field(&mut text, &format!("{subsystem}-{number}"), 32);
+        }
+        _ => text.push('-'),
+    }
+    text.push_str(" [");
+    text.push_str(&config.sd_id);
+    param(&mut text, "id", event.id);
+    param(&mut text, "stream", stream);
+    param(&mut text, "seq", &seq.to_string());
+    for (key, value) in event.attributes.iter() {
+        param(&mut text, key, value);
+    }
+    let body = body_text(event.body, header.escape_line_breaks);
+    let room = config
+        .max_message_bytes
+        .saturating_sub(text.len() + 2 + "truncated=\"\" ".len() + 20);
+    if body.len() + text.len() + 2 > config.max_message_bytes {
+        // Cut the text, never the structured data: the identity and the
+        // attributes are what a receiver matches on.
+        let mut cut = room.min(body.len());
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        param(&mut text, "truncated", &event.body.len().to_string());
+        text.push_str("] ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(&body.as_bytes()[..cut]);
+    } else {
+        text.push_str("] ");
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(body.as_bytes());
+    }
+    debug_assert!(out.len() > start);
+}
+
+fn body_text(body: &str, escape_line_breaks: bool) -> std::borrow::Cow<'_, str> {
+    if escape_line_breaks && body.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(body.replace('\n', "#012").replace('\r', "#015"))
+    } else {
+        std::borrow::Cow::Borrowed(body)
+    }
+}
+
+/// A header field: printable ASCII without spaces, `-` when empty.
+fn field(out: &mut String, value: &str, max: usize) {
+    let before = out.len();
+    for c in value.chars().take(max) {
+        out.push(if matches!(c, '!'..='~') { c } else { '_' });
+    }
+    if out.len() == before {
+        out.push('-');
+    }
+}
+
+/// ` name="value"` with the name cut to SD-NAME's alphabet and the value
+/// escaped (`"`, `\` and `]` take a backslash).
+fn param(out: &mut String, name: &str, value: &str) {
+    out.push(' ');
+    let before = out.len();
+    for c in name.chars().take(32) {
+        out.push(if matches!(c, '!'..='~') && !matches!(c, '=' | ']' | '"') {
+            c
+        } else {
+            '_'
+        });
+    }
+    if out.len() == before {
+        out.push('_');
+    }
+    out.push_str("=\"");
+    for c in value.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T10:04:05.000123Z`.
+fn timestamp(out: &mut String, micros: i64) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
