@@ -1,0 +1,602 @@
+//! Following the files of one directory: which files there are, who each
+//! one is across renames, truncations and copies, and the lines they hold.
+
+use crate::config::Config;
+use crate::cursor::{FileCursor, TailCursor, hash};
+use crate::dir::{Directory, File};
+use safd_plugin_sdk::events::EventWriter;
+use safd_plugin_sdk::log;
+use std::time::Instant;
+
+/// Bytes hashed for a file's first-line fingerprint and for the bytes
+/// before its position.
+const PROBE: usize = 64;
+
+/// A file being followed.
+struct Tracked {
+    file: File,
+    ino: u64,
+    fp: Option<u64>,
+    name: String,
+    /// Just after the last emitted line (what the cursor says).
+    offset: u64,
+    /// Where reading goes on (past `offset` while a multi-line event is
+    /// still being gathered).
+    read_at: u64,
+    pending: Option<Pending>,
+    /// Parts of an over-long line emitted so far.
+    part: u32,
+    /// Length and hash of the bytes before `offset`, taken when `offset`
+    /// moved (a truncation destroys them).
+    tail: (u8, u64),
+    tail_at: u64,
+    /// Last modification as last seen (seconds, nanoseconds).
+    modified: Option<(u64, u32)>,
+    /// Whether its current name matches the pattern.
+    matches: bool,
+    /// Whether the last listing still showed it.
+    present: bool,
+    size: u64,
+    grew_at: Instant,
+}
+
+/// A multi-line event being gathered.
+struct Pending {
+    start: u64,
+    end: u64,
+    text: Vec<u8>,
+    updated: Instant,
+}
+
+pub(crate) struct Tailer {
+    dir: Directory,
+    files: Vec<Tracked>,
+    /// Cursor entries not matched to a file yet (before the first scan).
+    resume: Option<Vec<FileCursor>>,
+    /// No cursor was given: this is the very first start.
+    first_start: bool,
+    scanned_at: Option<Instant>,
+    /// Files as they were just before a truncation, for a while: the
+    /// copy that copytruncate made may be found only after the truncation.
+    truncated: Vec<(FileCursor, Instant)>,
+    /// Files that look like a copy still being written (same first line as
+    /// a followed file, shorter than where it was read to), since when.
+    copying: Vec<(u64, Instant)>,
+}
+
+/// What one `read` produced.
+pub(crate) struct Read {
+    pub(crate) moved: bool,
+    pub(crate) more: bool,
+}
+
+/// The budget of one poll.
+pub(crate) struct Budget {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Tailer {
+    pub(crate) fn new(dir: Directory, resume: Option<TailCursor>) -> Self {
+        Self {
+            dir,
+            files: Vec::new(),
+            first_start: resume.is_none(),
+            resume: resume.map(|c| c.files),
+            scanned_at: None,
+            truncated: Vec::new(),
+            copying: Vec::new(),
+        }
+    }
+
+    pub(crate) fn cursor(&self) -> TailCursor {
+        TailCursor::new(
+            self.files
+                .iter()
+                .map(|t| FileCursor {
+                    ino: t.ino,
+                    fp: t.fp,
+                    name: t.name.clone(),
+                    offset: t.offset,
+                    // Read now rather than tracked per line: these must be
+                    // the file's bytes, line endings and all.
+                    tail: t.tail,
+                })
+                .collect(),
+        )
+    }
+
+    /// List the directory: follow renames, adopt new files, let go of
+    /// files that are gone or rotated away and read to their end.
+    fn scan(&mut self, config: &Config) -> Result<bool, String> {
+        let entries = self.dir.list()?;
+        let mut changed = false;
+        for t in &mut self.files {
+            t.present = false;
+        }
+        let mut new = Vec::new();
+        for entry in entries {
+            if let Some(t) = self.files.iter_mut().find(|t| t.ino == entry.ino) {
+                t.present = true;
+                t.matches = config.pattern.matches(&entry.name);
+                if t.name != entry.name {
+                    t.name = entry.name;
+                    changed = true;
+                }
+            } else if config.pattern.matches(&entry.name) {
+                new.push(entry);
+            }
+        }
+        let resume = self.resume.take();
+        // Oldest first, so that a rotated file's lines come before its
+        // successor's.
+        let mut opened = Vec::new();
+        for entry in new {
+            let Ok((file, ino)) = self.dir.open_file(&entry.name) else {
+                continue;
+            };
+            let (size, modified) = file.stat()?;
+            opened.push((modified, entry.name, file, ino, size));
+        }
+        opened.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let wait = config.rotate_wait + config.scan_interval;
+        self.truncated.retain(|(_, at)| at.elapsed() < wait);
+        for (modified, name, file, ino, size) in opened {
+            let fp = fingerprint(&file, size)?;
+            if self.copy_in_progress(ino, fp, size, wait) {
+                continue;
+            }
+            let start = self.start_of(config, resume.as_deref(), &file, ino, fp, size, &name)?;
+            let tail = tail_of(&file, start)?;
+            self.files.push(Tracked {
+                file,
+                ino,
+                fp,
+                name,
+                offset: start,
+                read_at: start,
+                pending: None,
+                part: 0,
+                tail,
+                tail_at: start,
+                modified,
+                matches: true,
+                present: true,
+                size: start,
+                grew_at: Instant::now(),
+            });
+            changed = true;
+        }
+        if let Some(resume) = resume {
+            for gone in resume
+                .iter()
+                .filter(|c| !self.files.iter().any(|t| t.ino == c.ino || same_copy(t, c)))
+            {
+                log::warn(&format!(
+                    "`{}` (read up to byte {}) is gone: lines written to it after that \
+                         while safd was down could not be read",
+                    gone.name, gone.offset
+                ));
+            }
+        }
+        let before = self.files.len();
+        let rotate_wait = config.rotate_wait;
+        self.files.retain(|t| {
+            let drained = t.read_at >= t.size && t.pending.is_none();
+            let keep = if !t.present {
+                // Deleted (or moved out): the open handle still reads it.
+                !drained
+            } else if !t.matches {
+                !drained || t.grew_at.elapsed() < rotate_wait
+            } else {
+                true
+            };
+            if !keep {
+                log::info(&format!("finished with `{}`", t.name));
+            }
+            keep
+        });
+        self.scanned_at = Some(Instant::now());
+        Ok(changed || self.files.len() != before)
+    }
+
+    /// Whether a new file looks like a copy of a followed one that is still
+    /// being written; such a file is left alone for up to `wait`.
+    fn copy_in_progress(
+        &mut self,
+        ino: u64,
+        fp: Option<u64>,
+        size: u64,
+        wait: std::time::Duration,
+    ) -> bool {
+        let looks_like_copy = fp.is_some()
+            && self
+                .files
+                .iter()
+                .map(|t| (t.fp, t.offset))
+                .chain(self.truncated.iter().map(|(c, _)| (c.fp, c.offset)))
+                .any(|(other, offset)| other == fp && size < offset);
+        if !looks_like_copy {
+            self.copying.retain(|(i, _)| *i != ino);
+            return false;
+        }
+        let since = match self.copying.iter().find(|(i, _)| *i == ino) {
+            Some((_, since)) => *since,
+            None => {
+                self.copying.push((ino, Instant::now()));
+                Instant::now()
+            }
+        };
+        since.elapsed() < wait
+    }
+
+    /// Where to start reading a file seen for the first time.
+    #[allow(clippy::too_many_arguments)]
+    fn start_of(
+        &self,
+        config: &Config,
+        resume: Option<&[FileCursor]>,
+        file: &File,
+        ino: u64,
+        fp: Option<u64>,
+        size: u64,
+        name: &str,
+    ) -> Result<u64, String> {
+        if let Some(resume) = resume {
+            if let Some(c) = resume.iter().find(|c| c.ino == ino && c.fp == fp) {
+                if size < c.offset {
+                    log::warn(&format!(
+                        "`{name}` is shorter than where reading stopped ({size} < {}): \
+                             truncated while safd was down; reading it from its start",
+                        c.offset
+                    ));
+                    return Ok(0);
+                }
+                return Ok(c.offset);
+            }
+            if let Some(c) = find_copy(resume, file, fp, size)? {
+                return Ok(c.offset);
+            }
+        }
+        // A copy of a followed file (copytruncate): its first part was
+        // read from the original already.
+        let mut followed: Vec<FileCursor> = self.cursor().files;
+        followed.extend(self.truncated.iter().map(|(c, _)| c.clone()));
+        if let Some(c) = find_copy(&followed, file, fp, size)? {
+            log::info(&format!(
+                "`{name}` is a copy of `{}` (rotated by copy and truncate): reading it from \
+                     byte {}, where the original was read to",
+                c.name, c.offset
+            ));
+            return Ok(c.offset);
+        }
+        Ok(
+            if self.first_start && self.scanned_at.is_none() && config.start_at_end {
+                size
+            } else {
+                0
+            },
+        )
+    }
+
+    /// Read new lines from every file into `out`.
+    pub(crate) fn read(
+        &mut self,
+        config: &Config,
+        out: &mut EventWriter,
+        budget: &Budget,
+    ) -> Result<Read, String> {
+        let mut moved = false;
+        let due = self
+            .scanned_at
+            .is_none_or(|at| at.elapsed() >= config.scan_interval);
+        if due {
+            moved |= self.scan(config)?;
+        }
+        let mut more = false;
+        for t in &mut self.files {
+            if out.len() >= budget.events || out.text_bytes() >= budget.bytes {
+                more = true;
+                break;
+            }
+            let before = t.offset;
+            more |= read_file(t, config, out, budget, &mut self.truncated)?;
+            moved |= t.offset != before;
+        }
+        Ok(Read { moved, more })
+    }
+
+    /// Deep catch-up to `from` (seconds since the epoch): lines carry no
+    /// time of their own, so every file changed since then is read again
+    /// from its start; the ids of lines read before are the same.
+    pub(crate) fn seek(&mut self, from_secs: u64) -> Result<(), String> {
+        for t in &mut self.files {
+            let (_, modified) = t.file.stat()?;
+            if modified.is_none_or(|(secs, _)| secs >= from_secs) {
+                t.offset = 0;
+                t.read_at = 0;
+                t.pending = None;
+                t.part = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bring `t.tail` up to `t.offset`, from the chunk just read when it
+/// holds those bytes, else from the file.
+fn settle_tail(t: &mut Tracked, base: u64, chunk: &[u8]) -> Result<(), String> {
+    if t.tail_at == t.offset {
+        return Ok(());
+    }
+    let end = t.offset;
+    let start = end.saturating_sub(PROBE as u64);
+    t.tail = if start >= base && end <= base + chunk.len() as u64 {
+        let bytes = &chunk[(start - base) as usize..(end - base) as usize];
+        (bytes.len() as u8, hash(bytes))
+    } else {
+        tail_of(&t.file, end)?
+    };
+    t.tail_at = end;
+    Ok(())
+}
+
+fn tail_of(file: &File, offset: u64) -> Result<(u8, u64), String> {
+    let bytes = tail_bytes(file, offset)?;
+    Ok((bytes.len() as u8, hash(&bytes)))
+}
+
+/// The fingerprint of a file's first line (its first 64 bytes at most);
+/// `None` until that line is complete.
+fn fingerprint(file: &File, size: u64) -> Result<Option<u64>, String> {
+    let head = file.read_at(0, PROBE as u64)?;
+    Ok(match head.iter().position(|&b| b == b'\n') {
+        Some(end) => Some(hash(&head[..end])),
+        None if head.len() >= PROBE || size >= PROBE as u64 => Some(hash(&head)),
+        None => None,
+    })
+}
+
+fn tail_bytes(file: &File, offset: u64) -> Result<Vec<u8>, String> {
+    let start = offset.saturating_sub(PROBE as u64);
+    file.read_at(start, offset - start)
+}
+
+fn same_copy(t: &Tracked, c: &FileCursor) -> bool {
+    t.fp.is_some() && t.fp == c.fp && t.offset >= c.offset
+}
+
+/// A cursor entry `file` is a copy of: same first line, at least as long,
+/// the same bytes before the entry's position.
+fn find_copy<'a>(
+    candidates: &'a [FileCursor],
+    file: &File,
+    fp: Option<u64>,
+    size: u64,
+) -> Result<Option<&'a FileCursor>, String> {
+    for c in candidates {
+        if fp.is_none() || c.fp != fp || size < c.offset || c.offset == 0 {
+            continue;
+        }
+        let recent = tail_bytes(file, c.offset)?;
+        if (recent.len() as u8, hash(&recent)) == c.tail {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
+}
+
+/// Read what `t` gained; true when more is ready than this poll took.
+fn read_file(
+    t: &mut Tracked,
+    config: &Config,
+    out: &mut EventWriter,
+    budget: &Budget,
+    truncated: &mut Vec<(FileCursor, Instant)>,
+) -> Result<bool, String> {
+    let (size, modified) = t.file.stat()?;
+    // Truncated and written again since the last look, maybe up to or past
+    // where reading stopped: its first line, or the bytes before where
+    // reading stopped, are no longer the same.
+    let changed = size != t.size || modified != t.modified;
+    t.modified = modified;
+    let rewritten = changed
+        && t.read_at > 0
+        && size >= t.read_at
+        && (fingerprint(&t.file, size)? != t.fp
+            || (t.tail_at == t.offset && tail_of(&t.file, t.offset)? != t.tail));
+    if size < t.read_at || rewritten {
+        // Truncated in place (copytruncate, or `> file`): what was read
+        // stays read; the file starts over.
+        flush_pending(t, config, out);
+        settle_tail(t, 0, &[])?;
+        truncated.push((
+            FileCursor {
+                ino: t.ino,
+                fp: t.fp,
+                name: t.name.clone(),
+                offset: t.offset,
+                tail: t.tail,
+            },
+            Instant::now(),
+        ));
+        log::info(&format!(
+            "`{}` was truncated (now {size} bytes, read to {}): reading it from its start",
+            t.name, t.read_at
+        ));
+        t.offset = 0;
+        t.read_at = 0;
+        t.part = 0;
+        t.fp = None;
+        t.size = 0;
+        t.tail = (0, hash(&[]));
+        t.tail_at = 0;
+    }
+    if size > t.size {
+        t.grew_at = Instant::now();
+    }
+    t.size = size;
+    if t.fp.is_none() {
+        t.fp = fingerprint(&t.file, size)?;
+    }
+    let mut more = false;
+    if size > t.read_at {
+        let chunk_len = (size - t.read_at)
+            .min((budget.bytes.max(config.max_line_bytes * 2) as u64).max(256 * 1024));
+        let chunk = t.file.read_at(t.read_at, chunk_len)?;
+        let base = t.read_at;
+        let mut at = 0;
+        let mut full = false;
+        while at < chunk.len() {
+            if out.len() >= budget.events || out.text_bytes() >= budget.bytes {
+                full = true;
+                break;
+            }
+            let rest = &chunk[at..];
+            let newline = rest
+                .iter()
+                .take(config.max_line_bytes + 2)
+                .position(|&b| b == b'\n');
+            let (line, used, complete) = match newline {
+                Some(n) => {
+                    let line = &rest[..n];
+                    (line.strip_suffix(b"\r").unwrap_or(line), n + 1, true)
+                }
+                // Longer than allowed: its next part now, the rest after.
+                None if rest.len() > config.max_line_bytes => {
+                    let part = char_floor(rest, config.max_line_bytes);
+                    (&rest[..part], part, false)
+                }
+                // Not complete yet: wait for the writer.
+                None => break,
+            };
+            take_line(t, config, out, base + at as u64, line, complete);
+            at += used;
+            t.read_at = base + at as u64;
+            if t.pending.is_none() {
+                t.offset = t.read_at;
+            }
+        }
+        more = full || size > base + chunk.len() as u64;
+        settle_tail(t, base, &chunk)?;
+    }
+    if t.pending
+        .as_ref()
+        .is_some_and(|p| p.updated.elapsed() >= config.multiline_timeout)
+    {
+        flush_pending(t, config, out);
+        settle_tail(t, 0, &[])?;
+    }
+    Ok(more)
+}
+
+/// One complete line, or the next part of an over-long one, at `start`.
+fn take_line(
+    t: &mut Tracked,
+    config: &Config,
+    out: &mut EventWriter,
+    start: u64,
+    line: &[u8],
+    complete: bool,
+) {
+    let end = start + line.len() as u64;
+    if let Some(regex) = config
+        .multiline_start
+        .as_ref()
+        .filter(|_| complete && t.part == 0)
+    {
+        let text = String::from_utf8_lossy(line);
+        let joins = t.pending.as_ref().is_some_and(|p| {
+            !regex.is_match(&text) && p.text.len() + 1 + line.len() <= config.max_line_bytes
+        });
+        if joins {
+            if let Some(p) = t.pending.as_mut() {
+                p.text.push(b'\n');
+                p.text.extend_from_slice(line);
+                p.end = end;
+                p.updated = Instant::now();
+            }
+            return;
+        }
+        flush_pending(t, config, out);
+        t.pending = Some(Pending {
+            start,
+            end,
+            text: line.to_vec(),
+            updated: Instant::now(),
+        });
+        return;
+    }
+    flush_pending(t, config, out);
+    let part = if !complete {
+        t.part += 1;
+        Some(t.part)
+    } else if t.part > 0 {
+        let last = t.part + 1;
+        t.part = 0;
+        Some(last)
+    } else {
+        None
+    };
+    if !line.is_empty() || part.is_some() {
+        emit(t, config, out, start, line, part);
+    }
+}
+
+fn flush_pending(t: &mut Tracked, config: &Config, out: &mut EventWriter) {
+    if let Some(p) = t.pending.take() {
+        if !p.text.is_empty() {
+            emit(t, config, out, p.start, &p.text, None);
+        }
+        // Up to the next line's start: the one that ended this event, or
+        // the file's end once the event timed out.
+        t.offset = t.read_at.max(p.end);
+    }
+}
+
+/// Emit one event: the line's text, where it is, and an id that is the
+/// same whenever the same line of the same file is read.
+fn emit(
+    t: &Tracked,
+    config: &Config,
+    out: &mut EventWriter,
+    start: u64,
+    text: &[u8],
+    part: Option<u32>,
+) {
+    let id = format!("{:016x}{:016x}:{start}", t.ino, t.fp.unwrap_or(0));
+    let offset = start.to_string();
+    let part = part.map(|p| p.to_string());
+    let body = String::from_utf8_lossy(text);
+    let mut attributes: Vec<(&str, &str)> = vec![("file", &t.name), ("offset", &offset)];
+    if let Some(part) = &part {
+        attributes.push(("part", part));
+    }
+    if matches!(body, std::borrow::Cow::Owned(_)) {
+        attributes.push(("invalid_utf8", "true"));
+    }
+    out.push_fields(
+        &id,
+        now_micros(),
+        config.severity,
+        attributes,
+        body.as_ref(),
+    );
+}
+
+/// The largest cut at or below `max` that does not split a UTF-8 character.
+fn char_floor(bytes: &[u8], max: usize) -> usize {
+    let mut cut = max.min(bytes.len());
+    // Continuation bytes are 0b10xx_xxxx; at most 3 precede a boundary.
+    while cut > 0 && cut > max.saturating_sub(3) && bytes.get(cut).is_some_and(|b| b & 0xC0 == 0x80)
+    {
+        cut -= 1;
+    }
+    cut
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
