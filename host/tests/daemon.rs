@@ -5,12 +5,14 @@
 
 #[path = "../../examples/mgmt-server/tests/common/mod.rs"]
 mod mgmt;
+mod safd_process;
+
+use safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::{Format, Zone};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn plugin_dir() -> PathBuf {
@@ -24,45 +26,6 @@ fn plugin_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn safd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_safd"));
-    command.env(
-        "SAFD_CACHE_DIR",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
-    );
-    command
-}
-
-/// A running `safd`, killed when dropped so a failing test leaves no
-/// daemon behind.
-struct Daemon(Child);
-
-impl Daemon {
-    fn spawn(command: &mut Command) -> Self {
-        Self(command.spawn().unwrap())
-    }
-}
-
-impl std::ops::Deref for Daemon {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Daemon {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `dir/logs`, with `events` simulated EMS events (format B) in it.
@@ -150,15 +113,6 @@ fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// Poll `condition` until it holds or `limit` passes.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -334,22 +288,6 @@ fn stream_stats(server: &mgmt::Server, stream: &str) -> serde_json::Value {
 }
 
 /// SIGTERM, then safd must exit 0 within 20 s; its whole stderr.
-fn stop_cleanly(daemon: &mut Daemon, stderr: std::thread::JoinHandle<String>) -> String {
-    let killed = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut exited = None;
-    wait_for(Duration::from_secs(20), "safd to exit", || {
-        exited = daemon.try_wait().unwrap();
-        exited.is_some()
-    });
-    let stderr = stderr.join().unwrap();
-    assert!(exited.unwrap().success(), "{stderr}");
-    stderr
-}
-
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     const EVENTS: u64 = 60_000;
@@ -470,42 +408,6 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
 }
 
 /// Start `safd run -c path` with its stderr going to `stderr`.
-fn run(path: &Path, stderr: Stdio) -> Daemon {
-    Daemon::spawn(
-        safd()
-            .arg("run")
-            .arg("-c")
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(stderr),
-    )
-}
-
-/// Start `safd run` and return it with its admin API's address (read from
-/// its "running" line on stderr) and its whole stderr, available once it
-/// exits.
-fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<String>) {
-    let mut daemon = run(path, Stdio::piped());
-    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
-    let mut seen = String::new();
-    let admin = loop {
-        let mut line = String::new();
-        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(read > 0, "safd ended before running:\n{seen}");
-        seen.push_str(&line);
-        if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
-            break address.to_owned();
-        }
-    };
-    // Keep draining stderr so safd never blocks on a full pipe.
-    let rest = std::thread::spawn(move || {
-        let mut rest = seen;
-        let _ = stderr.read_to_string(&mut rest);
-        rest
-    });
-    (daemon, admin, rest)
-}
-
 fn status(admin: &str) -> serde_json::Value {
     let output = safd()
         .args(["status", "--json", "--admin", admin])

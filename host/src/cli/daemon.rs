@@ -38,6 +38,15 @@ pub(crate) async fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     match args.check().await {
         Ok(checked) => {
             println!("{}: OK — {}", args.config.display(), checked.summary());
+            for warning in &checked.warnings {
+                println!(
+                    "{}:{}: warning: {}: {}",
+                    args.config.display(),
+                    warning.line,
+                    warning.key,
+                    warning.message
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -59,6 +68,15 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let summary = checked.summary();
+    for warning in &checked.warnings {
+        tracing::warn!(
+            "{}:{}: {}: {}",
+            args.config.display(),
+            warning.line,
+            warning.key,
+            warning.message
+        );
+    }
     let (admin_listen, admin_token) = checked.admin.clone();
     let agent_id = checked.engine.agent_id.clone();
     let mut applied = Applied::of(&checked);

@@ -2,7 +2,7 @@
 //! turning it into what the engine is wired from.
 
 use super::{ConfigError, ConfigFile, GroupMode, MemberSection, Problem, WhenFull, line_of};
-use safd_connector::PollLimits;
+use safd_connector::{Acknowledgement, PollLimits};
 use safd_engine::{
     EngineOptions, GroupConfig, MemberConfig, PumpTuning, QueueOptions, Retention, Tuning,
 };
@@ -30,6 +30,9 @@ pub struct Checked {
     /// The runtime the plugins were loaded into; a reload loads into the
     /// same one instead of starting another wasmtime engine.
     pub runtime: Runtime,
+    /// Acceptable but worth an operator's attention (a destination whose
+    /// deliveries the receiver never confirms), with their lines.
+    pub warnings: Vec<Problem>,
 }
 
 impl Checked {
@@ -137,6 +140,7 @@ async fn check_file(
     findings: &mut Findings<'_>,
 ) -> Checked {
     let mut fingerprints = BTreeMap::new();
+    let mut warnings = Vec::new();
     if file.agent_id.get_ref().trim().is_empty() {
         findings.at(
             &file.agent_id,
@@ -294,6 +298,22 @@ async fn check_file(
                 Err(e) => findings.at(&section.plugin, format!("{key}.grants"), e.to_string()),
             }
         }
+        if members
+            .first()
+            .is_some_and(|m| m.connector.acknowledgement() == Acknowledgement::TransportWrite)
+        {
+            warnings.push(Problem {
+                line: line_of(findings.text, section.plugin.span().start),
+                key: format!("{key}.plugin"),
+                message: format!(
+                    "`{}` only confirms that events were written to the network, not that the \
+                     receiver stored them: an event in flight when the receiver or the \
+                     connection dies can be lost (guarantee G1 needs a destination with \
+                     durable-commit acknowledgements; see the plugin's docs)",
+                    section.plugin.get_ref()
+                ),
+            });
+        }
         groups.push(GroupConfig {
             name: name.clone(),
             mode: match section.mode {
@@ -338,6 +358,7 @@ async fn check_file(
         cache_dir: file.cache_dir.clone(),
         fingerprints,
         runtime: runtime.clone(),
+        warnings,
     }
 }
 

@@ -1,0 +1,108 @@
+//! Running the `safd` binary as a process in tests: spawn, wait for its
+//! admin API, stop it cleanly, and never leave one behind.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn safd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_safd"));
+    command.env(
+        "SAFD_CACHE_DIR",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
+    );
+    command
+}
+
+/// A running `safd`, killed when dropped so a failing test leaves no
+/// daemon behind.
+pub struct Daemon(Child);
+
+impl Daemon {
+    pub fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Poll `condition` until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stop_cleanly(daemon: &mut Daemon, stderr: std::thread::JoinHandle<String>) -> String {
+    let killed = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut exited = None;
+    wait_for(Duration::from_secs(20), "safd to exit", || {
+        exited = daemon.try_wait().unwrap();
+        exited.is_some()
+    });
+    let stderr = stderr.join().unwrap();
+    assert!(exited.unwrap().success(), "{stderr}");
+    stderr
+}
+
+pub fn run(path: &Path, stderr: Stdio) -> Daemon {
+    Daemon::spawn(
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    )
+}
+
+/// Start `safd run` and return it with its admin API's address (read from
+/// its "running" line on stderr) and its whole stderr, available once it
+/// exits.
+pub fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<String>) {
+    let mut daemon = run(path, Stdio::piped());
+    let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
+    let mut seen = String::new();
+    let admin = loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(read > 0, "safd ended before running:\n{seen}");
+        seen.push_str(&line);
+        if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
+            break address.to_owned();
+        }
+    };
+    // Keep draining stderr so safd never blocks on a full pipe.
+    let rest = std::thread::spawn(move || {
+        let mut rest = seen;
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    (daemon, admin, rest)
+}
