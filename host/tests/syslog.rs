@@ -456,3 +456,40 @@ probe_interval_ms = 200
     assert_eq!(bodies.len() as u64, total, "every line once, none missing");
     assert_eq!(ids.len() as u64, total, "one id per line");
 }
+
+/// `safd bench-syslog` end to end on a small file: it runs, every line
+/// arrives once, and the report says so (the figures themselves are for
+/// `cargo xtask bench-syslog` on release builds).
+#[test]
+fn bench_syslog_reports_every_line_received_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_path().parent().unwrap().to_owned();
+    let out = dir.path().join("report");
+    let status = safd()
+        .arg("bench-syslog")
+        .arg("--plugins")
+        .arg(&plugins)
+        .args(["--lines", "20000", "--runs", "1"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    // 1: a target missed (expected of a debug build); anything else failed.
+    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench-syslog.json")).unwrap())
+            .unwrap();
+    let figures = report["figures"].as_array().unwrap();
+    let figure = |label: &str| {
+        figures
+            .iter()
+            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in {report}"))
+    };
+    assert_eq!(figure("lines received more than once")["median"], 0.0);
+    assert!(figure("file → receiver")["median"].as_f64().unwrap() > 0.0);
+    assert!(out.join("bench-syslog.md").is_file());
+}

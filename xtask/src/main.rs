@@ -46,6 +46,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the plugins and release binaries, then run `safd
+    /// bench-syslog` (file-tail → queue → syslog to a local receiver).
+    BenchSyslog {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -79,34 +85,8 @@ fn main() -> Result<()> {
             cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
             run(&mut cmd)
         }
-        Task::BenchPipeline { args } => {
-            let dir = build_plugins(&root)?;
-            run(cargo(&root).args([
-                "build",
-                "--release",
-                "-p",
-                "safd",
-                "-p",
-                "safd-mgmt",
-                "-p",
-                "ems-sim",
-            ]))?;
-            let target = root.join("target");
-            let mut cmd = Command::new(target.join("release").join("safd"));
-            cmd.args(["bench", "--plugins"])
-                .arg(&dir)
-                .arg("--cache-dir")
-                .arg(target.join("bench-plugin-cache"))
-                .arg("--out")
-                .arg(target.join("bench-report"))
-                .args(args);
-            // Exit status 1 means a target was missed: the report says
-            // which; that is a result, not a failure of the task.
-            let status = cmd
-                .status()
-                .with_context(|| format!("cannot run {cmd:?}"))?;
-            std::process::exit(status.code().unwrap_or(1))
-        }
+        Task::BenchPipeline { args } => bench_release(&root, "bench", &args),
+        Task::BenchSyslog { args } => bench_release(&root, "bench-syslog", &args),
         Task::Bench { args } => {
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
@@ -115,6 +95,37 @@ fn main() -> Result<()> {
             run(&mut cmd)
         }
     }
+}
+
+/// Build the plugins and release binaries, then run `safd <command>`
+/// with the report in target/bench-report.
+fn bench_release(root: &Path, command: &str, args: &[String]) -> Result<()> {
+    let dir = build_plugins(root)?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "-p",
+        "safd",
+        "-p",
+        "safd-mgmt",
+        "-p",
+        "ems-sim",
+    ]))?;
+    let target = root.join("target");
+    let mut cmd = Command::new(target.join("release").join("safd"));
+    cmd.args([command, "--plugins"])
+        .arg(&dir)
+        .arg("--cache-dir")
+        .arg(target.join("bench-plugin-cache"))
+        .arg("--out")
+        .arg(target.join("bench-report"))
+        .args(args);
+    // Exit status 1 means a target was missed: the report says which;
+    // that is a result, not a failure of the task.
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    std::process::exit(status.code().unwrap_or(1))
 }
 
 fn workspace_root() -> PathBuf {

@@ -45,18 +45,39 @@ pub(crate) struct BenchArgs {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
+    #[command(flatten)]
+    runs: RunArgs,
+}
+
+/// What every pipeline benchmark takes: how many runs, where the report
+/// and the work go, the plugin cache.
+#[derive(Debug, Clone, Args)]
+pub(super) struct RunArgs {
     /// Runs; the report gives the median of each figure.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Directory for bench.json and bench.md.
+    #[arg(long = "runs", default_value_t = 3)]
+    pub(super) count: usize,
+    /// Directory for the JSON and markdown reports.
     #[arg(long, default_value = "target/bench-report")]
-    out: PathBuf,
+    pub(super) out: PathBuf,
     /// Work directory (default: a temporary directory removed at the end).
     #[arg(long)]
-    work_dir: Option<PathBuf>,
+    pub(super) work_dir: Option<PathBuf>,
     /// Compiled plugin cache for the safd processes.
     #[arg(long, env = "SAFD_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
+    pub(super) cache_dir: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The work directory, and the temporary directory that holds it when
+    /// none was given (removed when dropped).
+    pub(super) fn work(&self) -> std::io::Result<(tempfile::TempDir, PathBuf)> {
+        let temporary = tempfile::tempdir()?;
+        let work = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| temporary.path().to_owned());
+        Ok((temporary, work))
+    }
 }
 
 /// How long any one wait may take before the run is declared failed.
@@ -66,12 +87,12 @@ const DEADLINE: Duration = Duration::from_secs(300);
 const GROUP_TUNING: &str = "request_timeout_ms = 1000\nbatch_max_events = 1024";
 
 /// One figure: its name, unit, target and which way is better.
-struct Figure {
-    key: &'static str,
-    label: &'static str,
-    unit: &'static str,
+pub(super) struct Figure {
+    pub(super) key: &'static str,
+    pub(super) label: &'static str,
+    pub(super) unit: &'static str,
     /// The target and whether higher values are better.
-    target: Option<(f64, bool)>,
+    pub(super) target: Option<(f64, bool)>,
 }
 
 const FIGURES: [Figure; 9] = [
@@ -131,7 +152,7 @@ const FIGURES: [Figure; 9] = [
     },
 ];
 
-type Run = std::collections::BTreeMap<&'static str, f64>;
+pub(super) type Run = std::collections::BTreeMap<&'static str, f64>;
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || bench(&args)).await?
@@ -140,11 +161,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
     super::harness::check_plugins(&args.plugins)?;
-    let temporary = tempfile::tempdir()?;
-    let work = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| temporary.path().to_owned());
+    let (_temporary, work) = args.runs.work()?;
     let tools = Tools {
         safd: std::env::current_exe()?,
         mgmt,
@@ -152,10 +169,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         args: args.clone(),
     };
     let mut runs: Vec<Run> = Vec::new();
-    for n in 1..=args.runs {
+    for n in 1..=args.runs.count {
         let dir = work.join(format!("run-{n}"));
         std::fs::create_dir_all(&dir)?;
-        println!("run {n} of {}", args.runs);
+        println!("run {n} of {}", args.runs.count);
         let mut run = Run::new();
         tools.throughput(&dir.join("throughput"), &mut run)?;
         tools.latency(&dir.join("latency"), &mut run)?;
@@ -170,7 +187,29 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         // The next run starts from empty directories.
         let _ = std::fs::remove_dir_all(&dir);
     }
-    let met = report(args, &runs)?;
+    let extra = Figure {
+        key: "rss_with_backlog_mib",
+        label: "safd RSS holding the backlog",
+        unit: "MiB",
+        target: Some((150.0, false)),
+    };
+    let figures: Vec<&Figure> = FIGURES.iter().chain(std::iter::once(&extra)).collect();
+    let spec = ReportSpec {
+        out: &args.runs.out,
+        stem: "bench",
+        title: "safd pipeline benchmark",
+        settings: format!(
+            "{} runs · throughput {} events · backlog {} events · live rate {} events/s",
+            args.runs.count, args.events, args.backlog, args.rate
+        ),
+        json_settings: serde_json::json!({
+            "runs": args.runs.count,
+            "events": args.events,
+            "backlog": args.backlog,
+            "rate": args.rate,
+        }),
+    };
+    let met = report(&spec, &figures, &runs)?;
     Ok(if met {
         ExitCode::SUCCESS
     } else {
@@ -185,14 +224,82 @@ struct Tools {
     args: BenchArgs,
 }
 
-/// A `safd run` process, stopped with SIGTERM when dropped.
-struct Safd {
+/// A `safd run` process, killed when dropped (`stop` ends it cleanly).
+pub(super) struct Safd {
     child: Child,
     admin: AdminClient,
     started: Instant,
 }
 
 impl Safd {
+    /// `safd run -c config`, once its admin API is up.
+    pub(super) fn start(
+        safd: &Path,
+        config: &Path,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(safd);
+        command
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cache) = cache_dir {
+            command.env("SAFD_CACHE_DIR", cache);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().context("starting safd run")?;
+        let stderr = child.stderr.take().context("safd's stderr")?;
+        let mut stderr = BufReader::new(stderr);
+        let mut seen = String::new();
+        let admin = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line)? == 0 {
+                bail!("safd ended before it ran:\n{seen}");
+            }
+            seen.push_str(&line);
+            if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
+                break address.to_owned();
+            }
+        };
+        // Keep reading so safd never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink);
+        });
+        Ok(Self {
+            child,
+            admin: AdminClient::new(&admin, None),
+            started,
+        })
+    }
+
+    /// When `safd run` was started.
+    pub(super) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// CPU seconds (user + system) safd has used so far.
+    pub(super) fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / clock_ticks_per_sec()
+    }
+
     fn status(&self) -> anyhow::Result<crate::admin::Status> {
         self.admin.status()
     }
@@ -230,7 +337,7 @@ impl Safd {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -249,7 +356,18 @@ impl Drop for Safd {
     }
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<Duration> {
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux
+/// almost everywhere).
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+pub(super) fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while !done() {
         if started.elapsed() > DEADLINE {
@@ -283,41 +401,7 @@ impl Tools {
                 GROUP_TUNING,
             ),
         )?;
-        let mut command = Command::new(&self.safd);
-        command
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(cache) = &self.args.cache_dir {
-            command.env("SAFD_CACHE_DIR", cache);
-        }
-        let started = Instant::now();
-        let mut child = command.spawn().context("starting safd run")?;
-        let stderr = child.stderr.take().context("safd's stderr")?;
-        let mut stderr = BufReader::new(stderr);
-        let mut seen = String::new();
-        let admin = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line)? == 0 {
-                bail!("safd ended before it ran:\n{seen}");
-            }
-            seen.push_str(&line);
-            if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
-                break address.to_owned();
-            }
-        };
-        // Keep reading so safd never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-        Ok(Safd {
-            child,
-            admin: AdminClient::new(&admin, None),
-            started,
-        })
+        Safd::start(&self.safd, &config, self.args.runs.cache_dir.as_deref())
     }
 
     /// Write `events` EMS events (format B) into `logs` as fast as possible.
@@ -487,7 +571,7 @@ impl Tools {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -506,16 +590,26 @@ struct Row {
     met: Option<bool>,
 }
 
-/// Write bench.json and bench.md; true when every target is met.
-fn report(args: &BenchArgs, runs: &[Run]) -> anyhow::Result<bool> {
+/// What a report is about: where it goes and the settings it ran with.
+pub(super) struct ReportSpec<'a> {
+    pub(super) out: &'a Path,
+    /// File stem: `<stem>.json` and `<stem>.md`.
+    pub(super) stem: &'a str,
+    pub(super) title: &'a str,
+    /// One line for the markdown, e.g. "3 runs · 1000000 events".
+    pub(super) settings: String,
+    /// The same settings for the JSON.
+    pub(super) json_settings: serde_json::Value,
+}
+
+/// Write `<stem>.json` and `<stem>.md`; true when every target is met.
+pub(super) fn report(
+    spec: &ReportSpec<'_>,
+    figures: &[&Figure],
+    runs: &[Run],
+) -> anyhow::Result<bool> {
     let mut rows = Vec::new();
-    let extra = Figure {
-        key: "rss_with_backlog_mib",
-        label: "safd RSS holding the backlog",
-        unit: "MiB",
-        target: Some((150.0, false)),
-    };
-    for figure in FIGURES.iter().chain(std::iter::once(&extra)) {
+    for figure in figures {
         let mut values: Vec<f64> = runs
             .iter()
             .filter_map(|r| r.get(figure.key))
@@ -545,35 +639,27 @@ fn report(args: &BenchArgs, runs: &[Run]) -> anyhow::Result<bool> {
             met,
         });
     }
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(spec.out)?;
     let machine = format!(
         "{} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::env::consts::ARCH
     );
+    let when = jiff::Timestamp::now().to_string();
     let json = serde_json::json!({
-        "when": jiff::Timestamp::now().to_string(),
+        "when": when,
         "machine": machine,
-        "runs": args.runs,
-        "events": args.events,
-        "backlog": args.backlog,
-        "rate": args.rate,
+        "settings": spec.json_settings,
         "figures": rows,
     });
-    let json_path = args.out.join("bench.json");
+    let json_path = spec.out.join(format!("{}.json", spec.stem));
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
 
-    let mut md = String::new();
-    md.push_str(&format!(
-        "# safd pipeline benchmark\n\n{} · {machine} · {} runs · throughput {} events · \
-         backlog {} events · live rate {} events/s\n\n\
+    let mut md = format!(
+        "# {}\n\n{when} · {machine} · {}\n\n\
          | figure | median | runs | target | met |\n|---|---|---|---|---|\n",
-        json["when"].as_str().unwrap_or_default(),
-        args.runs,
-        args.events,
-        args.backlog,
-        args.rate
-    ));
+        spec.title, spec.settings
+    );
     for row in &rows {
         let runs: Vec<String> = row.runs.iter().map(|v| format!("{v:.1}")).collect();
         md.push_str(&format!(
@@ -590,7 +676,7 @@ fn report(args: &BenchArgs, runs: &[Run]) -> anyhow::Result<bool> {
             }
         ));
     }
-    let md_path = args.out.join("bench.md");
+    let md_path = spec.out.join(format!("{}.md", spec.stem));
     std::fs::write(&md_path, &md)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "\n{md}")?;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_syslog;
 mod daemon;
 mod demo;
 mod harness;
@@ -72,6 +73,13 @@ enum Command {
     /// and the EMS simulator; use release builds (`cargo xtask
     /// bench-pipeline`).
     Bench(bench::BenchArgs),
+    /// Measure file-tail → durable queue → syslog (plain TCP, newline
+    /// framing) to a local receiver: events/s from safd's start to the last
+    /// line received, and safd's CPU time; writes bench-syslog.json and
+    /// bench-syslog.md.
+    ///
+    /// Use release builds (`cargo xtask bench-syslog`).
+    BenchSyslog(bench_syslog::BenchSyslogArgs),
 }
 
 impl Cli {
@@ -135,5 +143,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchSyslog(args) => bench_syslog::run(args).await,
     }
 }

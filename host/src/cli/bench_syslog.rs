@@ -1,0 +1,255 @@
+//! `safd bench-syslog`: file-tail → durable queue → syslog (plain TCP,
+//! newline framing) → a local receiver, with safd as its own process and
+//! fsync before every source acknowledgement. A file of N lines is written
+//! first; the clock runs from safd's start to the moment the receiver has
+//! the last line. The report gives events/s, safd's CPU seconds and what
+//! the receiver got (every line once), median of the runs.
+
+use super::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report, wait_until};
+use anyhow::bail;
+use clap::Args;
+use std::io::{BufWriter, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchSyslogArgs {
+    /// Plugin directory holding file-tail and syslog (built by
+    /// `cargo xtask plugins` into target/plugins).
+    #[arg(long, env = "SAFD_PLUGIN_DIR")]
+    plugins: PathBuf,
+    /// Lines in the file.
+    #[arg(long, default_value_t = 1_000_000)]
+    lines: u64,
+    /// Bytes per line, the line feed included.
+    #[arg(long, default_value_t = 160)]
+    line_bytes: usize,
+    #[command(flatten)]
+    runs: RunArgs,
+}
+
+const FIGURES: [Figure; 3] = [
+    Figure {
+        key: "events_per_sec",
+        label: "file → receiver, fsync on (from safd's start)",
+        unit: "events/s",
+        target: Some((650_000.0, true)),
+    },
+    Figure {
+        key: "cpu_secs",
+        label: "safd CPU time (user + system)",
+        unit: "s",
+        target: None,
+    },
+    Figure {
+        key: "extra_lines",
+        label: "lines received more than once",
+        unit: "lines",
+        target: Some((0.0, false)),
+    },
+];
+
+pub(crate) async fn run(args: BenchSyslogArgs) -> anyhow::Result<ExitCode> {
+    tokio::task::spawn_blocking(move || bench(&args)).await?
+}
+
+fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
+    for plugin in ["file-tail", "syslog"] {
+        if !args.plugins.join(format!("{plugin}.wasm")).is_file() {
+            bail!(
+                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
+                args.plugins.display()
+            );
+        }
+    }
+    if args.line_bytes < 64 {
+        bail!("--line-bytes must be at least 64");
+    }
+    let (_temporary, work) = args.runs.work()?;
+    let safd = std::env::current_exe()?;
+    let mut runs = Vec::new();
+    for n in 1..=args.runs.count {
+        let dir = work.join(format!("syslog-run-{n}"));
+        std::fs::create_dir_all(&dir)?;
+        println!("run {n} of {}", args.runs.count);
+        let run = one_run(args, &safd, &dir)?;
+        for figure in &FIGURES {
+            if let Some(value) = run.get(figure.key) {
+                println!("  {:<48} {value:>12.1} {}", figure.label, figure.unit);
+            }
+        }
+        runs.push(run);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let spec = ReportSpec {
+        out: &args.runs.out,
+        stem: "bench-syslog",
+        title: "safd file-tail → syslog benchmark",
+        settings: format!(
+            "{} runs · {} lines of {} bytes · plain TCP, newline framing",
+            args.runs.count, args.lines, args.line_bytes
+        ),
+        json_settings: serde_json::json!({
+            "runs": args.runs.count,
+            "lines": args.lines,
+            "line_bytes": args.line_bytes,
+        }),
+    };
+    let figures: Vec<&Figure> = FIGURES.iter().collect();
+    Ok(if report(&spec, &figures, &runs)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn one_run(args: &BenchSyslogArgs, safd: &Path, dir: &Path) -> anyhow::Result<Run> {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    write_lines(&logs.join("app.log"), args.lines, args.line_bytes)?;
+    let receiver = Receiver::start(args.lines)?;
+    let config = dir.join("safd.toml");
+    std::fs::write(
+        &config,
+        config_text(dir, &args.plugins, &logs, receiver.address),
+    )?;
+    let safd = Safd::start(safd, &config, args.runs.cache_dir.as_deref())?;
+    wait_until("the last line at the receiver", || {
+        receiver.completed().is_some()
+    })?;
+    let cpu = safd.cpu_secs();
+    let done = receiver.completed().unwrap_or_else(Instant::now);
+    let elapsed = done.duration_since(safd.started()).as_secs_f64();
+    safd.stop()?;
+    let received = receiver.lines.load(Ordering::Relaxed);
+    let mut run = Run::new();
+    run.insert("events_per_sec", args.lines as f64 / elapsed);
+    run.insert("cpu_secs", cpu);
+    run.insert("extra_lines", received.saturating_sub(args.lines) as f64);
+    Ok(run)
+}
+
+/// `lines` lines of exactly `line_bytes` bytes (line feed included).
+fn write_lines(path: &Path, lines: u64, line_bytes: usize) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut line = Vec::with_capacity(line_bytes);
+    for n in 1..=lines {
+        line.clear();
+        write!(
+            line,
+            "2026-11-22T10:00:00.000000Z web01 app[4242]: request {n:09} GET /api/v1/orders status=200 bytes=5120 ms={} ",
+            n % 997
+        )?;
+        line.resize(line_bytes - 1, b'x');
+        line.push(b'\n');
+        out.write_all(&line)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn config_text(dir: &Path, plugins: &Path, logs: &Path, receiver: SocketAddr) -> String {
+    format!(
+        r#"agent_id = "bench-safd"
+data_dir = "{queue}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.app]
+plugin = "file-tail"
+config = {{ directory = "{logs}", pattern = "app.log" }}
+grants = {{ dirs = ["{logs}"] }}
+max_events = 4096
+
+[groups.siem]
+mode = "failover"
+plugin = "syslog"
+config = {{ transport = "tcp", framing = "newline" }}
+grants = {{ tcp = ["{receiver}"] }}
+members = [{{ name = "receiver", address = "{receiver}" }}]
+batch_max_events = 4096
+batch_max_bytes = 4194304
+"#,
+        queue = dir.join("queue").display(),
+        plugins = plugins.display(),
+        logs = logs.display(),
+    )
+}
+
+/// A syslog receiver on a loopback port: counts the lines of stream `app`
+/// over every connection safd opens, and notes when the last one came.
+struct Receiver {
+    address: SocketAddr,
+    lines: Arc<AtomicU64>,
+    completed: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Receiver {
+    fn start(expected: u64) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let lines = Arc::new(AtomicU64::new(0));
+        let completed = Arc::new(Mutex::new(None));
+        let (count, done) = (lines.clone(), completed.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (count, done) = (count.clone(), done.clone());
+                std::thread::spawn(move || count_lines(&mut stream, expected, &count, &done));
+            }
+        });
+        Ok(Self {
+            address,
+            lines,
+            completed,
+        })
+    }
+
+    fn completed(&self) -> Option<Instant> {
+        self.completed.lock().ok().and_then(|d| *d)
+    }
+}
+
+/// The start of a syslog line from one of safd's own events (stream
+/// `safd`), which the receiver does not count.
+const OWN_EVENT: &[u8] = b"[safd@32473 id=\"safd:";
+/// How much of a line's start is enough to see its structured data begin.
+const HEAD: usize = 160;
+
+fn count_lines(
+    stream: &mut impl Read,
+    expected: u64,
+    count: &AtomicU64,
+    done: &Mutex<Option<Instant>>,
+) {
+    let mut buf = vec![0u8; 1 << 20];
+    // The start of a line cut by the end of a read.
+    let mut carry: Vec<u8> = Vec::with_capacity(HEAD);
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let mut chunk = &buf[..n];
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+            let take = end.min(HEAD.saturating_sub(carry.len()));
+            carry.extend_from_slice(&chunk[..take]);
+            let own = carry.windows(OWN_EVENT.len()).any(|w| w == OWN_EVENT);
+            carry.clear();
+            chunk = &chunk[end + 1..];
+            if !own
+                && count.fetch_add(1, Ordering::Relaxed) + 1 == expected
+                && let Ok(mut done) = done.lock()
+            {
+                *done = Some(Instant::now());
+            }
+        }
+        let take = chunk.len().min(HEAD.saturating_sub(carry.len()));
+        carry.extend_from_slice(&chunk[..take]);
+    }
+}
