@@ -182,7 +182,10 @@ impl Tailer {
         let before = self.files.len();
         let rotate_wait = config.rotate_wait;
         self.files.retain(|t| {
-            let drained = t.read_at >= t.size && t.pending.is_none();
+            // Its size now, not as of the last read: lines written just
+            // before a rename must still be read.
+            let size = t.file.stat().map_or(u64::MAX, |(size, _)| size);
+            let drained = t.read_at >= size && t.pending.is_none();
             let keep = if !t.present {
                 // Deleted (or moved out): the open handle still reads it.
                 !drained

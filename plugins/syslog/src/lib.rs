@@ -117,9 +117,10 @@ impl Writer {
         };
         let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES + 16 * 1024);
         let mut scratch = Vec::with_capacity(1024);
-        let mut acknowledged = Vec::with_capacity(batches.len());
-        for batch in batches {
-            let mut last = None;
+        // What is in `out`, and what reached the connection before it.
+        let mut buffered = Acks::default();
+        let mut written = Acks::default();
+        for (i, batch) in batches.iter().enumerate() {
             for event in batch.events() {
                 let (seq, event) = event?;
                 match self.config.framing {
@@ -135,27 +136,22 @@ impl Writer {
                         out.push(b'\n');
                     }
                 }
-                last = Some(seq);
+                buffered.accept(i, seq);
                 if out.len() >= WRITE_CHUNK_BYTES {
-                    connection.write_all(&out)?;
+                    if let Err(err) = connection.write_all(&out) {
+                        // Chunks written before count (as written);
+                        // resending them would only duplicate them.
+                        return written.report_or(batches, err);
+                    }
                     out.clear();
+                    written = buffered.clone();
                 }
             }
-            if let Some(seq) = last {
-                acknowledged.push(StreamPosition {
-                    stream: batch.stream.clone(),
-                    seq,
-                });
-            }
         }
-        connection.write_all(&out)?;
-        Ok((
-            DeliveryReport {
-                acknowledged,
-                rejected: Vec::new(),
-            },
-            true,
-        ))
+        if let Err(err) = connection.write_all(&out) {
+            return written.report_or(batches, err);
+        }
+        Ok((buffered.report(batches), true))
     }
 
     fn deliver_relp(
@@ -239,8 +235,8 @@ impl Writer {
     }
 }
 
-/// The acknowledged prefix of a RELP delivery, per batch.
-#[derive(Default)]
+/// The acknowledged prefix of a delivery, per batch.
+#[derive(Clone, Default)]
 struct Acks {
     /// Per batch index, the last acknowledged seq.
     last: Vec<Option<u64>>,
