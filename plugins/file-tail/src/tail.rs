@@ -59,6 +59,9 @@ pub(crate) struct Tailer {
     /// Files as they were just before a truncation, for a while: the
     /// copy that copytruncate made may be found only after the truncation.
     truncated: Vec<(FileCursor, Instant)>,
+    /// Where the next poll begins in `files` (round robin when a poll's
+    /// budget runs out).
+    first_served: usize,
     /// Files that look like a copy still being written (same first line as
     /// a followed file, shorter than where it was read to), since when.
     copying: Vec<(u64, Instant)>,
@@ -85,6 +88,7 @@ impl Tailer {
             resume: resume.map(|c| c.files),
             scanned_at: None,
             truncated: Vec::new(),
+            first_served: 0,
             copying: Vec::new(),
         }
     }
@@ -297,11 +301,17 @@ impl Tailer {
             moved |= self.scan(config)?;
         }
         let mut more = false;
-        for t in &mut self.files {
+        let count = self.files.len();
+        let first = self.first_served % count.max(1);
+        for i in (first..count).chain(0..first) {
             if out.len() >= budget.events || out.text_bytes() >= budget.bytes {
+                // The next poll starts with the first file this one did not
+                // get to: one busy file cannot starve the others.
+                self.first_served = i;
                 more = true;
                 break;
             }
+            let t = &mut self.files[i];
             let before = t.offset;
             more |= read_file(t, config, out, budget, &mut self.truncated)?;
             moved |= t.offset != before;
