@@ -112,7 +112,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     });
     let mut overrides = HashMap::new();
     for (i, o) in raw.severity_overrides.iter().enumerate() {
-        match severity(&o.severity) {
+        match Severity::from_name(&o.severity) {
             Some(s) => {
                 overrides.insert((o.subsystem.to_ascii_uppercase(), o.event), s);
             }
@@ -158,17 +158,5 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         max_bytes: raw.max_bytes,
         settle: (raw.settle_ms > 0)
             .then(|| std::time::Duration::from_millis(u64::from(raw.settle_ms))),
-    })
-}
-
-fn severity(name: &str) -> Option<Severity> {
-    Some(match name {
-        "debug" => Severity::Debug,
-        "info" => Severity::Info,
-        "warning" => Severity::Warning,
-        "minor" => Severity::Minor,
-        "major" => Severity::Major,
-        "critical" => Severity::Critical,
-        _ => return None,
     })
 }

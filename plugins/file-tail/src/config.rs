@@ -132,7 +132,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             false
         }
     };
-    let severity = severity(&raw.severity).unwrap_or_else(|| {
+    let severity = Severity::from_name(&raw.severity).unwrap_or_else(|| {
         problems.push(ConfigProblem::new(
             "severity",
             format!(
@@ -169,18 +169,6 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         scan_interval: millis(raw.scan_interval_ms),
         max_events: raw.max_events,
         max_bytes: raw.max_bytes,
-    })
-}
-
-fn severity(name: &str) -> Option<Severity> {
-    Some(match name {
-        "debug" => Severity::Debug,
-        "info" => Severity::Info,
-        "warning" => Severity::Warning,
-        "minor" => Severity::Minor,
-        "major" => Severity::Major,
-        "critical" => Severity::Critical,
-        _ => return None,
     })
 }
 

@@ -37,6 +37,7 @@ extern crate self as safd_plugin_sdk;
 pub mod config;
 pub mod events;
 pub mod log;
+pub mod time;
 
 /// Bindings of the `source` world. Plugin authors normally use [`source`] and
 /// [`types`] instead of this module.
@@ -75,6 +76,22 @@ pub use source_bindings::export_source;
 /// Types shared by sources and destinations: events, errors, descriptions.
 pub mod types {
     pub use crate::source_bindings::safd::connector::types::*;
+
+    impl Severity {
+        /// The severity named `name` (`debug`, `info`, `warning`, `minor`,
+        /// `major`, `critical`), as operators write it in configs.
+        pub fn from_name(name: &str) -> Option<Self> {
+            Some(match name {
+                "debug" => Self::Debug,
+                "info" => Self::Info,
+                "warning" => Self::Warning,
+                "minor" => Self::Minor,
+                "major" => Self::Major,
+                "critical" => Self::Critical,
+                _ => return None,
+            })
+        }
+    }
 
     impl ConfigProblem {
         /// A problem at `path` (a dotted path into the config, empty for the

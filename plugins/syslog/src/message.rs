@@ -44,7 +44,7 @@ pub(crate) fn write(
     let mut text = String::with_capacity(256 + event.body.len());
     let pri = u16::from(config.facility) * 8 + u16::from(syslog_severity(event.severity));
     let _ = write!(text, "<{pri}>1 ");
-    timestamp(&mut text, event.time);
+    safd_plugin_sdk::time::rfc3339(&mut text, event.time);
     text.push(' ');
     let attribute = |key: &str| {
         event
@@ -143,35 +143,4 @@ fn param(out: &mut String, name: &str, value: &str) {
         out.push(c);
     }
     out.push('"');
-}
-
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-22T10:04:05.000123Z`.
-fn timestamp(out: &mut String, micros: i64) {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    );
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
