@@ -12,6 +12,10 @@ use std::time::Instant;
 /// before its position.
 const PROBE: usize = 64;
 
+/// For sizing reads: a generous typical log line. Longer lines only mean
+/// a poll returns fewer events than its budget allows.
+const BYTES_PER_LINE_GUESS: usize = 256;
+
 /// A file being followed.
 struct Tracked {
     file: File,
@@ -26,6 +30,13 @@ struct Tracked {
     pending: Option<Pending>,
     /// Parts of an over-long line emitted so far.
     part: u32,
+    /// The time stamped on the lines of this read (one clock call per
+    /// read, not per line).
+    now: i64,
+    /// Buffers reused for every line's id and attributes.
+    id: String,
+    offset_text: String,
+    part_text: String,
     /// Length and hash of the bytes before `offset`, taken when `offset`
     /// moved (a truncation destroys them).
     tail: (u8, u64),
@@ -161,6 +172,10 @@ impl Tailer {
                 read_at: start,
                 pending: None,
                 part: 0,
+                now: 0,
+                id: String::new(),
+                offset_text: String::new(),
+                part_text: String::new(),
                 tail,
                 tail_at: start,
                 modified,
@@ -408,6 +423,7 @@ fn read_file(
     truncated: &mut Vec<(FileCursor, Instant)>,
 ) -> Result<bool, String> {
     let (size, modified) = t.file.stat()?;
+    t.now = now_micros();
     // Truncated and written again since the last look, maybe up to or past
     // where reading stopped: its first line, or the bytes before where
     // reading stopped, are no longer the same.
@@ -454,8 +470,15 @@ fn read_file(
     }
     let mut more = false;
     if size > t.read_at {
-        let chunk_len = (size - t.read_at)
-            .min((budget.bytes.max(config.max_line_bytes * 2) as u64).max(256 * 1024));
+        // About what this poll can still take (reading far more only to
+        // read it again next time costs a copy through the sandbox), but
+        // always room for a whole line of the longest allowed length.
+        let events_left = budget.events.saturating_sub(out.len()).max(1);
+        let wanted = (events_left * BYTES_PER_LINE_GUESS)
+            .min(budget.bytes)
+            .max(64 * 1024)
+            .max(config.max_line_bytes * 2 + 2);
+        let chunk_len = (size - t.read_at).min(wanted as u64);
         let chunk = t.file.read_at(t.read_at, chunk_len)?;
         let base = t.read_at;
         let mut at = 0;
@@ -570,31 +593,50 @@ fn flush_pending(t: &mut Tracked, config: &Config, out: &mut EventWriter) {
 /// Emit one event: the line's text, where it is, and an id that is the
 /// same whenever the same line of the same file is read.
 fn emit(
-    t: &Tracked,
+    t: &mut Tracked,
     config: &Config,
     out: &mut EventWriter,
     start: u64,
     text: &[u8],
     part: Option<u32>,
 ) {
-    let id = format!("{:016x}{:016x}:{start}", t.ino, t.fp.unwrap_or(0));
-    let offset = start.to_string();
-    let part = part.map(|p| p.to_string());
+    use std::fmt::Write as _;
+    // Reused buffers: this runs once per line.
+    let mut id = std::mem::take(&mut t.id);
+    let mut offset = std::mem::take(&mut t.offset_text);
+    let mut part_text = std::mem::take(&mut t.part_text);
+    id.clear();
+    offset.clear();
+    part_text.clear();
+    let _ = write!(id, "{:016x}{:016x}:{start}", t.ino, t.fp.unwrap_or(0));
+    let _ = write!(offset, "{start}");
     let body = String::from_utf8_lossy(text);
-    let mut attributes: Vec<(&str, &str)> = vec![("file", &t.name), ("offset", &offset)];
-    if let Some(part) = &part {
-        attributes.push(("part", part));
+    let mut attributes = [
+        ("file", t.name.as_str()),
+        ("offset", &offset),
+        ("", ""),
+        ("", ""),
+    ];
+    let mut n = 2;
+    if let Some(part) = part {
+        let _ = write!(part_text, "{part}");
+        attributes[n] = ("part", &part_text);
+        n += 1;
     }
     if matches!(body, std::borrow::Cow::Owned(_)) {
-        attributes.push(("invalid_utf8", "true"));
+        attributes[n] = ("invalid_utf8", "true");
+        n += 1;
     }
     out.push_fields(
         &id,
-        now_micros(),
+        t.now,
         config.severity,
-        attributes,
+        attributes[..n].iter().copied(),
         body.as_ref(),
     );
+    t.id = id;
+    t.offset_text = offset;
+    t.part_text = part_text;
 }
 
 /// The largest cut at or below `max` that does not split a UTF-8 character.

@@ -117,6 +117,7 @@ impl Writer {
         };
         let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES + 16 * 1024);
         let mut scratch = Vec::with_capacity(1024);
+        let mut text = String::with_capacity(1024);
         // What is in `out`, and what reached the connection before it.
         let mut buffered = Acks::default();
         let mut written = Acks::default();
@@ -126,13 +127,20 @@ impl Writer {
                 match self.config.framing {
                     Framing::OctetCounting => {
                         scratch.clear();
-                        message::write(&mut scratch, &header, &batch.stream, seq, &event);
+                        message::write(
+                            &mut scratch,
+                            &mut text,
+                            &header,
+                            &batch.stream,
+                            seq,
+                            &event,
+                        );
                         out.extend_from_slice(scratch.len().to_string().as_bytes());
                         out.push(b' ');
                         out.extend_from_slice(&scratch);
                     }
                     Framing::Newline => {
-                        message::write(&mut out, &header, &batch.stream, seq, &event);
+                        message::write(&mut out, &mut text, &header, &batch.stream, seq, &event);
                         out.push(b'\n');
                     }
                 }
@@ -168,6 +176,7 @@ impl Writer {
         let mut acks = Acks::default();
         let mut out = Vec::with_capacity(WRITE_CHUNK_BYTES + 16 * 1024);
         let mut scratch = Vec::with_capacity(1024);
+        let mut text = String::with_capacity(1024);
         // (txnr, batch index, seq) sent and not yet answered, oldest first.
         let mut pending = std::collections::VecDeque::with_capacity(self.config.relp_window);
         let mut events = batches.iter().enumerate().flat_map(|(i, batch)| {
@@ -185,7 +194,14 @@ impl Writer {
                     Some(event) => {
                         let (i, seq, event) = event?;
                         scratch.clear();
-                        message::write(&mut scratch, &header, &batches[i].stream, seq, &event);
+                        message::write(
+                            &mut scratch,
+                            &mut text,
+                            &header,
+                            &batches[i].stream,
+                            seq,
+                            &event,
+                        );
                         let txnr = session.frame_syslog(&mut out, &scratch);
                         pending.push_back((txnr, i, seq));
                     }

@@ -32,8 +32,12 @@ fn syslog_severity(severity: u8) -> u8 {
 }
 
 /// Append the message for `(stream, seq, event)` to `out` (without framing).
+///
+/// `text` is a buffer reused from message to message (its content does
+/// not matter): formatting allocates nothing per event.
 pub(crate) fn write(
     out: &mut Vec<u8>,
+    text: &mut String,
     header: &Header<'_>,
     stream: &str,
     seq: u64,
@@ -41,10 +45,10 @@ pub(crate) fn write(
 ) {
     let config = header.config;
     let start = out.len();
-    let mut text = String::with_capacity(256 + event.body.len());
+    text.clear();
     let pri = u16::from(config.facility) * 8 + u16::from(syslog_severity(event.severity));
     let _ = write!(text, "<{pri}>1 ");
-    safd_plugin_sdk::time::rfc3339(&mut text, event.time);
+    safd_plugin_sdk::time::rfc3339(text, event.time);
     text.push(' ');
     let attribute = |key: &str| {
         event
@@ -58,25 +62,32 @@ pub(crate) fn write(
         .as_deref()
         .or_else(|| attribute("system"))
         .unwrap_or(header.agent_id);
-    field(&mut text, hostname, 255);
+    field(text, hostname, 255);
     text.push(' ');
-    field(&mut text, &config.app_name, 48);
+    field(text, &config.app_name, 48);
     text.push(' ');
-    field(&mut text, attribute("process").unwrap_or("-"), 128);
+    field(text, attribute("process").unwrap_or("-"), 128);
     text.push(' ');
     match (attribute("subsystem"), attribute("event_number")) {
         (Some(subsystem), Some(number)) => {
-            field(&mut text, &format!("{subsystem}-{number}"), 32);
+            let before = text.len();
+            field(text, subsystem, 32);
+            text.push('-');
+            field(text, number, 32);
+            // Fields write ASCII only: any cut is at a character boundary.
+            text.truncate(before + 32.min(text.len() - before));
         }
         _ => text.push('-'),
     }
     text.push_str(" [");
     text.push_str(&config.sd_id);
-    param(&mut text, "id", event.id);
-    param(&mut text, "stream", stream);
-    param(&mut text, "seq", &seq.to_string());
+    param(text, "id", event.id);
+    param(text, "stream", stream);
+    text.push_str(" seq=\"");
+    let _ = write!(text, "{seq}");
+    text.push('"');
     for (key, value) in event.attributes.iter() {
-        param(&mut text, key, value);
+        param(text, key, value);
     }
     let body = body_text(event.body, header.escape_line_breaks);
     let room = config
@@ -89,7 +100,9 @@ pub(crate) fn write(
         while !body.is_char_boundary(cut) {
             cut -= 1;
         }
-        param(&mut text, "truncated", &event.body.len().to_string());
+        text.push_str(" truncated=\"");
+        let _ = write!(text, "{}", event.body.len());
+        text.push('"');
         text.push_str("] ");
         out.extend_from_slice(text.as_bytes());
         out.extend_from_slice(&body.as_bytes()[..cut]);
