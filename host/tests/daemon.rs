@@ -290,7 +290,9 @@ fn stream_stats(server: &mgmt::Server, stream: &str) -> serde_json::Value {
 /// SIGTERM, then safd must exit 0 within 20 s; its whole stderr.
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    const EVENTS: u64 = 60_000;
+    // Enough that every kill lands mid-stream: a run of up to 400 ms
+    // delivers several thousand events.
+    const EVENTS: u64 = 300_000;
     const KILLS: u32 = 20;
     let dir = tempfile::tempdir().unwrap();
     let logs = ems_logs(dir.path(), EVENTS);

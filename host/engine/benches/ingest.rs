@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{Attribute, Event, Severity};
-use safd_engine::Queue;
+use safd_engine::{Notices, Queue, QueueOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +32,25 @@ fn event(n: usize) -> Event {
     }
 }
 
+/// A queue that never fills up: criterion's iteration counts at these
+/// rates store more than the default 1 GiB capacity, and nothing is
+/// delivered to free it.
+fn open_unbounded(path: &std::path::Path) -> Queue {
+    let options = QueueOptions {
+        capacity_bytes: 64 << 30,
+        ..QueueOptions::default()
+    };
+    Queue::open_with(path, options, Notices::default(), Arc::default())
+        .unwrap()
+        .0
+}
+
 fn bench_ingest(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut group = c.benchmark_group("durable_ingest");
     for size in BATCH_SIZES {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Arc::new(Queue::open(dir.path()).unwrap().0);
+        let queue = Arc::new(open_unbounded(dir.path()));
         let batch: Arc<Vec<Event>> = Arc::new((0..size).map(event).collect());
         group.throughput(Throughput::Elements((size * WRITERS) as u64));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {

@@ -39,8 +39,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RecordError> {
 /// Layout of the payload: `zigzag(ingested_at) varint(count)` and then the
 /// events exactly as a source plugin sent them (the WIT event-block
 /// encoding), so ingest stores a plugin's bytes without re-encoding them.
-/// `ingested_at` comes first so the retention pass can read it alone (see
-/// [`decode_prefix`]).
+/// The chunk's index entry repeats `ingested_at`, so retention never reads
+/// the chunk; here it keeps a chunk self-describing.
 pub(crate) fn encode_chunk(ingested_at: i64, count: u32, events: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + 16 + events.len());
     out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
@@ -52,8 +52,7 @@ pub(crate) fn encode_chunk(ingested_at: i64, count: u32, events: &[u8]) -> Vec<u
     out
 }
 
-/// The events of a stored chunk (its ingest time is read with
-/// [`decode_prefix`]).
+/// The events of a stored chunk.
 pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<EventBlock, RecordError> {
     let payload = checked_payload(bytes)?;
     let decode_error = |e: postcard::Error| RecordError::Decode(e.to_string());
@@ -64,14 +63,6 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<EventBlock, RecordError> {
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
     postcard::from_bytes(checked_payload(bytes)?).map_err(|e| RecordError::Decode(e.to_string()))
-}
-
-/// Decode only the leading field of a record (after the full checks), for
-/// callers that need a header field without the bulk of the record.
-pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
-    postcard::take_from_bytes(checked_payload(bytes)?)
-        .map(|(value, _)| value)
-        .map_err(|e| RecordError::Decode(e.to_string()))
 }
 
 fn checked_payload(bytes: &[u8]) -> Result<&[u8], RecordError> {
@@ -94,7 +85,7 @@ mod tests {
     use safd_connector::{Attribute, Event, Severity};
 
     #[test]
-    fn chunks_round_trip_and_expose_their_ingest_time() {
+    fn chunks_round_trip_and_reveal_damage() {
         let events: Vec<Event> = (0..40)
             .map(|n| Event {
                 id: format!("ïd-{n}"),
@@ -113,7 +104,6 @@ mod tests {
         let block = EventBlock::from_events(&events);
         let stored = encode_chunk(-5, events.len() as u32, block.bytes());
         assert_eq!(decode_chunk(&stored).unwrap().to_events(), events);
-        assert_eq!(decode_prefix::<i64>(&stored).unwrap(), -5);
         let mut damaged = stored.clone();
         damaged[10] ^= 1;
         assert!(matches!(decode_chunk(&damaged), Err(RecordError::Checksum)));

@@ -161,7 +161,7 @@ impl Engine {
             options.retention_interval,
             shutdown.subscribe(),
         ));
-        tasks.spawn(flush_acks(queue.clone(), shutdown.subscribe()));
+        tasks.spawn(flush_written(queue.clone(), shutdown.subscribe()));
         tasks.spawn(crate::recovery::recover_store(
             queue.clone(),
             notices.clone(),
@@ -597,17 +597,18 @@ async fn enforce_retention(
     }
 }
 
-/// How often acknowledgements recorded without an ingest are fsynced.
-const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often sled's records (acks, and the index of events already durable
+/// in segment files) are fsynced.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
 
-async fn flush_acks(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
+async fn flush_written(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(ACK_FLUSH_INTERVAL) => {}
+            _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(err) = queue.flush_acks().await {
-            tracing::error!("cannot make acknowledgements durable: {err}");
+        if let Err(err) = queue.flush_if_written().await {
+            tracing::error!("cannot make acknowledgements and the queue's index durable: {err}");
         }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! A writer applies its batch, takes a ticket, then queues for the flush
 //! lock (FIFO). Whoever holds it either finds its ticket already covered by
-//! a finished flush, or runs the next `sled::Db::flush` on behalf of every
+//! a finished flush, or runs the next flush (sled's, or an fsync of the
+//! event segments) on behalf of every
 //! ticket issued so far. Writers that arrive while an fsync is in flight
 //! thus share the next one. No background task outlives the queue (it would
 //! hold sled's file lock).
@@ -12,6 +13,7 @@
 //! leadership with `try_lock`; a waiter woken while the previous leader still
 //! held the lock could sleep forever. Queueing on the lock itself cannot.)
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -20,9 +22,10 @@ use tokio::sync::Mutex;
 /// (see `flush_nudged`); far above a healthy fsync.
 const NUDGE_AFTER: Duration = Duration::from_millis(500);
 
-#[derive(Debug)]
+type Flush = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 pub(crate) struct GroupCommit {
-    db: sled::Db,
+    flush: Flush,
     issued: AtomicU64,
     state: Mutex<FlushState>,
     flushes: AtomicU64,
@@ -39,9 +42,11 @@ struct FlushState {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(db: sled::Db) -> Self {
+    /// Group commits of `flush`, which must make durable everything
+    /// written before it was called.
+    pub(crate) fn new(flush: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
         Self {
-            db,
+            flush: Arc::new(flush),
             issued: AtomicU64::new(0),
             state: Mutex::new(FlushState::default()),
             flushes: AtomicU64::new(0),
@@ -63,7 +68,7 @@ impl GroupCommit {
             self.flushes.fetch_add(1, Ordering::Relaxed);
             state.attempted_through = covered;
             state.last_error = match outcome {
-                Ok(Ok(_)) => {
+                Ok(Ok(())) => {
                     state.durable_through = covered;
                     None
                 }
@@ -81,23 +86,23 @@ impl GroupCommit {
             .unwrap_or_else(|| "fsync failed".to_owned()))
     }
 
-    /// `sled::Db::flush` on a blocking thread. sled 0.34 can miss the
-    /// wakeup of a flush waiting for an I/O buffer whose write failed (a
-    /// full disk): that flush would wait forever, holding the database
-    /// open. Another flush finds the failure and wakes every waiter, so
-    /// one is started whenever the first has taken a while.
-    async fn flush_nudged(&self) -> Result<Result<usize, sled::Error>, tokio::task::JoinError> {
-        let db = self.db.clone();
-        let mut flushing = tokio::task::spawn_blocking(move || db.flush());
+    /// The flush on a blocking thread. sled 0.34 can miss the wakeup of a
+    /// flush waiting for an I/O buffer whose write failed (a full disk):
+    /// that flush would wait forever, holding the database open. Another
+    /// flush finds the failure and wakes every waiter, so one is started
+    /// whenever the first has taken a while (harmless for an fsync).
+    async fn flush_nudged(&self) -> Result<Result<(), String>, tokio::task::JoinError> {
+        let flush = self.flush.clone();
+        let mut flushing = tokio::task::spawn_blocking(move || flush());
         let mut nudge: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             match tokio::time::timeout(NUDGE_AFTER, &mut flushing).await {
                 Ok(outcome) => return outcome,
                 Err(_) => {
                     if nudge.as_ref().is_none_or(|n| n.is_finished()) {
-                        let db = self.db.clone();
+                        let flush = self.flush.clone();
                         nudge = Some(tokio::task::spawn_blocking(move || {
-                            let _ = db.flush();
+                            let _ = flush();
                         }));
                     }
                 }
@@ -105,8 +110,16 @@ impl GroupCommit {
         }
     }
 
-    /// How many fsyncs have run (each may serve many writers).
+    /// How many flushes have run (each may serve many writers).
     pub(crate) fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("flushes", &self.flushes())
+            .finish_non_exhaustive()
     }
 }

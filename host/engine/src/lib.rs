@@ -23,6 +23,7 @@ pub mod failover;
 mod flush;
 mod group;
 mod keys;
+mod log_recovery;
 mod member;
 pub mod metrics;
 mod notice;
@@ -30,6 +31,7 @@ mod pump;
 mod queue;
 mod recovery;
 mod retention;
+mod segments;
 
 pub use catch_up::{CatchUpDecision, RefusalReason};
 pub use codec::RecordError;

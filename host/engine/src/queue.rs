@@ -1,12 +1,13 @@
 //! The durable store-and-forward queue.
 //!
-//! One sled tree holds, per stream, batches of events (one value per batch,
-//! not per event: sled tops out near 100 000 single-event inserts per second
-//! but moves well over 500 000 events per second as batches) and the
-//! stream's state: its name, next sequence number and the source cursor that
-//! produced the last batch. Events and cursor commit in one atomic sled batch
-//! and `ingest` returns only after an fsync (shared with concurrent ingests),
-//! so a source is never told to move on before its events are on disk, and a
+//! Events are stored in chunks (runs of consecutive events of a stream) in
+//! append-only segment files ([`crate::segments`]). One sled tree holds,
+//! per stream, where each chunk is, and the stream's state: its name, next
+//! sequence number and the source cursor that produced the last batch. An
+//! ingest appends its chunks and syncs them, then writes their index
+//! entries and the stream's cursor in one atomic sled batch, and returns
+//! only after sled's flush (both fsyncs shared with concurrent ingests). So
+//! a source is never told to move on before its events are on disk, and a
 //! stored cursor is never ahead of the stored events.
 
 use crate::codec::{self, RecordError};
@@ -14,10 +15,11 @@ use crate::flush::GroupCommit;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices};
+use crate::segments::{ChunkIndex, FrameHeader, SegmentLog};
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_RECORD_QUARANTINED,
 };
-use safd_connector::{Cursor, Event, EventBlock, SequencedEvent, Severity, Timestamp};
+use safd_connector::{Cursor, Event, EventBlock, SequencedEvent, Severity, Timestamp, event_block};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,8 @@ pub enum QueueError {
     Record(#[from] RecordError),
     #[error("events were written but could not be made durable: {0}")]
     Fsync(String),
+    #[error("cannot use the queue's segment files: {0}")]
+    Segments(#[from] std::io::Error),
     #[error(
         "the queue's store failed ({0}) and is being reopened from disk; writes resume \
          once the data directory accepts them again"
@@ -127,6 +131,20 @@ pub(crate) struct StreamRecord {
     pub(crate) trim_marks: Vec<(u64, Timestamp)>,
 }
 
+impl StreamRecord {
+    /// A stream nothing was ingested into yet.
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            next_seq: 1,
+            first_seq: 1,
+            bytes: 0,
+            cursor: None,
+            trim_marks: Vec::new(),
+        }
+    }
+}
+
 /// A destination group's persisted state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupState {
@@ -206,6 +224,7 @@ pub(crate) struct Streams {
 pub(crate) struct Store {
     pub(crate) tree: sled::Tree,
     pub(crate) commit: GroupCommit,
+    pub(crate) log: SegmentLog,
 }
 
 /// The durable queue. Cheap to share behind an `Arc`.
@@ -231,8 +250,9 @@ pub struct Queue {
     pub(crate) cursors: std::sync::Mutex<BTreeSet<String>>,
     above_high_water: AtomicBool,
     full_announced: AtomicBool,
-    /// Acks were recorded since the last flush.
-    acks_dirty: AtomicBool,
+    /// sled was written (index entries, stream state, acks) since its last
+    /// flush.
+    unflushed: AtomicBool,
     /// One removal pass at a time (retention, reclaim, drop).
     pub(crate) trim_lock: tokio::sync::Mutex<()>,
     pub(crate) notices: Notices,
@@ -282,7 +302,7 @@ impl Queue {
                 cursors: std::sync::Mutex::default(),
                 above_high_water: AtomicBool::new(false),
                 full_announced: AtomicBool::new(false),
-                acks_dirty: AtomicBool::new(false),
+                unflushed: AtomicBool::new(false),
                 trim_lock: tokio::sync::Mutex::new(()),
                 notices,
                 metrics,
@@ -313,6 +333,7 @@ impl Queue {
         let io = match &err {
             QueueError::Storage(sled::Error::Io(e)) => Some(e.to_string()),
             QueueError::Fsync(reason) => Some(reason.clone()),
+            QueueError::Segments(e) => Some(e.to_string()),
             _ => None,
         };
         if let Some(reason) = io {
@@ -347,14 +368,7 @@ impl Queue {
         streams.next_id += 1;
         let entry = Arc::new(tokio::sync::Mutex::new(StreamEntry {
             id,
-            record: StreamRecord {
-                name: stream.to_owned(),
-                next_seq: 1,
-                first_seq: 1,
-                bytes: 0,
-                cursor: None,
-                trim_marks: Vec::new(),
-            },
+            record: StreamRecord::new(stream),
         }));
         streams
             .by_name
@@ -407,16 +421,27 @@ impl Queue {
         limited: bool,
     ) -> Result<IngestReceipt, QueueError> {
         let ingested_at = crate::clock::now_micros();
-        let encoded: Vec<(u64, Vec<u8>)> = events
+        let mut encoded: Vec<EncodedChunk> = events
             .runs(CHUNK_BYTES)
-            .map(|(count, run)| {
-                (
-                    u64::from(count),
-                    codec::encode_chunk(ingested_at, count, run),
-                )
+            .map(|(count, run)| EncodedChunk {
+                count: u64::from(count),
+                earliest: event_block::events(run, count)
+                    .filter_map(Result::ok)
+                    .map(|e| e.time)
+                    .min()
+                    .unwrap_or(i64::MAX),
+                stored: codec::encode_chunk(ingested_at, count, run),
             })
             .collect();
-        let bytes: u64 = encoded.iter().map(|(_, v)| v.len() as u64).sum();
+        if encoded.is_empty() {
+            // No events: one frame without any carries the cursor.
+            encoded.push(EncodedChunk {
+                count: 0,
+                earliest: i64::MAX,
+                stored: Vec::new(),
+            });
+        }
+        let bytes: u64 = encoded.iter().map(|c| c.stored.len() as u64).sum();
         if limited {
             self.wait_for_room(bytes).await?;
             self.check_free_space(bytes)?;
@@ -424,12 +449,25 @@ impl Queue {
         let _writing = self.writes.read().await;
         let store = self.store()?;
         let entry = self.entry(stream)?;
-        let (first_seq, next_seq) = {
-            // Per-stream order: seqs are assigned and written under the lock;
-            // the fsync wait below is shared and happens outside it.
+        let (first_seq, next_seq, durable_after) = {
+            // Per-stream order: seqs are assigned, and index entries written,
+            // under the stream's lock, held across the segment sync (shared
+            // with other streams) so index entries land in seq order.
             let mut entry = entry.lock().await;
             let first_seq = entry.record.next_seq;
             let next_seq = first_seq + events.len() as u64;
+            let frames = frame_headers(&entry, &encoded, first_seq, cursor, ingested_at);
+            let locations = store
+                .log
+                .append(frames.iter().zip(&encoded).map(|(h, c)| (h, &c.stored[..])))
+                .map_err(|e| self.failed(e.into()))?;
+            let durable_after = store
+                .log
+                .durable()
+                .await
+                .map_err(|e| self.failed(QueueError::Fsync(e)))?;
+            // Durable from here on: the frames carry the events and the
+            // cursor. sled's records follow, flushed lazily.
             let mut record = entry.record.clone();
             record.next_seq = next_seq;
             record.bytes += bytes;
@@ -437,25 +475,32 @@ impl Queue {
                 record.cursor = Some(cursor.clone());
             }
             let mut batch = sled::Batch::default();
-            let mut seq = first_seq;
-            for (len, value) in encoded {
-                batch.insert(&keys::events(entry.id, seq)[..], value);
-                seq += len;
+            for ((frame, chunk), (segment, offset)) in frames.iter().zip(&encoded).zip(locations) {
+                if frame.count == 0 {
+                    continue;
+                }
+                let index = ChunkIndex {
+                    segment,
+                    offset,
+                    len: frame.payload_len,
+                    ingested_at,
+                    earliest: chunk.earliest,
+                };
+                batch.insert(
+                    &keys::events(entry.id, frame.first_seq)[..],
+                    codec::encode(&index)?,
+                );
             }
             batch.insert(&keys::stream(entry.id)[..], codec::encode(&record)?);
             store
                 .tree
                 .apply_batch(batch)
                 .map_err(|e| self.failed(e.into()))?;
+            self.unflushed.store(true, Ordering::Release);
             entry.record = record;
-            (first_seq, next_seq)
+            (first_seq, next_seq, durable_after)
         };
         self.used_bytes.fetch_add(bytes, Ordering::AcqRel);
-        let durable_after = store
-            .commit
-            .durable()
-            .await
-            .map_err(|e| self.failed(QueueError::Fsync(e)))?;
         self.metrics.fsync.observe(durable_after);
         Metrics::add(&self.metrics.events_ingested, events.len() as u64);
         self.check_high_water();
@@ -621,13 +666,10 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let events: Vec<Event> = match codec::decode_chunk(&value) {
-                Ok(events) => events.to_events(),
-                Err(err) => {
-                    quarantine(&store.tree, &key, &value, &err)?;
-                    continue;
-                }
+            let Some(events) = store.read_chunk(&key, &value)? else {
+                continue;
             };
+            let events: Vec<Event> = events.to_events();
             for (seq, event) in (first_seq..).zip(events) {
                 if seq < from_seq {
                     continue;
@@ -674,9 +716,9 @@ impl Queue {
     /// only move forward and never past what is stored (a receiver claiming
     /// more is clamped). Returns the group's acked seq for the stream.
     ///
-    /// Not fsynced on its own: it becomes durable with the next group
-    /// commit. Losing an ack in a crash only re-delivers events, which
-    /// receivers deduplicate by (stream, seq).
+    /// Not fsynced on its own: it becomes durable with the next flush of
+    /// sled ([`Queue::flush_if_written`]). Losing an ack in a crash only
+    /// re-delivers events, which receivers deduplicate by (stream, seq).
     pub async fn ack(&self, group: &str, stream: &str, seq: u64) -> Result<u64, QueueError> {
         let stored = self.stored_through(stream).await;
         let mut groups = self.groups.lock().await;
@@ -694,7 +736,7 @@ impl Queue {
             .map_err(|e| self.failed(e.into()))?;
         *state = next;
         drop(groups);
-        self.acks_dirty.store(true, Ordering::Release);
+        self.unflushed.store(true, Ordering::Release);
         self.room.notify_waiters();
         Ok(target)
     }
@@ -754,11 +796,13 @@ impl Queue {
         Ok(())
     }
 
-    /// Make recorded acks durable if any arrived since the last call. Acks
-    /// otherwise ride on the next ingest's fsync; on an idle source this
-    /// bounds how much a crash re-delivers.
-    pub async fn flush_acks(&self) -> Result<(), QueueError> {
-        if self.acks_dirty.swap(false, Ordering::AcqRel) {
+    /// Flush sled if it was written since the last call: index entries and
+    /// stream state (whose ingests are already durable in the segment
+    /// files; flushing bounds what the next open replays from them) and
+    /// acks (bounding what a crash re-delivers). The engine calls this
+    /// every half second.
+    pub async fn flush_if_written(&self) -> Result<(), QueueError> {
+        if self.unflushed.swap(false, Ordering::AcqRel) {
             self.flush().await?;
         }
         Ok(())
@@ -789,8 +833,8 @@ impl Queue {
         let Some(id) = self.stream_id(stream) else {
             return Ok(None);
         };
-        for item in self
-            .store()?
+        let store = self.store()?;
+        for item in store
             .tree
             .range(keys::events(id, 0)..=keys::events(id, u64::MAX))
         {
@@ -798,8 +842,8 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let Ok(events) = codec::decode_chunk(&value) else {
-                continue; // Quarantined by the next `read`.
+            let Some(events) = store.read_chunk(&key, &value)? else {
+                continue;
             };
             if let Some(offset) = events.iter().position(|e| e.time >= time) {
                 return Ok(Some(first_seq + offset as u64));
@@ -810,7 +854,39 @@ impl Queue {
 
     /// How many fsyncs have run so far (each may serve many ingests).
     pub fn fsyncs(&self) -> u64 {
-        self.store().map_or(0, |store| store.commit.flushes())
+        self.store().map_or(0, |store| store.log.syncs())
+    }
+}
+
+impl Store {
+    /// The events of the chunk whose index entry is (`key`, `value`).
+    /// `None` when the entry or the chunk is damaged (or its segment is
+    /// gone): the entry is then quarantined and announced.
+    pub(crate) fn read_chunk(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<EventBlock>, QueueError> {
+        let index = match codec::decode::<ChunkIndex>(value) {
+            Ok(index) => index,
+            Err(err) => {
+                quarantine(&self.tree, key, value, &err)?;
+                return Ok(None);
+            }
+        };
+        let damage = match self.log.read(&index) {
+            Ok(stored) => match codec::decode_chunk(&stored) {
+                Ok(events) => return Ok(Some(events)),
+                Err(err) => err,
+            },
+            Err(err) => RecordError::Decode(format!(
+                "its segment {:016x} cannot be read at {}: {err}",
+                index.segment, index.offset
+            )),
+        };
+        quarantine(&self.tree, key, value, &damage)?;
+        self.log.release(index.segment);
+        Ok(None)
     }
 }
 
@@ -819,31 +895,60 @@ impl Queue {
 pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueError> {
     let db = open_db(path)?;
     let tree = db.open_tree("saf")?;
+    let segments_dir = path.join(SEGMENTS_DIR);
     let mut report = OpenReport::default();
-    let mut streams = Streams::default();
+    let mut records: BTreeMap<u32, StreamRecord> = BTreeMap::new();
+    let mut damaged: BTreeSet<u32> = BTreeSet::new();
     for item in tree.scan_prefix([keys::STREAM]) {
         let (key, value) = item?;
         let Some(id) = keys::parse_stream(&key) else {
             continue;
         };
-        streams.next_id = streams.next_id.max(id + 1);
         match codec::decode::<StreamRecord>(&value) {
             Ok(record) => {
-                report.streams.push(StreamState::from(&record));
-                streams.by_name.insert(
-                    record.name.clone(),
-                    (
-                        id,
-                        Arc::new(tokio::sync::Mutex::new(StreamEntry { id, record })),
-                    ),
-                );
+                records.insert(id, record);
             }
             Err(err) => {
                 quarantine(&tree, &key, &value, &err)?;
                 report.quarantined.push(describe_key(&key));
+                damaged.insert(id);
             }
         }
     }
+    let replayed =
+        crate::log_recovery::replay_unindexed(&tree, &segments_dir, &mut records, &damaged)?;
+    let mut streams = Streams {
+        next_id: records
+            .keys()
+            .chain(&damaged)
+            .copied()
+            .chain(replayed.highest_stream_id)
+            .max()
+            .map_or(0, |id| id + 1),
+        ..Streams::default()
+    };
+    for (id, record) in records {
+        report.streams.push(StreamState::from(&record));
+        streams.by_name.insert(
+            record.name.clone(),
+            (
+                id,
+                Arc::new(tokio::sync::Mutex::new(StreamEntry { id, record })),
+            ),
+        );
+    }
+    let mut indexed = Vec::new();
+    for item in tree.scan_prefix([keys::EVENTS]) {
+        let (_, value) = item?;
+        // A damaged entry keeps nothing alive; it is quarantined when read.
+        if let Ok(index) = codec::decode::<ChunkIndex>(&value) {
+            indexed.push(index.segment);
+        }
+    }
+    // Only once the replayed index entries are durable may segments that
+    // nothing refers to be deleted.
+    db.flush()?;
+    let log = SegmentLog::open(&segments_dir, indexed.into_iter())?;
     report.streams.sort_by(|a, b| a.name.cmp(&b.name));
     for item in tree.scan_prefix([keys::GROUP]) {
         let (key, value) = item?;
@@ -872,25 +977,65 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
     Ok((
         Store {
             tree,
-            commit: GroupCommit::new(db),
+            commit: GroupCommit::new(move || db.flush().map(drop).map_err(|e| e.to_string())),
+            log,
         },
         streams,
         report,
     ))
 }
 
-/// Largest event payload stored under one key. sled 0.34 writes any page
-/// over a quarter of its 512 KiB segment as a separate blob file, with its
-/// own fsync; keeping values well under that keeps a durable write to one
-/// log append. Measured: 256 realistic events per value (~84 KiB) ran at a
-/// third of the rate of ~24 KiB values.
-const CHUNK_BYTES: usize = 24 * 1024;
+/// Event payload per stored chunk. A chunk is the unit of reading and of
+/// removal, so it stays well under a typical delivery batch; bigger chunks
+/// mean fewer index entries.
+const CHUNK_BYTES: usize = 64 * 1024;
 
-/// sled's page cache (its default is 1 GiB). Events are read back once,
-/// in order, so a small cache costs little. It does not bound sled's
-/// memory: RSS still grows with the backlog (about 380 MiB holding a
-/// million events, measured by `safd bench`).
+/// The frame headers of an ingest's chunks: the last one carries the
+/// cursor.
+fn frame_headers(
+    entry: &StreamEntry,
+    chunks: &[EncodedChunk],
+    first_seq: u64,
+    cursor: Option<&Cursor>,
+    ingested_at: i64,
+) -> Vec<FrameHeader> {
+    let mut seq = first_seq;
+    let last = chunks.len().saturating_sub(1);
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let header = FrameHeader {
+                stream_id: entry.id,
+                stream: entry.record.name.clone(),
+                first_seq: seq,
+                count: chunk.count,
+                ingest_first_seq: first_seq,
+                last: i == last,
+                cursor: if i == last { cursor.cloned() } else { None },
+                ingested_at,
+                earliest: chunk.earliest,
+                payload_len: u32::try_from(chunk.stored.len()).unwrap_or(u32::MAX),
+            };
+            seq += chunk.count;
+            header
+        })
+        .collect()
+}
+
+/// One chunk of an ingest, encoded for its segment file.
+struct EncodedChunk {
+    count: u64,
+    earliest: Timestamp,
+    stored: Vec<u8>,
+}
+
+/// sled's page cache (its default is 1 GiB). sled holds only small
+/// records; events are in the segment files.
 const SLED_CACHE_BYTES: u64 = 32 << 20;
+
+/// The directory of the segment files, inside the queue's directory.
+const SEGMENTS_DIR: &str = "segments";
 
 /// How long `open` waits for sled's file lock. sled releases it from its own
 /// I/O threads shortly after the previous handle is dropped (a restart in

@@ -11,6 +11,7 @@ use crate::keys;
 use crate::metrics::Metrics;
 use crate::notice::Notice;
 use crate::queue::{Queue, QueueError, SharedEntry};
+use crate::segments::ChunkIndex;
 use safd_connector::event_ids::QUEUE_EVENTS_DROPPED;
 use safd_connector::{Severity, Timestamp};
 use std::collections::HashMap;
@@ -26,13 +27,43 @@ pub struct TrimReport {
     pub bytes: u64,
 }
 
+/// What one removal took out.
+#[derive(Default)]
+struct Removed {
+    events: u64,
+    bytes: u64,
+    /// A segment file no longer holds anything referenced.
+    freed_segment: bool,
+}
+
 /// One stored chunk that may be removed.
 struct Candidate {
     stream: String,
     first_seq: u64,
     end_seq: u64,
-    bytes: u64,
-    ingested_at: i64,
+    /// Where it is; `None` when its index entry is damaged.
+    index: Option<ChunkIndex>,
+}
+
+impl Candidate {
+    fn new(stream: &str, first_seq: u64, end_seq: u64, index_entry: &[u8]) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            first_seq,
+            end_seq,
+            index: codec::decode::<ChunkIndex>(index_entry).ok(),
+        }
+    }
+
+    /// Stored bytes. A damaged entry still counts as removable, with no
+    /// bytes: its events can never be read anyway.
+    fn bytes(&self) -> u64 {
+        self.index.map_or(0, |i| u64::from(i.len))
+    }
+
+    fn ingested_at(&self) -> i64 {
+        self.index.map_or(i64::MIN, |i| i.ingested_at)
+    }
 }
 
 impl Queue {
@@ -72,7 +103,7 @@ impl Queue {
             .map(|chunks| {
                 chunks
                     .iter()
-                    .rposition(|c| now.saturating_sub(c.ingested_at) > max_age)
+                    .rposition(|c| now.saturating_sub(c.ingested_at()) > max_age)
                     .map_or(0, |i| i + 1)
             })
             .collect();
@@ -81,7 +112,7 @@ impl Queue {
                 .iter()
                 .zip(remove)
                 .flat_map(|(chunks, n)| &chunks[*n..])
-                .map(|c| c.bytes)
+                .map(|c| c.bytes())
                 .sum()
         };
         let removed_bytes = |remove: &[usize]| -> u64 {
@@ -89,7 +120,7 @@ impl Queue {
                 .iter()
                 .zip(remove)
                 .flat_map(|(chunks, n)| &chunks[..*n])
-                .map(|c| c.bytes)
+                .map(|c| c.bytes())
                 .sum()
         };
         let capacity = self.options.capacity_bytes;
@@ -105,21 +136,23 @@ impl Queue {
                 .iter()
                 .zip(&remove)
                 .enumerate()
-                .filter_map(|(i, (chunks, n))| chunks.get(*n).map(|c| (c.ingested_at, i)))
+                .filter_map(|(i, (chunks, n))| chunks.get(*n).map(|c| (c.ingested_at(), i)))
                 .min();
             let Some((_, stream)) = oldest else { break };
             remove[stream] += 1;
         }
         let mut report = TrimReport::default();
+        let mut freed_segment = false;
         for (chunks, n) in by_stream.iter().zip(remove) {
             if n > 0 {
-                let (events, bytes) = self.remove_prefix(&chunks[..n]).await?;
-                report.events += events;
-                report.bytes += bytes;
+                let removed = self.remove_prefix(&chunks[..n]).await?;
+                report.events += removed.events;
+                report.bytes += removed.bytes;
+                freed_segment |= removed.freed_segment;
             }
         }
-        if report.bytes > 0 {
-            self.after_removal();
+        if report.bytes > 0 || freed_segment {
+            self.after_removal(freed_segment).await?;
             tracing::debug!(
                 events = report.events,
                 bytes = report.bytes,
@@ -134,6 +167,7 @@ impl Queue {
     pub(crate) async fn drop_oldest(&self, need: u64) -> Result<(), QueueError> {
         let _one_pass_at_a_time = self.trim_lock.lock().await;
         let mut dropped: HashMap<String, (u64, u64, u64)> = HashMap::new();
+        let mut freed_segment = false;
         while self.used_bytes() + need > self.options.capacity_bytes {
             let mut oldest: Option<Candidate> = None;
             for (name, (id, entry)) in self.stream_entries() {
@@ -142,13 +176,14 @@ impl Queue {
                 if let Some(first) = first
                     && oldest
                         .as_ref()
-                        .is_none_or(|o| first.ingested_at < o.ingested_at)
+                        .is_none_or(|o| first.ingested_at() < o.ingested_at())
                 {
                     oldest = Some(first);
                 }
             }
             let Some(oldest) = oldest else { break };
-            let (events, _) = self.remove_prefix(std::slice::from_ref(&oldest)).await?;
+            let removed = self.remove_prefix(std::slice::from_ref(&oldest)).await?;
+            freed_segment |= removed.freed_segment;
             let range = dropped.entry(oldest.stream.clone()).or_insert((
                 oldest.first_seq,
                 oldest.end_seq,
@@ -156,7 +191,7 @@ impl Queue {
             ));
             range.0 = range.0.min(oldest.first_seq);
             range.1 = range.1.max(oldest.end_seq);
-            range.2 += events;
+            range.2 += removed.events;
         }
         for (stream, (from, end, events)) in dropped {
             Metrics::add(&self.metrics.events_dropped, events);
@@ -175,8 +210,7 @@ impl Queue {
                 .with("events", events),
             );
         }
-        self.after_removal();
-        Ok(())
+        self.after_removal(freed_segment).await
     }
 
     /// The event time a source should seek to so that it re-reads the
@@ -193,9 +227,21 @@ impl Queue {
         marks[from..].iter().map(|(_, time)| *time).min()
     }
 
-    fn after_removal(&self) {
+    /// Announce and signal freed room; delete segment files nothing refers
+    /// to any more, once their removal from the index is durable.
+    async fn after_removal(&self, freed_segment: bool) -> Result<(), QueueError> {
         self.check_high_water();
         self.room.notify_waiters();
+        if freed_segment {
+            self.flush().await?;
+            let deleted = self
+                .store()?
+                .log
+                .delete_unreferenced()
+                .map_err(|e| self.failed(e.into()))?;
+            tracing::debug!(deleted, "segment files of removed events deleted");
+        }
+        Ok(())
     }
 
     /// Per stream, the highest seq every declared cursor owner has
@@ -267,16 +313,7 @@ impl Queue {
             if let Some(previous) = out.last_mut() {
                 previous.end_seq = first_seq;
             }
-            // A damaged chunk still counts as removable: its events could
-            // never be read anyway, and its bytes must be reclaimable.
-            let ingested_at = codec::decode_prefix::<i64>(&value).unwrap_or(i64::MIN);
-            out.push(Candidate {
-                stream: stream.to_owned(),
-                first_seq,
-                end_seq: next_seq,
-                bytes: value.len() as u64,
-                ingested_at,
-            });
+            out.push(Candidate::new(stream, first_seq, next_seq, &value));
         }
         while out.last().is_some_and(|c| c.end_seq > upper) {
             out.pop();
@@ -305,23 +342,17 @@ impl Queue {
             Some((next, _)) => keys::parse_events(&next).map_or(next_seq, |(_, seq)| seq),
             None => next_seq,
         };
-        Ok(Some(Candidate {
-            stream: stream.to_owned(),
-            first_seq,
-            end_seq,
-            bytes: value.len() as u64,
-            ingested_at: codec::decode_prefix::<i64>(&value).unwrap_or(i64::MIN),
-        }))
+        Ok(Some(Candidate::new(stream, first_seq, end_seq, &value)))
     }
 
     /// Remove the leading `chunks` of one stream and update its record in
-    /// the same atomic batch. Returns (events, bytes) removed.
-    async fn remove_prefix(&self, chunks: &[Candidate]) -> Result<(u64, u64), QueueError> {
+    /// the same atomic batch.
+    async fn remove_prefix(&self, chunks: &[Candidate]) -> Result<Removed, QueueError> {
         let Some(last) = chunks.last() else {
-            return Ok((0, 0));
+            return Ok(Removed::default());
         };
         let Some((_, entry)) = self.stream_entry(&last.stream) else {
-            return Ok((0, 0));
+            return Ok(Removed::default());
         };
         let store = self.store()?;
         let mut entry = entry.lock().await;
@@ -331,14 +362,13 @@ impl Queue {
         let mut earliest: Option<i64> = None;
         for chunk in chunks {
             let key = keys::events(entry.id, chunk.first_seq);
-            if let Some(value) = store.tree.get(key)?
-                && let Ok(stored) = codec::decode_chunk(&value)
-                && let Some(time) = stored.iter().map(|e| e.time).min()
+            if let Some(index) = chunk.index
+                && index.earliest != i64::MAX
             {
-                earliest = Some(earliest.map_or(time, |e| e.min(time)));
+                earliest = Some(earliest.map_or(index.earliest, |e| e.min(index.earliest)));
             }
             batch.remove(&key[..]);
-            bytes += chunk.bytes;
+            bytes += chunk.bytes();
         }
         if let Some(time) = earliest {
             record.trim_marks.push((chunks[0].first_seq, time));
@@ -362,6 +392,14 @@ impl Queue {
             bytes.min(self.used_bytes.load(Ordering::Acquire)),
             Ordering::AcqRel,
         );
-        Ok((events, bytes))
+        let mut freed_segment = false;
+        for index in chunks.iter().filter_map(|c| c.index) {
+            freed_segment |= store.log.release(index.segment);
+        }
+        Ok(Removed {
+            events,
+            bytes,
+            freed_segment,
+        })
     }
 }

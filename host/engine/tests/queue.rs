@@ -284,3 +284,152 @@ async fn a_reopened_store_has_the_durable_state_and_takes_writes() {
     assert_eq!(a.next_seq, 16);
     assert_eq!(a.cursor.as_deref(), Some(&cursor(15)[..]));
 }
+
+/// Forget sled's records of every stream (index entries and state), as a
+/// crash before sled's lazy flush would.
+fn lose_sled_stream_records(path: &std::path::Path) {
+    let db = common::raw_open(path);
+    let tree = db.open_tree("saf").unwrap();
+    for prefix in [b'E', b'S'] {
+        for item in tree.scan_prefix([prefix]) {
+            tree.remove(item.unwrap().0).unwrap();
+        }
+    }
+    db.flush().unwrap();
+}
+
+fn large(range: std::ops::Range<u64>) -> Vec<Event> {
+    range
+        .map(|n| Event {
+            body: "x".repeat(400),
+            ..event(n)
+        })
+        .collect()
+}
+
+/// The segment files are the durable record of an ingest: what sled never
+/// got to disk is rebuilt from them at open, events and cursors alike.
+#[tokio::test]
+async fn ingests_sled_never_flushed_are_replayed_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (queue, _) = Queue::open(dir.path()).unwrap();
+        queue
+            .ingest("a", &events(0..3), Some(&cursor(3)))
+            .await
+            .unwrap();
+        queue.ingest("b", &events(0..2), None).await.unwrap();
+        // Several frames (over 64 KiB), then a cursor alone.
+        queue
+            .ingest("a", &large(3..1003), Some(&cursor(1003)))
+            .await
+            .unwrap();
+        queue.ingest("a", &[], Some(&cursor(2000))).await.unwrap();
+    }
+    lose_sled_stream_records(dir.path());
+    let (queue, report) = Queue::open(dir.path()).unwrap();
+    let a = report.streams.iter().find(|s| s.name == "a").unwrap();
+    assert_eq!(a.next_seq, 1004);
+    assert_eq!(a.cursor.as_deref(), Some(&cursor(2000)[..]));
+    let b = report.streams.iter().find(|s| s.name == "b").unwrap();
+    assert_eq!((b.next_seq, b.cursor.as_ref()), (3, None));
+    let read = queue.read("a", 1, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(read.len(), 1003);
+    assert!(
+        read.iter()
+            .zip(1..)
+            .all(|(e, seq)| e.seq == seq && e.event.id == format!("ev-{}", seq - 1))
+    );
+    // Writes go on after the replayed seqs, and survive another loss.
+    queue
+        .ingest("b", &events(2..4), Some(&cursor(4)))
+        .await
+        .unwrap();
+    drop(queue);
+    lose_sled_stream_records(dir.path());
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    assert_eq!(seqs(&queue, "b"), [1, 2, 3, 4]);
+    assert_eq!(seqs(&queue, "a").len(), 1003);
+}
+
+/// An ingest whose last frame never fully reached the disk was never
+/// confirmed: none of it is replayed, and the cursor stays before it.
+#[tokio::test]
+async fn an_ingest_cut_short_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (queue, _) = Queue::open(dir.path()).unwrap();
+        queue
+            .ingest("a", &events(0..3), Some(&cursor(3)))
+            .await
+            .unwrap();
+        queue
+            .ingest("a", &large(3..1003), Some(&cursor(1003)))
+            .await
+            .unwrap();
+    }
+    lose_sled_stream_records(dir.path());
+    let segment = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(file.metadata().unwrap().len() - 100).unwrap();
+    let (queue, report) = Queue::open(dir.path()).unwrap();
+    assert_eq!(report.streams[0].next_seq, 4);
+    assert_eq!(report.streams[0].cursor.as_deref(), Some(&cursor(3)[..]));
+    assert_eq!(seqs(&queue, "a"), [1, 2, 3]);
+    // The seqs are given again, to what the source sends again.
+    let again = queue
+        .ingest("a", &events(3..5), Some(&cursor(5)))
+        .await
+        .unwrap();
+    assert_eq!(again.first_seq, 4);
+}
+
+/// Segment files of removed events are deleted; the disk space comes back.
+#[tokio::test]
+async fn segments_of_removed_events_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = safd_engine::QueueOptions {
+        retention: safd_engine::Retention {
+            max_bytes: 0,
+            max_age: std::time::Duration::ZERO,
+        },
+        ..Default::default()
+    };
+    let (queue, _) = Queue::open_with(
+        dir.path(),
+        options,
+        safd_engine::Notices::default(),
+        Arc::default(),
+    )
+    .unwrap();
+    queue.set_cursor_owners(["g".to_owned()]);
+    // About 160 MiB over three segments of 64 MiB.
+    for round in 0..400u64 {
+        queue
+            .ingest("a", &large(round * 1000..round * 1000 + 1000), None)
+            .await
+            .unwrap();
+    }
+    let segments = || {
+        std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .count()
+    };
+    let before = segments();
+    assert!(before >= 3, "{before} segments");
+    queue.ack("g", "a", 400_000).await.unwrap();
+    let trimmed = queue.enforce_retention().await.unwrap();
+    assert_eq!(trimmed.events, 400_000);
+    assert_eq!(segments(), 1, "only the active segment is left");
+    drop(queue);
+    let (queue, report) = Queue::open(dir.path()).unwrap();
+    assert_eq!(report.streams[0].next_seq, 400_001);
+    assert!(seqs(&queue, "a").is_empty());
+}

@@ -1,0 +1,486 @@
+//! Event chunks live in append-only segment files; sled keeps only small
+//! records (where each chunk is, stream and group state).
+//!
+//! Why not sled for the events themselves: sled 0.34 rewrites a whole leaf
+//! for an insert and writes any page over a quarter of its segment as a
+//! separate blob file with its own fsync, so each stored byte was written
+//! several times and a durable ingest cost several fsyncs. A segment file
+//! takes each chunk once, in one `pwrite`, and one `fdatasync` covers every
+//! chunk appended before it (group commit, shared by all streams).
+//!
+//! The segment files are the record of what was ingested: each chunk is
+//! written as a frame whose header names its stream and seqs, and the last
+//! frame of an ingest carries the source cursor. An ingest returns once its
+//! frames are synced; the index entries and stream state it writes to sled
+//! are flushed lazily (every half second, and before segment files are
+//! deleted). Opening replays the frames that sled's durable state does not
+//! reflect yet ([`crate::log_recovery`]), so one fsync per group commit
+//! suffices. Every durable index entry points at durable bytes: entries are
+//! written only after their frames are synced. A new segment is started at
+//! every open, so a torn tail is never appended to.
+
+use crate::codec;
+use crate::flush::GroupCommit;
+use safd_connector::Cursor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A segment is closed, and a new one started, once it holds this much.
+/// Segments are deleted whole once nothing in them is referenced, so this
+/// bounds the disk space that acknowledged-and-trimmed events can hold on to.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+const EXTENSION: &str = "seg";
+
+/// Starts every frame, so a scan recognises where frames stop.
+const FRAME_MAGIC: [u8; 4] = *b"SAFC";
+/// A frame header is small (a stream name and a cursor); anything larger
+/// is damage.
+const MAX_HEADER_BYTES: u32 = 1 << 20;
+
+/// What a frame says about the chunk that follows it. Written as a
+/// checksummed record (`codec::encode`); the chunk carries its own checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FrameHeader {
+    pub(crate) stream_id: u32,
+    /// The stream's name, so a stream whose state never reached sled's
+    /// disk is recovered with it.
+    pub(crate) stream: String,
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
+    /// The first seq of the ingest this chunk belongs to: an ingest counts
+    /// only if every one of its frames is there.
+    pub(crate) ingest_first_seq: u64,
+    /// Set on the ingest's last frame, which carries its cursor.
+    pub(crate) last: bool,
+    pub(crate) cursor: Option<Cursor>,
+    pub(crate) ingested_at: i64,
+    pub(crate) earliest: i64,
+    pub(crate) payload_len: u32,
+}
+
+/// A frame found by [`scan`].
+#[derive(Debug)]
+pub(crate) struct ScannedFrame {
+    pub(crate) segment: u64,
+    pub(crate) payload_offset: u64,
+    pub(crate) header: FrameHeader,
+}
+
+/// Where a chunk is stored, and what retention needs to know about it
+/// without reading it. The value of a chunk's index entry in sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ChunkIndex {
+    pub(crate) segment: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+    /// When the chunk was ingested (µs since the Unix epoch).
+    pub(crate) ingested_at: i64,
+    /// The earliest event time in the chunk, where a source must seek to
+    /// re-read it once it is removed.
+    pub(crate) earliest: i64,
+}
+
+struct Writer {
+    number: u64,
+    file: Arc<File>,
+    len: u64,
+    /// Closed segments whose last appends are not yet synced.
+    unsynced: Vec<Arc<File>>,
+}
+
+pub(crate) struct SegmentLog {
+    dir: PathBuf,
+    writer: Arc<Mutex<Writer>>,
+    /// Open handles for reading, by segment number.
+    files: Mutex<BTreeMap<u64, Arc<File>>>,
+    /// Chunks each segment holds that are (or are about to be) indexed.
+    live: Mutex<BTreeMap<u64, u64>>,
+    sync: GroupCommit,
+}
+
+impl SegmentLog {
+    /// Open the segments under `dir` and start a new one to append to.
+    /// `indexed` lists the segment of every chunk the index refers to;
+    /// segments nothing refers to are deleted.
+    pub(crate) fn open(dir: &Path, indexed: impl Iterator<Item = u64>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut live: BTreeMap<u64, u64> = BTreeMap::new();
+        for segment in indexed {
+            *live.entry(segment).or_default() += 1;
+        }
+        let mut last = 0;
+        for (number, path) in segment_files(dir)? {
+            last = last.max(number);
+            if !live.contains_key(&number) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        let number = last.max(live.keys().next_back().copied().unwrap_or(0)) + 1;
+        let file = Arc::new(create_segment(dir, number)?);
+        let writer = Arc::new(Mutex::new(Writer {
+            number,
+            file: file.clone(),
+            len: 0,
+            unsynced: Vec::new(),
+        }));
+        let synced = writer.clone();
+        Ok(Self {
+            dir: dir.to_owned(),
+            writer,
+            files: Mutex::new(BTreeMap::from([(number, file)])),
+            live: Mutex::new(live),
+            sync: GroupCommit::new(move || sync_written(&synced)),
+        })
+    }
+
+    /// Append one frame per chunk and say where each chunk went (segment,
+    /// offset). Not durable until [`SegmentLog::durable`] returns.
+    pub(crate) fn append<'a>(
+        &self,
+        frames: impl Iterator<Item = (&'a FrameHeader, &'a [u8])>,
+    ) -> io::Result<Vec<(u64, u64)>> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (header, chunk) in frames {
+            let head = encode_frame_head(header)?;
+            let len = (head.len() + chunk.len()) as u64;
+            if writer.len > 0 && writer.len + len > SEGMENT_BYTES {
+                self.rotate(&mut writer)?;
+            }
+            let at = writer.len;
+            writer.file.write_all_at(&head, at)?;
+            writer.file.write_all_at(chunk, at + head.len() as u64)?;
+            out.push((writer.number, at + head.len() as u64));
+            writer.len += len;
+            // A frame without events (a cursor alone) gets no index entry,
+            // so it keeps nothing alive.
+            if header.count > 0 {
+                *self
+                    .live
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(writer.number)
+                    .or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    fn rotate(&self, writer: &mut Writer) -> io::Result<()> {
+        let number = writer.number + 1;
+        let file = Arc::new(create_segment(&self.dir, number)?);
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(number, file.clone());
+        let closed = std::mem::replace(&mut writer.file, file);
+        writer.unsynced.push(closed);
+        writer.number = number;
+        writer.len = 0;
+        Ok(())
+    }
+
+    /// Wait until every chunk appended before this call is on disk (one
+    /// fsync shared with concurrent callers).
+    pub(crate) async fn durable(&self) -> Result<std::time::Duration, String> {
+        self.sync.durable().await
+    }
+
+    /// The stored bytes of the chunk at `index`.
+    pub(crate) fn read(&self, index: &ChunkIndex) -> io::Result<Vec<u8>> {
+        let file = self.file(index.segment)?;
+        let mut out = vec![0; index.len as usize];
+        file.read_exact_at(&mut out, index.offset)?;
+        Ok(out)
+    }
+
+    fn file(&self, number: u64) -> io::Result<Arc<File>> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = files.get(&number) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(segment_path(&self.dir, number))?);
+        files.insert(number, file.clone());
+        Ok(file)
+    }
+
+    /// A chunk of `segment` is no longer referenced. Returns whether the
+    /// segment now holds none (see [`SegmentLog::delete_unreferenced`]).
+    pub(crate) fn release(&self, segment: u64) -> bool {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match live.get_mut(&segment) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                live.remove(&segment);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Delete the closed segments no chunk refers to any more. Call only
+    /// once the index removals that released them are durable: until then
+    /// a crash would bring the references back.
+    pub(crate) fn delete_unreferenced(&self) -> io::Result<usize> {
+        let active = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .number;
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut deleted = 0;
+        for (number, path) in segment_files(&self.dir)? {
+            if number < active && !live.contains_key(&number) {
+                files.remove(&number);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => deleted += 1,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// How many fsyncs of segment files have run.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.sync.flushes()
+    }
+}
+
+fn encode_frame_head(header: &FrameHeader) -> io::Result<Vec<u8>> {
+    let record = codec::encode(header).map_err(io::Error::other)?;
+    let len = u32::try_from(record.len()).map_err(io::Error::other)?;
+    let mut head = Vec::with_capacity(8 + record.len());
+    head.extend_from_slice(&FRAME_MAGIC);
+    head.extend_from_slice(&len.to_le_bytes());
+    head.extend_from_slice(&record);
+    Ok(head)
+}
+
+/// Every frame header in the segments under `dir`, in the order written.
+/// A segment's scan stops at the first frame that is incomplete or
+/// damaged: what follows was never confirmed (a sync covers everything
+/// written before it). Chunks are not read or checked here.
+pub(crate) fn scan(dir: &Path) -> io::Result<Vec<ScannedFrame>> {
+    let mut out = Vec::new();
+    for (segment, path) in segment_files(dir)? {
+        let file = File::open(&path)?;
+        let size = file.metadata()?.len();
+        let mut at = 0u64;
+        while at + 8 <= size {
+            let mut prefix = [0u8; 8];
+            file.read_exact_at(&mut prefix, at)?;
+            let header_len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+            if prefix[..4] != FRAME_MAGIC
+                || header_len > MAX_HEADER_BYTES
+                || at + 8 + u64::from(header_len) > size
+            {
+                break;
+            }
+            let mut record = vec![0; header_len as usize];
+            file.read_exact_at(&mut record, at + 8)?;
+            let Ok(header) = codec::decode::<FrameHeader>(&record) else {
+                break;
+            };
+            let payload_offset = at + 8 + u64::from(header_len);
+            let end = payload_offset + u64::from(header.payload_len);
+            if end > size {
+                break;
+            }
+            out.push(ScannedFrame {
+                segment,
+                payload_offset,
+                header,
+            });
+            at = end;
+        }
+        if at < size {
+            tracing::debug!(
+                segment = %path.display(),
+                at,
+                size,
+                "segment ends in an incomplete frame (never confirmed); ignored"
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The stored bytes of a chunk, for callers without an open log.
+pub(crate) fn read_chunk_at(dir: &Path, index: &ChunkIndex) -> io::Result<Vec<u8>> {
+    let file = File::open(segment_path(dir, index.segment))?;
+    let mut out = vec![0; index.len as usize];
+    file.read_exact_at(&mut out, index.offset)?;
+    Ok(out)
+}
+
+/// The segment files under `dir`, by number.
+fn segment_files(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>> {
+    let mut out = BTreeMap::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry?.path();
+                if let Some(number) = segment_number(&path) {
+                    out.insert(number, path);
+                }
+            }
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    Ok(out)
+}
+
+/// fsync the active segment and any closed one with unsynced appends.
+/// Handles are taken under the lock, synced outside it, so appends go on
+/// meanwhile (they are covered by a later sync).
+fn sync_written(writer: &Mutex<Writer>) -> Result<(), String> {
+    let (active, closed) = {
+        let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        (writer.file.clone(), std::mem::take(&mut writer.unsynced))
+    };
+    for file in closed.iter().chain([&active]) {
+        file.sync_data().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:016x}.{EXTENSION}"))
+}
+
+fn segment_number(path: &Path) -> Option<u64> {
+    if path.extension()? != EXTENSION {
+        return None;
+    }
+    u64::from_str_radix(path.file_stem()?.to_str()?, 16).ok()
+}
+
+/// Create segment `number` and make its directory entry durable, so the
+/// chunks synced into it later cannot vanish with the entry in a crash.
+fn create_segment(dir: &Path, number: u64) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment_path(dir, number))?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn header(first_seq: u64, payload: &[u8]) -> FrameHeader {
+        FrameHeader {
+            stream_id: 7,
+            stream: "ems".to_owned(),
+            first_seq,
+            count: 1,
+            ingest_first_seq: first_seq,
+            last: true,
+            cursor: Some(vec![first_seq as u8]),
+            ingested_at: 0,
+            earliest: 0,
+            payload_len: payload.len() as u32,
+        }
+    }
+
+    fn index(at: (u64, u64), payload: &[u8]) -> ChunkIndex {
+        ChunkIndex {
+            segment: at.0,
+            offset: at.1,
+            len: payload.len() as u32,
+            ingested_at: 0,
+            earliest: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_read_back_and_unreferenced_segments_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        let (one, two) = (header(1, b"first"), header(2, b"second"));
+        let at = log
+            .append([(&one, &b"first"[..]), (&two, &b"second"[..])].into_iter())
+            .unwrap();
+        log.durable().await.unwrap();
+        assert_eq!(log.read(&index(at[0], b"first")).unwrap(), b"first");
+        assert_eq!(log.read(&index(at[1], b"second")).unwrap(), b"second");
+        drop(log);
+        let scanned = scan(dir.path()).unwrap();
+        assert_eq!(scanned.len(), 2);
+        assert_eq!(scanned[1].header, two);
+        assert_eq!((scanned[1].segment, scanned[1].payload_offset), at[1]);
+
+        // Reopened with the chunks indexed: the segment stays, appends go
+        // to a new one.
+        let log = SegmentLog::open(dir.path(), [at[0].0, at[1].0].into_iter()).unwrap();
+        assert_eq!(log.read(&index(at[1], b"second")).unwrap(), b"second");
+        let three = header(3, b"third");
+        let later = log.append([(&three, &b"third"[..])].into_iter()).unwrap();
+        assert_ne!(later[0].0, at[1].0);
+        assert!(!log.release(at[0].0));
+        assert!(log.release(at[1].0));
+        assert_eq!(log.delete_unreferenced().unwrap(), 1);
+        assert!(log.read(&index(at[1], b"second")).is_err());
+        drop(log);
+
+        // Reopened with nothing indexed: every old segment is deleted.
+        let _log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 1, "only the new active segment is left");
+    }
+
+    #[test]
+    fn a_scan_stops_at_a_torn_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        let frames: Vec<FrameHeader> = (1..=3).map(|n| header(n, b"payload")).collect();
+        log.append(frames.iter().map(|h| (h, &b"payload"[..])))
+            .unwrap();
+        drop(log);
+        let path = segment_files(dir.path())
+            .unwrap()
+            .into_values()
+            .next()
+            .unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        for cut in [1, 4, 9] {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(size - cut).unwrap();
+            let seqs: Vec<u64> = scan(dir.path())
+                .unwrap()
+                .iter()
+                .map(|f| f.header.first_seq)
+                .collect();
+            assert_eq!(seqs, [1, 2], "cut {cut}");
+        }
+        // Damage inside the second header ends the scan there.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == FRAME_MAGIC)
+            .nth(1)
+            .unwrap()
+            .0;
+        bytes[second + 12] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(scan(dir.path()).unwrap().len(), 1);
+    }
+}
