@@ -879,6 +879,9 @@ impl Store {
                 Ok(events) => return Ok(Some(events)),
                 Err(err) => err,
             },
+            // Removed (retention) since the entry was read: its segment may
+            // be gone with it. Nothing is damaged.
+            Err(_) if self.tree.get(key)?.as_deref() != Some(value) => return Ok(None),
             Err(err) => RecordError::Decode(format!(
                 "its segment {:016x} cannot be read at {}: {err}",
                 index.segment, index.offset
@@ -1105,4 +1108,49 @@ pub(crate) fn quarantine(
     batch.remove(key);
     tree.apply_batch(batch)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A chunk removed by retention while a reader held its index entry
+    /// (its segment deleted with it) is not reported as damage.
+    #[tokio::test]
+    async fn a_chunk_removed_during_a_read_is_not_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let (queue, _) = Queue::open(dir.path()).unwrap();
+        let event = Event {
+            id: "e".to_owned(),
+            time: 0,
+            severity: Severity::Info,
+            attributes: Vec::new(),
+            body: "body".to_owned(),
+        };
+        queue.ingest("s", &[event], None).await.unwrap();
+        let store = queue.store().unwrap();
+        let (key, stored) = store
+            .tree
+            .scan_prefix([keys::EVENTS])
+            .next()
+            .unwrap()
+            .unwrap();
+        // An entry whose segment file is gone (a number never opened, so no
+        // handle to it is cached).
+        let gone = ChunkIndex {
+            segment: 999,
+            ..codec::decode::<ChunkIndex>(&stored).unwrap()
+        };
+        let value = codec::encode(&gone).unwrap();
+        // What retention does: the entry goes, then the segment file.
+        store.tree.remove(&key).unwrap();
+        assert!(store.read_chunk(&key, &value).unwrap().is_none());
+        assert_eq!(store.tree.scan_prefix([keys::QUARANTINE]).count(), 0);
+
+        // The same failure with the entry still there is damage.
+        store.tree.insert(&key, &value[..]).unwrap();
+        assert!(store.read_chunk(&key, &value).unwrap().is_none());
+        assert_eq!(store.tree.scan_prefix([keys::QUARANTINE]).count(), 1);
+    }
 }
