@@ -61,6 +61,13 @@ pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<EventBlock, RecordError> {
     EventBlock::decode(rest.to_vec(), count).map_err(|e| RecordError::Decode(e.to_string()))
 }
 
+/// The ingest time a stored chunk carries.
+pub(crate) fn chunk_ingested_at(bytes: &[u8]) -> Result<i64, RecordError> {
+    postcard::take_from_bytes::<i64>(checked_payload(bytes)?)
+        .map(|(time, _)| time)
+        .map_err(|e| RecordError::Decode(e.to_string()))
+}
+
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RecordError> {
     postcard::from_bytes(checked_payload(bytes)?).map_err(|e| RecordError::Decode(e.to_string()))
 }
@@ -104,6 +111,7 @@ mod tests {
         let block = EventBlock::from_events(&events);
         let stored = encode_chunk(-5, events.len() as u32, block.bytes());
         assert_eq!(decode_chunk(&stored).unwrap().to_events(), events);
+        assert_eq!(chunk_ingested_at(&stored).unwrap(), -5);
         let mut damaged = stored.clone();
         damaged[10] ^= 1;
         assert!(matches!(decode_chunk(&damaged), Err(RecordError::Checksum)));

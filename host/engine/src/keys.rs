@@ -1,7 +1,10 @@
 //! Key layout of the queue's single sled tree. One tree, so that events and
 //! the source cursor that produced them commit in one atomic batch.
 //!
-//! - `E` stream-id(u32 BE) first-seq(u64 BE) → a batch of events
+//! - `C` stream-id(u32 BE) first-seq(u64 BE) → where a chunk of events is
+//!   stored (segment, offset, length) and its ingest and earliest times
+//! - `E` (same layout as `C`)                  → a chunk of events stored in sled
+//!   itself, as queues before segment files did; moved into segments at open
 //! - `S` stream-id(u32 BE)                   → the stream's state (name, next seq, cursor)
 //! - `G` group name                           → the group's epoch, active member and acked seqs
 //! - `Q` original key                         → a quarantined (damaged) record
@@ -10,7 +13,8 @@
 //! Big-endian integers keep sled's byte order equal to numeric order, so a
 //! range scan walks a stream in seq order.
 
-pub(crate) const EVENTS: u8 = b'E';
+pub(crate) const EVENTS: u8 = b'C';
+pub(crate) const LEGACY_EVENTS: u8 = b'E';
 pub(crate) const STREAM: u8 = b'S';
 pub(crate) const QUARANTINE: u8 = b'Q';
 pub(crate) const GROUP: u8 = b'G';
@@ -47,7 +51,16 @@ pub(crate) fn quarantine(original: &[u8]) -> Vec<u8> {
 
 /// Decode an events key into (stream id, first seq).
 pub(crate) fn parse_events(key: &[u8]) -> Option<(u32, u64)> {
-    if key.len() != 13 || key[0] != EVENTS {
+    parse_chunk_key(key, EVENTS)
+}
+
+/// Decode the key of a chunk stored in sled (see [`LEGACY_EVENTS`]).
+pub(crate) fn parse_legacy_events(key: &[u8]) -> Option<(u32, u64)> {
+    parse_chunk_key(key, LEGACY_EVENTS)
+}
+
+fn parse_chunk_key(key: &[u8], prefix: u8) -> Option<(u32, u64)> {
+    if key.len() != 13 || key[0] != prefix {
         return None;
     }
     let stream = u32::from_be_bytes(key[1..5].try_into().ok()?);

@@ -26,6 +26,7 @@ mod keys;
 mod log_recovery;
 mod member;
 pub mod metrics;
+mod migrate;
 mod notice;
 mod pump;
 mod queue;

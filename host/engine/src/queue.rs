@@ -920,6 +920,19 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
     }
     let replayed =
         crate::log_recovery::replay_unindexed(&tree, &segments_dir, &mut records, &damaged)?;
+    let mut indexed = Vec::new();
+    for item in tree.scan_prefix([keys::EVENTS]) {
+        let (_, value) = item?;
+        // A damaged entry keeps nothing alive; it is quarantined when read.
+        if let Ok(index) = codec::decode::<ChunkIndex>(&value) {
+            indexed.push(index.segment);
+        }
+    }
+    // Only once the replayed index entries are durable may segments that
+    // nothing refers to be deleted.
+    db.flush()?;
+    let log = SegmentLog::open(&segments_dir, indexed.into_iter())?;
+    crate::migrate::move_sled_chunks(&tree, &log, &records)?;
     let mut streams = Streams {
         next_id: records
             .keys()
@@ -940,18 +953,6 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
             ),
         );
     }
-    let mut indexed = Vec::new();
-    for item in tree.scan_prefix([keys::EVENTS]) {
-        let (_, value) = item?;
-        // A damaged entry keeps nothing alive; it is quarantined when read.
-        if let Ok(index) = codec::decode::<ChunkIndex>(&value) {
-            indexed.push(index.segment);
-        }
-    }
-    // Only once the replayed index entries are durable may segments that
-    // nothing refers to be deleted.
-    db.flush()?;
-    let log = SegmentLog::open(&segments_dir, indexed.into_iter())?;
     report.streams.sort_by(|a, b| a.name.cmp(&b.name));
     for item in tree.scan_prefix([keys::GROUP]) {
         let (key, value) = item?;
@@ -1083,6 +1084,8 @@ pub(crate) fn describe_key(key: &[u8]) -> String {
     }
     if let Some((stream, seq)) = keys::parse_events(key) {
         format!("events of stream #{stream} from seq {seq}")
+    } else if let Some((stream, seq)) = keys::parse_legacy_events(key) {
+        format!("events of stream #{stream} from seq {seq} (stored in sled)")
     } else if let Some(stream) = keys::parse_stream(key) {
         format!("state of stream #{stream}")
     } else {

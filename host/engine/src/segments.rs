@@ -192,6 +192,11 @@ impl SegmentLog {
         self.sync.durable().await
     }
 
+    /// [`SegmentLog::durable`] for callers outside the runtime (opening).
+    pub(crate) fn sync_now(&self) -> io::Result<()> {
+        sync_written(&self.writer).map_err(io::Error::other)
+    }
+
     /// The stored bytes of the chunk at `index`.
     pub(crate) fn read(&self, index: &ChunkIndex) -> io::Result<Vec<u8>> {
         let file = self.file(index.segment)?;

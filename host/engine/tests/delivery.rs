@@ -142,7 +142,11 @@ async fn broadcast_members_each_keep_their_own_cursor() {
     let (a, b) = (destination.server("a"), destination.server("b"));
     b.set(true, false);
     source.append(30, "x");
-    eventually("a has everything", WAIT, || holds_all(&[&a], "ems", 30)).await;
+    // The server holds the events before the engine records its ack.
+    eventually("a has everything, acknowledged", WAIT, || {
+        holds_all(&[&a], "ems", 30) && engine.groups()[0].lanes[0].acked.get("ems") == Some(&30)
+    })
+    .await;
     let lanes = &engine.groups()[0].lanes;
     assert_eq!(lanes.len(), 2);
     assert_eq!(lanes[0].cursor, "siem/a");

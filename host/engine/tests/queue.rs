@@ -151,7 +151,7 @@ async fn three_events_stored() -> tempfile::TempDir {
 #[tokio::test]
 async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
     let dir = three_events_stored().await;
-    damage(dir.path(), b'E');
+    damage(dir.path(), b'C');
     for round in 0..2 {
         let (queue, report) = Queue::open(dir.path()).unwrap();
         // Each round ingests one more event after the damaged batch.
@@ -290,7 +290,7 @@ async fn a_reopened_store_has_the_durable_state_and_takes_writes() {
 fn lose_sled_stream_records(path: &std::path::Path) {
     let db = common::raw_open(path);
     let tree = db.open_tree("saf").unwrap();
-    for prefix in [b'E', b'S'] {
+    for prefix in [b'C', b'S'] {
         for item in tree.scan_prefix([prefix]) {
             tree.remove(item.unwrap().0).unwrap();
         }
