@@ -199,10 +199,7 @@ impl SegmentLog {
 
     /// The stored bytes of the chunk at `index`.
     pub(crate) fn read(&self, index: &ChunkIndex) -> io::Result<Vec<u8>> {
-        let file = self.file(index.segment)?;
-        let mut out = vec![0; index.len as usize];
-        file.read_exact_at(&mut out, index.offset)?;
-        Ok(out)
+        read_chunk(&*self.file(index.segment)?, index)
     }
 
     fn file(&self, number: u64) -> io::Result<Arc<File>> {
@@ -324,7 +321,10 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Vec<ScannedFrame>> {
 
 /// The stored bytes of a chunk, for callers without an open log.
 pub(crate) fn read_chunk_at(dir: &Path, index: &ChunkIndex) -> io::Result<Vec<u8>> {
-    let file = File::open(segment_path(dir, index.segment))?;
+    read_chunk(&File::open(segment_path(dir, index.segment))?, index)
+}
+
+fn read_chunk(file: &File, index: &ChunkIndex) -> io::Result<Vec<u8>> {
     let mut out = vec![0; index.len as usize];
     file.read_exact_at(&mut out, index.offset)?;
     Ok(out)
