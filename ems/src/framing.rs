@@ -49,7 +49,7 @@ pub fn records_up_to(
     // The format A record being assembled: (start, end so far).
     let mut open: Option<(usize, usize)> = None;
     let mut line_start = 0;
-    while let Some(newline) = memchr(b'\n', &bytes[line_start..]) {
+    while let Some(newline) = memchr::memchr(b'\n', &bytes[line_start..]) {
         let line_end = line_start + newline + 1;
         let line = &bytes[line_start..line_start + newline];
         let blank = line.iter().all(|b| b.is_ascii_whitespace());
@@ -106,15 +106,13 @@ fn record(bytes: &[u8], start: usize, end: usize) -> Record<'_> {
     while let Some((b'\n' | b'\r', rest)) = body.split_last() {
         body = rest;
     }
-    Record {
-        start,
-        end,
-        text: String::from_utf8_lossy(body),
-    }
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|b| *b == needle)
+    // Valid UTF-8 is checked a word at a time; only invalid bytes take the
+    // slower replacing path.
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    };
+    Record { start, end, text }
 }
 
 #[cfg(test)]

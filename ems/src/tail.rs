@@ -321,7 +321,7 @@ impl Tail {
     pub fn seek(
         &mut self,
         target: i64,
-        time_of: impl Fn(&str) -> Option<i64>,
+        mut time_of: impl FnMut(&str) -> Option<i64>,
     ) -> std::io::Result<()> {
         let files = list(&self.dir)?;
         for (i, number) in files.iter().enumerate() {

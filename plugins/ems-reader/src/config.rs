@@ -73,7 +73,9 @@ pub(crate) struct Config {
     pub(crate) zone: Zone,
     pub(crate) system: String,
     pub(crate) collector: String,
-    pub(crate) overrides: HashMap<(String, u32), Severity>,
+    /// Event number → (subsystem name in upper case, severity): looked up
+    /// by number first, so an event costs no allocation to check.
+    pub(crate) overrides: HashMap<u32, Vec<(String, Severity)>>,
     pub(crate) go_back_micros: i64,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
@@ -110,11 +112,15 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         problems.push(ConfigProblem::new("time_zone", err.to_string()));
         Zone::utc()
     });
-    let mut overrides = HashMap::new();
+    let mut overrides: HashMap<u32, Vec<(String, Severity)>> = HashMap::new();
     for (i, o) in raw.severity_overrides.iter().enumerate() {
         match Severity::from_name(&o.severity) {
             Some(s) => {
-                overrides.insert((o.subsystem.to_ascii_uppercase(), o.event), s);
+                let subsystem = o.subsystem.to_ascii_uppercase();
+                let entries: &mut Vec<(String, Severity)> = overrides.entry(o.event).or_default();
+                // A later override of the same event replaces the earlier.
+                entries.retain(|(name, _)| *name != subsystem);
+                entries.push((subsystem, s));
             }
             None => problems.push(ConfigProblem::new(
                 format!("severity_overrides[{i}].severity"),

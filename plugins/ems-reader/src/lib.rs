@@ -13,8 +13,10 @@ mod config;
 mod convert;
 mod cursor;
 
+use convert::Fields;
 use cursor::ReaderCursor;
 use safd_ems::tail::{Item, Position, Tail};
+use safd_ems::text::{TextEvent, TextParser};
 use safd_ems::{Format, ParseError};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::source::{Batch, Guest, GuestReader, PollLimits};
@@ -62,16 +64,33 @@ struct State {
     skip_before: Option<(i64, Position)>,
     /// Since when polls have found nothing new (for `settle_ms`).
     idle_since: Option<std::time::Instant>,
+    parser: TextParser,
+    scratch: convert::Scratch,
 }
 
-fn parse(
+/// A record parsed in its format: format A borrows from the record's text.
+enum Parsed<'a> {
+    Text(TextEvent<'a>),
+    Json(safd_ems::EmsEvent),
+}
+
+impl Parsed<'_> {
+    fn fields(&self) -> Fields<'_> {
+        match self {
+            Parsed::Text(event) => Fields::from_text(event),
+            Parsed::Json(event) => Fields::from_event(event),
+        }
+    }
+}
+
+fn parse<'a>(
     format: Format,
-    text: &str,
-    zone: &safd_ems::Zone,
-) -> Result<safd_ems::EmsEvent, ParseError> {
+    parser: &mut TextParser,
+    text: &'a str,
+) -> Result<Parsed<'a>, ParseError> {
     match format {
-        Format::A => safd_ems::text::parse(text, zone),
-        Format::B => safd_ems::json::parse(text),
+        Format::A => parser.parse(text).map(Parsed::Text),
+        Format::B => safd_ems::json::parse(text).map(Parsed::Json),
     }
 }
 
@@ -99,6 +118,8 @@ impl GuestReader for Reader {
                 high_water: cursor.high_water.max(cursor.position),
                 skip_before: None,
                 idle_since: None,
+                parser: TextParser::new(config.zone.clone()),
+                scratch: convert::Scratch::default(),
             }),
             config,
         })
@@ -106,6 +127,7 @@ impl GuestReader for Reader {
 
     fn poll(&self, limits: PollLimits) -> Result<Batch, ConnectorError> {
         let mut state = self.state.borrow_mut();
+        let state = &mut *state;
         let start = state.tail.position();
         let max_events = limits.max_events.min(self.config.max_events).max(1) as usize;
         let max_bytes = limits.max_bytes.min(self.config.max_bytes).max(1) as usize;
@@ -131,14 +153,21 @@ impl GuestReader for Reader {
                         file: record.file,
                         offset: record.start,
                     };
-                    match parse(self.config.format, &record.text, &self.config.zone) {
-                        Ok(ems) => {
+                    match parse(self.config.format, &mut state.parser, &record.text) {
+                        Ok(parsed) => {
+                            let fields = parsed.fields();
                             let skip = state.skip_before.is_some_and(|(time, high_water)| {
-                                position < high_water && ems.logtime < time
+                                position < high_water && fields.logtime < time
                             });
-                            state.logtime = ems.logtime;
+                            state.logtime = fields.logtime;
                             if !skip {
-                                events.push(&convert::event(&self.config, &record, ems));
+                                convert::push_event(
+                                    &mut events,
+                                    &self.config,
+                                    &mut state.scratch,
+                                    &record,
+                                    &fields,
+                                );
                             }
                         }
                         Err(error) => {
@@ -196,11 +225,13 @@ impl GuestReader for Reader {
         let mut state = self.state.borrow_mut();
         let target = from_time.saturating_sub(self.config.go_back_micros);
         let format = self.config.format;
-        let zone = &self.config.zone;
+        let mut parser = TextParser::new(self.config.zone.clone());
         state
             .tail
             .seek(target, |text| {
-                parse(format, text, zone).ok().map(|e| e.logtime)
+                parse(format, &mut parser, text)
+                    .ok()
+                    .map(|parsed| parsed.fields().logtime)
             })
             .map_err(|err| {
                 ConnectorError::Transient(format!(
