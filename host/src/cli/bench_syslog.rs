@@ -69,6 +69,10 @@ fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
     if args.line_bytes < 64 {
         bail!("--line-bytes must be at least 64");
     }
+    args.runs.compile_plugins(&[
+        args.plugins.join("file-tail.wasm"),
+        args.plugins.join("syslog.wasm"),
+    ])?;
     let (_temporary, work) = args.runs.work()?;
     let safd = std::env::current_exe()?;
     let mut runs = Vec::new();

@@ -35,6 +35,9 @@ struct Tracked {
     now: i64,
     /// Buffers reused for every line's id and attributes.
     id: String,
+    /// The id up to the offset, and the (inode, fingerprint) it is for.
+    id_prefix: String,
+    id_prefix_of: Option<(u64, Option<u64>)>,
     offset_text: String,
     part_text: String,
     /// Length and hash of the bytes before `offset`, taken when `offset`
@@ -174,6 +177,8 @@ impl Tailer {
                 part: 0,
                 now: 0,
                 id: String::new(),
+                id_prefix: String::new(),
+                id_prefix_of: None,
                 offset_text: String::new(),
                 part_text: String::new(),
                 tail,
@@ -489,10 +494,8 @@ fn read_file(
                 break;
             }
             let rest = &chunk[at..];
-            let newline = rest
-                .iter()
-                .take(config.max_line_bytes + 2)
-                .position(|&b| b == b'\n');
+            let window = &rest[..rest.len().min(config.max_line_bytes + 2)];
+            let newline = memchr::memchr(b'\n', window);
             let (line, used, complete) = match newline {
                 Some(n) => {
                     let line = &rest[..n];
@@ -601,16 +604,30 @@ fn emit(
     part: Option<u32>,
 ) {
     use std::fmt::Write as _;
-    // Reused buffers: this runs once per line.
+    // Reused buffers, and no formatting machinery per line: this runs once
+    // per line.
+    if t.id_prefix_of != Some((t.ino, t.fp)) {
+        t.id_prefix_of = Some((t.ino, t.fp));
+        t.id_prefix.clear();
+        let _ = write!(t.id_prefix, "{:016x}{:016x}:", t.ino, t.fp.unwrap_or(0));
+    }
     let mut id = std::mem::take(&mut t.id);
     let mut offset = std::mem::take(&mut t.offset_text);
     let mut part_text = std::mem::take(&mut t.part_text);
     id.clear();
     offset.clear();
     part_text.clear();
-    let _ = write!(id, "{:016x}{:016x}:{start}", t.ino, t.fp.unwrap_or(0));
-    let _ = write!(offset, "{start}");
-    let body = String::from_utf8_lossy(text);
+    let mut digits = itoa::Buffer::new();
+    let start_text = digits.format(start);
+    id.push_str(&t.id_prefix);
+    id.push_str(start_text);
+    offset.push_str(start_text);
+    // Valid UTF-8 is checked a word at a time; only invalid bytes take the
+    // slower replacing path.
+    let body = match std::str::from_utf8(text) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(text),
+    };
     let mut attributes = [
         ("file", t.name.as_str()),
         ("offset", &offset),

@@ -135,7 +135,7 @@ impl Writer {
                             seq,
                             &event,
                         );
-                        out.extend_from_slice(scratch.len().to_string().as_bytes());
+                        out.extend_from_slice(itoa::Buffer::new().format(scratch.len()).as_bytes());
                         out.push(b' ');
                         out.extend_from_slice(&scratch);
                     }

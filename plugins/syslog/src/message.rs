@@ -7,7 +7,6 @@
 
 use crate::config::Config;
 use safd_plugin_sdk::events::EventRef;
-use std::fmt::Write as _;
 
 /// What every message of a session shares.
 pub(crate) struct Header<'a> {
@@ -47,7 +46,9 @@ pub(crate) fn write(
     let start = out.len();
     text.clear();
     let pri = u16::from(config.facility) * 8 + u16::from(syslog_severity(event.severity));
-    let _ = write!(text, "<{pri}>1 ");
+    text.push('<');
+    text.push_str(itoa::Buffer::new().format(pri));
+    text.push_str(">1 ");
     safd_plugin_sdk::time::rfc3339(text, event.time);
     text.push(' ');
     let attribute = |key: &str| {
@@ -84,7 +85,7 @@ pub(crate) fn write(
     param(text, "id", event.id);
     param(text, "stream", stream);
     text.push_str(" seq=\"");
-    let _ = write!(text, "{seq}");
+    text.push_str(itoa::Buffer::new().format(seq));
     text.push('"');
     for (key, value) in event.attributes.iter() {
         param(text, key, value);
@@ -101,7 +102,7 @@ pub(crate) fn write(
             cut -= 1;
         }
         text.push_str(" truncated=\"");
-        let _ = write!(text, "{}", event.body.len());
+        text.push_str(itoa::Buffer::new().format(event.body.len()));
         text.push('"');
         text.push_str("] ");
         out.extend_from_slice(text.as_bytes());
@@ -115,7 +116,7 @@ pub(crate) fn write(
 }
 
 fn body_text(body: &str, escape_line_breaks: bool) -> std::borrow::Cow<'_, str> {
-    if escape_line_breaks && body.contains(['\n', '\r']) {
+    if escape_line_breaks && memchr::memchr2(b'\n', b'\r', body.as_bytes()).is_some() {
         std::borrow::Cow::Owned(body.replace('\n', "#012").replace('\r', "#015"))
     } else {
         std::borrow::Cow::Borrowed(body)
@@ -124,6 +125,11 @@ fn body_text(body: &str, escape_line_breaks: bool) -> std::borrow::Cow<'_, str> 
 
 /// A header field: printable ASCII without spaces, `-` when empty.
 fn field(out: &mut String, value: &str, max: usize) {
+    // Nearly every value is already printable ASCII: copy it whole.
+    if !value.is_empty() && value.len() <= max && value.bytes().all(|b| b.is_ascii_graphic()) {
+        out.push_str(value);
+        return;
+    }
     let before = out.len();
     for c in value.chars().take(max) {
         out.push(if matches!(c, '!'..='~') { c } else { '_' });
@@ -137,6 +143,21 @@ fn field(out: &mut String, value: &str, max: usize) {
 /// escaped (`"`, `\` and `]` take a backslash).
 fn param(out: &mut String, name: &str, value: &str) {
     out.push(' ');
+    // Fast paths for the usual case, a name of SD-NAME's alphabet and a
+    // value with nothing to escape: copied whole.
+    if !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'=' | b']' | b'"'))
+        && memchr::memchr3(b'"', b'\\', b']', value.as_bytes()).is_none()
+    {
+        out.push_str(name);
+        out.push_str("=\"");
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     let before = out.len();
     for c in name.chars().take(32) {
         out.push(if matches!(c, '!'..='~') && !matches!(c, '=' | ']' | '"') {
