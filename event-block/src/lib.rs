@@ -327,6 +327,52 @@ pub fn sequenced(bytes: &[u8], count: u32) -> SequencedEvents<'_> {
     }
 }
 
+/// Where each event of an event block holding `count` events ends, and its
+/// text bytes (what [`EventRef::byte_size`] counts), without reading the
+/// events: numbers and lengths are checked, the text is not (no UTF-8
+/// check). For blocks that were checked when they were written and come
+/// back from storage under a checksum, to cut and re-frame them cheaply.
+pub fn spans(bytes: &[u8], count: u32) -> Spans<'_> {
+    Spans {
+        reader: BlockReader::new(bytes, count),
+    }
+}
+
+/// One event's place in a block (see [`spans`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSpan {
+    pub start: usize,
+    pub end: usize,
+    /// Id, attribute and body bytes.
+    pub text_bytes: usize,
+}
+
+/// Iterator over the events' places in a block.
+#[derive(Debug, Clone)]
+pub struct Spans<'a> {
+    reader: BlockReader<'a>,
+}
+
+impl Iterator for Spans<'_> {
+    type Item = Result<EventSpan, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.reader.next_item(|c| {
+            let start = c.pos;
+            let text_bytes = c.skip_event()?;
+            Ok(EventSpan {
+                start,
+                end: c.pos,
+                text_bytes,
+            })
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.reader.size_hint()
+    }
+}
+
 /// Iterator over an event block; yields an error once and then stops if the
 /// block is malformed.
 #[derive(Debug, Clone)]
@@ -491,6 +537,29 @@ impl<'a> Cursor<'a> {
         usize::try_from(len).map_err(|_| self.error(BlockErrorKind::Truncated))
     }
 
+    /// Step over one event; returns its text length.
+    fn skip_event(&mut self) -> Result<usize, BlockError> {
+        self.varint()?;
+        let severity_at = self.pos;
+        let severity = self.varint()?;
+        if severity >= u64::from(SEVERITY_LEVELS) {
+            return Err(BlockError {
+                offset: severity_at,
+                kind: BlockErrorKind::BadSeverity(severity),
+            });
+        }
+        let attribute_count = self.length()?;
+        let mut text_len = self.length()?;
+        for _ in 0..attribute_count.saturating_mul(2).saturating_add(1) {
+            let len = self.length()?;
+            text_len = text_len
+                .checked_add(len)
+                .ok_or_else(|| self.error(BlockErrorKind::Truncated))?;
+        }
+        self.take(text_len)?;
+        Ok(text_len)
+    }
+
     fn event(&mut self) -> Result<EventRef<'a>, BlockError> {
         let time = unzigzag(self.varint()?);
         let severity_at = self.pos;
@@ -611,6 +680,30 @@ mod tests {
                 .collect::<Result<_, _>>()
                 .unwrap();
             prop_assert_eq!(read, events);
+        }
+
+        #[test]
+        fn spans_agree_with_reading(events in proptest::collection::vec(event_strategy(), 0..20)) {
+            let (count, bytes) = write(&events);
+            let mut read = super::events(&bytes, count);
+            let mut start = 0;
+            for span in spans(&bytes, count) {
+                let span = span.unwrap();
+                let event = read.next().unwrap().unwrap();
+                prop_assert_eq!(span.start, start);
+                prop_assert_eq!(span.end, read.offset());
+                prop_assert_eq!(span.text_bytes, event.byte_size());
+                start = span.end;
+            }
+            prop_assert!(read.next().is_none());
+            prop_assert_eq!(start, bytes.len());
+        }
+
+        #[test]
+        fn spans_of_any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), count in 0u32..8) {
+            for span in spans(&bytes, count).flatten() {
+                prop_assert!(span.start <= span.end && span.end <= bytes.len());
+            }
         }
 
         #[test]

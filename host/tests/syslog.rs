@@ -193,7 +193,7 @@ async fn a_message_longer_than_the_limit_is_cut_and_marked_never_split_or_droppe
     let report = session
         .deliver(&[StreamBatch {
             stream: "ems".into(),
-            events: vec![long, event(2)],
+            events: vec![long, event(2)].into(),
         }])
         .await
         .unwrap();

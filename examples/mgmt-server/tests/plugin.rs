@@ -85,7 +85,7 @@ fn event(seq: u64, id: &str) -> SequencedEvent {
 fn batch(events: Vec<SequencedEvent>) -> [StreamBatch; 1] {
     [StreamBatch {
         stream: "ems".into(),
-        events,
+        events: events.into(),
     }]
 }
 

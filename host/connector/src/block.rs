@@ -1,6 +1,6 @@
 //! Events kept in their encoded form between a plugin and the queue.
 
-use crate::event::{Event, decode_events};
+use crate::event::{Event, SequencedEvent, decode_events};
 use safd_event_block::{BlockError, BlockWriter, EventRef};
 
 /// A checked event block (the WIT `event-block`): what a source returned,
@@ -90,6 +90,127 @@ impl EventBlock {
             start_byte = end_byte;
             Some(run)
         })
+    }
+}
+
+/// Events of one stream with their seqs, encoded as the WIT
+/// `sequenced-block` a destination receives. The dispatcher builds it
+/// straight from stored chunks (the events' bytes as a source sent them,
+/// each behind its seq), so delivering an event neither decodes it into
+/// owned strings nor encodes it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SequencedBlock {
+    bytes: Vec<u8>,
+    seqs: Vec<u64>,
+    /// Where each event (its seq included) ends in `bytes`.
+    ends: Vec<u32>,
+    /// Id, attribute and body bytes of all events (batch byte limits).
+    text_bytes: usize,
+}
+
+impl SequencedBlock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append the event `encoded` (one event of a checked event block, see
+    /// [`safd_event_block::spans`]) with its seq.
+    pub fn push_encoded(&mut self, seq: u64, encoded: &[u8], text_bytes: usize) {
+        safd_event_block::put_varint(&mut self.bytes, seq);
+        self.bytes.extend_from_slice(encoded);
+        self.finish_event(seq, text_bytes);
+    }
+
+    /// Append an owned event with its seq.
+    pub fn push(&mut self, event: &SequencedEvent) {
+        let mut writer = BlockWriter::with_capacity(event.event.byte_size() + 32);
+        event.event.write_sequenced_to(event.seq, &mut writer);
+        let (_, bytes) = writer.finish();
+        self.bytes.extend_from_slice(&bytes);
+        self.finish_event(event.seq, event.event.byte_size());
+    }
+
+    fn finish_event(&mut self, seq: u64, text_bytes: usize) {
+        self.seqs.push(seq);
+        // Deliveries are bounded far below 4 GiB (batch byte limits).
+        self.ends
+            .push(u32::try_from(self.bytes.len()).unwrap_or(u32::MAX));
+        self.text_bytes += text_bytes;
+    }
+
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// The encoded block.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The events' seqs, in order.
+    pub fn seqs(&self) -> &[u64] {
+        &self.seqs
+    }
+
+    pub fn first_seq(&self) -> Option<u64> {
+        self.seqs.first().copied()
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.seqs.last().copied()
+    }
+
+    /// The id, attribute and body bytes of all events.
+    pub fn text_bytes(&self) -> usize {
+        self.text_bytes
+    }
+
+    /// The event at `index`, owned.
+    pub fn get(&self, index: usize) -> Option<SequencedEvent> {
+        let start = match index {
+            0 => 0,
+            _ => *self.ends.get(index - 1)? as usize,
+        };
+        let end = *self.ends.get(index)? as usize;
+        let mut events = safd_event_block::sequenced(self.bytes.get(start..end)?, 1);
+        let (seq, event) = events.next()?.ok()?;
+        Some(SequencedEvent {
+            seq,
+            event: Event::from_block(&event),
+        })
+    }
+
+    /// The events, owned. An event whose text is not UTF-8 (possible only
+    /// if a stored chunk was damaged under an intact checksum) ends the
+    /// list: the error is the caller's to see in the count.
+    pub fn to_events(&self) -> Vec<SequencedEvent> {
+        safd_event_block::sequenced(&self.bytes, self.len() as u32)
+            .map_while(Result::ok)
+            .map(|(seq, event)| SequencedEvent {
+                seq,
+                event: Event::from_block(&event),
+            })
+            .collect()
+    }
+}
+
+impl From<Vec<SequencedEvent>> for SequencedBlock {
+    fn from(events: Vec<SequencedEvent>) -> Self {
+        events.into_iter().collect()
+    }
+}
+
+impl FromIterator<SequencedEvent> for SequencedBlock {
+    fn from_iter<I: IntoIterator<Item = SequencedEvent>>(events: I) -> Self {
+        let mut block = Self::new();
+        for event in events {
+            block.push(&event);
+        }
+        block
     }
 }
 

@@ -1,3 +1,4 @@
+use crate::block::SequencedBlock;
 use safd_event_block::{BlockError, BlockWriter, EventRef};
 use serde::{Deserialize, Serialize};
 
@@ -151,10 +152,10 @@ pub struct SequencedEvent {
 }
 
 /// Events of one stream, in seq order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamBatch {
     pub stream: String,
-    pub events: Vec<SequencedEvent>,
+    pub events: SequencedBlock,
 }
 
 /// A position in one stream.

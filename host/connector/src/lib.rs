@@ -12,7 +12,7 @@ mod event;
 pub mod event_ids;
 mod session;
 
-pub use block::EventBlock;
+pub use block::{EventBlock, SequencedBlock};
 pub use error::{ConnectorError, SessionError};
 pub use event::{
     Attribute, Cursor, Event, SequencedEvent, Severity, StreamBatch, StreamPosition, Timestamp,

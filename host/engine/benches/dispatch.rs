@@ -65,9 +65,9 @@ impl DestinationSession for Null {
             acknowledged: batches
                 .iter()
                 .filter_map(|b| {
-                    b.events.last().map(|e| StreamPosition {
+                    b.events.last_seq().map(|seq| StreamPosition {
                         stream: b.stream.clone(),
-                        seq: e.seq,
+                        seq,
                     })
                 })
                 .collect(),

@@ -54,11 +54,18 @@ pub(crate) fn encode_chunk(ingested_at: i64, count: u32, events: &[u8]) -> Vec<u
 
 /// The events of a stored chunk.
 pub(crate) fn decode_chunk(bytes: &[u8]) -> Result<EventBlock, RecordError> {
+    let (count, events) = chunk_events(bytes)?;
+    EventBlock::decode(events.to_vec(), count).map_err(|e| RecordError::Decode(e.to_string()))
+}
+
+/// A stored chunk's event count and its events' bytes (an event block),
+/// checksum checked, the events not read.
+pub(crate) fn chunk_events(bytes: &[u8]) -> Result<(u32, &[u8]), RecordError> {
     let payload = checked_payload(bytes)?;
     let decode_error = |e: postcard::Error| RecordError::Decode(e.to_string());
     let (_ingested_at, rest) = postcard::take_from_bytes::<i64>(payload).map_err(decode_error)?;
     let (count, rest) = postcard::take_from_bytes::<u32>(rest).map_err(decode_error)?;
-    EventBlock::decode(rest.to_vec(), count).map_err(|e| RecordError::Decode(e.to_string()))
+    Ok((count, rest))
 }
 
 /// The ingest time a stored chunk carries.

@@ -355,7 +355,10 @@ impl Lane {
             return Ok(Some(Plan {
                 batches: by_stream
                     .into_iter()
-                    .map(|(stream, events)| StreamBatch { stream, events })
+                    .map(|(stream, events)| StreamBatch {
+                        stream,
+                        events: events.into(),
+                    })
                     .collect(),
                 dead_letters: true,
             }));
@@ -380,14 +383,13 @@ impl Lane {
             let max_events = if isolate { 1 } else { events_left };
             let events = self
                 .queue
-                .read(&head.name, from, max_events, bytes_left)
+                .read_block(&head.name, from, max_events, bytes_left)
                 .map_err(|e| e.to_string())?;
             if events.is_empty() {
                 continue;
             }
             events_left -= events.len();
-            bytes_left =
-                bytes_left.saturating_sub(events.iter().map(|e| e.event.byte_size()).sum());
+            bytes_left = bytes_left.saturating_sub(events.text_bytes());
             batches.push(StreamBatch {
                 stream: head.name,
                 events,
@@ -551,7 +553,8 @@ impl Lane {
             .collect();
         let mut progressed = false;
         for batch in &plan.batches {
-            let (Some(first), Some(last)) = (batch.events.first(), batch.events.last()) else {
+            let (Some(first), Some(last)) = (batch.events.first_seq(), batch.events.last_seq())
+            else {
                 continue;
             };
             let stream = batch.stream.as_str();
@@ -559,37 +562,42 @@ impl Lane {
                 .get(stream)
                 .copied()
                 .unwrap_or(0)
-                .max(first.seq - 1);
-            for event in &batch.events {
-                if let Some(reason) = rejected.get(&(stream, event.seq)) {
-                    self.dead_letter(&member_name, stream, event, reason);
-                    if event.seq == settled + 1 {
-                        settled = event.seq;
+                .max(first - 1);
+            for (i, &seq) in batch.events.seqs().iter().enumerate() {
+                if let Some(reason) = rejected.get(&(stream, seq)) {
+                    // Rejections are rare: only the rejected event is
+                    // decoded, for its dead letter.
+                    if let Some(event) = batch.events.get(i) {
+                        self.dead_letter(&member_name, stream, &event, reason);
                     }
-                } else if event.seq <= settled && plan.dead_letters {
-                    self.forget_dead_letter(stream, event.seq);
+                    if seq == settled + 1 {
+                        settled = seq;
+                    }
+                } else if seq <= settled && plan.dead_letters {
+                    self.forget_dead_letter(stream, seq);
                 }
             }
-            let settled = settled.min(last.seq);
-            if settled >= first.seq {
+            let settled = settled.min(last);
+            if settled >= first {
                 progressed = true;
-                Metrics::add(&self.metrics.events_delivered, settled - first.seq + 1);
+                Metrics::add(&self.metrics.events_delivered, settled - first + 1);
             }
             if plan.dead_letters {
                 // Replayed letters the receiver neither took nor rejected
                 // go back in line.
                 let unsettled: Vec<(String, u64)> = batch
                     .events
+                    .seqs()
                     .iter()
-                    .filter(|e| e.seq > settled && !rejected.contains_key(&(stream, e.seq)))
-                    .map(|e| (stream.to_owned(), e.seq))
+                    .filter(|&&seq| seq > settled && !rejected.contains_key(&(stream, seq)))
+                    .map(|&seq| (stream.to_owned(), seq))
                     .collect();
                 self.requeue_dead_letters(&unsettled);
                 continue;
             }
             self.state
                 .send_from
-                .insert(stream.to_owned(), settled.max(first.seq - 1) + 1);
+                .insert(stream.to_owned(), settled.max(first - 1) + 1);
             self.advance(stream, settled).await;
         }
         if !progressed && report.rejected.is_empty() {
@@ -676,7 +684,7 @@ impl Lane {
             let keys: Vec<(String, u64)> = plan
                 .batches
                 .iter()
-                .flat_map(|b| b.events.iter().map(|e| (b.stream.clone(), e.seq)))
+                .flat_map(|b| b.events.seqs().iter().map(|&seq| (b.stream.clone(), seq)))
                 .collect();
             self.requeue_dead_letters(&keys);
         }
@@ -728,10 +736,10 @@ impl Lane {
     async fn whole_batch_rejected(&mut self, index: usize, plan: Plan, reason: &str) {
         if plan.len() == 1
             && let Some(batch) = plan.batches.first()
-            && let Some(event) = batch.events.first()
+            && let Some(event) = batch.events.get(0)
         {
             let member = self.members[index].name.clone();
-            self.dead_letter(&member, &batch.stream, event, reason);
+            self.dead_letter(&member, &batch.stream, &event, reason);
             if !plan.dead_letters {
                 self.state
                     .send_from
@@ -744,10 +752,10 @@ impl Lane {
             return; // They stay dead letters.
         }
         for batch in &plan.batches {
-            if let Some(last) = batch.events.last() {
+            if let Some(last) = batch.events.last_seq() {
                 self.state
                     .isolate_through
-                    .insert(batch.stream.clone(), last.seq);
+                    .insert(batch.stream.clone(), last);
             }
         }
     }

@@ -19,7 +19,9 @@ use crate::segments::{ChunkIndex, FrameHeader, SegmentLog};
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_RECORD_QUARANTINED,
 };
-use safd_connector::{Cursor, Event, EventBlock, SequencedEvent, Severity, Timestamp, event_block};
+use safd_connector::{
+    Cursor, Event, EventBlock, SequencedBlock, SequencedEvent, Severity, Timestamp, event_block,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -647,21 +649,10 @@ impl Queue {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<SequencedEvent>, QueueError> {
-        // Start at the batch that contains `from_seq`: the last batch whose
-        // first seq is not after it.
         let store = self.store()?;
-        let start = store
-            .tree
-            .range(keys::events(id, 0)..=keys::events(id, from_seq))
-            .next_back()
-            .transpose()?
-            .map_or(keys::events(id, from_seq).to_vec(), |(key, _)| key.to_vec());
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in store
-            .tree
-            .range(start..=keys::events(id, u64::MAX).to_vec())
-        {
+        for item in store.tree.range(chunk_range(&store, id, from_seq)?) {
             let (key, value) = item?;
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
@@ -679,6 +670,50 @@ impl Queue {
                 }
                 bytes += event.byte_size();
                 out.push(SequencedEvent { seq, event });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Like [`Queue::read`], but the events stay encoded: each is cut from
+    /// its stored chunk and framed behind its seq, never decoded (the
+    /// chunk's checksum covers bytes that were checked at ingest). This is
+    /// what deliveries are built from.
+    pub fn read_block(
+        &self,
+        stream: &str,
+        from_seq: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<SequencedBlock, QueueError> {
+        let mut out = SequencedBlock::new();
+        let Some(id) = self.stream_id(stream) else {
+            return Ok(out);
+        };
+        let store = self.store()?;
+        for item in store.tree.range(chunk_range(&store, id, from_seq)?) {
+            let (key, value) = item?;
+            let Some((_, first_seq)) = keys::parse_events(&key) else {
+                continue;
+            };
+            let read = store.read_chunk_with(&key, &value, |stored| {
+                let (count, events) = codec::chunk_events(stored)?;
+                let spans = event_block::spans(events, count)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| RecordError::Decode(e.to_string()))?;
+                Ok((events.to_vec(), spans))
+            })?;
+            let Some((events, spans)) = read else {
+                continue;
+            };
+            for (seq, span) in (first_seq..).zip(spans) {
+                if seq < from_seq {
+                    continue;
+                }
+                if out.len() >= max_events || (out.text_bytes() >= max_bytes && !out.is_empty()) {
+                    return Ok(out);
+                }
+                out.push_encoded(seq, &events[span.start..span.end], span.text_bytes);
             }
         }
         Ok(out)
@@ -867,6 +902,18 @@ impl Store {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<EventBlock>, QueueError> {
+        self.read_chunk_with(key, value, codec::decode_chunk)
+    }
+
+    /// Read the chunk `key` → `value` indexes and `decode` it; a damaged
+    /// entry or chunk (including one `decode` refuses) is quarantined
+    /// (`None`).
+    pub(crate) fn read_chunk_with<T>(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, RecordError>,
+    ) -> Result<Option<T>, QueueError> {
         let index = match codec::decode::<ChunkIndex>(value) {
             Ok(index) => index,
             Err(err) => {
@@ -875,7 +922,7 @@ impl Store {
             }
         };
         let damage = match self.log.read(&index) {
-            Ok(stored) => match codec::decode_chunk(&stored) {
+            Ok(stored) => match decode(&stored) {
                 Ok(events) => return Ok(Some(events)),
                 Err(err) => err,
             },
@@ -891,6 +938,22 @@ impl Store {
         self.log.release(index.segment);
         Ok(None)
     }
+}
+
+/// The index keys of stream `id`'s chunks from the one that holds
+/// `from_seq` (the last whose first seq is not after it) to the end.
+fn chunk_range(
+    store: &Store,
+    id: u32,
+    from_seq: u64,
+) -> Result<std::ops::RangeInclusive<Vec<u8>>, QueueError> {
+    let start = store
+        .tree
+        .range(keys::events(id, 0)..=keys::events(id, from_seq))
+        .next_back()
+        .transpose()?
+        .map_or(keys::events(id, from_seq).to_vec(), |(key, _)| key.to_vec());
+    Ok(start..=keys::events(id, u64::MAX).to_vec())
 }
 
 /// Open the store at `path` and read every stream's and group's state.

@@ -64,22 +64,17 @@ pub(crate) fn poll_limits_to_wit(l: api::PollLimits) -> wit_source::PollLimits {
     }
 }
 
-/// Host → guest: one sequenced event block per stream batch.
+/// Host → guest: one sequenced event block per stream batch (already in
+/// that encoding: copied, not re-encoded).
 pub(crate) fn stream_batches_to_wit(batches: &[api::StreamBatch]) -> Vec<wit::StreamBatch> {
     batches
         .iter()
-        .map(|b| {
-            let mut block = api::event_block::BlockWriter::with_capacity(
-                b.events.iter().map(|e| e.event.byte_size() + 32).sum(),
-            );
-            for e in &b.events {
-                e.event.write_sequenced_to(e.seq, &mut block);
-            }
-            let (count, bytes) = block.finish();
-            wit::StreamBatch {
-                stream: b.stream.clone(),
-                events: wit::EventBlock { count, bytes },
-            }
+        .map(|b| wit::StreamBatch {
+            stream: b.stream.clone(),
+            events: wit::EventBlock {
+                count: b.events.len() as u32,
+                bytes: b.events.bytes().to_vec(),
+            },
         })
         .collect()
 }

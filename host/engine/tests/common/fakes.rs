@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use safd_connector::{
     Acknowledgement, CatchUpFrom, CatchUpRequest, ConnectorError, Cursor, DeliveryReport,
     DestinationConnector, DestinationSession, Endpoint, Event, Health, PollLimits, Registration,
-    Rejection, SessionError, SessionInfo, Severity, SourceBatch, SourceConnector, SourceSession,
-    StreamBatch, StreamPosition, Timestamp,
+    Rejection, SequencedEvent, SessionError, SessionInfo, Severity, SourceBatch, SourceConnector,
+    SourceSession, StreamBatch, StreamPosition, Timestamp,
 };
 use safd_engine::{Engine, SAFD_STREAM, Tuning};
 use std::collections::{BTreeMap, HashSet};
@@ -218,6 +218,8 @@ impl DestinationSession for FakeSession {
 
     async fn deliver(&mut self, batches: &[StreamBatch]) -> Result<DeliveryReport, SessionError> {
         self.reach().await?;
+        let batches: Vec<OwnedBatch> = batches.iter().map(OwnedBatch::decode).collect();
+        let batches = batches.as_slice();
         self.server.with(|s| {
             s.delivery_calls += 1;
             s.crash_if("before-store", s.delivery_calls);
@@ -298,6 +300,32 @@ impl DestinationSession for FakeSession {
             service_ready: self.server.with(|s| s.service_up),
             detail: String::new(),
         })
+    }
+}
+
+/// A delivered batch decoded, as a receiver reads it.
+struct OwnedBatch {
+    stream: String,
+    events: Vec<SequencedEvent>,
+}
+
+impl OwnedBatch {
+    fn decode(batch: &StreamBatch) -> Self {
+        let events = batch.events.to_events();
+        assert_eq!(
+            events.len(),
+            batch.events.len(),
+            "a delivered block decodes whole"
+        );
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            batch.events.seqs(),
+            "the block's seqs are the events'"
+        );
+        Self {
+            stream: batch.stream.clone(),
+            events,
+        }
     }
 }
 
