@@ -540,14 +540,7 @@ impl<'a> Cursor<'a> {
     /// Step over one event; returns its text length.
     fn skip_event(&mut self) -> Result<usize, BlockError> {
         self.varint()?;
-        let severity_at = self.pos;
-        let severity = self.varint()?;
-        if severity >= u64::from(SEVERITY_LEVELS) {
-            return Err(BlockError {
-                offset: severity_at,
-                kind: BlockErrorKind::BadSeverity(severity),
-            });
-        }
+        self.severity()?;
         let attribute_count = self.length()?;
         let mut text_len = self.length()?;
         for _ in 0..attribute_count.saturating_mul(2).saturating_add(1) {
@@ -560,16 +553,21 @@ impl<'a> Cursor<'a> {
         Ok(text_len)
     }
 
-    fn event(&mut self) -> Result<EventRef<'a>, BlockError> {
-        let time = unzigzag(self.varint()?);
-        let severity_at = self.pos;
+    fn severity(&mut self) -> Result<u8, BlockError> {
+        let at = self.pos;
         let severity = self.varint()?;
         if severity >= u64::from(SEVERITY_LEVELS) {
             return Err(BlockError {
-                offset: severity_at,
+                offset: at,
                 kind: BlockErrorKind::BadSeverity(severity),
             });
         }
+        Ok(severity as u8)
+    }
+
+    fn event(&mut self) -> Result<EventRef<'a>, BlockError> {
+        let time = unzigzag(self.varint()?);
+        let severity = self.severity()?;
         let attribute_count = self.length()?;
         let id_len = self.length()?;
         let lengths_start = self.pos;
@@ -615,7 +613,7 @@ impl<'a> Cursor<'a> {
         Ok(EventRef {
             id,
             time,
-            severity: severity as u8,
+            severity,
             attributes: Attributes {
                 lengths,
                 text: attributes,
