@@ -7,17 +7,18 @@ use safd_ems::text::{ProcessRef, TextEvent};
 use safd_ems::{EmsEvent, ParseError, Subject};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::types::{Attribute, Event, Severity};
-use std::fmt::Write as _;
 
 /// A stable id: the same record read twice (after a restart, a seek) gets
 /// the same id, so receivers deduplicate it.
 fn record_id(config: &Config, file: u32, offset: u64) -> String {
-    format!(
-        "{}:{}:{}:{offset}",
-        config.system,
-        config.collector,
-        file_name(file)
-    )
+    let mut id = record_id_prefix(config, &file_name(file));
+    id.push_str(itoa::Buffer::new().format(offset));
+    id
+}
+
+/// Everything of a record's id but its offset: `system:collector:file:`.
+fn record_id_prefix(config: &Config, log_file: &str) -> String {
+    format!("{}:{}:{log_file}:", config.system, config.collector)
 }
 
 /// The fields of a parsed record, from either format, borrowed.
@@ -101,12 +102,7 @@ impl Scratch {
         if self.file != Some(file) {
             self.file = Some(file);
             self.log_file = file_name(file);
-            self.id_prefix.clear();
-            let _ = write!(
-                self.id_prefix,
-                "{}:{}:{}:",
-                config.system, config.collector, self.log_file
-            );
+            self.id_prefix = record_id_prefix(config, &self.log_file);
         }
     }
 }
