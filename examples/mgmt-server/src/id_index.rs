@@ -17,7 +17,10 @@ use xxhash_rust::xxh3::Xxh3;
 /// default) cost more than the rest of the index. This passes the low 64
 /// bits through.
 #[derive(Debug, Default)]
-struct PassThrough(u64);
+pub struct PassThrough(u64);
+
+/// For maps keyed by [`IdHash`].
+pub type BuildPassThrough = BuildHasherDefault<PassThrough>;
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -76,7 +79,7 @@ pub fn decode_entries(bytes: &[u8]) -> Option<impl Iterator<Item = (IdHash, u64)
 /// small.
 #[derive(Debug, Default)]
 pub struct IdIndex {
-    locations: HashMap<IdHash, (u32, u64), BuildHasherDefault<PassThrough>>,
+    locations: HashMap<IdHash, (u32, u64), BuildPassThrough>,
     streams: Vec<String>,
     stream_numbers: HashMap<String, u32>,
 }

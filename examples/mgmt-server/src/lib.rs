@@ -2,7 +2,7 @@
 //!
 //! It speaks protocol version 1 (`docs/protocol.md`): agents register and
 //! learn what the server holds, deliver batches that are stored durably
-//! (sled, flushed before the answer) and deduplicated on (agent, stream,
+//! (an event log synced before the answer, indexed in sled) and deduplicated on (agent, stream,
 //! seq) and on event id, and probe its health. Its event service can be
 //! taken down while the server stays reachable: events then wait in a
 //! durable inbox and are released when the service is back. A query API
@@ -11,6 +11,7 @@
 mod held;
 pub mod http;
 mod id_index;
+mod journal;
 pub mod protocol;
 mod segment;
 pub mod store;

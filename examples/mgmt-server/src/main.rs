@@ -6,6 +6,13 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+// A delivery's request body, its parsed events and the segment built from
+// them are large, short-lived allocations; glibc malloc maps and unmaps
+// such blocks per request (page faults on every delivery) where mimalloc
+// reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reference management server for safd: stores the events safd delivers,
 /// durably and deduplicated, and shows them in a web console.
 ///

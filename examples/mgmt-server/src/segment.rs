@@ -7,6 +7,12 @@
 //! far more than the events themselves (the same reason as the engine's
 //! queue, ARCHITECTURE §5).
 //!
+//! A segment is one record of the event log (`journal`); its header also
+//! says what the record changes in the index (agent, stream, inbox,
+//! counters), so that records the index missed can be indexed again on
+//! open. Servers before the log kept segments in sled itself; those are
+//! still read.
+//!
 //! Layout: version byte, varint header length, JSON header, then a
 //! sequenced event block (`safd-event-block`) of the stored events.
 
@@ -21,6 +27,20 @@ pub const SEGMENT_BYTES: usize = 128 << 10;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegmentHeader {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub agent: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stream: String,
+    /// The first seq settled into it (the index key); none for a record
+    /// that only carries counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// Its events wait in the inbox for the event service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub into_inbox: bool,
+    /// The server's counters once this record is indexed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counters: Option<crate::store::Counters>,
     /// When the server stored it (microseconds since the Unix epoch).
     pub received_at: i64,
     /// Events in the block.
@@ -41,8 +61,6 @@ pub struct SegmentBuilder {
     pub first_seq: Option<u64>,
     pub header: SegmentHeader,
     pub events: BlockWriter,
-    /// (id hash, seq) of the events, for the id index.
-    pub id_hashes: Vec<(crate::id_index::IdHash, u64)>,
 }
 
 impl SegmentBuilder {
@@ -56,6 +74,7 @@ impl SegmentBuilder {
 
     pub fn encode(self) -> Result<Vec<u8>, serde_json::Error> {
         let mut header = self.header;
+        header.first_seq = self.first_seq;
         let (count, block) = self.events.finish();
         header.count = count;
         let header = serde_json::to_vec(&header)?;

@@ -16,6 +16,7 @@ mod config;
 mod destination;
 mod error;
 mod guest_output;
+mod http_pool;
 mod manifest;
 mod plugin;
 mod sandbox;

@@ -6,6 +6,7 @@
 
 use crate::config::Grants;
 use crate::guest_output::GuestOutput;
+use crate::http_pool::ConnectionPool;
 use crate::manifest::Capabilities;
 use safd_connector::event_ids;
 use std::collections::HashSet;
@@ -164,6 +165,7 @@ impl Sandbox {
         HttpPolicy {
             connector: connector.clone(),
             allowed: self.http.clone(),
+            pool: Arc::default(),
         }
     }
 }
@@ -172,6 +174,8 @@ impl Sandbox {
 pub(crate) struct HttpPolicy {
     connector: Arc<str>,
     allowed: Arc<HashSet<Authority>>,
+    /// This instance's keep-alive connections.
+    pool: Arc<ConnectionPool>,
 }
 
 impl HttpPolicy {
@@ -217,6 +221,9 @@ impl WasiHttpHooks for HttpPolicy {
                 "HTTP request denied: authority is not granted (grants.http)"
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        if ConnectionPool::handles(request.uri()) {
+            return Box::new(self.pool.clone().send(request, options));
         }
         Box::new(async move {
             use http_body_util::BodyExt;
