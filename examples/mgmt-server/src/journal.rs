@@ -135,7 +135,12 @@ impl Journal {
     /// file was never acknowledged (the server stopped before its sync
     /// returned): it is cut off.
     pub fn open(dir: &Path, indexed: Position) -> Result<(Self, Unindexed), JournalError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        if created && let Some(parent) = dir.parent() {
+            // The directory's own entry must survive a crash too.
+            sync_dir(parent)?;
+        }
         let mut ids = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
             let entry = entry.map_err(io_error(dir))?;
@@ -270,6 +275,15 @@ fn read_records(
         .open(&path)
         .map_err(io_error(&path))?;
     let size = file.metadata().map_err(io_error(&path))?.len();
+    if from > size {
+        // Appends would land below what the index claims to cover and be
+        // skipped by the next replay.
+        return Err(JournalError::Damaged {
+            path,
+            offset: size,
+            reason: format!("the index covers it up to byte {from}, but the file ends here"),
+        });
+    }
     file.seek(SeekFrom::Start(from)).map_err(io_error(&path))?;
     let mut reader = io::BufReader::with_capacity(1 << 20, &mut file);
     let mut offset = from;
@@ -452,6 +466,20 @@ mod tests {
         assert!(message.contains(&format!("byte {}", b.offset)), "{message}");
         assert!(matches!(err, JournalError::Damaged { .. }));
         assert!(JournalReader::new(dir.path()).read(b).is_err());
+    }
+
+    #[test]
+    fn a_log_shorter_than_the_index_says_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = open(dir.path(), Position::default());
+        let a = journal.append(b"one").unwrap();
+        drop(journal);
+        let beyond = Position {
+            file: a.file,
+            offset: a.end().offset + 100,
+        };
+        let err = Journal::open(dir.path(), beyond).unwrap_err().to_string();
+        assert!(err.contains("the index covers it up to byte"), "{err}");
     }
 
     #[test]

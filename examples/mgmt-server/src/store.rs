@@ -492,8 +492,8 @@ impl Store {
     }
 
     /// Store a delivery: deduplicate, reject what can never be accepted,
-    /// append it to the event log and sync it, index it, and report the
-    /// accepted prefix per stream.
+    /// append it to the event log and sync it, and report the accepted
+    /// prefix per stream. Indexing follows the answer (see below).
     pub async fn deliver(
         &self,
         request: &DeliverRequest<'_>,
