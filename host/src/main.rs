@@ -16,7 +16,22 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc takes memory from the system in 2 MiB-aligned regions; with
+/// transparent huge pages a region that is partly used is resident whole.
+/// `safd bench`, interleaved runs: RSS holding the backlog 108 → 34 MiB,
+/// peak 143 → 48-53 MiB, throughput unchanged. Off for this process, also
+/// where the system default is `always` (as on RHEL).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!(
+            "safd: cannot turn transparent huge pages off ({err}); memory use will be higher"
+        );
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let args = cli::Cli::parse();
     init_logging(args.verbose, args.prints_notices());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

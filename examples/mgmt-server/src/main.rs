@@ -13,6 +13,15 @@ use std::path::PathBuf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// With transparent huge pages, mimalloc's partly used 2 MiB regions are
+/// resident whole (safd measured a third of its RSS without them).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!("cannot turn transparent huge pages off: {err}");
+    }
+}
+
 /// Reference management server for safd: stores the events safd delivers,
 /// durably and deduplicated, and shows them in a web console.
 ///
@@ -50,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    disable_transparent_huge_pages();
     let args = Args::parse();
     if args.token.is_empty() {
         anyhow::bail!("--token is empty; give the token agents will present");
