@@ -2,10 +2,10 @@
 //! (up to [`SEGMENT_BYTES`]), plus the seqs it settled without storing an
 //! event (duplicates of a stored id, rejections).
 //!
-//! Many events per database value, not one per key: sled rewrites a whole
-//! leaf node on updates, so per-event values of a few hundred bytes cost
-//! far more than the events themselves (the same reason as the engine's
-//! queue, ARCHITECTURE §5).
+//! Many events per segment, and one index entry per segment rather than per
+//! event: sled rewrites a whole leaf node on updates, so per-event entries
+//! cost far more than the events themselves (the same reason as the
+//! engine's queue, ARCHITECTURE §5).
 //!
 //! A segment is one record of the event log (`journal`); its header also
 //! says what the record changes in the index (agent, stream, inbox,
