@@ -302,7 +302,7 @@ fn read_records(
         reader.read_exact(&mut header).map_err(io_error(&path))?;
         let (len, crc) = match check_header(&header) {
             Ok(found) => found,
-            Err(reason) if is_last && all_zero_or_short(&header) => {
+            Err(reason) if is_last && all_zero(&header) => {
                 tracing::debug!("{reason}");
                 torn = Some(offset);
                 break;
@@ -352,7 +352,7 @@ fn read_records(
 
 /// A header of zeros: the file system extended the file but the write did
 /// not land.
-fn all_zero_or_short(header: &[u8]) -> bool {
+fn all_zero(header: &[u8]) -> bool {
     header.iter().all(|&b| b == 0)
 }
 

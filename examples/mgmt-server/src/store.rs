@@ -357,15 +357,10 @@ impl Store {
             journal,
         };
         if !unindexed.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (location, payload) in &unindexed {
-                let segment = Segment::decode(payload).map_err(|reason| StoreError::Damaged {
-                    key: format!("log record at {location:?}"),
-                    reason,
-                })?;
-                state.index_record(&mut batch, *location, &segment)?;
-            }
-            tree.apply_batch(batch)?;
+            let records = unindexed
+                .iter()
+                .map(|(l, payload)| (*l, payload.as_slice()));
+            index_records(&mut state, &tree, records)?;
             db.flush()?;
             tracing::info!(
                 records = unindexed.len(),
@@ -638,7 +633,8 @@ impl Store {
         let tree = self.tree.clone();
         let poisoned = self.poisoned.clone();
         tokio::task::spawn_blocking(move || {
-            let indexed = index_delivery(&mut state, &tree, &locations, &records);
+            let synced = locations.into_iter().zip(records.iter().map(Vec::as_slice));
+            let indexed = index_records(&mut state, &tree, synced);
             // The database before the lock: whoever waits for the lock to
             // close the store must find the database free.
             drop(tree);
@@ -798,15 +794,15 @@ impl Store {
     }
 }
 
-/// Index a delivery's synced log records in memory and in sled.
-fn index_delivery(
+/// Index synced log records, in memory and in one sled batch: a delivery's,
+/// or those read back on open.
+fn index_records<'a>(
     state: &mut WriterState,
     tree: &sled::Tree,
-    locations: &[Location],
-    records: &[Vec<u8>],
+    records: impl IntoIterator<Item = (Location, &'a [u8])>,
 ) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
-    for (&location, payload) in locations.iter().zip(records) {
+    for (location, payload) in records {
         let segment = Segment::decode(payload).map_err(|reason| StoreError::Damaged {
             key: format!("log record at {location:?}"),
             reason,

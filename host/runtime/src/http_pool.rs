@@ -31,7 +31,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 /// How long an idle connection is kept. Below the keep-alive timeout of
 /// common servers (5 s for Apache httpd and Node.js), so the pool rarely
 /// picks a connection the server is just closing.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Idle connections kept per authority; an instance sends one request at a
 /// time, so more would only hold sockets open.
