@@ -53,6 +53,10 @@ pub const QUEUE_WRITE_FAILED: u32 = 2006;
 pub const QUEUE_STORE_FAILED: u32 = 2007;
 /// The queue's store was reopened after 2007; writes resume.
 pub const QUEUE_STORE_REOPENED: u32 = 2008;
+/// The queue's index (sled) was missing or unreadable and was rebuilt from
+/// the segment files; groups re-deliver what they had acknowledged
+/// (servers deduplicate), and an unreadable index is kept aside.
+pub const QUEUE_INDEX_REBUILT: u32 = 2009;
 
 /// A plugin instance trapped (crashed); it will be rebuilt.
 pub const PLUGIN_TRAPPED: u32 = 3001;

@@ -22,6 +22,7 @@ mod engine;
 pub mod failover;
 mod flush;
 mod group;
+mod index_damage;
 mod keys;
 mod log_recovery;
 mod member;
@@ -46,7 +47,7 @@ pub use group::{GroupConfig, GroupMode, MemberConfig, Tuning};
 pub use metrics::Metrics;
 pub use notice::{Notice, Notices, SAFD_STREAM};
 pub use queue::{
-    GroupState, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions, Retention, StreamState,
-    WhenFull,
+    GroupState, IndexRebuilt, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions,
+    Retention, StreamState, WhenFull,
 };
 pub use retention::TrimReport;

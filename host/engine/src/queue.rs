@@ -15,9 +15,10 @@ use crate::flush::GroupCommit;
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices};
-use crate::segments::{ChunkIndex, FrameHeader, SegmentLog};
+use crate::segments::{Checkpoint, ChunkIndex, FrameHeader, SegmentLog};
 use safd_connector::event_ids::{
-    QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_RECORD_QUARANTINED,
+    QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_INDEX_REBUILT,
+    QUEUE_RECORD_QUARANTINED,
 };
 use safd_connector::{
     Cursor, Event, EventBlock, SequencedBlock, SequencedEvent, Severity, Timestamp, event_block,
@@ -35,6 +36,8 @@ pub enum QueueError {
     Open { path: String, reason: String },
     #[error("queue storage error: {0}")]
     Storage(#[from] sled::Error),
+    #[error("the queue's index cannot be read: {0}")]
+    IndexDamaged(String),
     #[error("{0}")]
     Record(#[from] RecordError),
     #[error("events were written but could not be made durable: {0}")]
@@ -192,6 +195,18 @@ pub struct OpenReport {
     pub groups: BTreeMap<String, GroupState>,
     /// Keys of records that failed their checks and were set aside.
     pub quarantined: Vec<String>,
+    /// Set when the index was rebuilt from the segment files.
+    pub index_rebuilt: Option<IndexRebuilt>,
+}
+
+/// The queue's index was missing or unreadable and was rebuilt from the
+/// segment files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRebuilt {
+    /// Where the damaged index was moved, if it was there but unreadable.
+    pub set_aside: Option<PathBuf>,
+    /// The streams found in the segment files.
+    pub streams: Vec<String>,
 }
 
 /// Where an ingested batch landed.
@@ -257,6 +272,10 @@ pub struct Queue {
     unflushed: AtomicBool,
     /// One removal pass at a time (retention, reclaim, drop).
     pub(crate) trim_lock: tokio::sync::Mutex<()>,
+    /// The epoch a group the index has no state for starts from: 0, or,
+    /// once the index was rebuilt (group states lost with it), one above
+    /// any epoch issued before, so a stale catch-up request cannot match.
+    fresh_group_epoch: AtomicU64,
     pub(crate) notices: Notices,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -289,6 +308,11 @@ impl Queue {
     ) -> Result<(Self, OpenReport), QueueError> {
         let (store, streams, report) = load(path)?;
         let used: u64 = report.streams.iter().map(|s| s.bytes).sum();
+        let fresh_group_epoch = AtomicU64::new(0);
+        if let Some(rebuilt) = &report.index_rebuilt {
+            fresh_group_epoch.store(unmatchable_epoch(), Ordering::Release);
+            notices.emit(index_rebuilt_notice(rebuilt));
+        }
         Ok((
             Self {
                 path: path.to_owned(),
@@ -306,6 +330,7 @@ impl Queue {
                 full_announced: AtomicBool::new(false),
                 unflushed: AtomicBool::new(false),
                 trim_lock: tokio::sync::Mutex::new(()),
+                fresh_group_epoch,
                 notices,
                 metrics,
             },
@@ -737,14 +762,31 @@ impl Queue {
         out
     }
 
-    /// The state of `group` (all zeros for a group never seen).
+    /// The state of `group` (nothing acknowledged, no active member, for a
+    /// group never seen).
     pub async fn group(&self, group: &str) -> GroupState {
         self.groups
             .lock()
             .await
             .get(group)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_else(|| self.fresh_group_state())
+    }
+
+    /// The state a group the index knows nothing of starts with.
+    fn fresh_group_state(&self) -> GroupState {
+        GroupState {
+            epoch: self.fresh_group_epoch.load(Ordering::Acquire),
+            ..GroupState::default()
+        }
+    }
+
+    /// After a reopen that rebuilt the index: groups start above every
+    /// epoch issued before.
+    pub(crate) fn index_rebuilt(&self, rebuilt: &IndexRebuilt) {
+        self.fresh_group_epoch
+            .store(unmatchable_epoch(), Ordering::Release);
+        self.notices.emit(index_rebuilt_notice(rebuilt));
     }
 
     /// Record that `group` has acknowledged `stream` through `seq`. Acks
@@ -757,7 +799,9 @@ impl Queue {
     pub async fn ack(&self, group: &str, stream: &str, seq: u64) -> Result<u64, QueueError> {
         let stored = self.stored_through(stream).await;
         let mut groups = self.groups.lock().await;
-        let state = groups.entry(group.to_owned()).or_default();
+        let state = groups
+            .entry(group.to_owned())
+            .or_insert_with(|| self.fresh_group_state());
         let current = state.acked.get(stream).copied().unwrap_or(0);
         let target = seq.min(stored);
         if target <= current {
@@ -796,7 +840,9 @@ impl Queue {
     ) -> Result<u64, QueueError> {
         let epoch = {
             let mut groups = self.groups.lock().await;
-            let state = groups.entry(group.to_owned()).or_default();
+            let state = groups
+                .entry(group.to_owned())
+                .or_insert_with(|| self.fresh_group_state());
             let mut next = state.clone();
             next.epoch += 1;
             next.active = active.map(str::to_owned);
@@ -957,12 +1003,15 @@ fn chunk_range(
 }
 
 /// Open the store at `path` and read every stream's and group's state.
-/// Damaged records are quarantined and reported.
+/// Damaged records are quarantined and reported; what the index lacks is
+/// taken from the segment files ([`crate::log_recovery`]), and an index
+/// that sled cannot read at all is set aside and rebuilt from them.
 pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueError> {
-    let db = open_db(path)?;
+    let (db, set_aside) = open_db(path)?;
     let tree = db.open_tree("saf")?;
     let segments_dir = path.join(SEGMENTS_DIR);
     let mut report = OpenReport::default();
+    report.groups = load_groups(&tree, &mut report.quarantined)?;
     let mut records: BTreeMap<u32, StreamRecord> = BTreeMap::new();
     let mut damaged: BTreeSet<u32> = BTreeSet::new();
     for item in tree.scan_prefix([keys::STREAM]) {
@@ -981,21 +1030,34 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
             }
         }
     }
-    let replayed =
-        crate::log_recovery::replay_unindexed(&tree, &segments_dir, &mut records, &damaged)?;
-    let mut indexed = Vec::new();
-    for item in tree.scan_prefix([keys::EVENTS]) {
-        let (_, value) = item?;
-        // A damaged entry keeps nothing alive; it is quarantined when read.
-        if let Ok(index) = codec::decode::<ChunkIndex>(&value) {
-            indexed.push(index.segment);
-        }
+    let index_was_empty = records.is_empty() && damaged.is_empty();
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    for (stream, seq) in report.groups.values().flat_map(|g| &g.acked) {
+        let highest = acked.entry(stream.clone()).or_default();
+        *highest = (*highest).max(*seq);
     }
-    // Only once the replayed index entries are durable may segments that
-    // nothing refers to be deleted.
+    let replayed =
+        crate::log_recovery::replay(&tree, &segments_dir, &mut records, &damaged, &acked)?;
+    if set_aside.is_some() || (index_was_empty && !replayed.rebuilt.is_empty()) {
+        report.index_rebuilt = Some(IndexRebuilt {
+            set_aside,
+            streams: replayed.rebuilt.clone(),
+        });
+    }
+    // The replayed index entries and records are durable before the new
+    // segment's checkpoints are written and old segments deleted.
     db.flush()?;
-    let log = SegmentLog::open(&segments_dir, indexed.into_iter())?;
+    let checkpoints = records.iter().map(|(id, record)| Checkpoint {
+        stream_id: *id,
+        stream: record.name.clone(),
+        next_seq: record.next_seq,
+        cursor: record.cursor.clone(),
+    });
+    let log = SegmentLog::open(&segments_dir, checkpoints)?;
+    log.track(replayed.indexed_segments.iter().copied());
     crate::migrate::move_sled_chunks(&tree, &log, &records)?;
+    db.flush()?;
+    log.delete_unreferenced()?;
     let mut streams = Streams {
         next_id: records
             .keys()
@@ -1017,30 +1079,6 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
         );
     }
     report.streams.sort_by(|a, b| a.name.cmp(&b.name));
-    for item in tree.scan_prefix([keys::GROUP]) {
-        let (key, value) = item?;
-        let name = String::from_utf8_lossy(&key[1..]).into_owned();
-        let state = match codec::decode::<GroupState>(&value) {
-            Ok(state) => state,
-            Err(err) => {
-                quarantine(&tree, &key, &value, &err)?;
-                report.quarantined.push(describe_key(&key));
-                // The old epoch is unknown: jump above any epoch that can
-                // have been issued (they count up from 1), so a stale
-                // catch-up request can never match. Acks restart at 0:
-                // re-delivery is harmless, receivers deduplicate.
-                let epoch = crate::clock::now_micros().unsigned_abs();
-                let state = GroupState {
-                    epoch,
-                    ..GroupState::default()
-                };
-                tree.insert(&key, codec::encode(&state)?)?;
-                state
-            }
-        };
-        report.groups.insert(name, state);
-    }
-    db.flush()?;
     Ok((
         Store {
             tree,
@@ -1050,6 +1088,65 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
         streams,
         report,
     ))
+}
+
+/// Event 2009 for an index rebuilt from the segment files.
+fn index_rebuilt_notice(rebuilt: &IndexRebuilt) -> Notice {
+    let mut message = format!(
+        "the queue's index was rebuilt from the segment files ({} streams found); \
+         groups deliver again what they had acknowledged (servers deduplicate)",
+        rebuilt.streams.len()
+    );
+    if let Some(aside) = &rebuilt.set_aside {
+        message.push_str(&format!(
+            "; the damaged index, with any dead letters, was kept in {}",
+            aside.display()
+        ));
+    }
+    let notice = Notice::new(QUEUE_INDEX_REBUILT, Severity::Critical, message)
+        .with("streams", rebuilt.streams.len());
+    match &rebuilt.set_aside {
+        Some(aside) => notice.with("set_aside", aside.display()),
+        None => notice,
+    }
+}
+
+/// Every group's state; a damaged one is quarantined and started again
+/// with an epoch no earlier one can match.
+fn load_groups(
+    tree: &sled::Tree,
+    quarantined: &mut Vec<String>,
+) -> Result<BTreeMap<String, GroupState>, QueueError> {
+    let mut groups = BTreeMap::new();
+    for item in tree.scan_prefix([keys::GROUP]) {
+        let (key, value) = item?;
+        let name = String::from_utf8_lossy(&key[1..]).into_owned();
+        let state = match codec::decode::<GroupState>(&value) {
+            Ok(state) => state,
+            Err(err) => {
+                quarantine(tree, &key, &value, &err)?;
+                quarantined.push(describe_key(&key));
+                // The old epoch is unknown: jump above any epoch that can
+                // have been issued (they count up from 1), so a stale
+                // catch-up request can never match. Acks restart at 0:
+                // re-delivery is harmless, receivers deduplicate.
+                let state = GroupState {
+                    epoch: unmatchable_epoch(),
+                    ..GroupState::default()
+                };
+                tree.insert(&key, codec::encode(&state)?)?;
+                state
+            }
+        };
+        groups.insert(name, state);
+    }
+    Ok(groups)
+}
+
+/// An epoch above any that can have been issued before (epochs count up
+/// from 1, one per change of active member): the time in microseconds.
+pub(crate) fn unmatchable_epoch() -> u64 {
+    crate::clock::now_micros().unsigned_abs()
 }
 
 /// Event payload per stored chunk. A chunk is the unit of reading and of
@@ -1109,15 +1206,44 @@ const SEGMENTS_DIR: &str = "segments";
 /// the same process, or a previous safd still exiting).
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
-fn open_db(path: &Path) -> Result<sled::Db, QueueError> {
+/// Open sled at `path`. An index sled reports as corrupt is moved aside
+/// (kept for inspection, returned) and a new one started: the segment
+/// files rebuild it.
+fn open_db(path: &Path) -> Result<(sled::Db, Option<PathBuf>), QueueError> {
+    match open_sled(path) {
+        Err(QueueError::IndexDamaged(reason)) => {
+            let aside = crate::index_damage::set_aside(path).map_err(|e| QueueError::Open {
+                path: path.display().to_string(),
+                reason: format!(
+                    "its index is damaged ({reason}) and cannot be moved aside to be rebuilt: \
+                     {e}; move the files `conf`, `db`, `snap.*` and `blobs` out of the data \
+                     directory by hand (the events are in `segments/`) and start again"
+                ),
+            })?;
+            tracing::error!(
+                event_id = QUEUE_INDEX_REBUILT,
+                set_aside = %aside.display(),
+                "the queue's index is damaged ({reason}); it was moved aside and is rebuilt \
+                 from the segment files"
+            );
+            Ok((open_sled(path)?, Some(aside)))
+        }
+        other => other.map(|db| (db, None)),
+    }
+}
+
+fn open_sled(path: &Path) -> Result<sled::Db, QueueError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        let opened = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             // Durability comes from our own group-commit flushes.
             .flush_every_ms(None)
-            .cache_capacity(SLED_CACHE_BYTES)
-            .open();
+            .cache_capacity(SLED_CACHE_BYTES);
+        // sled 0.34 asserts on some damage instead of returning an error;
+        // either way the index cannot be read.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .unwrap_or_else(|_| Err(sled::Error::Corruption { at: None, bt: () }));
         match opened {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(err)) if err.to_string().contains("acquire lock") => {
@@ -1130,6 +1256,9 @@ fn open_db(path: &Path) -> Result<sled::Db, QueueError> {
                     });
                 }
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err @ sled::Error::Corruption { .. }) => {
+                return Err(QueueError::IndexDamaged(err.to_string()));
             }
             Err(err) => {
                 return Err(QueueError::Open {

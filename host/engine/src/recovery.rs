@@ -61,6 +61,9 @@ impl Queue {
             .store
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(store));
+        if let Some(rebuilt) = &report.index_rebuilt {
+            self.index_rebuilt(rebuilt);
+        }
         self.failure.send_replace(None);
         self.room.notify_waiters();
         self.appended.send_modify(|n| *n += 1);

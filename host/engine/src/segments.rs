@@ -18,6 +18,13 @@
 //! suffices. Every durable index entry points at durable bytes: entries are
 //! written only after their frames are synced. A new segment is started at
 //! every open, so a torn tail is never appended to.
+//!
+//! The log is the truth, sled only an index of it: every segment begins
+//! with a checkpoint of every stream (its name, next seq and cursor as of
+//! the segment's start), so the newest segment — which is never deleted —
+//! together with the frames after its checkpoints says where every stream
+//! stands even after all its events were removed, and an index that was
+//! lost or damaged is rebuilt from the segments alone.
 
 use crate::codec;
 use crate::flush::GroupCommit;
@@ -39,6 +46,8 @@ const EXTENSION: &str = "seg";
 
 /// Starts every frame, so a scan recognises where frames stop.
 const FRAME_MAGIC: [u8; 4] = *b"SAFC";
+/// Starts every stream checkpoint (a header without a chunk).
+const CHECKPOINT_MAGIC: [u8; 4] = *b"SAFK";
 /// A frame header is small (a stream name and a cursor); anything larger
 /// is damage.
 const MAX_HEADER_BYTES: u32 = 1 << 20;
@@ -64,12 +73,47 @@ pub(crate) struct FrameHeader {
     pub(crate) payload_len: u32,
 }
 
+/// Where a stream stands after its last complete ingest: written at the
+/// start of every segment, so the state of every stream survives the
+/// deletion of the segments its events were in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    pub(crate) stream_id: u32,
+    pub(crate) stream: String,
+    /// The seq the stream's next event gets.
+    pub(crate) next_seq: u64,
+    /// The source cursor stored with the stream's last batch.
+    pub(crate) cursor: Option<Cursor>,
+}
+
+impl Checkpoint {
+    /// Follow a frame of the stream: an ingest's last frame moves the
+    /// stream on (its seqs are taken, its cursor stored). Never backwards:
+    /// frames moved from older stores (`migrate`) carry earlier seqs.
+    fn follow(&mut self, header: &FrameHeader) {
+        let end = header.first_seq + header.count;
+        if header.last && end >= self.next_seq {
+            self.next_seq = end;
+            if header.cursor.is_some() {
+                self.cursor.clone_from(&header.cursor);
+            }
+        }
+    }
+}
+
 /// A frame found by [`scan`].
 #[derive(Debug)]
 pub(crate) struct ScannedFrame {
     pub(crate) segment: u64,
     pub(crate) payload_offset: u64,
     pub(crate) header: FrameHeader,
+}
+
+/// What [`scan`] finds, in the order it was written.
+#[derive(Debug)]
+pub(crate) enum Scanned {
+    Frame(ScannedFrame),
+    Checkpoint(Checkpoint),
 }
 
 /// Where a chunk is stored, and what retention needs to know about it
@@ -92,6 +136,9 @@ struct Writer {
     len: u64,
     /// Closed segments whose last appends are not yet synced.
     unsynced: Vec<Arc<File>>,
+    /// Every stream as of the frames appended so far: what the next
+    /// segment starts with.
+    streams: BTreeMap<u32, Checkpoint>,
 }
 
 pub(crate) struct SegmentLog {
@@ -105,38 +152,42 @@ pub(crate) struct SegmentLog {
 }
 
 impl SegmentLog {
-    /// Open the segments under `dir` and start a new one to append to.
-    /// `indexed` lists the segment of every chunk the index refers to;
-    /// segments nothing refers to are deleted.
-    pub(crate) fn open(dir: &Path, indexed: impl Iterator<Item = u64>) -> io::Result<Self> {
+    /// Open the segments under `dir` and start a new one to append to,
+    /// beginning with a checkpoint of every stream in `streams` (synced,
+    /// with its directory entry, before this returns). Nothing is deleted
+    /// here: the caller first declares what the index refers to
+    /// ([`SegmentLog::track`]), then calls
+    /// [`SegmentLog::delete_unreferenced`].
+    pub(crate) fn open(dir: &Path, streams: impl Iterator<Item = Checkpoint>) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut live: BTreeMap<u64, u64> = BTreeMap::new();
-        for segment in indexed {
-            *live.entry(segment).or_default() += 1;
-        }
-        let mut last = 0;
-        for (number, path) in segment_files(dir)? {
-            last = last.max(number);
-            if !live.contains_key(&number) {
-                std::fs::remove_file(&path)?;
-            }
-        }
-        let number = last.max(live.keys().next_back().copied().unwrap_or(0)) + 1;
+        let number = segment_files(dir)?.keys().next_back().copied().unwrap_or(0) + 1;
         let file = Arc::new(create_segment(dir, number)?);
+        let streams: BTreeMap<u32, Checkpoint> = streams.map(|c| (c.stream_id, c)).collect();
+        let len = write_checkpoints(&file, &streams)?;
+        file.sync_data()?;
         let writer = Arc::new(Mutex::new(Writer {
             number,
             file: file.clone(),
-            len: 0,
+            len,
             unsynced: Vec::new(),
+            streams,
         }));
         let synced = writer.clone();
         Ok(Self {
             dir: dir.to_owned(),
             writer,
             files: Mutex::new(BTreeMap::from([(number, file)])),
-            live: Mutex::new(live),
+            live: Mutex::new(BTreeMap::new()),
             sync: GroupCommit::new(move || sync_written(&synced)),
         })
+    }
+
+    /// Count, for each segment in `indexed`, one chunk the index refers to.
+    pub(crate) fn track(&self, indexed: impl Iterator<Item = u64>) {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        for segment in indexed {
+            *live.entry(segment).or_default() += 1;
+        }
     }
 
     /// Append one frame per chunk and say where each chunk went (segment,
@@ -148,7 +199,7 @@ impl SegmentLog {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
         for (header, chunk) in frames {
-            let head = encode_frame_head(header)?;
+            let head = encode_head(FRAME_MAGIC, header)?;
             let len = (head.len() + chunk.len()) as u64;
             if writer.len > 0 && writer.len + len > SEGMENT_BYTES {
                 self.rotate(&mut writer)?;
@@ -158,6 +209,16 @@ impl SegmentLog {
             writer.file.write_all_at(chunk, at + head.len() as u64)?;
             out.push((writer.number, at + head.len() as u64));
             writer.len += len;
+            writer
+                .streams
+                .entry(header.stream_id)
+                .or_insert_with(|| Checkpoint {
+                    stream_id: header.stream_id,
+                    stream: header.stream.clone(),
+                    next_seq: 1,
+                    cursor: None,
+                })
+                .follow(header);
             // A frame without events (a cursor alone) gets no index entry,
             // so it keeps nothing alive.
             if header.count > 0 {
@@ -172,9 +233,13 @@ impl SegmentLog {
         Ok(out)
     }
 
+    /// Close the active segment and start the next one with a checkpoint
+    /// of every stream, so deleting the closed one later loses no stream's
+    /// state.
     fn rotate(&self, writer: &mut Writer) -> io::Result<()> {
         let number = writer.number + 1;
         let file = Arc::new(create_segment(&self.dir, number)?);
+        let checkpoints = write_checkpoints(&file, &writer.streams)?;
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -182,7 +247,7 @@ impl SegmentLog {
         let closed = std::mem::replace(&mut writer.file, file);
         writer.unsynced.push(closed);
         writer.number = number;
-        writer.len = 0;
+        writer.len = checkpoints;
         Ok(())
     }
 
@@ -233,6 +298,9 @@ impl SegmentLog {
     /// once the index removals that released them are durable: until then
     /// a crash would bring the references back.
     pub(crate) fn delete_unreferenced(&self) -> io::Result<usize> {
+        // The active segment's checkpoints must be on disk before the
+        // segments whose state they repeat go.
+        sync_written(&self.writer).map_err(io::Error::other)?;
         let active = self
             .writer
             .lock()
@@ -260,21 +328,33 @@ impl SegmentLog {
     }
 }
 
-fn encode_frame_head(header: &FrameHeader) -> io::Result<Vec<u8>> {
-    let record = codec::encode(header).map_err(io::Error::other)?;
+/// `magic`, the record's length, then the record (checksummed by `codec`).
+fn encode_head<T: Serialize>(magic: [u8; 4], record: &T) -> io::Result<Vec<u8>> {
+    let record = codec::encode(record).map_err(io::Error::other)?;
     let len = u32::try_from(record.len()).map_err(io::Error::other)?;
     let mut head = Vec::with_capacity(8 + record.len());
-    head.extend_from_slice(&FRAME_MAGIC);
+    head.extend_from_slice(&magic);
     head.extend_from_slice(&len.to_le_bytes());
     head.extend_from_slice(&record);
     Ok(head)
 }
 
-/// Every frame header in the segments under `dir`, in the order written.
-/// A segment's scan stops at the first frame that is incomplete or
-/// damaged: what follows was never confirmed (a sync covers everything
-/// written before it). Chunks are not read or checked here.
-pub(crate) fn scan(dir: &Path) -> io::Result<Vec<ScannedFrame>> {
+/// Write a checkpoint of every stream at the start of a new segment, in
+/// one write; returns the bytes written.
+fn write_checkpoints(file: &File, streams: &BTreeMap<u32, Checkpoint>) -> io::Result<u64> {
+    let mut bytes = Vec::new();
+    for checkpoint in streams.values() {
+        bytes.extend_from_slice(&encode_head(CHECKPOINT_MAGIC, checkpoint)?);
+    }
+    file.write_all_at(&bytes, 0)?;
+    Ok(bytes.len() as u64)
+}
+
+/// Every frame header and checkpoint in the segments under `dir`, in the
+/// order written. A segment's scan stops at the first record that is
+/// incomplete or damaged: what follows was never confirmed (a sync covers
+/// everything written before it). Chunks are not read or checked here.
+pub(crate) fn scan(dir: &Path) -> io::Result<Vec<Scanned>> {
     let mut out = Vec::new();
     for (segment, path) in segment_files(dir)? {
         let file = File::open(&path)?;
@@ -283,8 +363,9 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Vec<ScannedFrame>> {
         while at + 8 <= size {
             let mut prefix = [0u8; 8];
             file.read_exact_at(&mut prefix, at)?;
+            let magic = [prefix[0], prefix[1], prefix[2], prefix[3]];
             let header_len = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
-            if prefix[..4] != FRAME_MAGIC
+            if (magic != FRAME_MAGIC && magic != CHECKPOINT_MAGIC)
                 || header_len > MAX_HEADER_BYTES
                 || at + 8 + u64::from(header_len) > size
             {
@@ -292,19 +373,27 @@ pub(crate) fn scan(dir: &Path) -> io::Result<Vec<ScannedFrame>> {
             }
             let mut record = vec![0; header_len as usize];
             file.read_exact_at(&mut record, at + 8)?;
+            let end_of_head = at + 8 + u64::from(header_len);
+            if magic == CHECKPOINT_MAGIC {
+                let Ok(checkpoint) = codec::decode::<Checkpoint>(&record) else {
+                    break;
+                };
+                out.push(Scanned::Checkpoint(checkpoint));
+                at = end_of_head;
+                continue;
+            }
             let Ok(header) = codec::decode::<FrameHeader>(&record) else {
                 break;
             };
-            let payload_offset = at + 8 + u64::from(header_len);
-            let end = payload_offset + u64::from(header.payload_len);
+            let end = end_of_head + u64::from(header.payload_len);
             if end > size {
                 break;
             }
-            out.push(ScannedFrame {
+            out.push(Scanned::Frame(ScannedFrame {
                 segment,
-                payload_offset,
+                payload_offset: end_of_head,
                 header,
-            });
+            }));
             at = end;
         }
         if at < size {
@@ -356,10 +445,18 @@ fn sync_written(writer: &Mutex<Writer>) -> Result<(), String> {
         let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
         (writer.file.clone(), std::mem::take(&mut writer.unsynced))
     };
-    for file in closed.iter().chain([&active]) {
-        file.sync_data().map_err(|e| e.to_string())?;
+    for (i, file) in closed.iter().enumerate() {
+        if let Err(err) = file.sync_data() {
+            // The closed segments not yet synced stay on the list: the
+            // next sync tries them again instead of reporting them durable.
+            let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut kept = closed[i..].to_vec();
+            kept.append(&mut writer.unsynced);
+            writer.unsynced = kept;
+            return Err(err.to_string());
+        }
     }
-    Ok(())
+    active.sync_data().map_err(|e| e.to_string())
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -415,6 +512,28 @@ mod tests {
         }
     }
 
+    fn frames(dir: &Path) -> Vec<ScannedFrame> {
+        scan(dir)
+            .unwrap()
+            .into_iter()
+            .filter_map(|item| match item {
+                Scanned::Frame(frame) => Some(frame),
+                Scanned::Checkpoint(_) => None,
+            })
+            .collect()
+    }
+
+    fn checkpoints(dir: &Path) -> Vec<Checkpoint> {
+        scan(dir)
+            .unwrap()
+            .into_iter()
+            .filter_map(|item| match item {
+                Scanned::Checkpoint(checkpoint) => Some(checkpoint),
+                Scanned::Frame(_) => None,
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn chunks_read_back_and_unreferenced_segments_go() {
         let dir = tempfile::tempdir().unwrap();
@@ -427,14 +546,16 @@ mod tests {
         assert_eq!(log.read(&index(at[0], b"first")).unwrap(), b"first");
         assert_eq!(log.read(&index(at[1], b"second")).unwrap(), b"second");
         drop(log);
-        let scanned = scan(dir.path()).unwrap();
+        let scanned = frames(dir.path());
         assert_eq!(scanned.len(), 2);
         assert_eq!(scanned[1].header, two);
         assert_eq!((scanned[1].segment, scanned[1].payload_offset), at[1]);
 
         // Reopened with the chunks indexed: the segment stays, appends go
         // to a new one.
-        let log = SegmentLog::open(dir.path(), [at[0].0, at[1].0].into_iter()).unwrap();
+        let log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        log.track([at[0].0, at[1].0].into_iter());
+        assert_eq!(log.delete_unreferenced().unwrap(), 0);
         assert_eq!(log.read(&index(at[1], b"second")).unwrap(), b"second");
         let three = header(3, b"third");
         let later = log.append([(&three, &b"third"[..])].into_iter()).unwrap();
@@ -446,17 +567,60 @@ mod tests {
         drop(log);
 
         // Reopened with nothing indexed: every old segment is deleted.
-        let _log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        let log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
+        log.delete_unreferenced().unwrap();
         let left = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(left, 1, "only the new active segment is left");
+    }
+
+    /// Every segment begins with where every stream stands, so deleting
+    /// older segments never loses a stream's next seq or cursor.
+    #[tokio::test]
+    async fn every_segment_starts_with_every_streams_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Checkpoint {
+            stream_id: 3,
+            stream: "quiet".to_owned(),
+            next_seq: 41,
+            cursor: Some(vec![9]),
+        };
+        let log = SegmentLog::open(dir.path(), [start.clone()].into_iter()).unwrap();
+        assert_eq!(checkpoints(dir.path()), [start.clone()]);
+        // An ingest of two frames, the cursor on the last.
+        let mut first = header(1, b"a");
+        first.last = false;
+        first.cursor = None;
+        let mut second = header(2, b"b");
+        second.ingest_first_seq = 1;
+        let at = log
+            .append([(&first, &b"a"[..]), (&second, &b"b"[..])].into_iter())
+            .unwrap();
+        {
+            let mut writer = log.writer.lock().unwrap();
+            log.rotate(&mut writer).unwrap();
+        }
+        log.durable().await.unwrap();
+        let ems = Checkpoint {
+            stream_id: 7,
+            stream: "ems".to_owned(),
+            next_seq: 3,
+            cursor: Some(vec![2]),
+        };
+        assert_eq!(checkpoints(dir.path()), [start.clone(), start, ems]);
+        // Once its chunks are removed, the first segment goes; its state
+        // is in the second.
+        log.release(at[0].0);
+        log.release(at[1].0);
+        assert_eq!(log.delete_unreferenced().unwrap(), 1);
+        assert_eq!(checkpoints(dir.path()).len(), 2);
     }
 
     #[test]
     fn a_scan_stops_at_a_torn_frame() {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentLog::open(dir.path(), std::iter::empty()).unwrap();
-        let frames: Vec<FrameHeader> = (1..=3).map(|n| header(n, b"payload")).collect();
-        log.append(frames.iter().map(|h| (h, &b"payload"[..])))
+        let written: Vec<FrameHeader> = (1..=3).map(|n| header(n, b"payload")).collect();
+        log.append(written.iter().map(|h| (h, &b"payload"[..])))
             .unwrap();
         drop(log);
         let path = segment_files(dir.path())
@@ -468,8 +632,7 @@ mod tests {
         for cut in [1, 4, 9] {
             let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(size - cut).unwrap();
-            let seqs: Vec<u64> = scan(dir.path())
-                .unwrap()
+            let seqs: Vec<u64> = frames(dir.path())
                 .iter()
                 .map(|f| f.header.first_seq)
                 .collect();
@@ -486,6 +649,6 @@ mod tests {
             .0;
         bytes[second + 12] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        assert_eq!(scan(dir.path()).unwrap().len(), 1);
+        assert_eq!(frames(dir.path()).len(), 1);
     }
 }

@@ -202,17 +202,31 @@ async fn a_damaged_batch_is_quarantined_not_crash_looped_on() {
     assert_eq!(seqs(&queue, "ems"), [4, 5]);
 }
 
+/// A damaged stream record is reported and rebuilt from the segment
+/// files: its events stay, its cursor too, and no seq is given twice, even
+/// when a group had acknowledged part of it.
 #[tokio::test]
-async fn a_damaged_stream_record_is_reported_at_open() {
+async fn a_damaged_stream_record_is_rebuilt_and_no_seq_is_reused() {
     let dir = three_events_stored().await;
+    {
+        let (queue, _) = Queue::open(dir.path()).unwrap();
+        queue.ack("g", "ems", 2).await.unwrap();
+        queue.flush().await.unwrap();
+    }
     damage(dir.path(), b'S');
-    let (_queue, report) = Queue::open(dir.path()).unwrap();
+    let (queue, report) = Queue::open(dir.path()).unwrap();
     assert_eq!(report.quarantined, ["state of stream #0"]);
-    assert!(report.streams.is_empty());
+    assert_eq!(report.streams.len(), 1);
+    assert_eq!(report.streams[0].next_seq, 4);
+    assert_eq!(report.streams[0].cursor.as_deref(), Some(&cursor(3)[..]));
+    assert_eq!(seqs(&queue, "ems"), [1, 2, 3]);
+    let next = queue.ingest("ems", &events(3..4), None).await.unwrap();
+    assert_eq!(next.first_seq, 4);
     // Opening again does not find it again: it was moved aside.
-    drop(_queue);
-    let (_queue, report) = Queue::open(dir.path()).unwrap();
+    drop(queue);
+    let (queue, report) = Queue::open(dir.path()).unwrap();
     assert!(report.quarantined.is_empty());
+    assert_eq!(seqs(&queue, "ems"), [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -468,4 +482,170 @@ async fn segments_of_removed_events_are_deleted() {
     let (queue, report) = Queue::open(dir.path()).unwrap();
     assert_eq!(report.streams[0].next_seq, 400_001);
     assert!(seqs(&queue, "a").is_empty());
+}
+
+/// Remove every file of sled's (index and state), as an operator does
+/// with a damaged index; the segment files stay.
+fn remove_index(path: &std::path::Path) {
+    for entry in std::fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "segments" {
+            let path = entry.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+}
+
+fn segment_files(path: &std::path::Path) -> std::collections::BTreeSet<std::path::PathBuf> {
+    std::fs::read_dir(path.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// The run from issue 18: a stream's start delivered and removed by
+/// retention (its first segment deleted), 20 000 events queued while the
+/// server is down, safd stopped and its whole index removed. The index is
+/// rebuilt from the segments: the 20 000 are there under their seqs, the
+/// cursor is the last one stored (nothing is read again from the source),
+/// no segment is deleted, and new events get new seqs. A stream whose
+/// events were all removed keeps its next seq and cursor too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_index_is_rebuilt_from_the_segments_without_reusing_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = safd_engine::QueueOptions {
+        retention: safd_engine::Retention {
+            max_bytes: 0,
+            max_age: std::time::Duration::ZERO,
+        },
+        ..Default::default()
+    };
+    let open = || {
+        Queue::open_with(
+            dir.path(),
+            options,
+            safd_engine::Notices::default(),
+            Arc::default(),
+        )
+        .unwrap()
+    };
+    let delivered = 170_000u64;
+    let epoch;
+    {
+        let (queue, _) = open();
+        queue.set_cursor_owners(["g".to_owned()]);
+        queue
+            .ingest("quiet", &events(0..5), Some(&cursor(5)))
+            .await
+            .unwrap();
+        // About 70 MiB: more than one segment.
+        for round in 0..delivered / 1000 {
+            let end = (round + 1) * 1000;
+            queue
+                .ingest("file", &large(round * 1000..end), Some(&cursor(end)))
+                .await
+                .unwrap();
+        }
+        queue.ack("g", "quiet", 5).await.unwrap();
+        queue.ack("g", "file", delivered).await.unwrap();
+        epoch = queue.change_active("g", Some("primary")).await.unwrap();
+        let trimmed = queue.enforce_retention().await.unwrap();
+        assert_eq!(trimmed.events, delivered + 5);
+        for round in 0..20u64 {
+            let start = delivered + round * 1000;
+            queue
+                .ingest(
+                    "file",
+                    &events(start..start + 1000),
+                    Some(&cursor(start + 1000)),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let queued = (delivered + 1..=delivered + 20_000).collect::<Vec<u64>>();
+    let before = segment_files(dir.path());
+    assert!(
+        !before.iter().any(|p| p.ends_with("0000000000000001.seg")),
+        "retention deleted the first segment: {before:?}"
+    );
+    remove_index(dir.path());
+
+    let (queue, report) = open();
+    let rebuilt = report
+        .index_rebuilt
+        .as_ref()
+        .expect("the index was rebuilt");
+    assert_eq!(rebuilt.set_aside, None);
+    let file = report.streams.iter().find(|s| s.name == "file").unwrap();
+    assert_eq!(file.next_seq, delivered + 20_001);
+    assert_eq!(
+        file.cursor.as_deref(),
+        Some(&cursor(delivered + 20_000)[..])
+    );
+    let quiet = report.streams.iter().find(|s| s.name == "quiet").unwrap();
+    assert_eq!(
+        (quiet.next_seq, quiet.cursor.as_deref()),
+        (6, Some(&cursor(5)[..]))
+    );
+    // What the rebuilt index holds: the queued events, each under its seq,
+    // after whatever of the delivered ones the kept segment still holds.
+    let read = queue
+        .read("file", delivered + 1, usize::MAX, usize::MAX)
+        .unwrap();
+    assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), queued);
+    assert!(
+        read.iter()
+            .all(|e| e.event.id == format!("ev-{}", e.seq - 1))
+    );
+    let after = segment_files(dir.path());
+    assert!(before.is_subset(&after), "{before:?} -> {after:?}");
+    // Groups start above every epoch issued before the loss.
+    assert!(queue.group("g").await.epoch > epoch);
+    let next = queue.ingest("file", &events(0..1), None).await.unwrap();
+    assert_eq!(next.first_seq, delivered + 20_001);
+    let next = queue.ingest("quiet", &events(5..6), None).await.unwrap();
+    assert_eq!(next.first_seq, 6);
+}
+
+/// sled's `db` file removed with its snapshot left: sled cannot read what
+/// is there. The index is moved aside (kept) and rebuilt; nothing is lost.
+#[tokio::test]
+async fn an_unreadable_index_is_set_aside_and_rebuilt() {
+    let dir = three_events_stored().await;
+    {
+        // A snapshot, as sled writes one after many operations.
+        let db = sled::Config::new()
+            .path(dir.path())
+            .snapshot_after_ops(1)
+            .open()
+            .unwrap();
+        for n in 0..10u8 {
+            db.insert([n], &[n][..]).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let snapshots = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snap.")
+        })
+        .count();
+    assert!(snapshots > 0);
+    std::fs::remove_file(dir.path().join("db")).unwrap();
+    let (queue, report) = Queue::open(dir.path()).unwrap();
+    let rebuilt = report.index_rebuilt.expect("the index was rebuilt");
+    let aside = rebuilt.set_aside.expect("the damaged index was kept");
+    assert!(aside.join("conf").exists(), "{}", aside.display());
+    assert_eq!(rebuilt.streams, ["ems"]);
+    assert_eq!(report.streams[0].next_seq, 4);
+    assert_eq!(seqs(&queue, "ems"), [1, 2, 3]);
 }
