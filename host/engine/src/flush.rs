@@ -91,23 +91,39 @@ impl GroupCommit {
     /// that flush would wait forever, holding the database open. Another
     /// flush finds the failure and wakes every waiter, so one is started
     /// whenever the first has taken a while (harmless for an fsync).
+    ///
+    /// The nudge's outcome counts: Linux reports a failed writeback to one
+    /// fsync only, so if the nudge got the error the first flush may see
+    /// none, and reporting success then would call lost writes durable.
     async fn flush_nudged(&self) -> Result<Result<(), String>, tokio::task::JoinError> {
         let flush = self.flush.clone();
         let mut flushing = tokio::task::spawn_blocking(move || flush());
-        let mut nudge: Option<tokio::task::JoinHandle<()>> = None;
-        loop {
+        let mut nudges: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
+        let outcome = loop {
             match tokio::time::timeout(NUDGE_AFTER, &mut flushing).await {
-                Ok(outcome) => return outcome,
+                Ok(outcome) => break outcome,
                 Err(_) => {
-                    if nudge.as_ref().is_none_or(|n| n.is_finished()) {
+                    if nudges.last().is_none_or(|n| n.is_finished()) {
                         let flush = self.flush.clone();
-                        nudge = Some(tokio::task::spawn_blocking(move || {
-                            let _ = flush();
-                        }));
+                        nudges.push(tokio::task::spawn_blocking(move || flush()));
                     }
                 }
             }
+        };
+        for nudge in nudges {
+            match tokio::time::timeout(NUDGE_AFTER, nudge).await {
+                Ok(Ok(Err(err))) => {
+                    tracing::warn!("a second flush, started to wake a slow one, failed: {err}");
+                    return Ok(Err(err));
+                }
+                Ok(Err(err)) => return Ok(Err(format!("flush task failed: {err}"))),
+                Ok(Ok(Ok(()))) => {}
+                // Still stuck where the first one was: it reports nothing
+                // that the first did not.
+                Err(_) => {}
+            }
         }
+        outcome
     }
 
     /// How many flushes have run (each may serve many writers).
@@ -121,5 +137,31 @@ impl std::fmt::Debug for GroupCommit {
         f.debug_struct("GroupCommit")
             .field("flushes", &self.flushes())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The first flush is slow and then reports success; the nudge started
+    /// meanwhile gets the error (as Linux reports a failed writeback to one
+    /// fsync only). The writer is told its write failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_nudge_fails_the_flush_it_nudged() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let commit = GroupCommit::new(move || {
+            if counted.fetch_add(1, Ordering::AcqRel) == 0 {
+                std::thread::sleep(NUDGE_AFTER + Duration::from_millis(300));
+                Ok(())
+            } else {
+                Err("EIO".to_owned())
+            }
+        });
+        let outcome = commit.durable().await;
+        assert!(calls.load(Ordering::Acquire) >= 2, "no nudge was started");
+        assert_eq!(outcome.unwrap_err(), "fsync failed: EIO");
     }
 }

@@ -253,12 +253,12 @@ pub struct Queue {
     pub(crate) failure: tokio::sync::watch::Sender<Option<String>>,
     /// Held (shared) by every ingest from its seq assignment to its fsync,
     /// and exclusively by a reopen, so a reopen never sees half an ingest.
-    pub(crate) writes: tokio::sync::RwLock<()>,
+    pub(crate) writes: Arc<tokio::sync::RwLock<()>>,
     pub(crate) streams: std::sync::Mutex<Streams>,
     pub(crate) groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
     pub(crate) options: QueueOptions,
     /// Stored bytes of all event chunks.
-    pub(crate) used_bytes: AtomicU64,
+    pub(crate) used_bytes: Arc<AtomicU64>,
     /// Signalled whenever space may have been freed (acks, trimming).
     pub(crate) room: tokio::sync::Notify,
     /// Counts ingests, so dispatchers can wait for new events.
@@ -269,7 +269,7 @@ pub struct Queue {
     full_announced: AtomicBool,
     /// sled was written (index entries, stream state, acks) since its last
     /// flush.
-    unflushed: AtomicBool,
+    unflushed: Arc<AtomicBool>,
     /// One removal pass at a time (retention, reclaim, drop).
     pub(crate) trim_lock: tokio::sync::Mutex<()>,
     /// The epoch a group the index has no state for starts from: 0, or,
@@ -318,17 +318,17 @@ impl Queue {
                 path: path.to_owned(),
                 store: std::sync::RwLock::new(Some(Arc::new(store))),
                 failure: tokio::sync::watch::Sender::new(None),
-                writes: tokio::sync::RwLock::new(()),
+                writes: Arc::new(tokio::sync::RwLock::new(())),
                 streams: std::sync::Mutex::new(streams),
                 groups: tokio::sync::Mutex::new(report.groups.clone()),
                 options,
-                used_bytes: AtomicU64::new(used),
+                used_bytes: Arc::new(AtomicU64::new(used)),
                 room: tokio::sync::Notify::new(),
                 appended: tokio::sync::watch::Sender::new(0),
                 cursors: std::sync::Mutex::default(),
                 above_high_water: AtomicBool::new(false),
                 full_announced: AtomicBool::new(false),
-                unflushed: AtomicBool::new(false),
+                unflushed: Arc::new(AtomicBool::new(false)),
                 trim_lock: tokio::sync::Mutex::new(()),
                 fresh_group_epoch,
                 notices,
@@ -473,65 +473,36 @@ impl Queue {
             self.wait_for_room(bytes).await?;
             self.check_free_space(bytes)?;
         }
-        let _writing = self.writes.read().await;
+        let writing = self.writes.clone().read_owned().await;
         let store = self.store()?;
-        let entry = self.entry(stream)?;
-        let (first_seq, next_seq, durable_after) = {
-            // Per-stream order: seqs are assigned, and index entries written,
-            // under the stream's lock, held across the segment sync (shared
-            // with other streams) so index entries land in seq order.
-            let mut entry = entry.lock().await;
-            let first_seq = entry.record.next_seq;
-            let next_seq = first_seq + events.len() as u64;
-            let frames = frame_headers(&entry, &encoded, first_seq, cursor, ingested_at);
-            let locations = store
-                .log
-                .append(frames.iter().zip(&encoded).map(|(h, c)| (h, &c.stored[..])))
-                .map_err(|e| self.failed(e.into()))?;
-            let durable_after = store
-                .log
-                .durable()
-                .await
-                .map_err(|e| self.failed(QueueError::Fsync(e)))?;
-            // Durable from here on: the frames carry the events and the
-            // cursor. sled's records follow, flushed lazily.
-            let mut record = entry.record.clone();
-            record.next_seq = next_seq;
-            record.bytes += bytes;
-            if let Some(cursor) = cursor {
-                record.cursor = Some(cursor.clone());
-            }
-            let mut batch = sled::Batch::default();
-            for ((frame, chunk), (segment, offset)) in frames.iter().zip(&encoded).zip(locations) {
-                if frame.count == 0 {
-                    continue;
-                }
-                let index = ChunkIndex {
-                    segment,
-                    offset,
-                    len: frame.payload_len,
-                    ingested_at,
-                    earliest: chunk.earliest,
-                };
-                batch.insert(
-                    &keys::events(entry.id, frame.first_seq)[..],
-                    codec::encode(&index)?,
-                );
-            }
-            batch.insert(&keys::stream(entry.id)[..], codec::encode(&record)?);
-            store
-                .tree
-                .apply_batch(batch)
-                .map_err(|e| self.failed(e.into()))?;
-            self.unflushed.store(true, Ordering::Release);
-            entry.record = record;
-            (first_seq, next_seq, durable_after)
+        // Per-stream order: seqs are assigned, and index entries written,
+        // under the stream's lock, held across the segment sync (shared
+        // with other streams) so index entries land in seq order.
+        let entry = self.entry(stream)?.lock_owned().await;
+        let write = DurableWrite {
+            store,
+            entry,
+            chunks: encoded,
+            events: events.len() as u64,
+            cursor: cursor.cloned(),
+            ingested_at,
+            bytes,
+            used_bytes: self.used_bytes.clone(),
+            unflushed: self.unflushed.clone(),
+            appended: self.appended.clone(),
+            _writing: writing,
         };
-        self.used_bytes.fetch_add(bytes, Ordering::AcqRel);
+        // Once frames are appended, their seqs are taken: the rest (sync,
+        // index entries, the stream's state) runs to its end even if this
+        // caller goes away (a source stopped by a reload), so a later
+        // ingest can never be given the same seqs.
+        let (first_seq, next_seq, durable_after) = tokio::spawn(write.run())
+            .await
+            .map_err(|e| QueueError::Fsync(format!("the write task ended abnormally: {e}")))?
+            .map_err(|e| self.failed(e))?;
         self.metrics.fsync.observe(durable_after);
         Metrics::add(&self.metrics.events_ingested, events.len() as u64);
         self.check_high_water();
-        self.appended.send_modify(|n| *n += 1);
         Ok(IngestReceipt {
             first_seq,
             next_seq,
@@ -682,7 +653,8 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let Some(events) = store.read_chunk(&key, &value)? else {
+            let read = store.read_chunk(&key, &value).map_err(|e| self.failed(e))?;
+            let Some(events) = read else {
                 continue;
             };
             let events: Vec<Event> = events.to_events();
@@ -727,7 +699,8 @@ impl Queue {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| RecordError::Decode(e.to_string()))?;
                 Ok((events.to_vec(), spans))
-            })?;
+            });
+            let read = read.map_err(|e| self.failed(e))?;
             let Some((events, spans)) = read else {
                 continue;
             };
@@ -923,7 +896,8 @@ impl Queue {
             let Some((_, first_seq)) = keys::parse_events(&key) else {
                 continue;
             };
-            let Some(events) = store.read_chunk(&key, &value)? else {
+            let read = store.read_chunk(&key, &value).map_err(|e| self.failed(e))?;
+            let Some(events) = read else {
                 continue;
             };
             if let Some(offset) = events.iter().position(|e| e.time >= time) {
@@ -975,10 +949,22 @@ impl Store {
             // Removed (retention) since the entry was read: its segment may
             // be gone with it. Nothing is damaged.
             Err(_) if self.tree.get(key)?.as_deref() != Some(value) => return Ok(None),
-            Err(err) => RecordError::Decode(format!(
-                "its segment {:016x} cannot be read at {}: {err}",
-                index.segment, index.offset
-            )),
+            // The segment is gone or shorter than the entry says: damage.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                RecordError::Decode(format!(
+                    "its segment {:016x} cannot be read at {}: {err}",
+                    index.segment, index.offset
+                ))
+            }
+            // Trouble, not damage (too many open files, an I/O error): the
+            // chunk is left as it is and the read fails; the store is
+            // marked failed and reopened (2007/2008), and reading resumes.
+            Err(err) => return Err(QueueError::Segments(err)),
         };
         quarantine(&self.tree, key, value, &damage)?;
         self.log.release(index.segment);
@@ -1185,6 +1171,79 @@ fn frame_headers(
             header
         })
         .collect()
+}
+
+/// The part of an ingest that must not be cancelled: append the frames,
+/// wait for their sync, write their index entries and the stream's state.
+struct DurableWrite {
+    store: Arc<Store>,
+    entry: tokio::sync::OwnedMutexGuard<StreamEntry>,
+    chunks: Vec<EncodedChunk>,
+    events: u64,
+    cursor: Option<Cursor>,
+    ingested_at: i64,
+    bytes: u64,
+    used_bytes: Arc<AtomicU64>,
+    unflushed: Arc<AtomicBool>,
+    /// Wakes the dispatchers.
+    appended: tokio::sync::watch::Sender<u64>,
+    /// Keeps a reopen of the store waiting until this write is done.
+    _writing: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl DurableWrite {
+    /// Returns the seqs given (`first..next`) and how long the sync took.
+    async fn run(mut self) -> Result<(u64, u64, Duration), QueueError> {
+        let store = &self.store;
+        let first_seq = self.entry.record.next_seq;
+        let next_seq = first_seq + self.events;
+        let frames = frame_headers(
+            &self.entry,
+            &self.chunks,
+            first_seq,
+            self.cursor.as_ref(),
+            self.ingested_at,
+        );
+        let locations = store.log.append(
+            frames
+                .iter()
+                .zip(&self.chunks)
+                .map(|(h, c)| (h, &c.stored[..])),
+        )?;
+        let durable_after = store.log.durable().await.map_err(QueueError::Fsync)?;
+        // Durable from here on: the frames carry the events and the
+        // cursor. sled's records follow, flushed lazily.
+        let mut record = self.entry.record.clone();
+        record.next_seq = next_seq;
+        record.bytes += self.bytes;
+        if self.cursor.is_some() {
+            record.cursor.clone_from(&self.cursor);
+        }
+        let mut batch = sled::Batch::default();
+        for ((frame, chunk), (segment, offset)) in frames.iter().zip(&self.chunks).zip(locations) {
+            if frame.count == 0 {
+                continue;
+            }
+            let index = ChunkIndex {
+                segment,
+                offset,
+                len: frame.payload_len,
+                ingested_at: self.ingested_at,
+                earliest: chunk.earliest,
+            };
+            batch.insert(
+                &keys::events(self.entry.id, frame.first_seq)[..],
+                codec::encode(&index)?,
+            );
+        }
+        batch.insert(&keys::stream(self.entry.id)[..], codec::encode(&record)?);
+        store.tree.apply_batch(batch)?;
+        self.unflushed.store(true, Ordering::Release);
+        self.entry.record = record;
+        self.used_bytes.fetch_add(self.bytes, Ordering::AcqRel);
+        self.appended.send_modify(|n| *n += 1);
+        Ok((first_seq, next_seq, durable_after))
+    }
 }
 
 /// One chunk of an ingest, encoded for its segment file.
