@@ -32,6 +32,9 @@ pub const DEAD_LETTERS_REPLAYED: u32 = 1009;
 /// A receiver refused the credentials of a member (401); delivery to that
 /// member stops until the configuration is fixed.
 pub const MEMBER_UNAUTHORIZED: u32 = 1010;
+/// An event made the destination plugin trap or fail fatally twice when
+/// sent alone; it was kept as a dead letter and delivery went on.
+pub const POISON_EVENT: u32 = 1011;
 
 /// The queue passed its high-water mark (80 % of capacity by default).
 pub const QUEUE_HIGH_WATER: u32 = 2001;

@@ -25,7 +25,7 @@ use crate::queue::Queue;
 use safd_connector::event_ids::{
     ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED,
     DEAD_LETTERED, DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED,
-    MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE,
+    MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{
     CatchUpFrom, ConnectorError, DeliveryReport, DestinationSession, Health, Registration,
@@ -142,6 +142,9 @@ pub(crate) struct LaneState {
     isolate_through: BTreeMap<String, u64>,
     catching_up: Option<CatchUp>,
     dead_letter_replay: Vec<DeadLetter>,
+    /// Deliveries that made the destination trap or fail fatally, by the
+    /// (stream, first seq, events) they started with: how often.
+    poison_strikes: BTreeMap<(String, u64, usize), u32>,
 }
 
 impl Lane {
@@ -540,6 +543,7 @@ impl Lane {
         let member = &mut self.members[index];
         member.transient = 0;
         member.failures = 0;
+        member.backpressured_since = None;
         let member_name = member.name.clone();
         let acknowledged: BTreeMap<&str, u64> = report
             .acknowledged
@@ -566,11 +570,15 @@ impl Lane {
             for (i, &seq) in batch.events.seqs().iter().enumerate() {
                 if let Some(reason) = rejected.get(&(stream, seq)) {
                     // Rejections are rare: only the rejected event is
-                    // decoded, for its dead letter.
-                    if let Some(event) = batch.events.get(i) {
-                        self.dead_letter(&member_name, stream, &event, reason);
-                    }
-                    if seq == settled + 1 {
+                    // decoded, for its dead letter. It is settled only
+                    // once its dead letter is stored; otherwise it is sent
+                    // (and rejected) again.
+                    let kept = batch.events.get(i).is_some_and(|event| {
+                        self.dead_letter(&member_name, stream, &event, reason, DEAD_LETTERED)
+                    });
+                    if !kept {
+                        settled = settled.min(seq - 1);
+                    } else if seq == settled + 1 {
                         settled = seq;
                     }
                 } else if seq <= settled && plan.dead_letters {
@@ -600,6 +608,14 @@ impl Lane {
                 .insert(stream.to_owned(), settled.max(first - 1) + 1);
             self.advance(stream, settled).await;
         }
+        let sent_from: BTreeMap<String, u64> = plan
+            .batches
+            .iter()
+            .map(|b| (b.stream.clone(), self.send_from(&b.stream)))
+            .collect();
+        self.state
+            .poison_strikes
+            .retain(|(stream, seq, _), _| sent_from.get(stream).is_none_or(|from| seq >= from));
         if !progressed && report.rejected.is_empty() {
             // The receiver took nothing: treat like a transient error.
             let err = SessionError::Connector(ConnectorError::Transient(
@@ -612,7 +628,17 @@ impl Lane {
         self.evaluate_active().await;
     }
 
-    fn dead_letter(&mut self, member: &str, stream: &str, event: &SequencedEvent, reason: &str) {
+    /// Keep `event` as a dead letter and announce it (`id`: 1008 for a
+    /// rejection, 1011 for an event that made the destination fail);
+    /// returns whether it was stored.
+    fn dead_letter(
+        &mut self,
+        member: &str,
+        stream: &str,
+        event: &SequencedEvent,
+        reason: &str,
+        id: u32,
+    ) -> bool {
         let letter = DeadLetter {
             group: self.cursor.clone(),
             stream: stream.to_owned(),
@@ -622,18 +648,26 @@ impl Lane {
             rejected_at: crate::clock::now_micros(),
         };
         if let Err(err) = self.queue.put_dead_letter(&letter) {
-            tracing::error!(group = %self.group, "cannot store a dead letter: {err}");
-            return;
+            tracing::error!(
+                group = %self.group,
+                "cannot store a dead letter (the event stays queued and is sent again): {err}"
+            );
+            return false;
         }
         Metrics::add(&self.metrics.dead_lettered, 1);
+        let what = if id == POISON_EVENT {
+            "made the destination fail twice on its own"
+        } else {
+            "was permanently rejected"
+        };
         self.notices.emit(
             Notice::new(
-                DEAD_LETTERED,
+                id,
                 Severity::Major,
                 format!(
-                    "member `{member}` of group `{}` permanently rejected event {} of stream \
-                     `{stream}` (seq {}): {reason}; kept as a dead letter",
-                    self.group, event.event.id, event.seq
+                    "event {} of stream `{stream}` (seq {}) {what} by member `{member}` of group \
+                     `{}`: {reason}; kept as a dead letter, delivery goes on",
+                    event.event.id, event.seq, self.group
                 ),
             )
             .with("group", &self.group)
@@ -641,6 +675,7 @@ impl Lane {
             .with("stream", stream)
             .with("seq", event.seq),
         );
+        true
     }
 
     /// Put the dead letters of `keys` (stream, seq) back at the front of
@@ -691,8 +726,24 @@ impl Lane {
         let tuning = self.tuning;
         match err {
             SessionError::Connector(ConnectorError::Backpressure { retry_after, .. }) => {
-                self.members[index].hold(*retry_after);
-                return;
+                // A member that has only said "later" for longer than a
+                // call may take is as good as silent: fail over. The wait
+                // it asks for is capped, so no answer can stop a group.
+                let member = &mut self.members[index];
+                let since = *member.backpressured_since.get_or_insert_with(Instant::now);
+                if since.elapsed() < tuning.request_timeout {
+                    member.hold((*retry_after).min(tuning.retry_max));
+                    return;
+                }
+            }
+            SessionError::Trapped(_) | SessionError::Connector(ConnectorError::Fatal(_))
+                if plan.as_ref().is_some_and(|p| !p.dead_letters) =>
+            {
+                if let Some(plan) = plan
+                    && self.destination_failed_on(index, &plan, err).await
+                {
+                    return;
+                }
             }
             SessionError::Connector(ConnectorError::Transient(_)) => {
                 let member = &mut self.members[index];
@@ -731,6 +782,64 @@ impl Lane {
         self.unreachable(index, err.to_string()).await;
     }
 
+    /// A delivery made the destination trap or fail fatally. Once is
+    /// chance; a batch that does it twice is sent one event at a time, and
+    /// an event that does it twice on its own is a poison event: it is
+    /// dead-lettered with the failure as its reason (event 1011) and
+    /// delivery goes on. (One event at a time, not halving: each failure
+    /// counts towards the plugin's restart limit, and this finds the
+    /// culprit in four.) Returns whether the member is simply retried.
+    async fn destination_failed_on(
+        &mut self,
+        index: usize,
+        plan: &Plan,
+        err: &SessionError,
+    ) -> bool {
+        let Some((batch, first)) = plan
+            .batches
+            .first()
+            .and_then(|b| b.events.first_seq().map(|seq| (b, seq)))
+        else {
+            return false;
+        };
+        let key = (batch.stream.clone(), first, plan.len());
+        let strikes = {
+            let strikes = self.state.poison_strikes.entry(key).or_default();
+            *strikes += 1;
+            *strikes
+        };
+        let member = &mut self.members[index];
+        member.last_error = Some(err.to_string());
+        member.hold(backoff(strikes, &self.tuning));
+        if strikes < 2 {
+            return true;
+        }
+        if plan.len() > 1 {
+            for batch in &plan.batches {
+                if let Some(last) = batch.events.last_seq() {
+                    self.state
+                        .isolate_through
+                        .insert(batch.stream.clone(), last);
+                }
+            }
+            return true;
+        }
+        let Some(event) = batch.events.get(0) else {
+            return false;
+        };
+        let name = self.members[index].name.clone();
+        let reason = format!("the destination failed on this event twice: {err}");
+        if self.dead_letter(&name, &batch.stream, &event, &reason, POISON_EVENT) {
+            let stream = batch.stream.clone();
+            self.state
+                .poison_strikes
+                .retain(|(s, seq, _), _| *s != stream || *seq > event.seq);
+            self.state.send_from.insert(stream.clone(), event.seq + 1);
+            self.advance(&stream, event.seq).await;
+        }
+        true
+    }
+
     /// A receiver rejected a whole batch: find the culprit by sending the
     /// batch one event at a time; a single rejected event is dead-lettered.
     async fn whole_batch_rejected(&mut self, index: usize, plan: Plan, reason: &str) {
@@ -739,8 +848,8 @@ impl Lane {
             && let Some(event) = batch.events.get(0)
         {
             let member = self.members[index].name.clone();
-            self.dead_letter(&member, &batch.stream, &event, reason);
-            if !plan.dead_letters {
+            let kept = self.dead_letter(&member, &batch.stream, &event, reason, DEAD_LETTERED);
+            if kept && !plan.dead_letters {
                 self.state
                     .send_from
                     .insert(batch.stream.clone(), event.seq + 1);

@@ -30,6 +30,8 @@ pub(crate) struct Member {
     pub(crate) failures: u32,
     /// Consecutive transient delivery errors.
     pub(crate) transient: u32,
+    /// Since when every delivery got backpressure (none taken since).
+    pub(crate) backpressured_since: Option<Instant>,
     /// No call before this instant (retry backoff, retry-after).
     pub(crate) hold_until: Instant,
     /// When the next probe is due.
@@ -61,6 +63,7 @@ impl Member {
             healthy_probes: 0,
             failures: 0,
             transient: 0,
+            backpressured_since: None,
             hold_until: Instant::now(),
             probe_due: Instant::now(),
             last_error: None,
@@ -101,6 +104,7 @@ impl Member {
         self.registered_epoch = None;
         self.healthy_probes = 0;
         self.transient = 0;
+        self.backpressured_since = None;
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(error);
         self.hold_until = Instant::now() + backoff(self.failures, tuning);

@@ -11,7 +11,7 @@ use common::fakes::{
 };
 use safd_connector::event_ids::{
     CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED, DEEP_CATCH_UP, FAILED_OVER,
-    MEMBER_UNREACHABLE,
+    MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{CatchUpFrom, StreamPosition};
 use safd_engine::{
@@ -221,6 +221,71 @@ async fn backpressure_waits_on_the_same_member() {
     .await;
     assert_eq!(active(&engine, "mgmt").as_deref(), Some("primary"));
     assert!(!notice_ids(&engine).contains(&FAILED_OVER));
+    engine.shutdown().await.unwrap();
+}
+
+/// `Retry-After: 4294967` (49 days) does not stop the group: the wait is
+/// capped, and a member that only answers "later" for longer than a call
+/// may take is failed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_backpressure_fails_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = pair(dir.path(), &source, &destination);
+    source.append(5, "a");
+    eventually("first events", WAIT, || acked(&engine, "mgmt", "ems") == 5).await;
+    destination.server("primary").with(|s| {
+        s.backpressure = u32::MAX;
+        s.retry_after = Duration::from_secs(4_294_967);
+    });
+    source.append(5, "b");
+    eventually("delivered by the backup", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 10
+    })
+    .await;
+    assert_eq!(active(&engine, "mgmt").as_deref(), Some("backup"));
+    assert!(notice_ids(&engine).contains(&FAILED_OVER));
+    let backup = destination.server("backup");
+    assert!((6..=10).all(|seq| backup.with(|s| s.events.contains_key(&("ems".to_owned(), seq)))));
+    engine.shutdown().await.unwrap();
+}
+
+/// An event that makes the destination trap whenever it is in a delivery:
+/// the batch is split until it is alone, it becomes a dead letter with the
+/// trap as its reason (event 1011), and everything else is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_and_delivery_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = pair(dir.path(), &source, &destination);
+    for member in ["primary", "backup"] {
+        destination
+            .server(member)
+            .with(|s| s.traps_on.insert("a-700".into()));
+    }
+    source.append(1000, "a");
+    eventually("everything settled", Duration::from_secs(60), || {
+        acked(&engine, "mgmt", "ems") == 1000
+    })
+    .await;
+    let letters = engine.dead_letters("mgmt").unwrap();
+    let ids: Vec<&str> = letters.iter().map(|l| l.event.event.id.as_str()).collect();
+    assert_eq!(ids, ["a-700"]);
+    assert!(
+        letters[0].reason.contains("trapped"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(count(&engine, POISON_EVENT), 1);
+    let servers = [destination.server("primary"), destination.server("backup")];
+    for seq in (1..=1000).filter(|seq| *seq != 701) {
+        assert!(
+            servers
+                .iter()
+                .any(|server| server.with(|s| s.events.contains_key(&("ems".to_owned(), seq)))),
+            "seq {seq} not delivered"
+        );
+    }
     engine.shutdown().await.unwrap();
 }
 

@@ -438,13 +438,13 @@ impl Plugin {
             });
         }
         let sandbox = Sandbox::new(instance, self.manifest.capabilities, grants)?;
-        Ok(Arc::new(InstanceSpec {
-            plugin: self.clone(),
-            name: Arc::from(instance),
+        Ok(Arc::new(InstanceSpec::new(
+            self.clone(),
+            instance,
             config,
             sandbox,
-            limits: self.runtime.limits.clone(),
-        }))
+            self.runtime.limits.clone(),
+        )))
     }
 
     /// A source connector instance named `instance` with its config (JSON

@@ -14,7 +14,7 @@ use crate::sandbox::Sandbox;
 use crate::state::{DeadlineExceeded, InstanceState};
 use safd_connector::{ConnectorError, SessionError, event_ids};
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
 
@@ -22,16 +22,42 @@ use wasmtime::Store;
 /// code is normally stopped by the (cleaner) epoch trap.
 const OUTER_GRACE: Duration = Duration::from_millis(100);
 
-/// Everything needed to (re)build one connector instance.
+/// Everything needed to (re)build one connector instance, and its restart
+/// history: kept here, not per session, because the engine opens a new
+/// session after a failure, and "too many failures in a window" must count
+/// them all.
 pub(crate) struct InstanceSpec {
     pub(crate) plugin: Arc<Plugin>,
     pub(crate) name: Arc<str>,
     pub(crate) config: String,
     pub(crate) sandbox: Sandbox,
     pub(crate) limits: Limits,
+    pub(crate) restarts: Mutex<RestartTracker>,
 }
 
 impl InstanceSpec {
+    pub(crate) fn new(
+        plugin: Arc<Plugin>,
+        name: &str,
+        config: String,
+        sandbox: Sandbox,
+        limits: Limits,
+    ) -> Self {
+        let restarts = Mutex::new(RestartTracker::new(limits.restart.clone()));
+        Self {
+            plugin,
+            name: Arc::from(name),
+            config,
+            sandbox,
+            limits,
+            restarts,
+        }
+    }
+
+    fn restarts(&self) -> std::sync::MutexGuard<'_, RestartTracker> {
+        self.restarts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn new_store(&self) -> Result<Store<InstanceState>, SessionError> {
         let state = InstanceState::new(self.name.clone(), &self.sandbox, self.limits.memory_bytes)
             .map_err(|e| SessionError::Start(e.to_string()))?;
@@ -97,20 +123,21 @@ macro_rules! call_live {
 }
 pub(crate) use call_live;
 
-/// Owns one live instance (of type `L`) and its restart history.
+/// Owns one session's live instance (of type `L`); the restart history is
+/// the connector instance's ([`InstanceSpec`]).
 pub(crate) struct Supervisor<L> {
     pub(crate) spec: Arc<InstanceSpec>,
     pub(crate) live: Option<L>,
-    restarts: RestartTracker,
+    /// The next instance built replaces one that failed.
+    pending_restart: bool,
 }
 
 impl<L> Supervisor<L> {
     pub(crate) fn new(spec: Arc<InstanceSpec>) -> Self {
-        let restarts = RestartTracker::new(spec.limits.restart.clone());
         Self {
             spec,
             live: None,
-            restarts,
+            pending_restart: false,
         }
     }
 
@@ -120,7 +147,11 @@ impl<L> Supervisor<L> {
 
     /// Wait out the backoff before (re)building the instance.
     async fn before_start(&mut self) -> Result<(), SessionError> {
-        self.restarts.before_start().await
+        let not_before = self.spec.restarts().before_start()?;
+        if let Some(at) = not_before {
+            tokio::time::sleep_until(at.into()).await;
+        }
+        Ok(())
     }
 
     /// The live instance, building one (after any backoff) if there is none.
@@ -150,8 +181,8 @@ impl<L> Supervisor<L> {
 
     /// Install a freshly built instance.
     fn started(&mut self, live: L) -> &mut L {
-        if self.restarts.pending_restart {
-            self.restarts.pending_restart = false;
+        if self.pending_restart {
+            self.pending_restart = false;
             tracing::info!(
                 event_id = event_ids::PLUGIN_RESTARTED,
                 connector = %self.spec.name,
@@ -213,20 +244,20 @@ impl<L> Supervisor<L> {
             }
         };
         self.live = None;
-        if let Some(disabled) = self.restarts.record_failure(name) {
+        self.pending_restart = true;
+        if let Some(disabled) = self.spec.restarts().record_failure(name) {
             return Err(disabled);
         }
         Err(err)
     }
 }
 
-/// Failure history of one instance.
-struct RestartTracker {
+/// Failure history of one connector instance, across its sessions.
+pub(crate) struct RestartTracker {
     policy: RestartPolicy,
     failures: VecDeque<Instant>,
     not_before: Option<Instant>,
     disabled: bool,
-    pending_restart: bool,
 }
 
 impl RestartTracker {
@@ -236,7 +267,6 @@ impl RestartTracker {
             failures: VecDeque::new(),
             not_before: None,
             disabled: false,
-            pending_restart: false,
         }
     }
 
@@ -247,14 +277,13 @@ impl RestartTracker {
         }
     }
 
-    async fn before_start(&mut self) -> Result<(), SessionError> {
+    /// Refused once disabled; otherwise when a (re)build may start. Every
+    /// session of the instance waits out the same backoff.
+    fn before_start(&self) -> Result<Option<Instant>, SessionError> {
         if self.disabled {
             return Err(self.disabled_error());
         }
-        if let Some(at) = self.not_before.take() {
-            tokio::time::sleep_until(at.into()).await;
-        }
-        Ok(())
+        Ok(self.not_before.filter(|at| *at > Instant::now()))
     }
 
     /// Record a failure; returns the `Disabled` error once the instance has
@@ -288,7 +317,6 @@ impl RestartTracker {
             .saturating_mul(factor)
             .min(self.policy.max_backoff);
         self.not_before = Some(now + backoff);
-        self.pending_restart = true;
         None
     }
 }

@@ -333,6 +333,37 @@ async fn an_instance_that_keeps_failing_is_disabled() {
     assert!(matches!(err, SessionError::Disabled { .. }), "{err:?}");
 }
 
+/// The engine opens a new session after every failure: the instance's
+/// failures are counted across its sessions, so it is still disabled.
+#[tokio::test]
+async fn failures_count_across_sessions_of_one_instance() {
+    let runtime = runtime();
+    let plugin = fixture(&runtime, "fixture-source");
+    let source = plugin
+        .source("crasher", source_config(&["ok", "trap"]), &no_grants())
+        .unwrap();
+    let max = test_limits().restart.max_restarts;
+    for _ in 0..max {
+        let mut session = safd_connector::SourceConnector::open(&source, None)
+            .await
+            .unwrap();
+        session.poll(PollLimits::default()).await.unwrap();
+        let err = session.poll(PollLimits::default()).await.unwrap_err();
+        assert!(matches!(err, SessionError::Trapped(_)), "{err:?}");
+    }
+    let mut session = safd_connector::SourceConnector::open(&source, None)
+        .await
+        .unwrap();
+    session.poll(PollLimits::default()).await.unwrap();
+    let err = session.poll(PollLimits::default()).await.unwrap_err();
+    assert!(matches!(err, SessionError::Disabled { .. }), "{err:?}");
+    let err = safd_connector::SourceConnector::open(&source, None)
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(matches!(err, SessionError::Disabled { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn a_bad_cursor_is_reported_by_open() {
     let runtime = runtime();

@@ -47,6 +47,11 @@ pub struct ServerState {
     pub epoch_skew: u64,
     /// Answer `deliver` with backpressure this many times first.
     pub backpressure: u32,
+    /// The wait that backpressure asks for.
+    pub retry_after: Duration,
+    /// Event ids that make the destination trap (a plugin bug that one
+    /// event triggers), whenever a delivery holds one.
+    pub traps_on: HashSet<String>,
     pub register_calls: u64,
     /// Abort the process at a step of a call (crash tests): `register`,
     /// `before-store` or `after-store` of call N, or `after-ack` of
@@ -88,6 +93,8 @@ impl Default for ServerState {
             delivery_calls: 0,
             epoch_skew: 0,
             backpressure: 0,
+            retry_after: Duration::from_millis(20),
+            traps_on: HashSet::new(),
             register_calls: 0,
             crash_at: None,
             print_stored: false,
@@ -227,10 +234,18 @@ impl DestinationSession for FakeSession {
             if s.backpressure > 0 {
                 s.backpressure -= 1;
                 return Err(ConnectorError::Backpressure {
-                    retry_after: Duration::from_millis(20),
+                    retry_after: s.retry_after,
                     message: "inbox busy".into(),
                 }
                 .into());
+            }
+            if batches
+                .iter()
+                .any(|b| b.events.iter().any(|e| s.traps_on.contains(&e.event.id)))
+            {
+                return Err(SessionError::Trapped(
+                    "wasm `unreachable` instruction executed".into(),
+                ));
             }
             let mut report = DeliveryReport::default();
             if s.reject_whole_batch
