@@ -35,6 +35,16 @@ use std::fmt;
 /// Number of severity levels; a severity code is below this.
 pub const SEVERITY_LEVELS: u8 = 6;
 
+/// The fewest bytes an event takes: time, severity, attribute count, id
+/// length and body length, one byte each.
+pub const MIN_EVENT_BYTES: usize = 5;
+
+/// The most events `bytes` bytes of a block can hold: what a declared
+/// count is checked against before anything is sized by it.
+pub fn max_events(bytes: usize) -> usize {
+    bytes / MIN_EVENT_BYTES
+}
+
 /// Why a block does not decode. The offset is the byte where decoding
 /// stopped, counted from the start of the block.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +68,8 @@ pub enum BlockErrorKind {
     TrailingBytes { declared: u32 },
     /// The block holds fewer events than its declared count.
     TooFewEvents { declared: u32, found: u32 },
+    /// The declared count is more than the block's bytes can hold.
+    CountTooLarge { declared: u32, bytes: usize },
 }
 
 impl fmt::Display for BlockError {
@@ -73,6 +85,11 @@ impl fmt::Display for BlockError {
             BlockErrorKind::TrailingBytes { declared } => {
                 write!(f, "bytes left after the declared {declared} events")
             }
+            BlockErrorKind::CountTooLarge { declared, bytes } => write!(
+                f,
+                "declares {declared} events, but {bytes} bytes hold at most {}",
+                max_events(*bytes)
+            ),
             BlockErrorKind::TooFewEvents { declared, found } => {
                 write!(f, "declares {declared} events but holds {found}")
             }
@@ -445,7 +462,14 @@ impl<'a> BlockReader<'a> {
         if self.done {
             return None;
         }
-        let result = if self.read == self.declared {
+        let result = if self.declared as usize > max_events(self.cursor.bytes.len()) {
+            // Refused before reading: a count is never trusted as a size.
+            self.done = true;
+            Err(self.cursor.error(BlockErrorKind::CountTooLarge {
+                declared: self.declared,
+                bytes: self.cursor.bytes.len(),
+            }))
+        } else if self.read == self.declared {
             self.done = true;
             if self.cursor.at_end() {
                 return None;
@@ -469,7 +493,8 @@ impl<'a> BlockReader<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = (self.declared - self.read) as usize;
+        let left = ((self.declared - self.read) as usize)
+            .min(max_events(self.cursor.bytes.len() - self.cursor.pos));
         // A malformed block may also yield one error item.
         (0, Some(left + 1))
     }
@@ -750,6 +775,39 @@ mod tests {
         let bytes = [0u8, 1, 0, 1, 1, 0xc3, 0xa9];
         let err = events(&bytes, 1).next().unwrap().unwrap_err();
         assert_eq!(err.kind, BlockErrorKind::BadUtf8);
+    }
+
+    #[test]
+    fn a_count_beyond_the_bytes_is_refused_before_reading() {
+        let mut w = BlockWriter::new();
+        w.push(
+            &"i".repeat(3),
+            1,
+            1,
+            std::iter::empty::<(&str, &str)>(),
+            "b",
+        );
+        let (_, bytes) = w.finish();
+        let mut read = super::events(&bytes, u32::MAX);
+        assert_eq!(
+            read.size_hint(),
+            (0, Some(bytes.len() / MIN_EVENT_BYTES + 1))
+        );
+        let err = read.next().unwrap().unwrap_err();
+        assert_eq!(
+            err.kind,
+            BlockErrorKind::CountTooLarge {
+                declared: u32::MAX,
+                bytes: bytes.len()
+            }
+        );
+        assert!(read.next().is_none());
+        // The shortest event fits the minimum exactly.
+        let mut w = BlockWriter::new();
+        w.push("", 0, 0, std::iter::empty::<(&str, &str)>(), "");
+        let (count, bytes) = w.finish();
+        assert_eq!(bytes.len(), MIN_EVENT_BYTES);
+        assert_eq!(super::events(&bytes, count).count(), 1);
     }
 
     #[test]

@@ -18,7 +18,9 @@ impl EventBlock {
     /// Check a block a plugin sent: every event decodes and there are
     /// exactly `count` of them.
     pub fn decode(bytes: Vec<u8>, count: u32) -> Result<Self, BlockError> {
-        let mut ends = Vec::with_capacity(count as usize);
+        // The declared count is checked by the reader; it sizes nothing.
+        let mut ends =
+            Vec::with_capacity((count as usize).min(safd_event_block::max_events(bytes.len())));
         let mut events = safd_event_block::events(&bytes, count);
         while let Some(event) = events.next() {
             event?;

@@ -137,7 +137,8 @@ impl Event {
 
 /// Copy every event of an event block holding `count` events.
 pub fn decode_events(bytes: &[u8], count: u32) -> Result<Vec<Event>, BlockError> {
-    let mut events = Vec::with_capacity(count as usize);
+    let mut events =
+        Vec::with_capacity((count as usize).min(safd_event_block::max_events(bytes.len())));
     for event in safd_event_block::events(bytes, count) {
         events.push(Event::from_block(&event?));
     }

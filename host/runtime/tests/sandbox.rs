@@ -120,13 +120,29 @@ async fn a_malformed_event_block_is_refused_and_the_plugin_rebuilt() {
     };
     assert!(
         message.contains("event block that does not decode")
-            && message.contains("event block, byte 3"),
+            && message.contains("event block, byte 10: malformed length"),
         "{message}"
     );
     assert!(err.instance_was_reset());
     // Rebuilt: the fresh instance serves again.
     let batch = session.poll(PollLimits::default()).await.unwrap();
     assert_eq!(batch.events.len(), 4);
+}
+
+/// A block declaring 2^32 - 1 events in ten bytes is refused by its count
+/// before anything is sized by it (a vector of that many offsets would be
+/// 16 GiB).
+#[tokio::test]
+async fn a_block_count_beyond_its_bytes_is_refused() {
+    let mut session = open(&["huge-count"], &no_grants()).await;
+    let err = session.poll(PollLimits::default()).await.unwrap_err();
+    let SessionError::Connector(ConnectorError::Fatal(message)) = &err else {
+        panic!("expected a fatal error, got {err:?}");
+    };
+    assert!(
+        message.contains("declares 4294967295 events, but 10 bytes hold at most 2"),
+        "{message}"
+    );
 }
 
 async fn report(session: &mut Box<dyn SourceSession>) -> String {
