@@ -171,14 +171,32 @@ async fn newline_framing_escapes_line_breaks_so_each_event_stays_one_message() {
     let config = serde_json::json!({"framing": "newline", "hostname": "nonstop-gw", "app_name": "ems", "facility": "local3"});
     let mut session = open(config, server.tcp, true).await;
     session.register(&info()).await.unwrap();
-    session.deliver(&batch(1..=50)).await.unwrap();
+    // A tailed file whose name holds a line break and a forged message: in
+    // an attribute, as file-tail reports it.
+    let forged = "app.log\n<13>1 2025-01-01T00:00:00Z forged app - - - injected\r";
+    let mut batches = batch(1..=50);
+    batches[0].events = (1..=50)
+        .map(|seq| {
+            let mut event = event(seq);
+            event.event.attributes.push(Attribute::new("log_file", forged));
+            event
+        })
+        .collect();
+    session.deliver(&batches).await.unwrap();
     let messages = server.wait_for(50, Duration::from_secs(20));
     assert_eq!(messages.len(), 50, "a line break did not split a message");
-    assert_eq!(messages[0]["hostname"], "nonstop-gw");
+    assert!(
+        messages.iter().all(|m| m["hostname"] == "nonstop-gw"),
+        "a forged message got through: {messages:?}"
+    );
     assert_eq!(messages[0]["app"], "ems");
     assert_eq!(messages[0]["pri"], (19 * 8 + 6).to_string());
     let msg = messages[0]["msg"].as_str().unwrap();
     assert!(msg.contains("#1#012  continued line"), "{msg}");
+    assert_eq!(
+        sd(&messages[0])["log_file"],
+        "app.log#012<13>1 2025-01-01T00:00:00Z forged app - - - injected#015"
+    );
 }
 
 #[tokio::test]

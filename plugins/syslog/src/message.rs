@@ -13,8 +13,11 @@ pub(crate) struct Header<'a> {
     pub(crate) config: &'a Config,
     /// HOSTNAME when neither the config nor the event names one.
     pub(crate) agent_id: &'a str,
-    /// Newline framing: line breaks in the body become `#012` (rsyslog's
-    /// own escape), since a line break ends the frame.
+    /// Newline framing: line breaks in the body and in structured-data
+    /// values become `#012` / `#015` (rsyslog's own escapes), since a line
+    /// break ends the frame: a file name or attribute holding one would
+    /// otherwise start a forged message. (Header fields never hold one:
+    /// they are printable ASCII only.)
     pub(crate) escape_line_breaks: bool,
 }
 
@@ -82,13 +85,14 @@ pub(crate) fn write(
     }
     text.push_str(" [");
     text.push_str(&config.sd_id);
-    param(text, "id", event.id);
-    param(text, "stream", stream);
+    let escape = header.escape_line_breaks;
+    param(text, "id", event.id, escape);
+    param(text, "stream", stream, escape);
     text.push_str(" seq=\"");
     text.push_str(itoa::Buffer::new().format(seq));
     text.push('"');
     for (key, value) in event.attributes.iter() {
-        param(text, key, value);
+        param(text, key, value, escape);
     }
     let body = body_text(event.body, header.escape_line_breaks);
     let room = config
@@ -140,8 +144,9 @@ fn field(out: &mut String, value: &str, max: usize) {
 }
 
 /// ` name="value"` with the name cut to SD-NAME's alphabet and the value
-/// escaped (`"`, `\` and `]` take a backslash).
-fn param(out: &mut String, name: &str, value: &str) {
+/// escaped (`"`, `\` and `]` take a backslash; with `escape_line_breaks`,
+/// LF and CR become `#012` and `#015`).
+fn param(out: &mut String, name: &str, value: &str, escape_line_breaks: bool) {
     out.push(' ');
     // Fast paths for the usual case, a name of SD-NAME's alphabet and a
     // value with nothing to escape: copied whole.
@@ -151,6 +156,7 @@ fn param(out: &mut String, name: &str, value: &str) {
             .bytes()
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'=' | b']' | b'"'))
         && memchr::memchr3(b'"', b'\\', b']', value.as_bytes()).is_none()
+        && !(escape_line_breaks && memchr::memchr2(b'\n', b'\r', value.as_bytes()).is_some())
     {
         out.push_str(name);
         out.push_str("=\"");
@@ -171,10 +177,15 @@ fn param(out: &mut String, name: &str, value: &str) {
     }
     out.push_str("=\"");
     for c in value.chars() {
-        if matches!(c, '"' | '\\' | ']') {
-            out.push('\\');
+        match c {
+            '\n' if escape_line_breaks => out.push_str("#012"),
+            '\r' if escape_line_breaks => out.push_str("#015"),
+            '"' | '\\' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
         }
-        out.push(c);
     }
     out.push('"');
 }
