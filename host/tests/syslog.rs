@@ -178,7 +178,10 @@ async fn newline_framing_escapes_line_breaks_so_each_event_stays_one_message() {
     batches[0].events = (1..=50)
         .map(|seq| {
             let mut event = event(seq);
-            event.event.attributes.push(Attribute::new("log_file", forged));
+            event
+                .event
+                .attributes
+                .push(Attribute::new("log_file", forged));
             event
         })
         .collect();

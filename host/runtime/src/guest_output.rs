@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// Longest line logged as one record; longer output is split.
+/// Longest line logged as one record; longer output is split. Control
+/// characters are escaped (`crate::log_text`).
 const MAX_LINE: usize = 4096;
 
 #[derive(Clone, Debug)]
@@ -46,7 +47,7 @@ struct LineLogger {
 impl LineLogger {
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = text.trim_end_matches('\r');
+        let text = crate::log_text::clean(text.trim_end_matches('\r'), MAX_LINE);
         tracing::info!(
             connector = %self.output.connector,
             stream = self.output.stream,

@@ -17,6 +17,7 @@ mod destination;
 mod error;
 mod guest_output;
 mod http_pool;
+mod log_text;
 mod manifest;
 mod plugin;
 mod sandbox;

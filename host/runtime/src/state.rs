@@ -8,10 +8,6 @@ use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Longest log message accepted from a guest; the rest is cut, so a runaway
-/// plugin cannot flood the host's log with one record.
-const MAX_LOG_MESSAGE: usize = 8 * 1024;
-
 pub(crate) struct InstanceState {
     pub(crate) connector: Arc<str>,
     wasi: WasiCtx,
@@ -85,20 +81,8 @@ impl types::Host for InstanceState {}
 
 impl log::Host for InstanceState {
     fn emit(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [truncated]");
-        }
-        let fields = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let message = crate::log_text::clean(&message, crate::log_text::MAX_MESSAGE);
+        let fields = crate::log_text::fields(&fields);
         let connector = &*self.connector;
         match level {
             log::Level::Trace => tracing::trace!(connector, fields, "{message}"),
