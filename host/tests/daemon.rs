@@ -108,7 +108,7 @@ probe_interval_ms = 200
     path
 }
 
-fn text(output: &Output) -> (String, String) {
+fn text_of(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -129,11 +129,59 @@ fn check_accepts_a_good_configuration_and_summarises_it() {
         &["127.0.0.1:9".into(), "127.0.0.1:10".into()],
     );
     let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
-    let (stdout, stderr) = text(&output);
+    let (stdout, stderr) = text_of(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
     assert!(stdout.contains("1 source (ems)"), "{stdout}");
     assert!(stdout.contains("with 2 members"), "{stdout}");
+}
+
+/// Two EMS readers with the same `system` and `collector` (a copied
+/// section) give different events the same ids: `safd check` says so and
+/// names the fix; the configuration is still accepted.
+#[test]
+fn check_warns_when_two_sources_would_produce_the_same_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ems_logs(dir.path(), 0);
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".into()],
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let copy = format!(
+        "[sources.ems2]\nplugin = \"ems-reader\"\nconfig = {{ directory = \"{logs}\", format = \"b\", \
+         system = \"\\\\PROD1\" }}\ngrants = {{ dirs = [\"{logs}\"] }}\n\n[groups.mgmt]",
+        logs = logs.display()
+    );
+    std::fs::write(&path, text.replacen("[groups.mgmt]", &copy, 1)).unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, stderr) = text_of(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("warning: sources.ems, sources.ems2: these 2 `ems-reader` sources"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("give each its own `system` or `collector`"),
+        "{stdout}"
+    );
+
+    // Another collector: no warning.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen(
+            "format = \"b\", system",
+            "format = \"b\", collector = \"$1\", system",
+            1,
+        ),
+    )
+    .unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, _) = text_of(&output);
+    assert!(!stdout.contains("same event ids"), "{stdout}");
 }
 
 #[test]
@@ -166,7 +214,7 @@ members = []
     )
     .unwrap();
     let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
-    let (stdout, stderr) = text(&output);
+    let (stdout, stderr) = text_of(&output);
     assert!(!output.status.success(), "{stdout}{stderr}");
     let file = path.display().to_string();
     assert!(
@@ -188,7 +236,7 @@ members = []
     // Syntax and unknown keys: the parser's line.
     std::fs::write(&path, "agent_id = \"a\"\nplugin_dri = \"/x\"\n").unwrap();
     let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
-    let (_, stderr) = text(&output);
+    let (_, stderr) = text_of(&output);
     assert!(!output.status.success());
     assert!(
         stderr.contains(&format!("{file}:2: unknown field `plugin_dri`")),
@@ -230,7 +278,7 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(ems["next_seq"], EVENTS + 1, "{status}");
     let output = safd().args(["status", "--admin", &admin]).output().unwrap();
-    let (table, _) = text(&output);
+    let (table, _) = text_of(&output);
     assert!(table.contains("active primary"), "{table}");
     assert!(table.contains("ready"), "{table}");
     let metrics = ureq::get(&format!("http://{admin}/metrics"))
@@ -252,13 +300,13 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
         .args(["dlq", "list", "--group", "mgmt", "--admin", &admin])
         .output()
         .unwrap();
-    let (listing, _) = text(&output);
+    let (listing, _) = text_of(&output);
     assert!(listing.contains("0 dead letter(s)"), "{listing}");
     let output = safd()
         .args(["dlq", "list", "--group", "nope", "--admin", &admin])
         .output()
         .unwrap();
-    let (_, refused) = text(&output);
+    let (_, refused) = text_of(&output);
     assert!(!output.status.success());
     assert!(refused.contains("nope"), "{refused}");
 
@@ -415,7 +463,7 @@ fn status(admin: &str) -> serde_json::Value {
         .args(["status", "--json", "--admin", admin])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(output.status.success(), "{}", text_of(&output).1);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -595,10 +643,10 @@ fn a_corrupt_plugin_is_one_clear_error() {
         &[("primary", "http://127.0.0.1:9")],
         &["127.0.0.1:9".to_owned()],
     );
-    let text_of = |path: &Path| std::fs::read_to_string(path).unwrap();
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap();
     std::fs::write(
         &path,
-        text_of(&path).replace(
+        read(&path).replace(
             &plugin_dir().display().to_string(),
             &plugins.display().to_string(),
         ),
@@ -606,7 +654,7 @@ fn a_corrupt_plugin_is_one_clear_error() {
     .unwrap();
     for command in ["check", "run"] {
         let output = safd().arg(command).arg("-c").arg(&path).output().unwrap();
-        let (_, stderr) = text(&output);
+        let (_, stderr) = text_of(&output);
         assert!(!output.status.success(), "{command}: {stderr}");
         let problems: Vec<&str> = stderr
             .lines()
@@ -768,7 +816,7 @@ fn reload(admin: &str) -> (bool, serde_json::Value) {
         .output()
         .unwrap();
     let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {:?}", text(&output)));
+        .unwrap_or_else(|e| panic!("{e}: {:?}", text_of(&output)));
     (output.status.success(), report)
 }
 
@@ -944,7 +992,7 @@ impl SmallDisk {
             }),
             other => {
                 let why = match other {
-                    Ok(output) => text(&output).1,
+                    Ok(output) => text_of(&output).1,
                     Err(e) => e.to_string(),
                 };
                 assert!(

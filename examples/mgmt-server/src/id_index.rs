@@ -1,5 +1,11 @@
-//! Deduplication on event id: which (agent, id) is stored under which
-//! (stream, seq).
+//! Deduplication on event id: which (agent, stream, id) is stored under
+//! which seq.
+//!
+//! Ids are unique per agent *and stream*: two sources of one agent that
+//! happen to produce the same id (two EMS readers configured alike, say)
+//! hold different events, and both are stored. (Deduplicating per agent
+//! alone stored one and counted the other as a duplicate: an event lost
+//! with no error anywhere.)
 //!
 //! The index lives in memory, keyed by a 128-bit hash of (agent, id), and
 //! is persisted as one small record per segment (the hashes and seqs of
@@ -75,20 +81,32 @@ pub fn decode_entries(bytes: &[u8]) -> Option<impl Iterator<Item = (IdHash, u64)
     }))
 }
 
-/// Where each stored id is: stream names are interned so an entry stays
-/// small.
+/// The key of `hash` (of agent and id, as persisted) within stream number
+/// `stream`: the in-memory index is per (agent, stream, id). The persisted
+/// hashes stay those of (agent, id), so data written before ids were
+/// scoped by stream reads back unchanged.
+fn scoped(hash: IdHash, stream: u32) -> IdHash {
+    // An odd 128-bit constant (from the golden ratio): distinct streams
+    // give keys that differ in every word.
+    const MIX: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
+    hash ^ (u128::from(stream) + 1).wrapping_mul(MIX)
+}
+
+/// Where each stored id is, per stream: stream names are interned so an
+/// entry stays small.
 #[derive(Debug, Default)]
 pub struct IdIndex {
-    locations: HashMap<IdHash, (u32, u64), BuildPassThrough>,
+    /// Scoped key → seq.
+    locations: HashMap<IdHash, u64, BuildPassThrough>,
     streams: Vec<String>,
     stream_numbers: HashMap<String, u32>,
 }
 
 impl IdIndex {
-    pub fn get(&self, hash: IdHash) -> Option<(&str, u64)> {
-        let &(stream, seq) = self.locations.get(&hash)?;
-        let stream = self.streams.get(stream as usize)?;
-        Some((stream.as_str(), seq))
+    /// The seq under which the id hashed as `hash` is stored in `stream`.
+    pub fn get(&self, hash: IdHash, stream: &str) -> Option<u64> {
+        let number = *self.stream_numbers.get(stream)?;
+        self.locations.get(&scoped(hash, number)).copied()
     }
 
     pub fn insert(&mut self, hash: IdHash, stream: &str, seq: u64) {
@@ -101,7 +119,7 @@ impl IdIndex {
                 number
             }
         };
-        self.locations.insert(hash, (number, seq));
+        self.locations.insert(scoped(hash, number), seq);
     }
 
     pub fn len(&self) -> usize {
@@ -128,8 +146,13 @@ mod tests {
         assert_ne!(id_hash("a", "x"), id_hash("b", "x"));
         let mut index = IdIndex::default();
         index.insert(id_hash("a", "x"), "s1", 4);
-        assert_eq!(index.get(id_hash("a", "x")), Some(("s1", 4)));
-        assert_eq!(index.get(id_hash("b", "x")), None);
-        assert_eq!(index.len(), 1);
+        assert_eq!(index.get(id_hash("a", "x"), "s1"), Some(4));
+        assert_eq!(index.get(id_hash("b", "x"), "s1"), None);
+        // The same id in another stream of the agent is another event.
+        assert_eq!(index.get(id_hash("a", "x"), "s2"), None);
+        index.insert(id_hash("a", "x"), "s2", 9);
+        assert_eq!(index.get(id_hash("a", "x"), "s1"), Some(4));
+        assert_eq!(index.get(id_hash("a", "x"), "s2"), Some(9));
+        assert_eq!(index.len(), 2);
     }
 }

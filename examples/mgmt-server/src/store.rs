@@ -510,8 +510,8 @@ impl Store {
         // it; the state changes only once its records are synced.
         let mut touched: HashMap<&str, HeldSeqs> = HashMap::new();
         // Ids stored by this delivery, not yet in the index.
-        let mut pending_ids: HashMap<IdHash, (&str, u64), id_index::BuildPassThrough> =
-            HashMap::default();
+        // Ids stored by this request, per (id hash, stream).
+        let mut pending_ids: HashMap<(IdHash, &str), u64> = HashMap::default();
         let mut seal = |segment: SegmentBuilder, stream: &str, counters: Counters| {
             if segment.first_seq.is_none() {
                 return Ok::<_, StoreError>(());
@@ -565,10 +565,10 @@ impl Store {
                     Ok((time, severity)) => {
                         let hash = id_index::id_hash(agent, &event.id);
                         let earlier = pending_ids
-                            .get(&hash)
+                            .get(&(hash, stream))
                             .copied()
-                            .or_else(|| state.ids.get(hash));
-                        if let Some((stream, earlier_seq)) = earlier {
+                            .or_else(|| state.ids.get(hash, stream));
+                        if let Some(earlier_seq) = earlier {
                             counters.duplicates += 1;
                             segment
                                 .header
@@ -579,7 +579,7 @@ impl Store {
                             if into_inbox {
                                 counters.inbox += 1;
                             }
-                            pending_ids.insert(hash, (stream, seq));
+                            pending_ids.insert((hash, stream), seq);
                             segment.events.push_sequenced(
                                 seq,
                                 &event.id,

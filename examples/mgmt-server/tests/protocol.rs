@@ -75,6 +75,23 @@ fn replayed_and_out_of_order_batches_are_stored_once() {
     // Other agents are separate.
     server.deliver("a2", "ems", &[(1, "e1")]);
     assert_eq!(server.stored(), 7);
+
+    // So are other streams of one agent: two sources configured alike
+    // (same EMS system and collector) give the first event of each file
+    // the same id, and both are stored — also after a restart, when the
+    // id index is rebuilt from disk.
+    server.deliver("a1", "ems-copy", &[(1, "e1")]);
+    assert_eq!(server.stored(), 8);
+    let data = dir.path().to_owned();
+    server.kill();
+    let server = Server::start(&data, &[]);
+    server.deliver("a1", "ems-copy", &[(2, "e2")]);
+    server.deliver("a1", "ems", &[(10, "e10")]);
+    assert_eq!(server.stored(), 10);
+    // Within one stream, a known id under a new seq is still held once.
+    server.deliver("a1", "ems-copy", &[(3, "e1")]);
+    assert_eq!(server.stored(), 10);
+    assert_eq!(server.events("agent=a1").len(), 8);
 }
 
 #[test]
