@@ -41,7 +41,10 @@ impl std::fmt::Debug for Runtime {
 
 struct RuntimeInner {
     engine: Engine,
+    /// WASI and safd's own interfaces.
     linker: Linker<InstanceState>,
+    /// The same with wasi:http, for plugins that request `http`.
+    http_linker: Linker<InstanceState>,
     cache: CompileCache,
     limits: Limits,
 }
@@ -64,14 +67,11 @@ impl Runtime {
             Engine::new(&wasm_config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         spawn_epoch_ticker(&engine);
 
-        let mut linker = Linker::new(&engine);
         let link = |result: wasmtime::Result<()>| {
             result.map_err(|e| RuntimeError::Engine(format!("linking host interfaces: {e:#}")))
         };
+        let mut linker = Linker::new(&engine);
         link(wasmtime_wasi::p2::add_to_linker_async(&mut linker))?;
-        link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-            &mut linker,
-        ))?;
         link(
             bindings::source_world::safd::connector::log::add_to_linker::<_, HasSelf<_>>(
                 &mut linker,
@@ -84,6 +84,12 @@ impl Runtime {
                 |state| state,
             ),
         )?;
+        // wasi:http only for plugins whose manifest asks for it: the rest
+        // cannot even create its resources (header fields, bodies).
+        let mut http_linker = linker.clone();
+        link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
+            &mut http_linker,
+        ))?;
 
         let cache = CompileCache::new(config.cache_dir.clone(), &engine).map_err(|source| {
             RuntimeError::Cache {
@@ -95,6 +101,7 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
+                http_linker,
                 cache,
                 limits: config.limits,
             }),
@@ -198,11 +205,21 @@ impl Runtime {
                 },
             ));
         }
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| fail(&wasm_path, LoadErrorKind::Imports(root_cause(&e))))?;
+        let linker = if manifest.capabilities.http {
+            &self.inner.http_linker
+        } else {
+            &self.inner.linker
+        };
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
+            let mut cause = root_cause(&e);
+            if !manifest.capabilities.http && cause.contains("wasi:http") {
+                cause.push_str(
+                    "; the plugin uses wasi:http but its manifest does not request it: add \
+                     `http = true` under [capabilities]",
+                );
+            }
+            fail(&wasm_path, LoadErrorKind::Imports(cause))
+        })?;
         let pre = match manifest.kind {
             PluginKind::Source => SourcePre::new(instance_pre).map(PluginPre::Source),
             PluginKind::Destination => {

@@ -71,6 +71,17 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
         &fixture_wasm(),
         &manifest("wrong-kind", "destination", "safd:connector@0.1.0"),
     );
+    // It uses wasi:http, but its manifest does not ask for it: wasi:http is
+    // not linked for it, and the refusal says what to add.
+    add_plugin(
+        d,
+        "no-http",
+        &fixture_wasm(),
+        &format!(
+            "{}[capabilities]\nfiles = true\ntcp = true\n",
+            manifest("no-http", "source", "safd:connector@0.1.0")
+        ),
+    );
     std::fs::write(d.join("orphan.wasm"), fixture_wasm()).unwrap();
     std::fs::write(
         d.join("lonely.toml"),
@@ -84,7 +95,7 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
     assert_eq!(loaded, ["fixture-destination", "fixture-source"]);
 
     let lines: Vec<String> = report.refused.iter().map(ToString::to_string).collect();
-    assert_eq!(lines.len(), 7, "{lines:#?}");
+    assert_eq!(lines.len(), 8, "{lines:#?}");
     for line in &lines {
         assert!(!line.contains('\n'), "not one line: {line}");
     }
@@ -113,6 +124,11 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
     assert!(wrong.contains("source-connector"), "{wrong}");
     assert!(line_for("orphan").contains("no manifest; add `orphan.toml`"));
     assert!(line_for("lonely").contains("no component"));
+    let no_http = line_for("no-http");
+    assert!(
+        no_http.contains("wasi:http") && no_http.contains("add `http = true` under [capabilities]"),
+        "{no_http}"
+    );
 
     let kinds: Vec<_> = report
         .refused

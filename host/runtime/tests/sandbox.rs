@@ -129,6 +129,22 @@ async fn a_malformed_event_block_is_refused_and_the_plugin_rebuilt() {
     assert_eq!(batch.events.len(), 4);
 }
 
+/// Host resources (here stdout handles, each a host object) count against
+/// a per-instance capacity: a plugin that hoards them is stopped at it
+/// (trapped, rebuilt), not allowed to grow the host's memory.
+#[tokio::test]
+async fn hoarded_host_resources_are_refused_at_the_limit() {
+    let mut session = open(&["hoard:100", "hoard:1000000"], &no_grants()).await;
+    assert_eq!(report(&mut session).await, "ok: holding 100 resources");
+    let err = session.poll(PollLimits::default()).await.unwrap_err();
+    let SessionError::Trapped(message) = &err else {
+        panic!("expected a trap, got {err:?}");
+    };
+    assert!(message.contains("resource table"), "{message}");
+    // Rebuilt (its script starts again): the fresh instance serves again.
+    assert_eq!(report(&mut session).await, "ok: holding 100 resources");
+}
+
 /// A block declaring 2^32 - 1 events in ten bytes is refused by its count
 /// before anything is sized by it (a vector of that many offsets would be
 /// 16 GiB).
