@@ -161,11 +161,70 @@ fn compiled_code_is_cached_outside_the_plugin_directory() {
     assert_eq!(second.origin, CompileOrigin::Cached);
 
     // A damaged cache entry is discarded and recompiled, not trusted.
-    for entry in std::fs::read_dir(cache.path().join("compiled")).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"not machine code").unwrap();
+    let entries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(cache.path().join("compiled"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    for entry in entries() {
+        std::fs::write(entry, b"not machine code").unwrap();
     }
     let third = runtime().load(&wasm).unwrap();
     assert_eq!(third.origin, CompileOrigin::Compiled);
+    assert_eq!(runtime().load(&wasm).unwrap().origin, CompileOrigin::Cached);
+
+    // A tampered entry (one byte of its machine code changed, the rest
+    // intact) is refused by its authentication tag, never loaded.
+    for entry in entries() {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    assert_eq!(
+        runtime().load(&wasm).unwrap().origin,
+        CompileOrigin::Compiled
+    );
+    // An entry signed with another key (the key replaced) is refused too.
+    std::fs::write(cache.path().join("compiled.key"), [7u8; 32]).unwrap();
+    assert_eq!(
+        runtime().load(&wasm).unwrap().origin,
+        CompileOrigin::Compiled
+    );
+    assert_eq!(runtime().load(&wasm).unwrap().origin, CompileOrigin::Cached);
+}
+
+/// A cache directory other users can write to is not used: nothing is
+/// loaded from it (every load compiles), and nothing is written to it.
+#[cfg(unix)]
+#[test]
+fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = tempfile::tempdir().unwrap();
+    // Writable by everyone, not sticky: anyone could swap the cache.
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runtime = || {
+        Runtime::new(RuntimeConfig {
+            cache_dir: shared.path().join("compiled"),
+            limits: test_limits(),
+        })
+        .unwrap()
+    };
+    let wasm = plugin_dir().join("fixture-source.wasm");
+    assert_eq!(
+        runtime().load(&wasm).unwrap().origin,
+        CompileOrigin::Compiled
+    );
+    assert_eq!(
+        runtime().load(&wasm).unwrap().origin,
+        CompileOrigin::Compiled
+    );
+    assert!(!runtime().is_compiled(&wasm));
+    let written = std::fs::read_dir(shared.path().join("compiled"))
+        .unwrap()
+        .count();
+    assert_eq!(written, 0);
 }
 
 #[tokio::test]
