@@ -103,6 +103,16 @@ const AVERAGE_RECORD: usize = 256;
 const MIN_READ: usize = 16 << 10;
 const MAX_READ: usize = 4 << 20;
 
+/// The longest record taken whole. EMS records are a few hundred bytes; a
+/// "record" past this is damage (a file of binary junk, a missing newline)
+/// and is cut here (the cut part emitted, flagged unparsable by the parser,
+/// reading going on after it) instead of being read whole into memory —
+/// which, in a sandbox with a memory limit, would trap on every try.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Seeking reads each file in pieces of this size, never whole.
+const SEEK_CHUNK: usize = 4 << 20;
+
 impl Tail {
     pub fn new(dir: &Path, format: Format, position: Position) -> Self {
         Self {
@@ -261,6 +271,22 @@ impl Tail {
             let (found, resume) =
                 framing::records_up_to(&buffer, self.format, finished && to_end, wanted_records);
             if found.is_empty() && !to_end {
+                if buffer.len() >= MAX_RECORD_BYTES {
+                    let cut = oversized_cut(&buffer);
+                    *records += 1;
+                    *bytes += cut;
+                    let text = String::from_utf8_lossy(&buffer[..cut]);
+                    return Ok((
+                        vec![Record {
+                            file: current,
+                            start: self.position.offset,
+                            end: self.position.offset + cut as u64,
+                            text: text.trim_end_matches(['\n', '\r']).to_owned(),
+                        }],
+                        cut,
+                        false,
+                    ));
+                }
                 // One record longer than the read: read more.
                 want = want.saturating_mul(2).min(available);
                 continue;
@@ -325,30 +351,68 @@ impl Tail {
     ) -> std::io::Result<()> {
         let files = list(&self.dir)?;
         for (i, number) in files.iter().enumerate() {
-            let bytes = match std::fs::read(self.dir.join(file_name(*number))) {
-                Ok(bytes) => bytes,
+            let mut file = match std::fs::File::open(self.dir.join(file_name(*number))) {
+                Ok(file) => file,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err),
             };
             let finished = i + 1 < files.len();
-            let (found, resume) = framing::records(&bytes, self.format, finished);
-            if let Some(record) = found
-                .iter()
-                .find(|r| time_of(&r.text).is_some_and(|t| t >= target))
-            {
-                self.position = Position {
-                    file: *number,
-                    offset: record.start as u64,
+            let size = file.metadata()?.len();
+            // Read in pieces: memory stays bounded whatever the file's size.
+            let mut offset = 0u64;
+            while offset < size {
+                let want = usize::try_from(size - offset)
+                    .unwrap_or(SEEK_CHUNK)
+                    .min(SEEK_CHUNK);
+                file.seek(SeekFrom::Start(offset))?;
+                let mut buffer = Vec::with_capacity(want);
+                (&mut file).take(want as u64).read_to_end(&mut buffer)?;
+                let at_end = offset + buffer.len() as u64 >= size;
+                let (found, resume) = framing::records(&buffer, self.format, finished && at_end);
+                if let Some(record) = found
+                    .iter()
+                    .find(|r| time_of(&r.text).is_some_and(|t| t >= target))
+                {
+                    self.position = Position {
+                        file: *number,
+                        offset: offset + record.start as u64,
+                    };
+                    return Ok(());
+                }
+                let step = if found.is_empty() && !at_end {
+                    // A record longer than a piece: step over it as a read
+                    // would cut it.
+                    oversized_cut(&buffer)
+                } else {
+                    resume
                 };
-                return Ok(());
+                if step == 0 {
+                    break;
+                }
+                offset += step as u64;
             }
             self.position = Position {
                 file: *number,
-                offset: resume as u64,
+                offset,
             };
         }
         Ok(())
     }
+}
+
+/// Where a record longer than [`MAX_RECORD_BYTES`] at the start of
+/// `buffer` is cut: after its last line break within the limit, or at the
+/// limit (on a UTF-8 boundary where one is near) when it has none.
+fn oversized_cut(buffer: &[u8]) -> usize {
+    let limit = buffer.len().min(MAX_RECORD_BYTES);
+    if let Some(newline) = memchr::memrchr(b'\n', &buffer[..limit]) {
+        return newline + 1;
+    }
+    // Not inside a multi-byte character, if the text is UTF-8 at all.
+    (limit.saturating_sub(3)..=limit)
+        .rev()
+        .find(|&at| at == buffer.len() || buffer.get(at).is_some_and(|b| b & 0xc0 != 0x80))
+        .unwrap_or(limit)
 }
 
 #[cfg(test)]
@@ -363,5 +427,17 @@ mod tests {
         assert_eq!(file_number("ZZEV00a1"), None);
         assert_eq!(file_number("zzev0001"), None);
         assert_eq!(file_name(7), "ZZEV0007");
+    }
+
+    #[test]
+    fn an_oversized_record_is_cut_at_a_line_or_character_boundary() {
+        let mut lines = vec![b'x'; MAX_RECORD_BYTES - 10];
+        lines.extend_from_slice(b"\nyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy");
+        assert_eq!(oversized_cut(&lines), MAX_RECORD_BYTES - 9);
+        let mut one = "é".repeat(MAX_RECORD_BYTES).into_bytes();
+        one.truncate(MAX_RECORD_BYTES + 5);
+        let cut = oversized_cut(&one);
+        assert!(cut <= MAX_RECORD_BYTES && cut >= MAX_RECORD_BYTES - 3);
+        assert!(std::str::from_utf8(&one[..cut]).is_ok());
     }
 }

@@ -188,3 +188,35 @@ fn a_file_finished_during_a_read_is_read_to_its_real_end() {
     assert_eq!(positions.len(), seen.len(), "a record was read twice");
     assert_eq!(seen.len(), EVENTS, "records were skipped");
 }
+
+/// A "record" of 3 MiB with no line break (a damaged file): it is cut into
+/// pieces of at most `MAX_RECORD_BYTES`, emitted (never dropped, never read
+/// whole), and the records after it are read as usual; seeking steps over
+/// it in bounded pieces too.
+#[test]
+fn an_oversized_record_is_cut_and_reading_goes_on() {
+    use safd_ems::tail::MAX_RECORD_BYTES;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = vec![b'x'; 3 << 20];
+    bytes.extend_from_slice(b"\n{1}\n{2}\n");
+    std::fs::write(dir.path().join(file_name(1)), &bytes).unwrap();
+    std::fs::write(dir.path().join(file_name(2)), b"{3}\n").unwrap();
+    let mut tail = Tail::new(dir.path(), Format::B, Position::default());
+    let read = records(&drain(&mut tail, 100));
+    let texts: Vec<&str> = read.iter().map(|(_, _, t)| t.as_str()).collect();
+    assert!(texts.len() >= 6, "{}", texts.len());
+    assert_eq!(texts[texts.len() - 3..], ["{1}", "{2}", "{3}"]);
+    let junk: usize = texts[..texts.len() - 3].iter().map(|t| t.len()).sum();
+    assert_eq!(junk, 3 << 20, "every junk byte emitted once");
+    assert!(read.iter().all(|(_, _, t)| t.len() <= MAX_RECORD_BYTES));
+
+    let mut tail = Tail::new(dir.path(), Format::B, Position::default());
+    tail.seek(2, |text| match text {
+        "{1}" => Some(1),
+        "{2}" => Some(2),
+        _ => None,
+    })
+    .unwrap();
+    let at = tail.position();
+    assert_eq!((at.file, at.offset), (1, (3 << 20) + 5));
+}
