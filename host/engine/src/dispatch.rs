@@ -76,6 +76,8 @@ pub struct LaneStatus {
 /// What a finished call reports back.
 struct CallDone {
     member: usize,
+    /// When the call started (confirms writes that lingered before it).
+    started: Instant,
     session: Option<Box<dyn DestinationSession>>,
     outcome: Outcome,
 }
@@ -145,6 +147,17 @@ pub(crate) struct LaneState {
     /// Deliveries that made the destination trap or fail fatally, by the
     /// (stream, first seq, events) they started with: how often.
     poison_strikes: BTreeMap<(String, u64, usize), u32>,
+    /// Events a transport-write member took, waiting out the linger
+    /// before they count as delivered, oldest first.
+    lingering: std::collections::VecDeque<Lingering>,
+}
+
+/// What one delivery to a transport-write member wrote.
+struct Lingering {
+    member: usize,
+    written_at: Instant,
+    /// Per stream, the highest seq written.
+    through: BTreeMap<String, u64>,
 }
 
 impl Lane {
@@ -196,7 +209,12 @@ impl Lane {
                 continue;
             }
             let is_active = self.state.active == Some(index);
-            let probe_due = member.probe_due;
+            // Writes waiting out their linger are confirmed by the next
+            // call that starts after it: an idle member is probed then.
+            let probe_due = match self.linger_due(index) {
+                Some(due) => member.probe_due.min(due),
+                None => member.probe_due,
+            };
             if member.registered_epoch.is_none()
                 || (is_active && member.registered_epoch != Some(self.state.epoch))
             {
@@ -214,17 +232,48 @@ impl Lane {
         let far = Instant::now() + Duration::from_secs(3600);
         self.members
             .iter()
-            .filter(|m| !m.busy)
-            .map(|m| {
+            .enumerate()
+            .filter(|(_, m)| !m.busy)
+            .map(|(index, m)| {
                 if m.registered_epoch.is_none() {
                     m.hold_until
                 } else {
-                    m.hold_until.max(m.probe_due)
+                    let due = self
+                        .linger_due(index)
+                        .map_or(m.probe_due, |due| m.probe_due.min(due));
+                    m.hold_until.max(due)
                 }
             })
             .min()
             .unwrap_or(far)
             .min(far)
+    }
+
+    /// When the oldest write to `index` waiting out its linger may be
+    /// confirmed.
+    fn linger_due(&self, index: usize) -> Option<Instant> {
+        self.state
+            .lingering
+            .front()
+            .filter(|l| l.member == index)
+            .map(|l| l.written_at + self.tuning.linger)
+    }
+
+    /// A call to `index` that started at `started` succeeded: every write
+    /// to it that had lingered long enough by then counts as delivered.
+    async fn confirm_lingering(&mut self, index: usize, started: Instant) {
+        let linger = self.tuning.linger;
+        while let Some(front) = self.state.lingering.front() {
+            if front.member != index || front.written_at + linger > started {
+                break;
+            }
+            let Some(confirmed) = self.state.lingering.pop_front() else {
+                break;
+            };
+            for (stream, seq) in confirmed.through {
+                self.advance(&stream, seq).await;
+            }
+        }
     }
 
     /// Take the member's session (opening one if needed) into a task.
@@ -243,6 +292,7 @@ impl Lane {
         let connector = member.connector.clone();
         let endpoint = member.endpoint.clone();
         let timeout = self.tuning.request_timeout;
+        let started = Instant::now();
         calls.spawn(async move {
             // A failed open reports as a failed probe: the member is
             // unreachable either way, and the plan is rebuilt from the queue.
@@ -253,6 +303,7 @@ impl Lane {
                     Ok(Err(err)) => {
                         return CallDone {
                             member: index,
+                            started,
                             session: None,
                             outcome: Outcome::Probed(Err(err)),
                         };
@@ -260,6 +311,7 @@ impl Lane {
                     Err(_) => {
                         return CallDone {
                             member: index,
+                            started,
                             session: None,
                             outcome: Outcome::Probed(Err(SessionError::TimedOut(timeout))),
                         };
@@ -269,6 +321,7 @@ impl Lane {
             match tokio::time::timeout(timeout, call(&mut session)).await {
                 Ok(outcome) => CallDone {
                     member: index,
+                    started,
                     session: Some(session),
                     outcome,
                 },
@@ -276,6 +329,7 @@ impl Lane {
                 // and registered next time.
                 Err(_) => CallDone {
                     member: index,
+                    started,
                     session: None,
                     outcome: Outcome::Probed(Err(SessionError::TimedOut(timeout))),
                 },
@@ -421,6 +475,14 @@ impl Lane {
         self.members[index].busy = false;
         self.members[index].registering = false;
         self.members[index].session = done.session;
+        let succeeded = match &done.outcome {
+            Outcome::Registered { result, .. } => result.is_ok(),
+            Outcome::Delivered { result, .. } => result.is_ok(),
+            Outcome::Probed(result) => result.is_ok(),
+        };
+        if succeeded {
+            self.confirm_lingering(index, done.started).await;
+        }
         match done.outcome {
             Outcome::Registered { epoch, result } => match result {
                 Ok(registration) => self.registered(index, epoch, registration).await,
@@ -556,6 +618,8 @@ impl Lane {
             .map(|r| ((r.stream.as_str(), r.seq), r.reason.as_str()))
             .collect();
         let mut progressed = false;
+        // Transport-write members: what was written, to confirm later.
+        let mut written: BTreeMap<String, u64> = BTreeMap::new();
         for batch in &plan.batches {
             let (Some(first), Some(last)) = (batch.events.first_seq(), batch.events.last_seq())
             else {
@@ -606,7 +670,18 @@ impl Lane {
             self.state
                 .send_from
                 .insert(stream.to_owned(), settled.max(first - 1) + 1);
-            self.advance(stream, settled).await;
+            if self.members[index].transport_write {
+                written.insert(stream.to_owned(), settled);
+            } else {
+                self.advance(stream, settled).await;
+            }
+        }
+        if !written.is_empty() {
+            self.state.lingering.push_back(Lingering {
+                member: index,
+                written_at: Instant::now(),
+                through: written,
+            });
         }
         let sent_from: BTreeMap<String, u64> = plan
             .batches
@@ -710,6 +785,14 @@ impl Lane {
     /// it unreachable (which fails over).
     async fn call_failed(&mut self, index: usize, err: &SessionError, plan: Option<Plan>) {
         Metrics::add(&self.metrics.delivery_retries, u64::from(plan.is_some()));
+        if self.state.lingering.iter().any(|l| l.member == index) {
+            // Written but never confirmed: the connection they went over
+            // failed, so they may be lost. Send them again (receivers see
+            // their ids; a few duplicates are the price).
+            self.state.lingering.retain(|l| l.member != index);
+            self.state.send_from.clear();
+            self.state.isolate_through.clear();
+        }
         if let Some(plan) = &plan
             && plan.dead_letters
             && !matches!(err, SessionError::Connector(ConnectorError::Rejected(_)))
@@ -898,6 +981,7 @@ impl Lane {
     fn rewind(&mut self) {
         self.state.send_from.clear();
         self.state.isolate_through.clear();
+        self.state.lingering.clear();
         if let Some(catch_up) = self.state.catching_up.take() {
             tracing::info!(
                 group = %self.group,

@@ -57,6 +57,11 @@ pub struct Tuning {
     /// First and longest wait before retrying an unreachable member.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// For destinations that only confirm writes (plain TCP): how long
+    /// written events wait before they count as delivered. They are
+    /// confirmed by a later call that started after the linger and
+    /// succeeded on the same member; any failure before sends them again.
+    pub linger: Duration,
 }
 
 impl Default for Tuning {
@@ -70,6 +75,7 @@ impl Default for Tuning {
             transient_limit: 3,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
+            linger: Duration::from_secs(1),
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::failover::MemberHealth;
 use crate::group::Tuning;
-use safd_connector::{DestinationConnector, DestinationSession, Endpoint, MemberRole};
+use safd_connector::{
+    Acknowledgement, DestinationConnector, DestinationSession, Endpoint, MemberRole,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -13,6 +15,9 @@ pub(crate) struct Member {
     pub(crate) name: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) connector: Arc<dyn DestinationConnector>,
+    /// Its answers only say "written to the connection" (plain TCP): what
+    /// it took counts as delivered only after the group's linger.
+    pub(crate) transport_write: bool,
     /// `None` before the first open, after a failure discarded it, and
     /// while a call owns it.
     pub(crate) session: Option<Box<dyn DestinationSession>>,
@@ -53,6 +58,7 @@ impl Member {
                 role,
             },
             name,
+            transport_write: connector.acknowledgement() == Acknowledgement::TransportWrite,
             connector,
             session: None,
             busy: false,

@@ -289,6 +289,54 @@ async fn a_poison_event_is_dead_lettered_and_delivery_goes_on() {
     engine.shutdown().await.unwrap();
 }
 
+/// A destination that only confirms writes (plain TCP): the receiver dies
+/// with what it got in its last moments, then the backup does too. Events
+/// count as delivered only after the linger, and a failure sends the
+/// unconfirmed ones again: nothing is lost, at the price of duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transport_write_receiver_that_dies_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = FakeSource::default();
+    let destination = FakeDestination {
+        transport_write: true,
+        ..FakeDestination::default()
+    };
+    let engine = pair(dir.path(), &source, &destination);
+    let (primary, backup) = (destination.server("primary"), destination.server("backup"));
+    // A syslog receiver never asks to catch up.
+    for server in [&primary, &backup] {
+        server.with(|s| s.asks_catch_up = false);
+    }
+    let feed = |rounds: u64| {
+        let source = source.clone();
+        async move {
+            for _ in 0..rounds {
+                source.append(20, "e");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    feed(30).await;
+    // The primary dies with the last 150 ms of what it received.
+    primary.with(|s| s.crash_losing(Duration::from_millis(150)));
+    feed(30).await;
+    eventually("the backup took over", WAIT, || {
+        active(&engine, "mgmt").as_deref() == Some("backup")
+    })
+    .await;
+    feed(20).await;
+    backup.with(|s| s.crash_losing(Duration::from_millis(150)));
+    feed(10).await;
+    primary.with(|s| s.link_up = true);
+    let total = source.len();
+    eventually("every event delivered", WAIT, || {
+        holds_all(&[&primary, &backup], "ems", total)
+    })
+    .await;
+    assert!(acked(&engine, "mgmt", "ems") <= total);
+    engine.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_with_a_stale_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();

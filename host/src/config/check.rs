@@ -332,6 +332,7 @@ async fn check_file(
                 probe_interval: Duration::from_millis(*section.probe_interval_ms.get_ref()),
                 failback_after: section.failback_after,
                 transient_limit: section.transient_limit,
+                linger: Duration::from_millis(*section.linger_ms.get_ref()),
                 ..Tuning::default()
             },
         });

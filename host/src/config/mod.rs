@@ -194,6 +194,11 @@ pub struct GroupSection {
     /// Transient errors in a row after which a member is unreachable.
     #[serde(default = "defaults::transient_limit")]
     pub transient_limit: u32,
+    /// For plugins that only confirm writes (plain TCP syslog): how long
+    /// written events wait before they count as delivered; a failure
+    /// within it sends them again.
+    #[serde(default = "defaults::linger_ms")]
+    pub linger_ms: Spanned<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +261,9 @@ mod defaults {
     }
     pub fn transient_limit() -> u32 {
         3
+    }
+    pub fn linger_ms() -> Spanned<u64> {
+        unspanned(1000)
     }
 }
 

@@ -116,6 +116,18 @@ input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="store" maxDataSiz
         }
     }
 
+    /// SIGSTOP: it stops reading; what safd writes piles up in its socket
+    /// buffer (and is lost with a `kill` that follows).
+    pub fn freeze(&mut self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-STOP", &child.id().to_string()])
+                .status()
+                .expect("kill -STOP runs");
+            assert!(status.success());
+        }
+    }
+
     /// `kill -9`: no chance to flush anything it has not written.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -77,7 +77,20 @@ impl Writer {
     fn link(&self) -> Result<std::cell::RefMut<'_, Link>, ConnectorError> {
         let mut slot = self.link.borrow_mut();
         let stale = match slot.as_mut() {
-            Some(Link::Tcp(connection)) => connection.peer_closed(),
+            Some(Link::Tcp(connection)) => {
+                if connection.peer_closed() {
+                    // Plain TCP confirms nothing: what was written lately
+                    // may have died with the connection. Say so instead of
+                    // quietly reconnecting, so that safd sends again what
+                    // it has not yet counted as delivered (the linger).
+                    *slot = None;
+                    return Err(ConnectorError::Transient(format!(
+                        "{} closed the connection; events not yet confirmed are sent again",
+                        self.address
+                    )));
+                }
+                false
+            }
             Some(Link::Relp(session)) => session.connection().peer_closed(),
             None => true,
         };

@@ -31,6 +31,8 @@ pub struct ServerState {
     pub events: BTreeMap<(String, u64), String>,
     /// (stream, seq) in order of first arrival.
     pub arrivals: Vec<(String, u64)>,
+    /// When each held event arrived.
+    pub arrived_at: BTreeMap<(String, u64), Instant>,
     /// Deliveries of events it already held (removed by its dedup).
     pub duplicates: u64,
     /// The same, per stream.
@@ -85,6 +87,7 @@ impl Default for ServerState {
             asks_catch_up: true,
             events: BTreeMap::new(),
             arrivals: Vec::new(),
+            arrived_at: BTreeMap::new(),
             duplicates: 0,
             duplicates_by_stream: BTreeMap::new(),
             registrations: Vec::new(),
@@ -116,6 +119,23 @@ impl ServerState {
     pub fn count(&self, stream: &str) -> usize {
         self.events.keys().filter(|(s, _)| s == stream).count()
     }
+
+    /// Die like a plain-TCP receiver: what arrived in the last `window`
+    /// was still in its buffers and is gone; it no longer answers.
+    pub fn crash_losing(&mut self, window: Duration) {
+        let since = Instant::now() - window;
+        let lost: Vec<(String, u64)> = self
+            .arrived_at
+            .iter()
+            .filter(|(_, at)| **at >= since)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in lost {
+            self.events.remove(&key);
+            self.arrived_at.remove(&key);
+        }
+        self.link_up = false;
+    }
 }
 
 /// A fake management server shared between the test and the connector.
@@ -140,6 +160,8 @@ impl FakeServer {
 #[derive(Clone, Debug, Default)]
 pub struct FakeDestination {
     pub servers: Arc<Mutex<BTreeMap<String, FakeServer>>>,
+    /// Answer like plain TCP: "written", never "stored".
+    pub transport_write: bool,
 }
 
 impl FakeDestination {
@@ -162,7 +184,11 @@ impl DestinationConnector for FakeDestination {
     }
 
     fn acknowledgement(&self) -> Acknowledgement {
-        Acknowledgement::DurableCommit
+        if self.transport_write {
+            Acknowledgement::TransportWrite
+        } else {
+            Acknowledgement::DurableCommit
+        }
     }
 }
 
@@ -285,6 +311,7 @@ impl DestinationSession for FakeSession {
                             .or_default() += 1;
                     } else {
                         s.events.insert(key.clone(), event.event.id.clone());
+                        s.arrived_at.insert(key.clone(), Instant::now());
                         s.arrivals.push(key);
                     }
                     if s.print_stored {
@@ -474,5 +501,6 @@ pub fn fast_tuning() -> Tuning {
         transient_limit: 3,
         retry_min: Duration::from_millis(10),
         retry_max: Duration::from_millis(50),
+        linger: Duration::from_millis(200),
     }
 }
