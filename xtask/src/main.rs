@@ -7,7 +7,9 @@
 //! - `demo`: `plugins`, then safd's demo on the built plugins;
 //! - `bench`: `plugins`, then the criterion benchmarks;
 //! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
-//!   ems-sim, then `safd bench` (the whole pipeline against its targets).
+//!   ems-sim, then `safd bench` (the whole pipeline against its targets);
+//! - `soak`: `plugins`, then `safd soak` (the demo pipeline under random
+//!   faults for `--minutes N`, every event counted at the end).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -52,6 +54,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the plugins, then run `safd soak` (extra args go to it, e.g.
+    /// `--minutes 30`; the report lands in target/soak-report).
+    Soak {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -84,6 +92,24 @@ fn main() -> Result<()> {
             let mut cmd = Command::new(&safd);
             cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
             run(&mut cmd)
+        }
+        Task::Soak { args } => {
+            let dir = build_plugins(&root)?;
+            // Built as `test` builds them (see `demo`).
+            run(cargo(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
+            let target = root.join("target");
+            let mut cmd = Command::new(target.join("debug").join("safd"));
+            cmd.args(["soak", "--plugins"])
+                .arg(&dir)
+                .arg("--cache-dir")
+                .arg(target.join("soak-plugin-cache"))
+                .arg("--out")
+                .arg(target.join("soak-report"))
+                .args(args);
+            let status = cmd
+                .status()
+                .with_context(|| format!("cannot run {cmd:?}"))?;
+            std::process::exit(status.code().unwrap_or(1))
         }
         Task::BenchPipeline { args } => bench_release(&root, "bench", &args),
         Task::BenchSyslog { args } => bench_release(&root, "bench-syslog", &args),

@@ -336,7 +336,7 @@ impl Safd {
     }
 
     /// Events of the stream in safd's queue (its next seq − 1).
-    fn stored(&self) -> u64 {
+    pub(super) fn stored(&self) -> u64 {
         self.status()
             .ok()
             .and_then(|s| s.streams.into_iter().find(|s| s.name == STREAM))

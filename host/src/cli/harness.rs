@@ -205,6 +205,24 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Seqs held across every stream (safd's own events included).
+    pub(crate) fn held_in_all_streams(&self) -> u64 {
+        self.get("stats")
+            .and_then(|stats| stats["streams"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|s| s["held"].as_array().cloned().unwrap_or_default())
+            .filter_map(|pair| Some(pair[1].as_u64()? - pair[0].as_u64()? + 1))
+            .sum()
+    }
+
+    /// Events this server stored (each once), across every stream.
+    pub(crate) fn stored(&self) -> u64 {
+        self.get("stats")
+            .and_then(|stats| stats["counters"]["stored"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Events this server received again and stored once.
     pub(crate) fn recognised(&self) -> u64 {
         self.get("stats")

@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod harness;
 mod plugins;
+mod soak;
 
 use clap::{Args, Parser, Subcommand};
 use safd_runtime::{Limits, Runtime, RuntimeConfig};
@@ -80,6 +81,12 @@ enum Command {
     ///
     /// Use release builds (`cargo xtask bench-syslog`).
     BenchSyslog(bench_syslog::BenchSyslogArgs),
+    /// Run the demo pipeline for a long time with random faults (kill -9 of
+    /// safd and the servers, SIGSTOP, the index removed, a full disk) and
+    /// count every event at the end; writes soak.json and soak.md.
+    ///
+    /// `cargo xtask soak --minutes N` builds what it needs and runs it.
+    Soak(soak::SoakArgs),
 }
 
 impl Cli {
@@ -144,5 +151,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchSyslog(args) => bench_syslog::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
     }
 }
