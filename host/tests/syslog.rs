@@ -388,19 +388,26 @@ fn append_lines(path: &Path, range: std::ops::RangeInclusive<u64>) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
-/// The whole daemon: `safd run` tails a live, rotating log into rsyslog
-/// over RELP; rsyslog is killed mid-stream and comes back; every line
-/// arrives (resends after the kill carry the same event id).
-#[test]
-fn safd_run_tails_a_rotating_log_into_rsyslog_over_relp_through_an_rsyslog_kill() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let mut server = Rsyslog::start(&dir.path().join("rsyslog"));
+/// `safd.toml` in `dir`: file-tail on `logs` (files matching `pattern`)
+/// → the failover group `siem` of syslog `members` (name, address), with
+/// the plugin's `config` and `extra` lines in the group's table.
+fn tail_to_syslog_config(
+    dir: &Path,
+    logs: &Path,
+    pattern: &str,
+    config: &str,
+    members: &[(&str, SocketAddr)],
+    extra: &str,
+) -> PathBuf {
     let plugins = plugin_path().parent().unwrap().to_owned();
-    let config = dir.path().join("safd.toml");
+    let grants: Vec<String> = members.iter().map(|(_, a)| format!("\"{a}\"")).collect();
+    let members: Vec<String> = members
+        .iter()
+        .map(|(name, a)| format!("{{ name = \"{name}\", address = \"{a}\" }}"))
+        .collect();
+    let path = dir.join("safd.toml");
     std::fs::write(
-        &config,
+        &path,
         format!(
             r#"agent_id = "e2e-safd"
 data_dir = "{data}"
@@ -411,24 +418,46 @@ listen = "127.0.0.1:0"
 
 [sources.app]
 plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log*" }}
+config = {{ directory = "{logs}", pattern = "{pattern}" }}
 grants = {{ dirs = ["{logs}"] }}
 
 [groups.siem]
 mode = "failover"
 plugin = "syslog"
-config = {{ transport = "relp", timeout_ms = 3000 }}
-grants = {{ tcp = ["{relp}"] }}
-members = [{{ name = "rsyslog", address = "{relp}" }}]
+config = {config}
+grants = {{ tcp = [{grants}] }}
+members = [{members}]
 probe_interval_ms = 200
+{extra}
 "#,
-            data = dir.path().join("data").display(),
+            data = dir.join("data").display(),
             plugins = plugins.display(),
             logs = logs.display(),
-            relp = server.relp,
+            grants = grants.join(", "),
+            members = members.join(", "),
         ),
     )
     .unwrap();
+    path
+}
+
+/// The whole daemon: `safd run` tails a live, rotating log into rsyslog
+/// over RELP; rsyslog is killed mid-stream and comes back; every line
+/// arrives (resends after the kill carry the same event id).
+#[test]
+fn safd_run_tails_a_rotating_log_into_rsyslog_over_relp_through_an_rsyslog_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut server = Rsyslog::start(&dir.path().join("rsyslog"));
+    let config = tail_to_syslog_config(
+        dir.path(),
+        &logs,
+        "app.log*",
+        r#"{ transport = "relp", timeout_ms = 3000 }"#,
+        &[("rsyslog", server.relp)],
+        "",
+    );
 
     let check = safd().arg("check").arg("-c").arg(&config).output().unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
@@ -550,40 +579,14 @@ fn plain_tcp_loses_nothing_when_receivers_die_mid_stream() {
     std::fs::create_dir_all(&logs).unwrap();
     let mut primary = Rsyslog::start(&dir.path().join("primary"));
     let mut backup = Rsyslog::start(&dir.path().join("backup"));
-    let plugins = plugin_path().parent().unwrap().to_owned();
-    let config = dir.path().join("safd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"agent_id = "e2e-safd"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.app]
-plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log" }}
-grants = {{ dirs = ["{logs}"] }}
-
-[groups.siem]
-mode = "failover"
-plugin = "syslog"
-config = {{ transport = "tcp", timeout_ms = 3000 }}
-grants = {{ tcp = ["{primary}", "{backup}"] }}
-members = [{{ name = "primary", address = "{primary}" }}, {{ name = "backup", address = "{backup}" }}]
-probe_interval_ms = 200
-linger_ms = 1000
-"#,
-            data = dir.path().join("data").display(),
-            plugins = plugins.display(),
-            logs = logs.display(),
-            primary = primary.tcp,
-            backup = backup.tcp,
-        ),
-    )
-    .unwrap();
+    let config = tail_to_syslog_config(
+        dir.path(),
+        &logs,
+        "app.log",
+        r#"{ transport = "tcp", timeout_ms = 3000 }"#,
+        &[("primary", primary.tcp), ("backup", backup.tcp)],
+        "linger_ms = 1000",
+    );
     let (mut daemon, _admin, stderr) = run_with_admin(&config);
     let log = logs.join("app.log");
     let total = 60_000u64;

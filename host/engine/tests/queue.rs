@@ -441,17 +441,22 @@ async fn an_ingest_cut_short_is_not_replayed() {
     assert_eq!(again.first_seq, 4);
 }
 
-/// Segment files of removed events are deleted; the disk space comes back.
-#[tokio::test]
-async fn segments_of_removed_events_are_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = safd_engine::QueueOptions {
+/// Queue options that keep nothing once it is acknowledged.
+fn no_replay_window() -> safd_engine::QueueOptions {
+    safd_engine::QueueOptions {
         retention: safd_engine::Retention {
             max_bytes: 0,
             max_age: std::time::Duration::ZERO,
         },
         ..Default::default()
-    };
+    }
+}
+
+/// Segment files of removed events are deleted; the disk space comes back.
+#[tokio::test]
+async fn segments_of_removed_events_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = no_replay_window();
     let (queue, _) = Queue::open_with(
         dir.path(),
         options,
@@ -517,13 +522,7 @@ fn segment_files(path: &std::path::Path) -> std::collections::BTreeSet<std::path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_index_is_rebuilt_from_the_segments_without_reusing_seqs() {
     let dir = tempfile::tempdir().unwrap();
-    let options = safd_engine::QueueOptions {
-        retention: safd_engine::Retention {
-            max_bytes: 0,
-            max_age: std::time::Duration::ZERO,
-        },
-        ..Default::default()
-    };
+    let options = no_replay_window();
     let open = || {
         Queue::open_with(
             dir.path(),
