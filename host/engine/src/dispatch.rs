@@ -785,6 +785,12 @@ impl Lane {
     /// it unreachable (which fails over).
     async fn call_failed(&mut self, index: usize, err: &SessionError, plan: Option<Plan>) {
         Metrics::add(&self.metrics.delivery_retries, u64::from(plan.is_some()));
+        if err.instance_was_reset() {
+            // The plugin instance behind the session was rebuilt: it knows
+            // nothing of the registration, so the member registers again
+            // before its next delivery.
+            self.members[index].registered_epoch = None;
+        }
         if self.state.lingering.iter().any(|l| l.member == index) {
             // Written but never confirmed: the connection they went over
             // failed, so they may be lost. Send them again (receivers see

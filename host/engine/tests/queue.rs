@@ -713,3 +713,48 @@ async fn a_read_error_is_retried_not_quarantined() {
     assert!(report.quarantined.is_empty());
     assert_eq!(seqs(&queue, "ems"), [1, 2, 3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repro_cursor_after_repeated_index_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut next = 0u64;
+    for round in 0..8u64 {
+        let (queue, report) = Queue::open_with(
+            dir.path(),
+            no_replay_window(),
+            safd_engine::Notices::default(),
+            Arc::default(),
+        )
+        .unwrap();
+        let s = report.streams.iter().find(|s| s.name == "ems");
+        eprintln!(
+            "round {round}: {:?}",
+            s.map(|s| (s.next_seq, s.cursor.clone(), s.first_seq))
+        );
+        if round > 0 {
+            let s = s.expect("stream known");
+            assert_eq!(
+                s.cursor.as_deref(),
+                Some(&cursor(next)[..]),
+                "round {round}"
+            );
+            assert_eq!(s.next_seq, next + 1, "round {round}");
+        }
+        queue.set_cursor_owners(["g".to_owned()]);
+        for _ in 0..10 {
+            queue
+                .ingest("ems", &events(next..next + 50), Some(&cursor(next + 50)))
+                .await
+                .unwrap();
+            next += 50;
+        }
+        if round % 2 == 0 {
+            queue.ack("g", "ems", next).await.unwrap();
+            queue.enforce_retention().await.unwrap();
+        }
+        drop(queue);
+        if round % 3 != 2 {
+            remove_index(dir.path());
+        }
+    }
+}

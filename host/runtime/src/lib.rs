@@ -16,6 +16,7 @@ mod config;
 mod destination;
 mod error;
 mod guest_output;
+mod http_link;
 mod http_pool;
 mod log_text;
 mod manifest;

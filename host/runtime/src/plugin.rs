@@ -87,9 +87,7 @@ impl Runtime {
         // wasi:http only for plugins whose manifest asks for it: the rest
         // cannot even create its resources (header fields, bodies).
         let mut http_linker = linker.clone();
-        link(wasmtime_wasi_http::p2::add_only_http_to_linker_async(
-            &mut http_linker,
-        ))?;
+        link(crate::http_link::add_to_linker(&mut http_linker))?;
 
         let cache = CompileCache::new(config.cache_dir.clone(), &engine).map_err(|source| {
             RuntimeError::Cache {

@@ -9,14 +9,16 @@
 //! duplicates, failover and failback times.
 
 use super::daemon::start_engine;
-use super::harness::{Server, TOKEN, check_plugins, config_text, count, generated, tools, union};
+use super::harness::{
+    Server, TOKEN, check_plugins, config_text, count, generated, start_simulator, tools, union,
+};
 use crate::config;
-use anyhow::Context;
+
 use clap::Args;
 use safd_engine::Engine;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
@@ -142,15 +144,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let mut primary = Server::start("primary", &mgmt, work.join("mgmt-primary"))?;
     let mut backup = Server::start("backup", &mgmt, work.join("mgmt-backup"))?;
-    let mut simulator = Command::new(&sim)
-        .arg("--dir")
-        .arg(&logs)
-        .args(["--format", "b", "--seed", "1", "--rate"])
-        .arg(args.rate.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", sim.display()))?;
+    let mut simulator = start_simulator(&sim, &logs, args.rate, 1)?;
 
     let config_path = work.join("safd.toml");
     std::fs::write(

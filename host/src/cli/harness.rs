@@ -35,6 +35,27 @@ pub(crate) fn tools(bin_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)
     Ok((tool("safd-mgmt")?, tool("ems-sim")?))
 }
 
+/// The EMS simulator writing live format B logs into `logs` at `rate`
+/// events/s (from `seed`), until killed.
+pub(crate) fn start_simulator(
+    sim: &Path,
+    logs: &Path,
+    rate: u32,
+    seed: u64,
+) -> anyhow::Result<Child> {
+    Command::new(sim)
+        .arg("--dir")
+        .arg(logs)
+        .args(["--format", "b", "--seed"])
+        .arg(seed.to_string())
+        .arg("--rate")
+        .arg(rate.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", sim.display()))
+}
+
 /// Fail early, naming the fix, when the plugins are not built.
 pub(crate) fn check_plugins(plugins: &Path) -> anyhow::Result<()> {
     for plugin in ["ems-reader", "mgmt-http"] {

@@ -8,7 +8,9 @@
 //! a server, and be stored once per server.
 
 use super::bench::Safd;
-use super::harness::{Server, check_plugins, config_text, generated, tools, union};
+use super::harness::{
+    Server, check_plugins, config_text, generated, start_simulator, tools, union,
+};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
@@ -151,15 +153,7 @@ fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
 
     let mut primary = Server::start("primary", &mgmt, work.join("mgmt-primary"))?;
     let mut backup = Server::start("backup", &mgmt, work.join("mgmt-backup"))?;
-    let mut simulator = Command::new(&sim)
-        .arg("--dir")
-        .arg(&logs)
-        .args(["--format", "b", "--seed", "7", "--rate"])
-        .arg(args.rate.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", sim.display()))?;
+    let mut simulator = start_simulator(&sim, &logs, args.rate, 7)?;
     let config = work.join("safd.toml");
     let text = config_text(
         &queue,

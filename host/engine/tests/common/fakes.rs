@@ -180,6 +180,7 @@ impl DestinationConnector for FakeDestination {
     async fn open(&self, endpoint: Endpoint) -> Result<Box<dyn DestinationSession>, SessionError> {
         Ok(Box::new(FakeSession {
             server: self.server(&endpoint.member),
+            registered: false,
         }))
     }
 
@@ -194,6 +195,9 @@ impl DestinationConnector for FakeDestination {
 
 struct FakeSession {
     server: FakeServer,
+    /// Like a plugin instance: it must be registered before it delivers,
+    /// and forgets that when it traps (the instance is rebuilt).
+    registered: bool,
 }
 
 impl FakeSession {
@@ -215,6 +219,7 @@ impl FakeSession {
 impl DestinationSession for FakeSession {
     async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
         self.reach().await?;
+        self.registered = true;
         Ok(self.server.with(|s| {
             s.register_calls += 1;
             s.crash_if("register", s.register_calls);
@@ -251,9 +256,12 @@ impl DestinationSession for FakeSession {
 
     async fn deliver(&mut self, batches: &[StreamBatch]) -> Result<DeliveryReport, SessionError> {
         self.reach().await?;
+        if !self.registered {
+            return Err(ConnectorError::Fatal("deliver called before register".into()).into());
+        }
         let batches: Vec<OwnedBatch> = batches.iter().map(OwnedBatch::decode).collect();
         let batches = batches.as_slice();
-        self.server.with(|s| {
+        let result = self.server.with(|s| {
             s.delivery_calls += 1;
             s.crash_if("before-store", s.delivery_calls);
             s.crash_if("after-ack", s.delivery_calls - 1);
@@ -333,7 +341,11 @@ impl DestinationSession for FakeSession {
             }
             s.crash_if("after-store", s.delivery_calls);
             Ok(report)
-        })
+        });
+        if result.as_ref().is_err_and(SessionError::instance_was_reset) {
+            self.registered = false;
+        }
+        result
     }
 
     async fn probe(&mut self) -> Result<Health, SessionError> {
