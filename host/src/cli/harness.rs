@@ -226,29 +226,41 @@ impl Server {
             .unwrap_or(0)
     }
 
-    /// Seqs held across every stream (safd's own events included).
-    pub(crate) fn held_in_all_streams(&self) -> u64 {
-        self.get("stats")
-            .and_then(|stats| stats["streams"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|s| s["held"].as_array().cloned().unwrap_or_default())
-            .filter_map(|pair| Some(pair[1].as_u64()? - pair[0].as_u64()? + 1))
-            .sum()
-    }
-
-    /// Events this server stored (each once), across every stream.
-    pub(crate) fn stored(&self) -> u64 {
-        self.get("stats")
-            .and_then(|stats| stats["counters"]["stored"].as_u64())
-            .unwrap_or(0)
-    }
-
     /// Events this server received again and stored once.
     pub(crate) fn recognised(&self) -> u64 {
         self.get("stats")
             .and_then(|stats| stats["counters"]["duplicates"].as_u64())
             .unwrap_or(0)
+    }
+
+    /// The ids of the stream's events whose event time is in `since..until`
+    /// (µs), as stored, one entry per stored event; windows holding more than
+    /// a query returns are split.
+    pub(crate) fn ids(&self, since: i64, until: i64) -> anyhow::Result<Vec<String>> {
+        const LIMIT: usize = 10_000;
+        let rfc3339 = |micros: i64| {
+            jiff::Timestamp::from_microsecond(micros)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        let events = self
+            .get(&format!(
+                "query/events?stream={STREAM}&since={}&until={}&limit={LIMIT}",
+                rfc3339(since),
+                rfc3339(until)
+            ))
+            .and_then(|events| events.as_array().cloned())
+            .with_context(|| format!("querying {} for events", self.name))?;
+        if events.len() >= LIMIT && until - since > 1 {
+            let middle = since + (until - since) / 2;
+            let mut ids = self.ids(since, middle)?;
+            ids.extend(self.ids(middle, until)?);
+            return Ok(ids);
+        }
+        Ok(events
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect())
     }
 
     /// (event time, received at) in µs of the stream's events whose event
