@@ -722,6 +722,65 @@ members = [{{ name = "primary", address = "{base}" }}]
     });
 }
 
+/// A destination plugin that traps whenever a delivery holds one event (a
+/// poison event, here seq 700 of 1 000): the batch is split until the
+/// event is alone, it becomes a dead letter with the trap as its reason,
+/// and every other event is delivered — through the real runtime, which
+/// rebuilds the trapped instance each time.
+#[test]
+fn a_poison_event_is_dead_lettered_and_the_rest_delivered() {
+    const EVENTS: u64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"agent_id = "test-safd"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.ems]
+plugin = "fixture-source"
+config = {{ total = {EVENTS}, events_per_poll = 64 }}
+
+[groups.sink]
+mode = "failover"
+plugin = "fixture-destination"
+config = {{ trap_on_seq = 700 }}
+members = [{{ name = "only", address = "fixture://only" }}]
+probe_interval_ms = 200
+"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir().display(),
+        ),
+    )
+    .unwrap();
+    let (mut daemon, admin, stderr) = run_with_admin(&path);
+    let acked = || {
+        status(&admin)["groups"][0]["lanes"][0]["acknowledged"]["ems"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(60), "every event settled", || {
+        acked() == EVENTS
+    });
+    let letters: serde_json::Value = ureq::get(&format!("http://{admin}/dlq?group=sink"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["seq"], 700, "{letters:?}");
+    let reason = letters[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("trapped"), "{reason}");
+    stop_cleanly(&mut daemon, stderr);
+}
+
 /// The member fields of safd's own events with this catalog id.
 fn notice_members(server: &mgmt::Server, id: &str) -> Vec<String> {
     server

@@ -145,8 +145,10 @@ pub(crate) struct LaneState {
     catching_up: Option<CatchUp>,
     dead_letter_replay: Vec<DeadLetter>,
     /// Deliveries that made the destination trap or fail fatally, by the
-    /// (stream, first seq, events) they started with: how often.
-    poison_strikes: BTreeMap<(String, u64, usize), u32>,
+    /// (stream, first seq) they started with and whether they held one
+    /// event alone: how often. (Not by their length: safd's own events of
+    /// the failures join the next attempt.)
+    poison_strikes: BTreeMap<(String, u64, bool), u32>,
     /// Events a transport-write member took, waiting out the linger
     /// before they count as delivered, oldest first.
     lingering: std::collections::VecDeque<Lingering>,
@@ -891,7 +893,7 @@ impl Lane {
         else {
             return false;
         };
-        let key = (batch.stream.clone(), first, plan.len());
+        let key = (batch.stream.clone(), first, plan.len() == 1);
         let strikes = {
             let strikes = self.state.poison_strikes.entry(key).or_default();
             *strikes += 1;
