@@ -335,6 +335,17 @@ impl Safd {
             .clone()
     }
 
+    /// Every lane has acknowledged all of the stream's stored events.
+    pub(super) fn drained(&self) -> bool {
+        self.status().ok().is_some_and(|status| {
+            status
+                .groups
+                .iter()
+                .flat_map(|g| &g.lanes)
+                .all(|lane| lane.lag.get(STREAM).copied().unwrap_or(0) == 0)
+        })
+    }
+
     /// Events of the stream in safd's queue (its next seq − 1).
     pub(super) fn stored(&self) -> u64 {
         self.status()

@@ -234,6 +234,26 @@ impl Server {
     }
 
     /// The ids of the stream's events whose event time is in `since..until`
+    /// (µs), as stored, one entry per stored event: asked for in windows of
+    /// `step` µs (a query walks its whole time range, so small windows are
+    /// much faster than one large one split on demand).
+    pub(crate) fn ids_in_windows(
+        &self,
+        since: i64,
+        until: i64,
+        step: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut from = since;
+        while from < until {
+            let to = (from + step.max(1)).min(until);
+            ids.extend(self.ids(from, to)?);
+            from = to;
+        }
+        Ok(ids)
+    }
+
+    /// The ids of the stream's events whose event time is in `since..until`
     /// (µs), as stored, one entry per stored event; windows holding more than
     /// a query returns are split.
     pub(crate) fn ids(&self, since: i64, until: i64) -> anyhow::Result<Vec<String>> {
