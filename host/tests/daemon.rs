@@ -670,17 +670,10 @@ fn a_corrupt_plugin_is_one_clear_error() {
     }
 }
 
-/// A source plugin that traps mid-stream is rebuilt and resumes from its
-/// durable cursor: every event reaches the server, once.
-#[test]
-fn a_source_plugin_trapping_mid_stream_loses_nothing() {
-    const EVENTS: u64 = 3_000;
-    let dir = tempfile::tempdir().unwrap();
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let authority = server.authority();
-    let mut script = vec!["\"ok\""; 20];
-    script.push("\"trap\"");
-    let path = dir.path().join("safd.toml");
+/// `safd.toml` in `dir`: the fixture source as stream `ems` with `source`
+/// (the inside of its config table), then `group` (a whole group table).
+fn fixture_source_config(dir: &Path, source: &str, group: &str) -> PathBuf {
+    let path = dir.join("safd.toml");
     std::fs::write(
         &path,
         format!(
@@ -693,23 +686,45 @@ listen = "127.0.0.1:0"
 
 [sources.ems]
 plugin = "fixture-source"
-config = {{ total = {EVENTS}, events_per_poll = 64, script = [{script}] }}
+config = {{ {source} }}
 
-[groups.mgmt]
+{group}
+"#,
+            data = dir.join("data").display(),
+            plugins = plugin_dir().display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A source plugin that traps mid-stream is rebuilt and resumes from its
+/// durable cursor: every event reaches the server, once.
+#[test]
+fn a_source_plugin_trapping_mid_stream_loses_nothing() {
+    const EVENTS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let authority = server.authority();
+    let mut script = vec!["\"ok\""; 20];
+    script.push("\"trap\"");
+    let path = fixture_source_config(
+        dir.path(),
+        &format!(
+            "total = {EVENTS}, events_per_poll = 64, script = [{}]",
+            script.join(", ")
+        ),
+        &format!(
+            r#"[groups.mgmt]
 mode = "failover"
 plugin = "mgmt-http"
 config = {{ token = "{token}" }}
 grants = {{ http = ["{authority}"] }}
-members = [{{ name = "primary", address = "{base}" }}]
-"#,
-            data = dir.path().join("data").display(),
-            plugins = plugin_dir().display(),
-            script = script.join(", "),
+members = [{{ name = "primary", address = "{base}" }}]"#,
             token = mgmt::TOKEN,
             base = server.base,
         ),
-    )
-    .unwrap();
+    );
     let (_daemon, _admin, _) = run_with_admin(&path);
     wait_for(Duration::from_secs(60), "every event at the server", || {
         ems_stream(&server)["high_water"].as_u64() == Some(EVENTS)
@@ -731,33 +746,16 @@ members = [{{ name = "primary", address = "{base}" }}]
 fn a_poison_event_is_dead_lettered_and_the_rest_delivered() {
     const EVENTS: u64 = 1_000;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("safd.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"agent_id = "test-safd"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.ems]
-plugin = "fixture-source"
-config = {{ total = {EVENTS}, events_per_poll = 64 }}
-
-[groups.sink]
+    let path = fixture_source_config(
+        dir.path(),
+        &format!("total = {EVENTS}, events_per_poll = 64"),
+        r#"[groups.sink]
 mode = "failover"
 plugin = "fixture-destination"
-config = {{ trap_on_seq = 700 }}
-members = [{{ name = "only", address = "fixture://only" }}]
-probe_interval_ms = 200
-"#,
-            data = dir.path().join("data").display(),
-            plugins = plugin_dir().display(),
-        ),
-    )
-    .unwrap();
+config = { trap_on_seq = 700 }
+members = [{ name = "only", address = "fixture://only" }]
+probe_interval_ms = 200"#,
+    );
     let (mut daemon, admin, stderr) = run_with_admin(&path);
     let acked = || {
         status(&admin)["groups"][0]["lanes"][0]["acknowledged"]["ems"]

@@ -161,11 +161,19 @@ fn key_path(dir: &Path) -> PathBuf {
 /// The HMAC of an entry's serialized bytes, bound to its file name (which
 /// names the component's digest and the engine).
 fn tag(key: &[u8; KEY_BYTES], entry: &Path, serialized: &[u8]) -> wasmtime::Result<Vec<u8>> {
+    Ok(tagger(key, entry, serialized)?
+        .finalize()
+        .into_bytes()
+        .to_vec())
+}
+
+/// The HMAC state over an entry's name and serialized bytes.
+fn tagger(key: &[u8; KEY_BYTES], entry: &Path, serialized: &[u8]) -> wasmtime::Result<Tagger> {
     let mut mac = Tagger::new_from_slice(key)?;
     mac.update(entry.file_name().unwrap_or_default().as_encoded_bytes());
     mac.update(&[0]);
     mac.update(serialized);
-    Ok(mac.finalize().into_bytes().to_vec())
+    Ok(mac)
 }
 
 /// The serialized component in `entry`, once its tag checks out.
@@ -178,11 +186,10 @@ fn read_authenticated(key: &[u8; KEY_BYTES], entry: &Path) -> wasmtime::Result<V
         wasmtime::bail!("not an entry written by this safd (no header)");
     }
     let (stored_tag, serialized) = bytes[ENTRY_MAGIC.len()..].split_at(TAG_BYTES);
-    let mut mac = Tagger::new_from_slice(key)?;
-    mac.update(entry.file_name().unwrap_or_default().as_encoded_bytes());
-    mac.update(&[0]);
-    mac.update(serialized);
-    if mac.verify_slice(stored_tag).is_err() {
+    if tagger(key, entry, serialized)?
+        .verify_slice(stored_tag)
+        .is_err()
+    {
         wasmtime::bail!(
             "its authentication tag does not match: it was changed after safd wrote it"
         );
