@@ -29,6 +29,12 @@
 //!
 //! Decoding borrows: an [`EventRef`] points into the block, so reading a
 //! block allocates nothing per event.
+//!
+//! [`names`] holds the other thing safd, its plugins and the servers it
+//! delivers to must agree on: which agent, stream, group and member names
+//! are valid, and how client-chosen text is quoted in messages.
+
+pub mod names;
 
 use std::fmt;
 

@@ -3,6 +3,8 @@
 //! plugin delivering to a real `safd-mgmt`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "daemon/hostile.rs"]
+mod hostile;
 #[path = "../../examples/mgmt-server/tests/common/mod.rs"]
 mod mgmt;
 mod safd_process;
@@ -239,7 +241,7 @@ members = []
     let (_, stderr) = text_of(&output);
     assert!(!output.status.success());
     assert!(
-        stderr.contains(&format!("{file}:2: unknown field `plugin_dri`")),
+        stderr.contains(&format!("{file}:2: plugin_dri: unknown field `plugin_dri`")),
         "{stderr}"
     );
 }

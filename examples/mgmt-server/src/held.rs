@@ -47,6 +47,16 @@ impl HeldSeqs {
         true
     }
 
+    /// Whether holding `seq` would add a separate run: neither it nor a
+    /// neighbour is held.
+    pub fn opens_range(&self, seq: u64) -> bool {
+        !self.contains(seq)
+            && seq
+                .checked_sub(1)
+                .is_none_or(|before| !self.contains(before))
+            && seq.checked_add(1).is_none_or(|after| !self.contains(after))
+    }
+
     /// The high-water reported on register: every seq from the lowest held
     /// one up to it is held (0 when nothing is). The lowest held seq is
     /// where the server joined the stream; nothing below it is expected.
@@ -106,6 +116,11 @@ mod tests {
             }
             for seq in 0..205 {
                 prop_assert_eq!(held.contains(seq), set.contains(&seq));
+                let near = |s: Option<u64>| s.is_some_and(|s| set.contains(&s));
+                prop_assert_eq!(
+                    held.opens_range(seq),
+                    !set.contains(&seq) && !near(seq.checked_sub(1)) && !near(Some(seq + 1))
+                );
             }
             let expected = set.first().map_or(0, |&first| {
                 let mut end = first;

@@ -2,7 +2,7 @@
 //! endpoints) and the console.
 
 use crate::protocol::{
-    CatchUp, CatchUpFrom, DeliverRequest, ErrorBody, Health, Positions, RegisterRequest,
+    CatchUp, CatchUpFrom, DeliverRequest, ErrorBody, Health, Names, Positions, RegisterRequest,
     RegisterResponse, ServiceSwitch,
 };
 use crate::store::{EventQuery, Session, Store, StoreError};
@@ -30,9 +30,25 @@ pub struct AppState {
 #[derive(Debug)]
 struct ApiError(StatusCode, String);
 
+/// Characters of an error answer: serde's messages quote the offending
+/// value, which a client may have made megabytes long.
+const MAX_ERROR_CHARS: usize = 400;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        let error = safd_event_block::names::quote(&self.1, MAX_ERROR_CHARS);
+        if self.0.is_client_error() {
+            tracing::debug!(status = %self.0, "request refused: {error}");
+        }
+        (self.0, Json(ErrorBody { error })).into_response()
+    }
+}
+
+/// 400 for a request whose names break the rules.
+fn check_names(request: &impl Names) -> Result<(), ApiError> {
+    match request.bad_name() {
+        None => Ok(()),
+        Some(problem) => Err(ApiError(StatusCode::BAD_REQUEST, problem)),
     }
 }
 
@@ -118,6 +134,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let request: RegisterRequest = parse(&body)?;
+    check_names(&request)?;
     let high_water = state.store.high_water(&request.agent_id).await;
     // Ask for what the agent holds beyond what is here.
     let missing: Positions = request
@@ -167,6 +184,7 @@ async fn register(
 
 async fn deliver(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let request: DeliverRequest<'_> = parse(&body)?;
+    check_names(&request)?;
     let response = state.store.deliver(&request).await?;
     Ok(Json(response).into_response())
 }

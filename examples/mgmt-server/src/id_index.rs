@@ -49,10 +49,22 @@ impl Hasher for PassThrough {
 /// a collision between two real ids is not a practical concern at 128 bits.
 pub type IdHash = u128;
 
+///
+/// The input is `agent \0 id`, one-to-one as long as the agent holds no
+/// 0 byte, which the protocol's name rules make sure of. An agent that
+/// holds one anyway (a store used directly) is hashed in a form of its
+/// own, `0xFF len(agent) agent id`: no UTF-8 text starts with 0xFF, so it
+/// meets no hash of the first form either.
 pub fn id_hash(agent: &str, id: &str) -> IdHash {
     let mut hasher = Xxh3::new();
-    hasher.update(agent.as_bytes());
-    hasher.update(&[0]);
+    if agent.as_bytes().contains(&0) {
+        hasher.update(&[0xFF]);
+        hasher.update(&(agent.len() as u64).to_le_bytes());
+        hasher.update(agent.as_bytes());
+    } else {
+        hasher.update(agent.as_bytes());
+        hasher.update(&[0]);
+    }
     hasher.update(id.as_bytes());
     hasher.digest128()
 }
@@ -144,6 +156,8 @@ mod tests {
     fn the_agent_is_part_of_the_identity() {
         assert_ne!(id_hash("a", "bc"), id_hash("ab", "c"));
         assert_ne!(id_hash("a", "x"), id_hash("b", "x"));
+        assert_ne!(id_hash("a\0b", "c"), id_hash("a", "b\0c"));
+        assert_ne!(id_hash("a\0", "bc"), id_hash("a", "\0bc"));
         let mut index = IdIndex::default();
         index.insert(id_hash("a", "x"), "s1", 4);
         assert_eq!(index.get(id_hash("a", "x"), "s1"), Some(4));

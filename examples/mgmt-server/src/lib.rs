@@ -26,10 +26,12 @@ pub async fn bind(
     listen: SocketAddr,
     token: &str,
     service_ready: Option<bool>,
+    limits: store::Limits,
 ) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
     let store = Arc::new(
         store::Store::open(data, service_ready)
-            .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", data.display()))?,
+            .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", data.display()))?
+            .with_limits(limits),
     );
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use safd_mgmt::store::Limits;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,6 +50,18 @@ struct Args {
     /// last stopped (without either flag the last state is kept).
     #[arg(long)]
     service_up: bool,
+    /// Streams the server holds, all agents together; events of further
+    /// streams are rejected. Each costs memory (docs/protocol.md, Limits).
+    #[arg(long, default_value_t = Limits::default().max_streams, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams: u32,
+    /// Streams one agent may have here; events of further streams are
+    /// rejected.
+    #[arg(long, default_value_t = Limits::default().max_streams_per_agent, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_agent: u32,
+    /// Streams new to the server one delivery may open; further new
+    /// streams wait for the agent's next delivery.
+    #[arg(long, default_value_t = Limits::default().max_new_streams_per_delivery, value_parser = clap::value_parser!(u32).range(1..))]
+    max_new_streams_per_delivery: u32,
 }
 
 #[tokio::main]
@@ -71,8 +84,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    let limits = Limits {
+        max_streams: args.max_streams,
+        max_streams_per_agent: args.max_streams_per_agent,
+        max_new_streams_per_delivery: args.max_new_streams_per_delivery,
+    };
     let (listener, router) =
-        safd_mgmt::bind(&args.data, args.listen, &args.token, service_ready).await?;
+        safd_mgmt::bind(&args.data, args.listen, &args.token, service_ready, limits).await?;
     let addr = listener.local_addr().context("listener address")?;
     // One line, written even if nobody reads it (a closed pipe must not
     // stop the server); tests and the demo parse it for the port.

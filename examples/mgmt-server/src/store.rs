@@ -16,6 +16,7 @@ use crate::protocol::{self, DeliverRequest, DeliverResponse, Positions, Rejectio
 use crate::segment::{Segment, SegmentBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,15 +60,51 @@ mod prefix {
 /// with its version byte, 1.)
 const IN_LOG: u8 = b'L';
 
+/// `prefix part \0 part \0 …`, each part escaped so that it holds no 0
+/// byte: whatever bytes the names hold, two different (agent, stream)
+/// pairs never make the same key or a prefix of each other's keys.
+/// Names that follow the rules (`safd_event_block::names`) hold neither
+/// 0 nor 1 and are written as they are, as servers before the escaping
+/// wrote them.
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = vec![prefix];
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             key.push(0);
         }
-        key.extend_from_slice(part);
+        escape_into(&mut key, part);
     }
     key
+}
+
+/// 0 → 1 1, 1 → 1 2; every other byte as it is.
+fn escape_into(out: &mut Vec<u8>, part: &[u8]) {
+    for &byte in part {
+        match byte {
+            0 => out.extend_from_slice(&[1, 1]),
+            1 => out.extend_from_slice(&[1, 2]),
+            other => out.push(other),
+        }
+    }
+}
+
+/// The inverse of [`escape_into`]; `None` for a byte string it cannot
+/// have written.
+fn unescape(part: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(part.len());
+    let mut bytes = part.iter();
+    while let Some(&byte) = bytes.next() {
+        match byte {
+            0 => return None,
+            1 => match bytes.next() {
+                Some(1) => out.push(0),
+                Some(2) => out.push(1),
+                _ => return None,
+            },
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 fn segment_key(agent: &str, stream: &str, first_seq: u64) -> Vec<u8> {
@@ -172,6 +209,8 @@ pub struct StreamSummary {
 struct WriterState {
     /// Held seqs per (agent, stream), as persisted under `prefix::STREAM`.
     streams: HashMap<(String, String), HeldSeqs>,
+    /// How many streams each agent has here, for [`Limits`].
+    streams_per_agent: HashMap<String, usize>,
     ids: IdIndex,
     counters: Counters,
     journal: Journal,
@@ -194,10 +233,13 @@ impl WriterState {
         if let Some(first_seq) = header.first_seq {
             let (agent, stream) = (&header.agent, &header.stream);
             let segment_key = segment_key(agent, stream, first_seq);
-            let held = self
-                .streams
-                .entry((agent.clone(), stream.clone()))
-                .or_default();
+            let held = match self.streams.entry((agent.clone(), stream.clone())) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(new) => {
+                    *self.streams_per_agent.entry(agent.clone()).or_default() += 1;
+                    new.insert(HeldSeqs::default())
+                }
+            };
             let mut ids = Vec::with_capacity(header.count as usize);
             for item in segment.events() {
                 let (seq, event) = item.map_err(damaged)?;
@@ -256,6 +298,49 @@ pub struct Store {
     /// A copy of the counters for readers that must not wait for a flush.
     counters: std::sync::Mutex<Counters>,
     service_ready: AtomicBool,
+    limits: Limits,
+}
+
+/// How much one client can make the server hold in memory: every stream
+/// costs its held ranges and its entries in the maps (measured in
+/// `tests/hostile.rs`, bounded in docs/protocol.md), so the number of
+/// streams is limited; ids and events cost what is stored, which the
+/// request size and the field limits of [`protocol::WireEvent::check`]
+/// bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams the server holds, all agents together.
+    pub max_streams: u32,
+    /// Streams one agent may have here.
+    pub max_streams_per_agent: u32,
+    /// Streams new to the server that one delivery may open; the batches
+    /// of further new streams are left unacknowledged, and the agent sends
+    /// them again.
+    pub max_new_streams_per_delivery: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_streams: 100_000,
+            max_streams_per_agent: 1_000,
+            max_new_streams_per_delivery: 100,
+        }
+    }
+}
+
+/// Separate runs of held seqs one stream may have (gaps + 1); an event
+/// that would open another is rejected. The runs are written with every
+/// delivery to the stream, so their number is what such a write costs.
+pub const MAX_HELD_RANGES: usize = 1_024;
+
+/// Whether a delivery may open a stream new to the server.
+enum Admission {
+    Open,
+    /// Not in this delivery: its events are left unacknowledged.
+    Later,
+    /// Never, as things stand: its events are rejected with the reason.
+    Refused(String),
 }
 
 impl std::fmt::Debug for Store {
@@ -269,6 +354,10 @@ impl std::fmt::Debug for Store {
 /// the event log hold 128 KiB event segments in sled leaves of up to 16
 /// records; 16 MiB log segments keep such leaves inline.
 const SLED_SEGMENT_BYTES: usize = 16 << 20;
+
+/// sled's page cache (its default is 1 GiB, which a client opening many
+/// streams filled).
+const SLED_CACHE_BYTES: u64 = 16 << 20;
 
 /// How often sled flushes the index on its own. What it has not flushed
 /// when the server stops is indexed again from the event log on open.
@@ -302,6 +391,7 @@ impl Store {
             .path(path)
             .segment_size(SLED_SEGMENT_BYTES)
             .flush_every_ms(Some(SLED_FLUSH_MS))
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(|err| match err {
                 // sled reports its file lock only in the message.
@@ -350,8 +440,13 @@ impl Store {
         };
         let log_dir = path.join("events");
         let (journal, unindexed) = Journal::open(&log_dir, indexed)?;
+        let mut streams_per_agent: HashMap<String, usize> = HashMap::new();
+        for (agent, _) in streams.keys() {
+            *streams_per_agent.entry(agent.clone()).or_default() += 1;
+        }
         let mut state = WriterState {
             streams,
+            streams_per_agent,
             ids,
             counters,
             journal,
@@ -376,7 +471,18 @@ impl Store {
             counters: std::sync::Mutex::new(state.counters),
             writer: Arc::new(Mutex::new(state)),
             service_ready: AtomicBool::new(service_ready.unwrap_or(persisted)),
+            limits: Limits::default(),
         })
+    }
+
+    /// The same store with other limits on what clients make it hold.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn counters(&self) -> Counters {
@@ -527,17 +633,42 @@ impl Store {
             Ok(())
         };
 
+        // Streams this delivery opens, and those it may not open.
+        let mut opened = 0usize;
+        let mut not_opened: HashMap<&str, Option<String>> = HashMap::new();
+        let agent_streams = state.streams_per_agent.get(agent).copied().unwrap_or(0);
         for stream_batch in &request.batches {
             let stream: &str = &stream_batch.stream;
-            if !touched.contains_key(stream) {
-                let held = state
-                    .streams
-                    .get(&(agent.to_owned(), stream.to_owned()))
-                    .cloned()
-                    .unwrap_or_default();
-                touched.insert(stream, held);
+            if !touched.contains_key(stream) && !not_opened.contains_key(stream) {
+                match state.streams.get(&(agent.to_owned(), stream.to_owned())) {
+                    Some(held) => {
+                        touched.insert(stream, held.clone());
+                    }
+                    None => match self.admit(state.streams.len(), agent_streams, opened) {
+                        Admission::Open => {
+                            opened += 1;
+                            touched.insert(stream, HeldSeqs::default());
+                        }
+                        Admission::Later => {
+                            not_opened.insert(stream, None);
+                        }
+                        Admission::Refused(reason) => {
+                            not_opened.insert(stream, Some(reason));
+                        }
+                    },
+                }
             }
             let Some(held) = touched.get_mut(stream) else {
+                if let Some(Some(reason)) = not_opened.get(stream) {
+                    for event in &stream_batch.events {
+                        counters.rejected += 1;
+                        response.rejected.push(Rejection {
+                            stream: stream.to_owned(),
+                            seq: event.seq,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
                 continue;
             };
             let mut segment = SegmentBuilder::default();
@@ -550,6 +681,18 @@ impl Store {
                 accepted_through = Some(accepted_through.map_or(seq, |s| s.max(seq)));
                 if held.contains(seq) {
                     counters.duplicates += 1;
+                    continue;
+                }
+                if held.range_count() >= MAX_HELD_RANGES && held.opens_range(seq) {
+                    counters.rejected += 1;
+                    response.rejected.push(Rejection {
+                        stream: stream.to_owned(),
+                        seq,
+                        reason: format!(
+                            "the stream already has {MAX_HELD_RANGES} separate runs of seqs \
+                             here; seq {seq} would open another: deliver the missing seqs first"
+                        ),
+                    });
                     continue;
                 }
                 match event.check() {
@@ -648,6 +791,30 @@ impl Store {
             }
         });
         Ok(response)
+    }
+
+    /// Whether a delivery may open one more stream, given how many the
+    /// server holds, how many its agent has and how many the delivery
+    /// opened already.
+    fn admit(&self, streams: usize, agent_streams: usize, opened: usize) -> Admission {
+        let limits = &self.limits;
+        let limit = |value: u32| usize::try_from(value).unwrap_or(usize::MAX);
+        if agent_streams + opened >= limit(limits.max_streams_per_agent) {
+            Admission::Refused(format!(
+                "the agent has {} streams at this server, its limit \
+                 (--max-streams-per-agent); raise the limit or send fewer streams",
+                limits.max_streams_per_agent
+            ))
+        } else if streams + opened >= limit(limits.max_streams) {
+            Admission::Refused(format!(
+                "the server holds {} streams, its limit (--max-streams); raise the limit",
+                limits.max_streams
+            ))
+        } else if opened >= limit(limits.max_new_streams_per_delivery) {
+            Admission::Later
+        } else {
+            Admission::Open
+        }
     }
 
     /// Append `records` to the log and sync them; the sync runs off the
@@ -813,14 +980,16 @@ fn index_records<'a>(
     Ok(())
 }
 
-/// (agent, stream) from a key `prefix agent \0 stream [\0 ...]`.
+/// (agent, stream) from a key `prefix agent \0 stream [\0 ...]` (the
+/// parts escaped by [`key`]).
 fn split_agent_stream(key: &[u8]) -> Result<(String, String), StoreError> {
     let mut parts = key.get(1..).unwrap_or_default().splitn(3, |&b| b == 0);
-    match (parts.next(), parts.next()) {
-        (Some(agent), Some(stream)) => Ok((
-            String::from_utf8_lossy(agent).into_owned(),
-            String::from_utf8_lossy(stream).into_owned(),
-        )),
+    let text = |part: Option<&[u8]>| {
+        let bytes = unescape(part?)?;
+        String::from_utf8(bytes).ok()
+    };
+    match (text(parts.next()), text(parts.next())) {
+        (Some(agent), Some(stream)) => Ok((agent, stream)),
         _ => Err(StoreError::Damaged {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: "key does not name an agent and a stream".to_owned(),
@@ -911,6 +1080,107 @@ mod tests {
             store.set_service_ready(true).await.unwrap();
             assert_eq!(query(store.clone()).await.len(), 5);
             assert_eq!(store.counters().inbox, 0);
+        }
+    }
+
+    /// (agent, stream) pairs that would share a key if the key only
+    /// joined the names with 0: for every char U+0000..=U+00FF (every byte
+    /// value), the char inside the agent or inside the stream.
+    fn lookalike_pairs() -> Vec<(String, String)> {
+        (0u32..=0xFF)
+            .filter_map(char::from_u32)
+            .flat_map(|c| {
+                [
+                    (format!("a{c}b"), "c".to_owned()),
+                    ("a".to_owned(), format!("b{c}c")),
+                    (format!("a{c}"), "bc".to_owned()),
+                    (format!("a\u{1}{c}"), "b".to_owned()),
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_keep_every_agent_and_stream_apart_whatever_their_bytes() {
+        let pairs = lookalike_pairs();
+        let mut keys = std::collections::HashSet::new();
+        for (agent, stream) in &pairs {
+            let pair_key = segment_key(agent, stream, 1);
+            assert_eq!(
+                split_agent_stream(&pair_key).unwrap(),
+                (agent.clone(), stream.clone())
+            );
+            // An agent's prefix scan finds its own keys only.
+            let mut agent_prefix = key(prefix::SEGMENT, &[agent.as_bytes()]);
+            agent_prefix.push(0);
+            for (other, other_stream) in &pairs {
+                if other != agent {
+                    assert!(
+                        !segment_key(other, other_stream, 1).starts_with(&agent_prefix),
+                        "{agent:?} / {other:?}"
+                    );
+                }
+            }
+            assert!(keys.insert(pair_key), "{agent:?} {stream:?}");
+        }
+    }
+
+    /// The report of the issue, for every byte value: names the HTTP API
+    /// refuses, delivered straight to the store, then a restart; no event
+    /// of one pair is taken for another's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lookalike_names_keep_their_own_events_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = lookalike_pairs();
+        let deliver_all = |store: Arc<Store>| {
+            let pairs = pairs.clone();
+            async move {
+                for (i, (agent, stream)) in pairs.iter().enumerate() {
+                    let body = serde_json::json!({"agent_id": agent, "group": "g", "epoch": 1,
+                        "batches": [{"stream": stream, "events": [
+                            // One id for all: dedup on ids must keep the
+                            // pairs apart too.
+                            {"seq": 1, "id": "same-id", "time": "2024-03-11T01:17:10Z",
+                             "severity": "info", "body": format!("event of pair {i}")}]}]})
+                    .to_string();
+                    let request: DeliverRequest<'_> = serde_json::from_str(&body).unwrap();
+                    let answer = store.deliver(&request).await.unwrap();
+                    assert_eq!(answer.acknowledged.get(stream.as_str()), Some(&1));
+                }
+                drop(store.writer.lock().await);
+            }
+        };
+        {
+            let store = Arc::new(Store::open(dir.path(), None).unwrap().with_limits(Limits {
+                max_new_streams_per_delivery: 1,
+                ..Limits::default()
+            }));
+            deliver_all(store.clone()).await;
+            assert_eq!(store.counters().stored, pairs.len() as u64);
+        }
+        let store = Arc::new(Store::open(dir.path(), None).unwrap());
+        // Delivered again after the restart: every one is known.
+        deliver_all(store.clone()).await;
+        let counters = store.counters();
+        assert_eq!(
+            (counters.stored, counters.duplicates),
+            (pairs.len() as u64, pairs.len() as u64)
+        );
+        let all = EventQuery {
+            limit: Some(10_000),
+            ..EventQuery::default()
+        };
+        let events = tokio::task::spawn_blocking(move || store.query(&all).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(events.len(), pairs.len());
+        for event in events {
+            let i: usize = event
+                .body
+                .trim_start_matches("event of pair ")
+                .parse()
+                .unwrap();
+            assert_eq!((&event.agent, &event.stream), (&pairs[i].0, &pairs[i].1));
         }
     }
 

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "protocol/hostile.rs"]
+mod hostile;
 
 use common::{Server, TOKEN, event};
 use serde_json::json;

@@ -25,8 +25,19 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error("unknown group `{0}`")]
     UnknownGroup(String),
-    #[error("group `{group}` has no member `{member}`")]
-    UnknownMember { group: String, member: String },
+    #[error("group `{group}` has no member `{member}` (its members: {known})")]
+    UnknownMember {
+        group: String,
+        member: String,
+        known: String,
+    },
+    #[error(
+        "group `{0}` is a failover group: a catch-up goes to its active member; leave out the \
+         member"
+    )]
+    MemberOfFailoverGroup(String),
+    #[error("the queue has no stream `{stream}` (its streams: {known})")]
+    UnknownStream { stream: String, known: String },
     #[error("a group named `{0}` is already running")]
     DuplicateGroup(String),
     #[error("a source for stream `{0}` is already running")]
@@ -76,6 +87,8 @@ pub struct GroupStatus {
 struct GroupHandle {
     name: String,
     mode: GroupMode,
+    /// Member names, in the configured order.
+    members: Vec<String>,
     lanes: Vec<LaneHandle>,
     running: Running,
 }
@@ -317,6 +330,7 @@ impl Engine {
             });
         }
         groups.push(GroupHandle {
+            members: config.members.iter().map(|m| m.name.clone()).collect(),
             name: config.name,
             mode: config.mode,
             lanes: handles,
@@ -390,6 +404,15 @@ impl Engine {
             .iter()
             .find(|g| g.name == group)
             .ok_or_else(|| EngineError::UnknownGroup(group.to_owned()))?;
+        if let Some(member) = member
+            && !handle.members.iter().any(|m| m == member)
+        {
+            return Err(EngineError::UnknownMember {
+                group: group.to_owned(),
+                member: member.to_owned(),
+                known: handle.members.join(", "),
+            });
+        }
         let lanes: Vec<_> = handle
             .lanes
             .iter()
@@ -403,9 +426,15 @@ impl Engine {
             return Err(EngineError::UnknownMember {
                 group: group.to_owned(),
                 member: member.to_owned(),
+                known: handle.members.join(", "),
             });
         }
         Ok(lanes)
+    }
+
+    fn group_mode(&self, group: &str) -> Option<GroupMode> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.iter().find(|g| g.name == group).map(|g| g.mode)
     }
 
     /// Operator-triggered catch-up of the active member of `group` (or of
@@ -416,7 +445,32 @@ impl Engine {
         member: Option<&str>,
         from: CatchUpFrom,
     ) -> Result<(), EngineError> {
-        for (_, lane) in self.lanes(group, member)? {
+        let lanes = self.lanes(group, member)?;
+        if member.is_some() && self.group_mode(group) == Some(GroupMode::Failover) {
+            return Err(EngineError::MemberOfFailoverGroup(group.to_owned()));
+        }
+        if let CatchUpFrom::Positions(positions) = &from {
+            for position in positions {
+                if self.queue.stream_id(&position.stream).is_none() {
+                    let known: Vec<String> = self
+                        .queue
+                        .streams()
+                        .await
+                        .into_iter()
+                        .map(|s| s.name)
+                        .collect();
+                    return Err(EngineError::UnknownStream {
+                        stream: position.stream.clone(),
+                        known: if known.is_empty() {
+                            "none yet".to_owned()
+                        } else {
+                            known.join(", ")
+                        },
+                    });
+                }
+            }
+        }
+        for (_, lane) in lanes {
             let (reply, answer) = oneshot::channel();
             lane.send(LaneCommand::CatchUp {
                 from: from.clone(),

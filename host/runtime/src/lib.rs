@@ -30,7 +30,9 @@ pub use cache::CompileOrigin;
 pub use config::{Grants, Limits, RestartPolicy, RuntimeConfig};
 pub use destination::{WasmDestination, WasmDestinationSession};
 pub use error::{LoadError, LoadErrorKind, RuntimeError, SetupError};
-pub use manifest::{Capabilities, Manifest, ManifestError, PluginKind, supported_api};
+pub use manifest::{
+    Capabilities, EndpointForm, Manifest, ManifestError, PluginKind, supported_api,
+};
 pub use plugin::{ConfigProblem, LoadReport, Plugin, PluginDescription, Runtime};
 pub use sandbox::{GrantError, Sandbox};
 pub use source::{WasmSource, WasmSourceSession};

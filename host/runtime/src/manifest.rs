@@ -76,6 +76,71 @@ pub struct Manifest {
     pub description: String,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Destinations: what a member address looks like, so that `safd
+    /// check` refuses one the plugin would refuse at its first call.
+    #[serde(default)]
+    pub endpoint: Option<EndpointForm>,
+}
+
+/// The form of a destination's member addresses (`[endpoint]` in the
+/// manifest): URLs of given schemes, or a literal `ip:port`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointForm {
+    /// URL schemes the plugin speaks, e.g. `["http", "https"]`: an address
+    /// is `scheme://host[:port][/path]`.
+    #[serde(default)]
+    pub schemes: Vec<String>,
+    /// An address is an IP address and a port (`10.0.0.9:6514`,
+    /// `[::1]:2514`); the sandbox resolves no names.
+    #[serde(default)]
+    pub socket_address: bool,
+}
+
+impl fmt::Display for EndpointForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut forms: Vec<String> = self
+            .schemes
+            .iter()
+            .map(|scheme| format!("{scheme}://host[:port]"))
+            .collect();
+        if self.socket_address {
+            forms.push("ip:port".to_owned());
+        }
+        if forms.is_empty() {
+            f.write_str("any address")
+        } else {
+            f.write_str(&forms.join(" or "))
+        }
+    }
+}
+
+impl EndpointForm {
+    /// Why `address` is not of this form, if it is not.
+    pub fn check(&self, address: &str) -> Result<(), String> {
+        if let Some((at, c)) = address.char_indices().find(|&(_, c)| c.is_control()) {
+            return Err(format!(
+                "the address holds the control character U+{:04X} at byte {at}",
+                u32::from(c)
+            ));
+        }
+        if self.schemes.is_empty() && !self.socket_address {
+            return Ok(());
+        }
+        if self.socket_address && address.parse::<std::net::SocketAddr>().is_ok() {
+            return Ok(());
+        }
+        if let Some((scheme, rest)) = address.split_once("://")
+            && self.schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+        {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.is_empty() || authority.contains(char::is_whitespace) {
+                return Err(format!("address `{address}` has no valid host"));
+            }
+            return Ok(());
+        }
+        Err(format!("address `{address}` is not of the plugin's form"))
+    }
 }
 
 /// Why a manifest was refused.

@@ -45,9 +45,14 @@ struct AdminState {
 #[derive(Debug)]
 struct ApiError(StatusCode, String);
 
+/// Characters of an error answer: messages quote what the client sent,
+/// which may be megabytes long.
+const MAX_ERROR_CHARS: usize = 400;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let error = safd_event_block::names::quote(&self.1, MAX_ERROR_CHARS);
+        (self.0, Json(serde_json::json!({ "error": error }))).into_response()
     }
 }
 

@@ -124,6 +124,9 @@ async fn inspect(file: PathBuf, cache: CacheArgs) -> anyhow::Result<ExitCode> {
         supported_api()
     )?;
     writeln!(out, "capabilities:  {}", plugin.manifest.capabilities)?;
+    if let Some(endpoint) = &plugin.manifest.endpoint {
+        writeln!(out, "addresses:     {endpoint}")?;
+    }
     if let Some(ack) = description.acknowledgement {
         let meaning = match ack {
             Acknowledgement::DurableCommit => {

@@ -8,8 +8,9 @@ use safd_connector::{Acknowledgement, PollLimits};
 use safd_engine::{
     EngineOptions, GroupConfig, MemberConfig, PumpTuning, QueueOptions, Retention, Tuning,
 };
-use safd_runtime::{Plugin, PluginKind, Runtime, WasmSource};
-use std::collections::{BTreeMap, HashSet};
+use safd_event_block::names;
+use safd_runtime::{ConfigProblem, Plugin, PluginKind, Runtime, WasmSource};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +39,11 @@ pub struct Checked {
 }
 
 impl Checked {
+    /// One line for the operator's terminal: names follow the rules,
+    /// and a path's control characters are shown escaped.
     pub fn summary(&self) -> String {
         let members: usize = self.groups.iter().map(|g| g.members.len()).sum();
-        format!(
+        let line = format!(
             "agent `{}`: {} source{} ({}), {} group{} ({}) with {members} member{}, queue in {}",
             self.engine.agent_id,
             self.sources.len(),
@@ -59,8 +62,14 @@ impl Checked {
                 .join(", "),
             plural(members),
             self.engine.data_dir.display(),
-        )
+        );
+        names::quote(&line, usize::MAX)
     }
+}
+
+/// A checked number (at most 64 MiB) as a size.
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -95,11 +104,61 @@ impl Findings<'_> {
         });
     }
 
-    fn positive<T: Default + PartialEq>(&mut self, value: &Spanned<T>, key: String) {
-        if *value.get_ref() == T::default() {
-            self.at(value, key, "must be more than 0");
+    /// A number outside `range` is a problem naming the range and unit.
+    fn within<T: Copy + Into<u64>>(
+        &mut self,
+        value: &Spanned<T>,
+        key: String,
+        range: std::ops::RangeInclusive<u64>,
+        unit: &str,
+    ) {
+        let number: u64 = (*value.get_ref()).into();
+        if !range.contains(&number) {
+            self.at(
+                value,
+                key,
+                format!(
+                    "is {number}; give {} to {} ({unit})",
+                    range.start(),
+                    range.end()
+                ),
+            );
         }
     }
+
+    /// A name that breaks the rules (`safd_event_block::names`).
+    fn name<T>(&mut self, spanned: &Spanned<T>, key: String, what: &str, name: &str) {
+        if let Err(err) = names::check(name) {
+            self.at(
+                spanned,
+                key,
+                format!(
+                    "{what} `{}` {err}; names go to the servers and their consoles \
+                     (see docs/configuration.md, Names)",
+                    names::quote(name, names::QUOTE_CHARS)
+                ),
+            );
+        }
+    }
+}
+
+/// Allowed ranges of the numbers a configuration sets: what safd can work
+/// with, not what is wise (docs/configuration.md lists the defaults).
+mod ranges {
+    use std::ops::RangeInclusive;
+
+    const MIB_MAX: u64 = 16 << 20; // 16 TiB
+    pub const CAPACITY_MIB: RangeInclusive<u64> = 1..=MIB_MAX;
+    pub const RETENTION_MIB: RangeInclusive<u64> = 0..=MIB_MAX;
+    pub const RETENTION_HOURS: RangeInclusive<u64> = 0..=87_600; // 10 years
+    pub const MIN_FREE_MIB: RangeInclusive<u64> = 0..=MIB_MAX;
+    pub const HIGH_WATER_PERCENT: RangeInclusive<u64> = 1..=100;
+    pub const EVENTS: RangeInclusive<u64> = 1..=65_536;
+    pub const BYTES: RangeInclusive<u64> = 1_024..=(64 << 20);
+    pub const TIMEOUT_MS: RangeInclusive<u64> = 10..=600_000;
+    pub const PROBE_MS: RangeInclusive<u64> = 10..=3_600_000;
+    pub const LINGER_MS: RangeInclusive<u64> = 0..=600_000;
+    pub const COUNT: RangeInclusive<u64> = 1..=10_000;
 }
 
 /// Read `path`, check everything it says (including each plugin's own
@@ -143,11 +202,18 @@ async fn check_file(
 ) -> Checked {
     let mut fingerprints = BTreeMap::new();
     let mut warnings = Vec::new();
-    if file.agent_id.get_ref().trim().is_empty() {
+    if file.agent_id.get_ref().is_empty() {
         findings.at(
             &file.agent_id,
             "agent_id",
             "is empty; name this safd, e.g. \"prod1-safd\" (keep it stable: servers track it)",
+        );
+    } else {
+        findings.name(
+            &file.agent_id,
+            "agent_id".into(),
+            "the agent id",
+            file.agent_id.get_ref(),
         );
     }
     let plugin_dir = file.plugin_dir.get_ref();
@@ -162,12 +228,8 @@ async fn check_file(
             ),
         );
     }
-    if file.data_dir.get_ref().is_file() {
-        findings.at(
-            &file.data_dir,
-            "data_dir",
-            "is a file; give a directory (it is created if missing)",
-        );
+    if let Err(problem) = usable_data_dir(file.data_dir.get_ref()) {
+        findings.at(&file.data_dir, "data_dir", problem);
     }
     let admin_listen = file
         .admin
@@ -182,21 +244,65 @@ async fn check_file(
             );
             std::net::SocketAddr::from(([127, 0, 0, 1], 8470))
         });
-    if file
-        .admin
-        .token
-        .as_deref()
-        .is_some_and(|t| t.trim().is_empty())
-    {
-        findings.whole("admin.token", "is empty; remove it or set a token");
+    if let Some(token) = &file.admin.token {
+        if token.trim().is_empty() {
+            findings.whole("admin.token", "is empty; remove it or set a token");
+        } else if let Some((at, c)) = token.char_indices().find(|&(_, c)| !c.is_ascii_graphic()) {
+            findings.whole(
+                "admin.token",
+                format!(
+                    "contains U+{:04X} at byte {at}, which cannot travel in an HTTP header; a \
+                     token is printable ASCII without spaces",
+                    u32::from(c)
+                ),
+            );
+        }
     }
     let queue = &file.queue;
-    findings.positive(&queue.capacity_mib, "queue.capacity_mib".into());
-    if !(1..=100).contains(queue.high_water_percent.get_ref()) {
+    findings.within(
+        &queue.capacity_mib,
+        "queue.capacity_mib".into(),
+        ranges::CAPACITY_MIB,
+        "MiB",
+    );
+    findings.within(
+        &queue.high_water_percent,
+        "queue.high_water_percent".into(),
+        ranges::HIGH_WATER_PERCENT,
+        "percent",
+    );
+    findings.within(
+        &queue.retention_mib,
+        "queue.retention_mib".into(),
+        ranges::RETENTION_MIB,
+        "MiB",
+    );
+    findings.within(
+        &queue.retention_hours,
+        "queue.retention_hours".into(),
+        ranges::RETENTION_HOURS,
+        "hours",
+    );
+    findings.within(
+        &queue.min_free_mib,
+        "queue.min_free_mib".into(),
+        ranges::MIN_FREE_MIB,
+        "MiB",
+    );
+    // A file system of size 0 is a pseudo one (/proc): data_dir's own
+    // check says so.
+    if let Some(total) = file_system_mib(file.data_dir.get_ref())
+        && total > 0
+        && *queue.min_free_mib.get_ref() >= total
+    {
         findings.at(
-            &queue.high_water_percent,
-            "queue.high_water_percent",
-            "must be between 1 and 100",
+            &queue.min_free_mib,
+            "queue.min_free_mib",
+            format!(
+                "is {} MiB, but the file system of data_dir holds {total} MiB in all: no \
+                 event could ever be stored; give less than {total}",
+                queue.min_free_mib.get_ref()
+            ),
         );
     }
     if file.sources.is_empty() {
@@ -213,6 +319,7 @@ async fn check_file(
         );
     }
 
+    let mut plugins = SectionPlugins::new(runtime);
     let mut sources = Vec::new();
     for (name, section) in &file.sources {
         let key = format!("sources.{name}");
@@ -223,18 +330,29 @@ async fn check_file(
                 format!("the name `{name}` is reserved for safd's own events; rename the source"),
             );
         }
-        findings.positive(&section.max_events, format!("{key}.max_events"));
-        findings.positive(&section.max_bytes, format!("{key}.max_bytes"));
-        let Some((plugin, config)) = plugin_for(
-            runtime,
-            plugin_dir,
-            &section.plugin,
-            &section.config,
-            PluginKind::Source,
-            &key,
-            findings,
-        )
-        .await
+        findings.name(&section.plugin, key.clone(), "the source name", name);
+        findings.within(
+            &section.max_events,
+            format!("{key}.max_events"),
+            ranges::EVENTS,
+            "events",
+        );
+        findings.within(
+            &section.max_bytes,
+            format!("{key}.max_bytes"),
+            ranges::BYTES,
+            "bytes",
+        );
+        let Some((plugin, config)) = plugins
+            .section(
+                plugin_dir,
+                &section.plugin,
+                &section.config,
+                PluginKind::Source,
+                &key,
+                findings,
+            )
+            .await
         else {
             continue;
         };
@@ -260,31 +378,77 @@ async fn check_file(
     let mut groups = Vec::new();
     for (name, section) in &file.groups {
         let key = format!("groups.{name}");
+        findings.name(&section.plugin, key.clone(), "the group name", name);
         check_members(section.members.get_ref(), &section.members, &key, findings);
-        findings.positive(&section.batch_max_events, format!("{key}.batch_max_events"));
-        findings.positive(&section.batch_max_bytes, format!("{key}.batch_max_bytes"));
-        findings.positive(
-            &section.request_timeout_ms,
-            format!("{key}.request_timeout_ms"),
-        );
-        findings.positive(
-            &section.probe_interval_ms,
-            format!("{key}.probe_interval_ms"),
-        );
-        let Some((plugin, config)) = plugin_for(
-            runtime,
-            plugin_dir,
-            &section.plugin,
-            &section.config,
-            PluginKind::Destination,
-            &key,
-            findings,
-        )
-        .await
+        for (value, field, range, unit) in [
+            (
+                &section.batch_max_events,
+                "batch_max_events",
+                ranges::EVENTS,
+                "events",
+            ),
+            (
+                &section.batch_max_bytes,
+                "batch_max_bytes",
+                ranges::BYTES,
+                "bytes",
+            ),
+            (
+                &section.request_timeout_ms,
+                "request_timeout_ms",
+                ranges::TIMEOUT_MS,
+                "milliseconds",
+            ),
+            (
+                &section.probe_interval_ms,
+                "probe_interval_ms",
+                ranges::PROBE_MS,
+                "milliseconds",
+            ),
+            (
+                &section.linger_ms,
+                "linger_ms",
+                ranges::LINGER_MS,
+                "milliseconds",
+            ),
+        ] {
+            findings.within(value, format!("{key}.{field}"), range, unit);
+        }
+        for (value, field) in [
+            (&section.failback_after, "failback_after"),
+            (&section.transient_limit, "transient_limit"),
+        ] {
+            findings.within(value, format!("{key}.{field}"), ranges::COUNT, "times");
+        }
+        let Some((plugin, config)) = plugins
+            .section(
+                plugin_dir,
+                &section.plugin,
+                &section.config,
+                PluginKind::Destination,
+                &key,
+                findings,
+            )
+            .await
         else {
             continue;
         };
         fingerprints.insert(key.clone(), fingerprint(raw, "groups", name, &plugin));
+        for member in section.members.get_ref() {
+            if let Some(form) = &plugin.manifest.endpoint
+                && let Err(why) = form.check(&member.address)
+            {
+                findings.at(
+                    &section.members,
+                    format!("{key}.members"),
+                    format!(
+                        "member `{}`: {why} (`{}` expects {form})",
+                        member.name,
+                        section.plugin.get_ref()
+                    ),
+                );
+            }
+        }
         let mut members = Vec::new();
         for member in section.members.get_ref() {
             // One instance per member: a hung call to one server must not
@@ -326,12 +490,12 @@ async fn check_file(
             },
             members,
             tuning: Tuning {
-                batch_max_events: *section.batch_max_events.get_ref(),
-                batch_max_bytes: *section.batch_max_bytes.get_ref(),
+                batch_max_events: to_usize(*section.batch_max_events.get_ref()),
+                batch_max_bytes: to_usize(*section.batch_max_bytes.get_ref()),
                 request_timeout: Duration::from_millis(*section.request_timeout_ms.get_ref()),
                 probe_interval: Duration::from_millis(*section.probe_interval_ms.get_ref()),
-                failback_after: section.failback_after,
-                transient_limit: section.transient_limit,
+                failback_after: *section.failback_after.get_ref(),
+                transient_limit: *section.transient_limit.get_ref(),
                 linger: Duration::from_millis(*section.linger_ms.get_ref()),
                 ..Tuning::default()
             },
@@ -351,10 +515,12 @@ async fn check_file(
                 },
                 high_water_percent: *queue.high_water_percent.get_ref(),
                 retention: Retention {
-                    max_bytes: queue.retention_mib.saturating_mul(1 << 20),
-                    max_age: Duration::from_secs(queue.retention_hours.saturating_mul(3600)),
+                    max_bytes: queue.retention_mib.get_ref().saturating_mul(1 << 20),
+                    max_age: Duration::from_secs(
+                        queue.retention_hours.get_ref().saturating_mul(3600),
+                    ),
                 },
-                min_free_bytes: queue.min_free_mib.saturating_mul(1 << 20),
+                min_free_bytes: queue.min_free_mib.get_ref().saturating_mul(1 << 20),
             },
             retention_interval: Duration::from_secs(10),
         },
@@ -365,6 +531,84 @@ async fn check_file(
         runtime: runtime.clone(),
         warnings,
     }
+}
+
+/// Why the queue cannot live in `dir`, if it cannot: what `safd run`
+/// would find when it opens the queue there.
+fn usable_data_dir(dir: &Path) -> Result<(), String> {
+    if dir.as_os_str().is_empty() {
+        return Err(
+            "is empty; give the directory the queue lives in, e.g. \"/var/lib/safd\"".to_owned(),
+        );
+    }
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => {
+            // Whether files can be created there is what counts (a
+            // read-only mount, /proc, a directory of another user): try.
+            tempfile::Builder::new()
+                .prefix(".safd-check-")
+                .tempfile_in(dir)
+                .map(drop)
+                .map_err(|e| {
+                    format!(
+                        "{}: safd cannot create files in it ({e}); give a writable directory",
+                        dir.display()
+                    )
+                })
+        }
+        Ok(metadata) => Err(format!(
+            "{} is not a directory (it is {}); give a directory (it is created if missing)",
+            dir.display(),
+            file_kind(dir, &metadata)
+        )),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            // Created on start: its nearest existing ancestor must be a
+            // writable directory.
+            let ancestor = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| a.as_os_str().is_empty() || a.exists())
+                .map(|a| {
+                    if a.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        a
+                    }
+                })
+                .unwrap_or(Path::new("/"));
+            if !ancestor.is_dir() {
+                return Err(format!(
+                    "{} cannot be created: {} is not a directory",
+                    dir.display(),
+                    ancestor.display()
+                ));
+            }
+            tempfile::Builder::new()
+                .prefix(".safd-check-")
+                .tempdir_in(ancestor)
+                .map(drop)
+                .map_err(|e| {
+                    format!(
+                        "{} cannot be created in {} ({e}); create it for safd's user or give \
+                         another directory",
+                        dir.display(),
+                        ancestor.display()
+                    )
+                })
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// The size of the file system `dir` is (or would be created) on, in MiB.
+fn file_system_mib(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|a| a.is_dir())?;
+    fs2::total_space(existing).ok().map(|bytes| bytes >> 20)
 }
 
 /// A section as written (its JSON form, so formatting does not count) and
@@ -393,11 +637,18 @@ fn check_members(
     }
     let mut seen = HashSet::new();
     for member in members {
-        if member.name.trim().is_empty() {
+        if member.name.is_empty() {
             findings.at(
                 spanned,
                 format!("{key}.members"),
                 "a member has an empty name",
+            );
+        } else if names::check(&member.name).is_err() {
+            findings.name(
+                spanned,
+                format!("{key}.members"),
+                "the member name",
+                &member.name,
             );
         } else if !seen.insert(member.name.as_str()) {
             findings.at(
@@ -419,79 +670,150 @@ fn check_members(
     }
 }
 
-/// Load the plugin a section names, check its kind and have it check its
-/// config. Returns the plugin and its config as JSON when all is well.
-async fn plugin_for(
-    runtime: &Runtime,
-    plugin_dir: &Path,
-    name: &Spanned<String>,
-    config: &Spanned<toml::Table>,
-    kind: PluginKind,
-    key: &str,
-    findings: &mut Findings<'_>,
-) -> Option<(Arc<Plugin>, String)> {
-    let path = plugin_dir.join(format!("{}.wasm", name.get_ref()));
-    if !path.is_file() {
-        findings.at(
-            name,
-            format!("{key}.plugin"),
-            format!(
-                "no plugin `{}` in {} (found: {}); fix the name or drop the plugin there",
-                name.get_ref(),
-                plugin_dir.display(),
-                available(plugin_dir)
-            ),
-        );
-        return None;
-    }
-    let plugin = match runtime.load(&path) {
-        Ok(plugin) => plugin,
-        Err(e) => {
-            findings.at(name, format!("{key}.plugin"), e.to_string());
-            return None;
+/// The plugins the sections name, each loaded once however many sections
+/// name it, and each distinct config checked once: the memory and time of
+/// a check do not grow with copies of a section.
+struct SectionPlugins<'r> {
+    runtime: &'r Runtime,
+    loaded: HashMap<String, Result<Arc<Plugin>, String>>,
+    validated: HashMap<(String, String), Result<Vec<ConfigProblem>, String>>,
+}
+
+impl<'r> SectionPlugins<'r> {
+    fn new(runtime: &'r Runtime) -> Self {
+        Self {
+            runtime,
+            loaded: HashMap::new(),
+            validated: HashMap::new(),
         }
-    };
-    if plugin.kind() != kind {
-        findings.at(
-            name,
-            format!("{key}.plugin"),
-            format!(
-                "`{}` is a {} plugin; a {} is needed here",
-                name.get_ref(),
-                plugin.kind(),
-                kind
-            ),
-        );
-        return None;
     }
-    let json = match serde_json::to_string(config.get_ref()) {
-        Ok(json) => json,
-        Err(e) => {
-            findings.at(config, format!("{key}.config"), e.to_string());
-            return None;
-        }
-    };
-    match plugin.validate_config(&json).await {
-        Ok(problems) if problems.is_empty() => Some((plugin, json)),
-        Ok(problems) => {
-            for problem in problems {
-                let at = if problem.path.is_empty() {
-                    format!("{key}.config")
-                } else {
-                    format!("{key}.config.{}", problem.path)
-                };
-                findings.at(config, at, problem.message);
+
+    /// The plugin file `name` in `plugin_dir`, loaded on first use.
+    fn load(&mut self, plugin_dir: &Path, name: &str) -> Result<Arc<Plugin>, String> {
+        let runtime = self.runtime;
+        self.loaded
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                let path = plugin_dir.join(format!("{name}.wasm"));
+                match std::fs::metadata(&path) {
+                    Ok(metadata) if metadata.is_file() => {}
+                    Ok(metadata) => {
+                        return Err(format!(
+                            "{} is not a regular file (it is {}); a plugin is a regular \
+                             .wasm file beside its .toml",
+                            path.display(),
+                            file_kind(&path, &metadata)
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "no plugin `{name}` in {} (found: {}); fix the name or drop the \
+                             plugin there",
+                            plugin_dir.display(),
+                            available(plugin_dir)
+                        ));
+                    }
+                }
+                runtime.load(&path).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// Load the plugin a section names, check its kind and have it check
+    /// its config. Returns the plugin and its config as JSON when all is
+    /// well.
+    #[allow(clippy::too_many_arguments)]
+    async fn section(
+        &mut self,
+        plugin_dir: &Path,
+        name: &Spanned<String>,
+        config: &Spanned<toml::Table>,
+        kind: PluginKind,
+        key: &str,
+        findings: &mut Findings<'_>,
+    ) -> Option<(Arc<Plugin>, String)> {
+        let plugin = match self.load(plugin_dir, name.get_ref()) {
+            Ok(plugin) => plugin,
+            Err(message) => {
+                findings.at(name, format!("{key}.plugin"), message);
+                return None;
             }
-            None
-        }
-        Err(e) => {
+        };
+        if plugin.kind() != kind {
             findings.at(
                 name,
                 format!("{key}.plugin"),
-                format!("the plugin failed to check its config: {e}"),
+                format!(
+                    "`{}` is a {} plugin; a {} is needed here",
+                    name.get_ref(),
+                    plugin.kind(),
+                    kind
+                ),
             );
-            None
+            return None;
         }
+        let json = match serde_json::to_string(config.get_ref()) {
+            Ok(json) => json,
+            Err(e) => {
+                findings.at(config, format!("{key}.config"), e.to_string());
+                return None;
+            }
+        };
+        let validated = match self.validated.get(&(name.get_ref().clone(), json.clone())) {
+            Some(validated) => validated.clone(),
+            None => {
+                let validated = plugin
+                    .validate_config(&json)
+                    .await
+                    .map_err(|e| e.to_string());
+                self.validated
+                    .insert((name.get_ref().clone(), json.clone()), validated.clone());
+                validated
+            }
+        };
+        match validated {
+            Ok(problems) if problems.is_empty() => Some((plugin, json)),
+            Ok(problems) => {
+                for problem in problems {
+                    let at = if problem.path.is_empty() {
+                        format!("{key}.config")
+                    } else {
+                        format!("{key}.config.{}", problem.path)
+                    };
+                    findings.at(config, at, problem.message);
+                }
+                None
+            }
+            Err(e) => {
+                findings.at(
+                    name,
+                    format!("{key}.plugin"),
+                    format!("the plugin failed to check its config: {e}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// What a path that is not a regular file is, for a message.
+fn file_kind(path: &Path, metadata: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = metadata.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_fifo() {
+        "a pipe"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    match std::fs::read_link(path) {
+        Ok(target) => format!("{what}, through a link to {}", target.display()),
+        Err(_) => what.to_owned(),
     }
 }
 
@@ -501,6 +823,7 @@ fn available(dir: &Path) -> String {
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|entry| entry.path().is_file())
         .map(|entry| PathBuf::from(entry.file_name()))
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
         .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))

@@ -42,10 +42,13 @@ fn render(file: &Path, problems: &[Problem]) -> String {
             } else {
                 file.display().to_string()
             };
-            if p.key.is_empty() {
+            // Keys are the file's own text: a control character in a table
+            // name is shown escaped, not sent to the terminal.
+            let key = safd_event_block::names::quote(&p.key, usize::MAX);
+            if key.is_empty() {
                 format!("{place}: {}", p.message)
             } else {
-                format!("{place}: {}: {}", p.key, p.message)
+                format!("{place}: {key}: {}", p.message)
             }
         })
         .collect();
@@ -89,13 +92,13 @@ pub struct QueueSection {
     pub high_water_percent: Spanned<u8>,
     /// Acknowledged events kept for catch-up, in MiB.
     #[serde(default = "defaults::retention_mib")]
-    pub retention_mib: u64,
+    pub retention_mib: Spanned<u64>,
     /// Acknowledged events older than this are removed.
     #[serde(default = "defaults::retention_hours")]
-    pub retention_hours: u64,
+    pub retention_hours: Spanned<u64>,
     /// Free space (MiB) kept on the data directory's file system.
     #[serde(default = "defaults::min_free_mib")]
-    pub min_free_mib: u64,
+    pub min_free_mib: Spanned<u64>,
 }
 
 impl Default for QueueSection {
@@ -179,9 +182,9 @@ pub struct GroupSection {
     pub grants: Grants,
     pub members: Spanned<Vec<MemberSection>>,
     #[serde(default = "defaults::batch_events")]
-    pub batch_max_events: Spanned<usize>,
+    pub batch_max_events: Spanned<u64>,
     #[serde(default = "defaults::batch_bytes")]
-    pub batch_max_bytes: Spanned<usize>,
+    pub batch_max_bytes: Spanned<u64>,
     /// A call taking longer makes the member unreachable (a silent peer).
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: Spanned<u64>,
@@ -190,10 +193,10 @@ pub struct GroupSection {
     /// Healthy probes in a row before failing back to a higher-priority
     /// member.
     #[serde(default = "defaults::failback_after")]
-    pub failback_after: u32,
+    pub failback_after: Spanned<u32>,
     /// Transient errors in a row after which a member is unreachable.
     #[serde(default = "defaults::transient_limit")]
-    pub transient_limit: u32,
+    pub transient_limit: Spanned<u32>,
     /// For plugins that only confirm writes (plain TCP syslog): how long
     /// written events wait before they count as delivered; a failure
     /// within it sends them again.
@@ -229,14 +232,14 @@ mod defaults {
     pub fn high_water_percent() -> Spanned<u8> {
         unspanned(80)
     }
-    pub fn retention_mib() -> u64 {
-        256
+    pub fn retention_mib() -> Spanned<u64> {
+        unspanned(256)
     }
-    pub fn retention_hours() -> u64 {
-        24
+    pub fn retention_hours() -> Spanned<u64> {
+        unspanned(24)
     }
-    pub fn min_free_mib() -> u64 {
-        64
+    pub fn min_free_mib() -> Spanned<u64> {
+        unspanned(64)
     }
     pub fn poll_events() -> Spanned<u32> {
         unspanned(1024)
@@ -244,10 +247,10 @@ mod defaults {
     pub fn poll_bytes() -> Spanned<u32> {
         unspanned(4 << 20)
     }
-    pub fn batch_events() -> Spanned<usize> {
+    pub fn batch_events() -> Spanned<u64> {
         unspanned(512)
     }
-    pub fn batch_bytes() -> Spanned<usize> {
+    pub fn batch_bytes() -> Spanned<u64> {
         unspanned(1 << 20)
     }
     pub fn request_timeout_ms() -> Spanned<u64> {
@@ -256,11 +259,11 @@ mod defaults {
     pub fn probe_interval_ms() -> Spanned<u64> {
         unspanned(1000)
     }
-    pub fn failback_after() -> u32 {
-        3
+    pub fn failback_after() -> Spanned<u32> {
+        unspanned(3)
     }
-    pub fn transient_limit() -> u32 {
-        3
+    pub fn transient_limit() -> Spanned<u32> {
+        unspanned(3)
     }
     pub fn linger_ms() -> Spanned<u64> {
         unspanned(1000)
@@ -276,29 +279,104 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         .map_or(0, |before| before.matches('\n').count() + 1)
 }
 
-/// Read and parse `path`; syntax and type errors come back with their line.
+/// The largest configuration file read: a real one is a few KiB; this
+/// stops `-c /dev/zero` (or a file with a million sections) from costing
+/// memory before anything is checked.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Read and parse `path`; syntax and type errors come back with their line
+/// and key.
 pub fn read(path: &Path) -> Result<(String, ConfigFile), ConfigError> {
-    let fail = |line: usize, message: String| ConfigError {
+    let fail = |line: usize, key: String, message: String| ConfigError {
         file: path.to_owned(),
-        problems: vec![Problem {
-            line,
-            key: String::new(),
-            message,
-        }],
+        problems: vec![Problem { line, key, message }],
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        fail(
-            0,
-            format!("cannot read it: {e}; check the path given to -c"),
-        )
+    let text = read_limited(path).map_err(|message| fail(0, String::new(), message))?;
+    let deserializer = toml::de::Deserializer::parse(&text).map_err(|e| {
+        let span = e.span();
+        let line = span.as_ref().map_or(0, |span| line_of(&text, span.start));
+        let key = span.map(|span| key_at(&text, span)).unwrap_or_default();
+        fail(line, key, toml_message(&e))
     })?;
-    let file = toml::from_str::<ConfigFile>(&text).map_err(|e| {
+    let file: ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // toml's `Spanned` shows up in the path as a field of its own.
+        let key = e
+            .path()
+            .to_string()
+            .split('.')
+            .filter(|part| !part.starts_with("$__serde_spanned"))
+            .collect::<Vec<_>>()
+            .join(".");
+        let key = if key.is_empty() || key == "?" {
+            String::new()
+        } else {
+            key
+        };
+        let e = e.into_inner();
         let line = e.span().map_or(0, |span| line_of(&text, span.start));
-        // The toml message repeats the source line; keep its first line.
-        let message = e.message().lines().next().unwrap_or_default().to_owned();
-        fail(line, format!("{message} (see docs/configuration.md)"))
+        fail(line, key, toml_message(&e))
     })?;
     Ok((text, file))
+}
+
+/// The file's text, refused when it is not a regular file, larger than
+/// [`MAX_CONFIG_BYTES`] or not UTF-8.
+fn read_limited(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot read it: {e}; check the path given to -c"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}; check the path given to -c"))?;
+    if !metadata.is_file() {
+        return Err("is not a regular file; give the path of a safd.toml to -c".to_owned());
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it as UTF-8 text: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "is larger than {} KiB, the most safd reads; a configuration is a few KiB",
+            MAX_CONFIG_BYTES >> 10
+        ));
+    }
+    Ok(text)
+}
+
+/// The toml message without the source excerpt it repeats.
+fn toml_message(e: &toml::de::Error) -> String {
+    let message = e.message().lines().next().unwrap_or_default();
+    format!("{message} (see docs/configuration.md)")
+}
+
+/// The dotted key a parse error points at: the text at `span` (a key or a
+/// table header), inside the table whose header precedes it.
+fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
+    let at = text.get(span.clone()).unwrap_or_default().trim();
+    let at = at.trim_start_matches('[').trim_end_matches(']').trim();
+    let before = text.get(..span.start).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default()
+        .trim();
+    if line.starts_with('[') {
+        // The span is (in) a table header: the header is the key.
+        return line.trim_matches(['[', ']']).trim().to_owned();
+    }
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .map(|header| header.trim_matches(['[', ']']).trim());
+    match table {
+        Some(table) if !at.is_empty() => format!("{table}.{at}"),
+        Some(table) => table.to_owned(),
+        None => at.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +399,67 @@ mod tests {
         let (_, file) = read(path).unwrap();
         assert_eq!(file.groups["mgmt"].members.get_ref().len(), 2);
         assert_eq!(file.sources["ems-prod1"].plugin.get_ref(), "ems-reader");
+    }
+
+    fn problem_of(text: &str) -> Problem {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("safd.toml");
+        std::fs::write(&path, text).unwrap();
+        read(&path).unwrap_err().problems.remove(0)
+    }
+
+    const HEAD: &str = "agent_id = \"a\"\ndata_dir = \"/d\"\nplugin_dir = \"/p\"\n";
+
+    #[test]
+    fn type_errors_and_duplicate_keys_name_the_key_and_line() {
+        let problem = problem_of(&format!("{HEAD}[queue]\ncapacity_mib = \"big\"\n"));
+        assert_eq!(
+            (problem.line, problem.key.as_str()),
+            (5, "queue.capacity_mib")
+        );
+        assert!(problem.message.contains("expected u64"), "{problem:?}");
+        let problem = problem_of(&format!(
+            "{HEAD}[groups.g]\nmode = \"failover\"\nplugin = \"p\"\nmembers = [{{ name = 1, address = \"x\" }}]\n"
+        ));
+        assert_eq!(
+            (problem.line, problem.key.as_str()),
+            (7, "groups.g.members.name")
+        );
+        let problem = problem_of(&format!(
+            "{HEAD}[queue]\ncapacity_mib = 5\ncapacity_mib = 6\n"
+        ));
+        assert_eq!(
+            (problem.line, problem.key.as_str()),
+            (6, "queue.capacity_mib")
+        );
+        assert!(problem.message.contains("duplicate key"), "{problem:?}");
+        let problem = problem_of(&format!(
+            "{HEAD}[sources.a]\nplugin = \"x\"\n[sources.a]\nplugin = \"y\"\n"
+        ));
+        assert_eq!(problem.line, 6, "{problem:?}");
+        assert_eq!(problem.key, "sources.a", "{problem:?}");
+        let problem = problem_of("agent_id = 5\n");
+        assert_eq!((problem.line, problem.key.as_str()), (1, "agent_id"));
+    }
+
+    #[test]
+    fn what_is_not_a_small_regular_file_is_refused_before_it_is_read() {
+        let problem = problem_of(&"#".repeat(MAX_CONFIG_BYTES as usize + 1));
+        assert!(
+            problem.message.contains("larger than 1024 KiB"),
+            "{problem:?}"
+        );
+        let err = read(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            err.problems[0].message.contains("not a regular file"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(
+            err.problems[0].message.contains("not a regular file"),
+            "{err}"
+        );
     }
 
     #[test]

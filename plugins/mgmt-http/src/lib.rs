@@ -43,6 +43,9 @@ fn default_timeout_ms() -> u32 {
     10_000
 }
 
+/// Characters of a server's error answer kept in the error safd logs.
+const MAX_DETAIL_CHARS: usize = 400;
+
 const SCHEMA: &str = r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
@@ -62,15 +65,32 @@ fn check(config: &Config) -> Vec<ConfigProblem> {
             "token",
             "is empty; set the token the management server was started with",
         ));
-    }
-    if config.connect_timeout_ms == 0 {
+    } else if let Some((at, c)) = config
+        .token
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii_graphic())
+    {
+        // It travels in the Authorization header, where CR or LF would
+        // end the header (and a request would fail at every call).
         problems.push(ConfigProblem::new(
-            "connect_timeout_ms",
-            "must be at least 1",
+            "token",
+            format!(
+                "contains U+{:04X} at byte {at}, which cannot travel in an HTTP header; a token \
+                 is printable ASCII without spaces",
+                u32::from(c)
+            ),
         ));
     }
-    if config.timeout_ms == 0 {
-        problems.push(ConfigProblem::new("timeout_ms", "must be at least 1"));
+    for (key, value, max) in [
+        ("connect_timeout_ms", config.connect_timeout_ms, 600_000),
+        ("timeout_ms", config.timeout_ms, 3_600_000),
+    ] {
+        if !(1..=max).contains(&value) {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("is {value}; give 1 to {max} (milliseconds)"),
+            ));
+        }
     }
     problems
 }
@@ -170,14 +190,12 @@ impl Writer {
 
     /// The error table of docs/protocol.md.
     fn status_error(&self, path: &str, reply: &Reply) -> ConnectorError {
+        // At most a short prefix of whatever the server said: it ends up
+        // in safd's log and in dead letters.
         let detail = serde_json::from_slice::<wire::ErrorAnswer>(&reply.body)
             .map(|e| e.error)
-            .unwrap_or_else(|_| {
-                String::from_utf8_lossy(&reply.body)
-                    .chars()
-                    .take(200)
-                    .collect()
-            });
+            .unwrap_or_else(|_| String::from_utf8_lossy(&reply.body).into_owned());
+        let detail = safd_event_block::names::quote(&detail, MAX_DETAIL_CHARS);
         let message = format!(
             "{} answered {} to {path}: {detail}",
             self.endpoint.address, reply.status

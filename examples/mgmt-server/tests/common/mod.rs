@@ -125,6 +125,37 @@ impl Server {
         )
     }
 
+    /// POST raw bytes (which need not be JSON, or UTF-8); (status, the
+    /// answer's text).
+    pub fn post_bytes(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let mut response = Self::agent()
+            .post(&self.url(path))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let mut response = Self::agent()
             .get(&self.url(path))
