@@ -27,9 +27,10 @@ pub async fn bind(
     token: &str,
     service_ready: Option<bool>,
     limits: store::Limits,
+    index_cache_bytes: u64,
 ) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
     let store = Arc::new(
-        store::Store::open(data, service_ready)
+        store::Store::open_with_cache(data, service_ready, index_cache_bytes)
             .map_err(|e| anyhow::anyhow!("cannot open the database at {}: {e}", data.display()))?
             .with_limits(limits),
     );

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use safd_mgmt::store::Limits;
+use safd_mgmt::store::{DEFAULT_INDEX_CACHE_BYTES, Limits};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,10 @@ struct Args {
     /// streams wait for the agent's next delivery.
     #[arg(long, default_value_t = Limits::default().max_new_streams_per_delivery, value_parser = clap::value_parser!(u32).range(1..))]
     max_new_streams_per_delivery: u32,
+    /// Memory for the index's page cache, in MiB: more speeds up queries
+    /// over many streams, and costs its size in resident memory.
+    #[arg(long, default_value_t = DEFAULT_INDEX_CACHE_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    index_cache_mib: u64,
 }
 
 #[tokio::main]
@@ -89,8 +93,15 @@ async fn main() -> anyhow::Result<()> {
         max_streams_per_agent: args.max_streams_per_agent,
         max_new_streams_per_delivery: args.max_new_streams_per_delivery,
     };
-    let (listener, router) =
-        safd_mgmt::bind(&args.data, args.listen, &args.token, service_ready, limits).await?;
+    let (listener, router) = safd_mgmt::bind(
+        &args.data,
+        args.listen,
+        &args.token,
+        service_ready,
+        limits,
+        args.index_cache_mib << 20,
+    )
+    .await?;
     let addr = listener.local_addr().context("listener address")?;
     // One line, written even if nobody reads it (a closed pipe must not
     // stop the server); tests and the demo parse it for the port.

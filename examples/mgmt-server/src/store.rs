@@ -355,9 +355,12 @@ impl std::fmt::Debug for Store {
 /// records; 16 MiB log segments keep such leaves inline.
 const SLED_SEGMENT_BYTES: usize = 16 << 20;
 
-/// sled's page cache (its default is 1 GiB, which a client opening many
-/// streams filled).
-const SLED_CACHE_BYTES: u64 = 16 << 20;
+/// sled's page cache by default (sled's own default is 1 GiB, which a
+/// client opening many streams filled). Measured against 1 GiB,
+/// interleaved, medians of 3 (150 deliveries of 1 024 realistic events,
+/// then queries of 1 000): 495 926 vs 515 115 events/s, within the
+/// machine's noise; 74 vs 73 ms per query.
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 16 << 20;
 
 /// How often sled flushes the index on its own. What it has not flushed
 /// when the server stops is indexed again from the event log on open.
@@ -387,11 +390,20 @@ impl Store {
     /// Open (or create) the database at `path`. `service_ready` overrides
     /// the persisted state of the event service switch when given.
     pub fn open(path: &Path, service_ready: Option<bool>) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, service_ready, DEFAULT_INDEX_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with an index page cache of `cache_bytes`.
+    pub fn open_with_cache(
+        path: &Path,
+        service_ready: Option<bool>,
+        cache_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .segment_size(SLED_SEGMENT_BYTES)
             .flush_every_ms(Some(SLED_FLUSH_MS))
-            .cache_capacity(SLED_CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|err| match err {
                 // sled reports its file lock only in the message.
