@@ -191,7 +191,16 @@ fn check_refuses_at_start_what_run_would_refuse_or_misuse() {
         "cannot travel in an HTTP header",
         false,
     );
-    // Sizes and times: the range in the message.
+    // Sizes and times: the range in the message, safd's and the plugin's.
+    refused(
+        &path,
+        &good,
+        "timeout_ms = 3000",
+        "timeout_ms = 4294967295",
+        "groups.mgmt.config.timeout_ms",
+        "is 4294967295; give 1 to 3600000 (milliseconds)",
+        false,
+    );
     refused(
         &path,
         &good,

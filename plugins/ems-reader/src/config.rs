@@ -143,11 +143,12 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             "must name the node, e.g. \\PROD1",
         ));
     }
-    if raw.max_events == 0 {
-        problems.push(ConfigProblem::new("max_events", "must be at least 1"));
-    }
-    if raw.max_bytes < 1024 {
-        problems.push(ConfigProblem::new("max_bytes", "must be at least 1024"));
+    for (key, value, range, unit) in [
+        ("max_events", raw.max_events, 1..=65_536, "events"),
+        ("max_bytes", raw.max_bytes, 1_024..=(64 << 20), "bytes"),
+        ("settle_ms", raw.settle_ms, 0..=3_600_000, "milliseconds"),
+    ] {
+        problems.extend(config::check_range(key, u64::from(value), range, unit));
     }
     if !problems.is_empty() {
         return Err(problems);

@@ -142,16 +142,35 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         ));
         Severity::Info
     });
-    for (key, value, min) in [
-        ("max_line_bytes", raw.max_line_bytes, 256),
-        ("multiline_timeout_ms", raw.multiline_timeout_ms, 1),
-        ("scan_interval_ms", raw.scan_interval_ms, 10),
-        ("max_events", raw.max_events, 1),
-        ("max_bytes", raw.max_bytes, 1024),
+    for (key, value, range, unit) in [
+        (
+            "max_line_bytes",
+            raw.max_line_bytes,
+            256..=(16 << 20),
+            "bytes",
+        ),
+        (
+            "multiline_timeout_ms",
+            raw.multiline_timeout_ms,
+            1..=3_600_000,
+            "milliseconds",
+        ),
+        (
+            "rotate_wait_ms",
+            raw.rotate_wait_ms,
+            0..=3_600_000,
+            "milliseconds",
+        ),
+        (
+            "scan_interval_ms",
+            raw.scan_interval_ms,
+            10..=3_600_000,
+            "milliseconds",
+        ),
+        ("max_events", raw.max_events, 1..=65_536, "events"),
+        ("max_bytes", raw.max_bytes, 1_024..=(64 << 20), "bytes"),
     ] {
-        if value < min {
-            problems.push(ConfigProblem::new(key, format!("must be at least {min}")));
-        }
+        problems.extend(config::check_range(key, u64::from(value), range, unit));
     }
     if !problems.is_empty() {
         return Err(problems);

@@ -85,12 +85,12 @@ fn check(config: &Config) -> Vec<ConfigProblem> {
         ("connect_timeout_ms", config.connect_timeout_ms, 600_000),
         ("timeout_ms", config.timeout_ms, 3_600_000),
     ] {
-        if !(1..=max).contains(&value) {
-            problems.push(ConfigProblem::new(
-                key,
-                format!("is {value}; give 1 to {max} (milliseconds)"),
-            ));
-        }
+        problems.extend(config::check_range(
+            key,
+            u64::from(value),
+            1..=max,
+            "milliseconds",
+        ));
     }
     problems
 }

@@ -23,6 +23,28 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigProblem> {
     })
 }
 
+/// A problem when `value` lies outside `range`, naming the range and its
+/// unit (`"is 0; give 1 to 600000 (milliseconds)"`), as safd's own checks
+/// do. Upper bounds matter as much as lower ones: a timeout of 49 days is
+/// a typo, not a choice.
+pub fn check_range(
+    key: &str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Option<ConfigProblem> {
+    (!range.contains(&value)).then(|| {
+        ConfigProblem::new(
+            key,
+            format!(
+                "is {value}; give {} to {} ({unit})",
+                range.start(),
+                range.end()
+            ),
+        )
+    })
+}
+
 /// Join problems into one line for a constructor's error message.
 pub fn describe_problems(problems: &[ConfigProblem]) -> String {
     problems

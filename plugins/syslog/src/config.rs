@@ -134,23 +134,24 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     if let Err(why) = sd_id(&raw.sd_id) {
         problems.push(ConfigProblem::new("sd_id", why));
     }
-    if raw.max_message_bytes < 480 {
-        problems.push(ConfigProblem::new(
+    // RFC 5424 receivers accept at least 480 bytes.
+    for (key, value, range, unit) in [
+        (
             "max_message_bytes",
-            "must be at least 480 (RFC 5424 receivers accept at least that much)",
-        ));
-    }
-    for (key, value) in [
-        ("connect_timeout_ms", raw.connect_timeout_ms),
-        ("timeout_ms", raw.timeout_ms),
-        ("relp_window", raw.relp_window),
+            raw.max_message_bytes,
+            480..=(16 << 20),
+            "bytes",
+        ),
+        (
+            "connect_timeout_ms",
+            raw.connect_timeout_ms,
+            1..=600_000,
+            "milliseconds",
+        ),
+        ("timeout_ms", raw.timeout_ms, 1..=3_600_000, "milliseconds"),
+        ("relp_window", raw.relp_window, 1..=100_000, "messages"),
     ] {
-        if value == 0 {
-            problems.push(ConfigProblem::new(key, "must be at least 1"));
-        }
-    }
-    if raw.relp_window > 100_000 {
-        problems.push(ConfigProblem::new("relp_window", "must be at most 100000"));
+        problems.extend(config::check_range(key, u64::from(value), range, unit));
     }
     if raw.transport == Transport::Relp && raw.framing == Framing::Newline {
         problems.push(ConfigProblem::new(
