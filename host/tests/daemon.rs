@@ -110,6 +110,19 @@ probe_interval_ms = 200
     path
 }
 
+/// A configuration `check` accepts and whose one member nothing serves
+/// (port 9): for tests that never deliver. Returns the EMS directory too.
+fn config_to_nowhere(dir: &Path) -> (PathBuf, PathBuf) {
+    let logs = ems_logs(dir, 0);
+    let path = config(
+        dir,
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".into()],
+    );
+    (logs, path)
+}
+
 fn text_of(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -144,13 +157,7 @@ fn check_accepts_a_good_configuration_and_summarises_it() {
 #[test]
 fn check_warns_when_two_sources_would_produce_the_same_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
+    let (logs, path) = config_to_nowhere(dir.path());
     let text = std::fs::read_to_string(&path).unwrap();
     let copy = format!(
         "[sources.ems2]\nplugin = \"ems-reader\"\nconfig = {{ directory = \"{logs}\", format = \"b\", \
@@ -638,13 +645,7 @@ fn a_corrupt_plugin_is_one_clear_error() {
     let wasm = plugins.join("mgmt-http.wasm");
     let bytes = std::fs::read(&wasm).unwrap();
     std::fs::write(&wasm, &bytes[..bytes.len() / 2]).unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".to_owned()],
-    );
+    let (_, path) = config_to_nowhere(dir.path());
     let read = |path: &Path| std::fs::read_to_string(path).unwrap();
     std::fs::write(
         &path,

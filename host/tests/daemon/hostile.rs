@@ -4,7 +4,7 @@
 //! endless file nor a plugin per section; the admin API names what it does
 //! not know. (safd-mgmt's side: examples/mgmt-server/tests/protocol/hostile.rs.)
 
-use super::{config, ems_logs, ems_stream, one_server, plugin_dir, text_of};
+use super::{config_to_nowhere, ems_logs, ems_stream, one_server, plugin_dir, text_of};
 use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use std::path::Path;
 use std::process::Stdio;
@@ -51,13 +51,7 @@ fn refused(path: &Path, good: &str, from: &str, to: &str, key: &str, expect: &st
 #[test]
 fn check_refuses_at_start_what_run_would_refuse_or_misuse() {
     let dir = tempfile::tempdir().unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
+    let (_, path) = config_to_nowhere(dir.path());
     let good = std::fs::read_to_string(&path).unwrap();
     let data = dir.path().join("data").display().to_string();
     let agent = "agent_id = \"test-safd\"";
@@ -365,13 +359,7 @@ fn check_peak_kib(path: &Path) -> u64 {
 fn check_memory_does_not_grow_with_the_number_of_sections() {
     const BOUND_KIB: u64 = 128 << 10;
     let dir = tempfile::tempdir().unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
+    let (logs, path) = config_to_nowhere(dir.path());
     let mut text = std::fs::read_to_string(&path).unwrap();
     for i in 0..2_000 {
         text.push_str(&format!(

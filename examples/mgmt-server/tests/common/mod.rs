@@ -112,17 +112,8 @@ impl Server {
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let mut response = Self::agent()
-            .post(&self.url(path))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
-            .header("Content-Type", "application/json")
-            .send(body)
-            .unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_json().unwrap_or(Value::Null),
-        )
+        let (status, text) = self.post_bytes(path, body.as_bytes());
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// POST raw bytes (which need not be JSON, or UTF-8); (status, the
