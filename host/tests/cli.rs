@@ -218,6 +218,10 @@ fn demo_moves_every_event_through_failover_failback_and_catch_up_without_loss() 
     );
     assert_eq!(value("lost "), "0");
     assert!(
+        value("duplicates ").starts_with("0 stored twice"),
+        "{stdout}"
+    );
+    assert!(
         value("failover ").ends_with("after the primary was killed"),
         "{stdout}"
     );
@@ -232,4 +236,66 @@ fn demo_moves_every_event_through_failover_failback_and_catch_up_without_loss() 
     );
     assert!(stdout.contains("[1003]"), "{stdout}");
     assert!(stdout.contains("/console#token=demo"), "{stdout}");
+}
+
+/// `safd bench` at a tiny size (what `cargo xtask bench-pipeline` runs at
+/// full size), so it cannot rot: it completes, and what it counts — by
+/// event id at the servers — shows nothing lost or stored twice.
+#[test]
+fn bench_runs_at_a_tiny_size_and_counts_by_event_id() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("report");
+    let dir = plugin_dir();
+    let cache = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/test-plugin-cache"
+    ));
+    let output = safd(
+        &[
+            "bench",
+            "--plugins",
+            dir.to_str().unwrap(),
+            "--events",
+            "3000",
+            "--backlog",
+            "3000",
+            "--rate",
+            "2000",
+            "--latency-secs",
+            "2",
+            "--runs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--work-dir",
+            work.path().join("work").to_str().unwrap(),
+        ],
+        cache,
+    );
+    // 1: a target missed (expected of a debug build); anything else failed.
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{:?}\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let median = |label: &str| {
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in {report}"))["median"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(median("events lost across both failovers"), 0.0);
+    assert_eq!(median("events a server stored twice"), 0.0);
+    for rate in ["end to end", "ingest with no server up", "backlog replay"] {
+        assert!(median(rate) > 0.0, "{rate}: {report}");
+    }
+    assert!(out.join("bench.md").is_file());
 }

@@ -549,6 +549,7 @@ fn bench_syslog_reports_every_line_received_once() {
             .unwrap_or_else(|| panic!("no `{label}` in {report}"))
     };
     assert_eq!(figure("lines received more than once")["median"], 0.0);
+    assert_eq!(figure("lines never received")["median"], 0.0);
     assert!(figure("file → receiver")["median"].as_f64().unwrap() > 0.0);
     assert!(out.join("bench-syslog.md").is_file());
 }

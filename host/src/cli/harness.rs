@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 pub(crate) const TOKEN: &str = "demo";
 pub(crate) const STREAM: &str = "ems-prod1";
@@ -310,6 +311,49 @@ impl Drop for Server {
         let _ = self.signal("CONT");
         self.kill();
     }
+}
+
+/// What the servers hold, counted by event id (not by seq: a source that
+/// read events again gives them new seqs, which a count of seqs would take
+/// for new events, and a loss and a duplicate would cancel out).
+#[derive(Debug, Default)]
+pub(crate) struct IdCount {
+    /// Distinct ids held by any of the servers.
+    pub(crate) held: u64,
+    /// Per server, distinct ids held.
+    pub(crate) per_server: Vec<u64>,
+    /// Events a server stored more than once (an id it holds twice),
+    /// summed over the servers.
+    pub(crate) stored_twice: u64,
+}
+
+impl IdCount {
+    /// Count the ids of the events whose event time is in `from..until`
+    /// (µs) at each of `servers`.
+    pub(crate) fn of(servers: &[&Server], from: i64, until: i64) -> anyhow::Result<Self> {
+        let mut count = Self::default();
+        let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for server in servers {
+            let ids = server.ids_in_windows(from, until, 4_000_000)?;
+            let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+            count.stored_twice += (ids.len() - distinct.len()) as u64;
+            count.per_server.push(distinct.len() as u64);
+            held.extend(ids);
+        }
+        count.held = held.len() as u64;
+        Ok(count)
+    }
+}
+
+/// The wall-clock time of `at`, in µs since the Unix epoch: the event
+/// times of what the simulator wrote since then start there.
+pub(crate) fn clock_micros(at: Instant) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let ago =
+        i64::try_from(Instant::now().saturating_duration_since(at).as_micros()).unwrap_or(i64::MAX);
+    now.saturating_sub(ago)
 }
 
 pub(crate) fn count(held: &[(u64, u64)]) -> u64 {

@@ -9,12 +9,13 @@
 
 use super::bench::Safd;
 use super::harness::{
-    Server, check_plugins, config_text, generated, start_simulator, tools, union,
+    IdCount, Server, check_plugins, clock_micros, config_text, generated, start_simulator, tools,
+    union,
 };
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -260,23 +261,22 @@ fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     );
     let seqs_assigned = safd.stored();
     safd.stop()?;
+    let ids = IdCount::of(&[&primary, &backup], from, until)?;
     let mut servers = BTreeMap::new();
-    let mut stored_twice = 0;
-    let mut held: HashSet<String> = HashSet::new();
-    for (name, server) in [("primary", &primary), ("backup", &backup)] {
-        let ids = server.ids_in_windows(from, until, 4_000_000)?;
-        let distinct: HashSet<&String> = ids.iter().collect();
-        stored_twice += (ids.len() - distinct.len()) as u64;
+    for ((name, server), events) in [("primary", &primary), ("backup", &backup)]
+        .into_iter()
+        .zip(&ids.per_server)
+    {
         servers.insert(
             name,
             ServerCount {
-                events: distinct.len() as u64,
+                events: *events,
                 recognised: server.recognised(),
             },
         );
-        held.extend(ids);
     }
-    let delivered = held.len() as u64;
+    let stored_twice = ids.stored_twice;
+    let delivered = ids.held;
     let lost = total.saturating_sub(delivered);
     let passed = lost == 0 && stored_twice == 0 && delivered == total;
     let report = Report {
@@ -301,16 +301,6 @@ fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// `at` as µs since the Unix epoch.
-fn clock_micros(at: Instant) -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    let ago =
-        i64::try_from(Instant::now().saturating_duration_since(at).as_micros()).unwrap_or(i64::MAX);
-    now.saturating_sub(ago)
 }
 
 /// Remove sled's files from the queue directory (what an operator does with
