@@ -518,10 +518,13 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
         .map(|l| l.split(',').collect())
         .collect();
     assert_eq!(rows.len(), 16);
+    // The catch-up rows alternate which member comes back first.
+    let mut first_registrants = Vec::new();
     for row in rows {
         let (p_service, p_link, b_service, b_link) = (row[0], row[1], row[2], row[3]);
         let expected = row[row.len() - 3];
         let waits_in = row[row.len() - 2];
+        let catch_up = row[row.len() - 1];
         let label = format!("primary {p_service}/{p_link}, backup {b_service}/{b_link}");
         let dir = tempfile::tempdir().unwrap();
         let logs = ems_logs(dir.path(), EVENTS);
@@ -571,6 +574,44 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
                 assert_eq!(waits_in, "safd-queue", "{label}");
                 let lane = &status(&admin)["groups"][0]["lanes"][0];
                 assert_eq!(lane["lag"]["ems"], EVENTS, "{label}: {lane}");
+                assert_eq!(catch_up, "first-registrant", "{label}");
+                // The outage ends: both servers come back, one first.
+                let (first, second) = if first_registrants.len() % 2 == 0 {
+                    (("primary", &primary_address), ("backup", &backup_address))
+                } else {
+                    (("backup", &backup_address), ("primary", &primary_address))
+                };
+                first_registrants.push(first.0);
+                let start_on = |(name, address): (&str, &String)| {
+                    mgmt::Server::start_on(
+                        &mgmt::authority_of(address),
+                        &dir.path().join(format!("{name}-back")),
+                        &[],
+                    )
+                };
+                let first_server = start_on(first);
+                wait_for(Duration::from_secs(30), &label, || {
+                    status(&admin)["groups"][0]["lanes"][0]["active"] == first.0
+                });
+                wait_for(Duration::from_secs(60), &label, || {
+                    ems_stream(&first_server)["high_water"].as_u64() == Some(EVENTS)
+                });
+                let second_server = start_on(second);
+                let back = [&first_server, &second_server];
+                let announced = |id: &str| -> Vec<String> {
+                    back.iter().flat_map(|s| notice_members(s, id)).collect()
+                };
+                wait_for(
+                    Duration::from_secs(30),
+                    &format!("{label}: the {} refused", second.0),
+                    || announced("4003").iter().any(|m| m == second.0),
+                );
+                let started = announced("4001");
+                assert!(started.iter().any(|m| m == first.0), "{label}: {started:?}");
+                assert!(
+                    started.iter().all(|m| m == first.0),
+                    "{label}: both caught up: {started:?}"
+                );
             }
             member => {
                 let (_, server) = servers.iter().find(|(name, _)| *name == member).unwrap();
@@ -603,6 +644,11 @@ fn every_row_of_the_failover_matrix_with_real_servers() {
         }
         drop(daemon);
     }
+    assert_eq!(
+        first_registrants,
+        ["primary", "backup", "primary", "backup"],
+        "the catch-up rows"
+    );
 }
 
 /// A silent primary (SIGSTOP: the connection stays open, nothing answers)
