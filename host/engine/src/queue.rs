@@ -911,6 +911,14 @@ impl Queue {
     pub fn fsyncs(&self) -> u64 {
         self.store().map_or(0, |store| store.log.syncs())
     }
+
+    /// Per segment file of the open store, how many of its bytes this
+    /// process has fsynced. For crash tests: cutting the files at these
+    /// lengths is what a power loss at this moment would leave.
+    pub fn synced_segment_lengths(&self) -> Vec<(PathBuf, u64)> {
+        self.store()
+            .map_or_else(|_| Vec::new(), |store| store.log.synced_lengths())
+    }
 }
 
 impl Store {

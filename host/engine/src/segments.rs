@@ -130,12 +130,37 @@ pub(crate) struct ChunkIndex {
     pub(crate) earliest: i64,
 }
 
+/// A segment file and how long it was when its handle was taken: what an
+/// fsync of the handle makes durable at least.
+#[derive(Clone)]
+struct Appended {
+    number: u64,
+    file: Arc<File>,
+    len: u64,
+}
+
+/// How much of each segment file this process has fsynced, by segment
+/// number: recorded by [`fdatasync`], the one function that syncs segment
+/// data, right after the system call returned. Crash tests cut the files
+/// at these lengths to simulate a power loss (everything not synced is
+/// gone) and check that every source commit survived it.
+type SyncedLengths = Arc<Mutex<BTreeMap<u64, u64>>>;
+
+/// fsync `segment` and record that its first `len` bytes are durable.
+fn fdatasync(segment: &Appended, synced: &SyncedLengths) -> io::Result<()> {
+    segment.file.sync_data()?;
+    let mut synced = synced.lock().unwrap_or_else(PoisonError::into_inner);
+    let durable = synced.entry(segment.number).or_default();
+    *durable = (*durable).max(segment.len);
+    Ok(())
+}
+
 struct Writer {
     number: u64,
     file: Arc<File>,
     len: u64,
     /// Closed segments whose last appends are not yet synced.
-    unsynced: Vec<Arc<File>>,
+    unsynced: Vec<Appended>,
     /// Every stream as of the frames appended so far: what the next
     /// segment starts with.
     streams: BTreeMap<u32, Checkpoint>,
@@ -149,6 +174,7 @@ pub(crate) struct SegmentLog {
     /// Chunks each segment holds that are (or are about to be) indexed.
     live: Mutex<BTreeMap<u64, u64>>,
     sync: GroupCommit,
+    synced: SyncedLengths,
 }
 
 impl SegmentLog {
@@ -164,7 +190,15 @@ impl SegmentLog {
         let file = Arc::new(create_segment(dir, number)?);
         let streams: BTreeMap<u32, Checkpoint> = streams.map(|c| (c.stream_id, c)).collect();
         let len = write_checkpoints(&file, &streams)?;
-        file.sync_data()?;
+        let synced_lengths = SyncedLengths::default();
+        fdatasync(
+            &Appended {
+                number,
+                file: file.clone(),
+                len,
+            },
+            &synced_lengths,
+        )?;
         let writer = Arc::new(Mutex::new(Writer {
             number,
             file: file.clone(),
@@ -172,13 +206,14 @@ impl SegmentLog {
             unsynced: Vec::new(),
             streams,
         }));
-        let synced = writer.clone();
+        let (to_sync, lengths) = (writer.clone(), synced_lengths.clone());
         Ok(Self {
             dir: dir.to_owned(),
             writer,
             files: Mutex::new(BTreeMap::from([(number, file)])),
             live: Mutex::new(BTreeMap::new()),
-            sync: GroupCommit::new(move || sync_written(&synced)),
+            sync: GroupCommit::new(move || sync_written(&to_sync, &lengths)),
+            synced: synced_lengths,
         })
     }
 
@@ -245,6 +280,11 @@ impl SegmentLog {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(number, file.clone());
         let closed = std::mem::replace(&mut writer.file, file);
+        let closed = Appended {
+            number: writer.number,
+            file: closed,
+            len: writer.len,
+        };
         writer.unsynced.push(closed);
         writer.number = number;
         writer.len = checkpoints;
@@ -259,7 +299,18 @@ impl SegmentLog {
 
     /// [`SegmentLog::durable`] for callers outside the runtime (opening).
     pub(crate) fn sync_now(&self) -> io::Result<()> {
-        sync_written(&self.writer).map_err(io::Error::other)
+        sync_written(&self.writer, &self.synced).map_err(io::Error::other)
+    }
+
+    /// Per segment file, how many of its bytes this process has fsynced
+    /// (see [`SyncedLengths`]).
+    pub(crate) fn synced_lengths(&self) -> Vec<(PathBuf, u64)> {
+        self.synced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&number, &len)| (segment_path(&self.dir, number), len))
+            .collect()
     }
 
     /// The stored bytes of the chunk at `index`.
@@ -300,7 +351,7 @@ impl SegmentLog {
     pub(crate) fn delete_unreferenced(&self) -> io::Result<usize> {
         // The active segment's checkpoints must be on disk before the
         // segments whose state they repeat go.
-        sync_written(&self.writer).map_err(io::Error::other)?;
+        sync_written(&self.writer, &self.synced).map_err(io::Error::other)?;
         let active = self
             .writer
             .lock()
@@ -312,6 +363,10 @@ impl SegmentLog {
         for (number, path) in segment_files(&self.dir)? {
             if number < active && !live.contains_key(&number) {
                 files.remove(&number);
+                self.synced
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&number);
                 match std::fs::remove_file(&path) {
                     Ok(()) => deleted += 1,
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -440,13 +495,18 @@ fn segment_files(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>> {
 /// fsync the active segment and any closed one with unsynced appends.
 /// Handles are taken under the lock, synced outside it, so appends go on
 /// meanwhile (they are covered by a later sync).
-fn sync_written(writer: &Mutex<Writer>) -> Result<(), String> {
+fn sync_written(writer: &Mutex<Writer>, synced: &SyncedLengths) -> Result<(), String> {
     let (active, closed) = {
         let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        (writer.file.clone(), std::mem::take(&mut writer.unsynced))
+        let active = Appended {
+            number: writer.number,
+            file: writer.file.clone(),
+            len: writer.len,
+        };
+        (active, std::mem::take(&mut writer.unsynced))
     };
-    for (i, file) in closed.iter().enumerate() {
-        if let Err(err) = file.sync_data() {
+    for (i, segment) in closed.iter().enumerate() {
+        if let Err(err) = fdatasync(segment, synced) {
             // The closed segments not yet synced stay on the list: the
             // next sync tries them again instead of reporting them durable.
             let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -456,7 +516,7 @@ fn sync_written(writer: &Mutex<Writer>) -> Result<(), String> {
             return Err(err.to_string());
         }
     }
-    active.sync_data().map_err(|e| e.to_string())
+    fdatasync(&active, synced).map_err(|e| e.to_string())
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
