@@ -250,6 +250,41 @@ async fn endless_backpressure_fails_over() {
     engine.shutdown().await.unwrap();
 }
 
+/// A destination that traps once mid-stream (a fault that does not
+/// repeat): its instance is rebuilt, the batch goes again, and every event
+/// is delivered once, with no dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_traps_once_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = pair(dir.path(), &source, &destination);
+    let primary = destination.server("primary");
+    primary.with(|s| s.traps_once.insert("a-300".into()));
+    source.append(1000, "a");
+    eventually("everything delivered", Duration::from_secs(60), || {
+        acked(&engine, "mgmt", "ems") == 1000
+    })
+    .await;
+    assert_eq!(primary.with(|s| s.traps), 1, "the fault did not happen");
+    assert!(engine.dead_letters("mgmt").unwrap().is_empty());
+    assert_eq!(count(&engine, POISON_EVENT), 0);
+    let backup = destination.server("backup");
+    for seq in 1..=1000u64 {
+        let key = ("ems".to_owned(), seq);
+        let held = [&primary, &backup]
+            .iter()
+            .filter(|server| server.with(|s| s.events.contains_key(&key)))
+            .count();
+        assert!(held >= 1, "seq {seq} not delivered");
+    }
+    assert_eq!(
+        primary.with(|s| s.duplicates) + backup.with(|s| s.duplicates),
+        0,
+        "events delivered twice"
+    );
+    engine.shutdown().await.unwrap();
+}
+
 /// An event that makes the destination trap whenever it is in a delivery:
 /// the batch is split until it is alone, it becomes a dead letter with the
 /// trap as its reason (event 1011), and everything else is delivered.

@@ -54,6 +54,11 @@ pub struct ServerState {
     /// Event ids that make the destination trap (a plugin bug that one
     /// event triggers), whenever a delivery holds one.
     pub traps_on: HashSet<String>,
+    /// Event ids that make the destination trap once, the first time a
+    /// delivery holds one (a fault that does not repeat).
+    pub traps_once: HashSet<String>,
+    /// Traps so far.
+    pub traps: u64,
     pub register_calls: u64,
     /// Abort the process at a step of a call (crash tests): `register`,
     /// `before-store` or `after-store` of call N, or `after-ack` of
@@ -98,6 +103,8 @@ impl Default for ServerState {
             backpressure: 0,
             retry_after: Duration::from_millis(20),
             traps_on: HashSet::new(),
+            traps_once: HashSet::new(),
+            traps: 0,
             register_calls: 0,
             crash_at: None,
             print_stored: false,
@@ -273,10 +280,20 @@ impl DestinationSession for FakeSession {
                 }
                 .into());
             }
-            if batches
+            let once = batches
                 .iter()
-                .any(|b| b.events.iter().any(|e| s.traps_on.contains(&e.event.id)))
+                .flat_map(|b| b.events.iter())
+                .find(|e| s.traps_once.contains(&e.event.id))
+                .map(|e| e.event.id.clone());
+            if let Some(id) = &once {
+                s.traps_once.remove(id);
+            }
+            if once.is_some()
+                || batches
+                    .iter()
+                    .any(|b| b.events.iter().any(|e| s.traps_on.contains(&e.event.id)))
             {
+                s.traps += 1;
                 return Err(SessionError::Trapped(
                     "wasm `unreachable` instruction executed".into(),
                 ));
