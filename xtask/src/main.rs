@@ -3,7 +3,8 @@
 //! - `plugins`: install the wasm32-wasip2 target if needed, build every
 //!   plugin in `plugins/` and assemble `target/plugins/` (`<name>.wasm` +
 //!   `<name>.toml`), a ready plugin directory;
-//! - `test`: `plugins`, then every test of the host workspace;
+//! - `test`: `plugins`, the plugins' native unit tests, then every test of
+//!   the host workspace;
 //! - `demo`: `plugins`, then safd's demo on the built plugins;
 //! - `bench`: `plugins`, then the criterion benchmarks;
 //! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
@@ -77,6 +78,7 @@ fn main() -> Result<()> {
                 ("", "rsyslog-relp"),
             ])?;
             let dir = build_plugins(&root)?;
+            test_plugins_natively(&root)?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--workspace"]).args(args);
             cmd.env("SAFD_PLUGIN_DIR", &dir);
@@ -294,6 +296,21 @@ fn build_plugins(root: &Path) -> Result<PathBuf> {
     }
     eprintln!("xtask: {count} plugins in {}", out.display());
     Ok(out)
+}
+
+/// The plugins' own logic (message formats, protocol parsers, config
+/// checks) has unit tests that run natively: the guest crates build for the
+/// host too, and a test there is far quicker to write and to debug than one
+/// through wasmtime.
+fn test_plugins_natively(root: &Path) -> Result<()> {
+    let plugins_root = root.join("plugins");
+    let mut cmd = cargo(&plugins_root);
+    cmd.args(["test", "--workspace", "--target-dir"])
+        .arg(root.join("target").join("plugins-native"))
+        .arg("--manifest-path")
+        .arg(plugins_root.join("Cargo.toml"));
+    cmd.env_remove("RUSTFLAGS");
+    run(&mut cmd)
 }
 
 fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {

@@ -167,3 +167,38 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             .then(|| std::time::Duration::from_millis(u64::from(raw.settle_ms))),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_bad_key_is_named_with_its_range() {
+        let good = r#"{"directory": "/ems", "format": "b", "system": "\\PROD1"}"#;
+        let config = parse(good).unwrap();
+        assert_eq!((config.max_events, config.max_bytes), (1024, 1 << 20));
+        let problems = parse(
+            r#"{"directory": "/ems", "format": "b", "system": " ",
+                "max_events": 0, "max_bytes": 100, "settle_ms": 4000000}"#,
+        )
+        .unwrap_err();
+        let found: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(found[0].0, "system");
+        assert_eq!(
+            found[1..],
+            [
+                ("max_events", "is 0; give 1 to 65536 (events)"),
+                ("max_bytes", "is 100; give 1024 to 67108864 (bytes)"),
+                ("settle_ms", "is 4000000; give 0 to 3600000 (milliseconds)"),
+            ]
+        );
+        assert_eq!(
+            parse(r#"{"directory": "/ems", "format": "c", "system": "S"}"#).unwrap_err()[0].path,
+            "format"
+        );
+    }
+}

@@ -237,3 +237,92 @@ impl Glob {
         self.0[p..].iter().all(|&c| c == '*')
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn globs_match_like_the_shell() {
+        let glob = |p: &str| Glob::new(p).unwrap();
+        assert!(glob("*.log").matches("app.log"));
+        assert!(glob("*.log").matches(".log"));
+        assert!(!glob("*.log").matches("app.log.1"));
+        assert!(glob("app.log*").matches("app.log.1"));
+        assert!(glob("a?c").matches("abc") && !glob("a?c").matches("ac"));
+        assert!(glob("*a*b*").matches("xxaxxbxx") && !glob("*a*b*").matches("bxa"));
+        assert!(glob("é*").matches("été"));
+        assert!(Glob::new("").is_err());
+        assert!(Glob::new("logs/*.log").unwrap_err().contains("directory"));
+    }
+
+    /// Against a regular expression made from the same glob, for patterns
+    /// and names from a fixed-seed generator over a small alphabet (so
+    /// that they match often).
+    #[test]
+    fn globs_agree_with_the_regular_expression_they_stand_for() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..5_000 {
+            let pattern: String = (0..1 + next(6))
+                .map(|_| ['a', 'b', '.', '*', '?'][next(5) as usize])
+                .collect();
+            let regex = format!(
+                "^{}$",
+                pattern
+                    .chars()
+                    .map(|c| match c {
+                        '*' => ".*".to_owned(),
+                        '?' => ".".to_owned(),
+                        c => regex::escape(&c.to_string()),
+                    })
+                    .collect::<String>()
+            );
+            let regex = regex::Regex::new(&regex).unwrap();
+            let glob = Glob::new(&pattern).unwrap();
+            for _ in 0..20 {
+                let name: String = (0..next(8))
+                    .map(|_| ['a', 'b', '.'][next(3) as usize])
+                    .collect();
+                assert_eq!(
+                    glob.matches(&name),
+                    regex.is_match(&name),
+                    "pattern {pattern:?}, name {name:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_names_each_bad_key_with_its_range() {
+        let config = parse(r#"{"directory": "/var/log/app"}"#).unwrap();
+        assert!(config.pattern.matches("x.log"));
+        assert_eq!(config.max_events, 4096);
+        let problems = parse(
+            r#"{"directory": "", "read_from": "middle", "severity": "loud",
+                "scan_interval_ms": 1, "max_bytes": 99999999999}"#,
+        );
+        // max_bytes does not fit a u32: serde refuses it first, alone.
+        assert_eq!(problems.unwrap_err()[0].path, "max_bytes");
+        let problems = parse(
+            r#"{"directory": "", "read_from": "middle", "severity": "loud",
+                "scan_interval_ms": 1}"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["directory", "read_from", "severity", "scan_interval_ms"]
+        );
+        assert_eq!(
+            problems[3].message,
+            "is 1; give 10 to 3600000 (milliseconds)"
+        );
+    }
+}

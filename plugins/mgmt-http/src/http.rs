@@ -179,3 +179,29 @@ fn map_error(code: ErrorCode) -> TransportError {
         other => TransportError::Unreachable(format!("{other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn base_urls_give_scheme_authority_and_prefix() {
+        let url = BaseUrl::parse("http://10.0.0.5:8471").unwrap();
+        assert_eq!(
+            (url.https, url.authority.as_str(), url.prefix.as_str()),
+            (false, "10.0.0.5:8471", "")
+        );
+        let url = BaseUrl::parse("https://gw:8080/mgmt/").unwrap();
+        assert_eq!(
+            (url.https, url.authority.as_str(), url.prefix.as_str()),
+            (true, "gw:8080", "/mgmt")
+        );
+        assert!(BaseUrl::parse("ftp://x").unwrap_err().contains("http://"));
+        assert!(
+            BaseUrl::parse("http:///path")
+                .unwrap_err()
+                .contains("no host")
+        );
+    }
+}

@@ -309,3 +309,42 @@ impl GuestWriter for Writer {
 }
 
 safd_plugin_sdk::export_destination!(Plugin);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        let config: Config = config::parse(text).unwrap();
+        check(&config)
+            .into_iter()
+            .map(|p| (p.path, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn tokens_must_travel_in_a_header_and_timeouts_be_in_range() {
+        assert!(problems(r#"{"token": "s3cret-Token_1.~+/="}"#).is_empty());
+        for bad in ["a b", "a\r\nX-Evil: 1", "é", "\u{0}"] {
+            let found = problems(&serde_json::json!({ "token": bad }).to_string());
+            assert_eq!(found.len(), 1, "{bad:?}");
+            assert!(found[0].1.contains("HTTP header"), "{found:?}");
+        }
+        assert!(problems(r#"{"token": "  "}"#)[0].1.contains("is empty"));
+        let found = problems(r#"{"token": "t", "connect_timeout_ms": 0, "timeout_ms": 3600001}"#);
+        assert_eq!(
+            found,
+            [
+                (
+                    "connect_timeout_ms".to_owned(),
+                    "is 0; give 1 to 600000 (milliseconds)".to_owned()
+                ),
+                (
+                    "timeout_ms".to_owned(),
+                    "is 3600001; give 1 to 3600000 (milliseconds)".to_owned()
+                ),
+            ]
+        );
+    }
+}

@@ -276,3 +276,124 @@ impl From<HealthAnswer> for Health {
 pub struct ErrorAnswer {
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Strings from a fixed-seed generator, weighted towards what JSON
+    /// must escape and towards the 8-byte word boundaries the fast path
+    /// checks at.
+    fn strings() -> impl Iterator<Item = String> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const SPECIAL: [char; 10] = ['"', '\\', '\n', '\r', '\t', '\0', '\u{1f}', 'é', '€', '😀'];
+        (0..20_000).map(move |_| {
+            let len = (next() % 40) as usize;
+            (0..len)
+                .map(|_| match next() % 4 {
+                    0 => SPECIAL[(next() % SPECIAL.len() as u64) as usize],
+                    1 => char::from_u32((next() % 0x80) as u32).unwrap(),
+                    _ => char::from(b'a' + (next() % 26) as u8),
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn strings_read_back_with_serde_json_for_every_input() {
+        let bmp = (0..=0xFFFFu32).filter_map(char::from_u32).map(String::from);
+        for s in bmp.chain(strings()) {
+            let mut out = String::new();
+            string(&mut out, &s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s, "{out}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_positions_are_json() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            number(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+        let mut out = String::new();
+        positions(
+            &mut out,
+            &[
+                StreamPosition {
+                    stream: "ems \"a\"".into(),
+                    seq: 3,
+                },
+                StreamPosition {
+                    stream: "safd".into(),
+                    seq: u64::MAX,
+                },
+            ],
+        );
+        let back: BTreeMap<String, u64> = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["ems \"a\""], 3);
+        assert_eq!(back["safd"], u64::MAX);
+    }
+
+    #[test]
+    fn an_event_is_the_object_of_docs_protocol_md() {
+        let mut block = safd_event_block::BlockWriter::new();
+        block.push_sequenced(
+            48214,
+            "\\PROD1:$0:ZZEV0012:48213",
+            1_710_119_830_002_311,
+            5,
+            [("system", "\\PROD1"), ("note", "a \"quoted\"\nline")],
+            "LDEV 123 $LHNY1: LINE NOT READY",
+        );
+        let (count, bytes) = block.finish();
+        let (seq, read) = safd_event_block::sequenced(&bytes, count)
+            .next()
+            .unwrap()
+            .unwrap();
+        let mut out = String::new();
+        event(&mut out, seq, &read);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "seq": 48214,
+                "id": "\\PROD1:$0:ZZEV0012:48213",
+                "time": "2024-03-11T01:17:10.002311Z",
+                "severity": "critical",
+                "attributes": [["system", "\\PROD1"], ["note", "a \"quoted\"\nline"]],
+                "body": "LDEV 123 $LHNY1: LINE NOT READY"
+            })
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-11T01:17:10.002311Z"),
+            Some(1_710_119_830_002_311)
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_parse_and_bad_ones_do_not() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T23:59:59.5+00:00"),
+            Some(951_868_799_500_000)
+        );
+        for bad in [
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01",
+            "x",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

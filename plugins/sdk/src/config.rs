@@ -59,3 +59,34 @@ pub fn describe_problems(problems: &[ConfigProblem]) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ranges_name_their_bounds_and_unit() {
+        assert!(check_range("t", 5, 1..=10, "ms").is_none());
+        let problem = check_range("t", 0, 1..=10, "milliseconds").unwrap();
+        assert_eq!(problem.path, "t");
+        assert_eq!(problem.message, "is 0; give 1 to 10 (milliseconds)");
+    }
+
+    #[test]
+    fn parse_names_the_failing_key() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Example {
+            #[allow(dead_code)]
+            limit: u32,
+        }
+        let problem = parse::<Example>(r#"{"limit": "x"}"#).unwrap_err();
+        assert_eq!(problem.path, "limit");
+        let problem = parse::<Example>(r#"{"limt": 1}"#).unwrap_err();
+        assert!(
+            problem.message.contains("unknown field `limt`"),
+            "{problem:?}"
+        );
+    }
+}

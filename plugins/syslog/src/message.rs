@@ -189,3 +189,109 @@ fn param(out: &mut String, name: &str, value: &str, escape_line_breaks: bool) {
     }
     out.push('"');
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The message of one event, as the plugin writes it.
+    fn message(
+        config: &str,
+        escape_line_breaks: bool,
+        attributes: &[(&str, &str)],
+        body: &str,
+    ) -> String {
+        let config = crate::config::parse(config).unwrap();
+        let mut block = safd_event_block::BlockWriter::new();
+        block.push_sequenced(
+            42,
+            "\\PROD1:$0:ZZEV0001:42",
+            1_710_119_830_002_311,
+            5,
+            attributes.iter().copied(),
+            body,
+        );
+        let (count, bytes) = block.finish();
+        let (seq, event) = safd_event_block::sequenced(&bytes, count)
+            .next()
+            .unwrap()
+            .unwrap();
+        let header = Header {
+            config: &config,
+            agent_id: "prod1-safd",
+            escape_line_breaks,
+        };
+        let mut out = Vec::new();
+        write(&mut out, &mut String::new(), &header, "ems", seq, &event);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_ems_event_is_an_rfc_5424_message_with_its_identity_in_structured_data() {
+        let text = message(
+            "{}",
+            false,
+            &[
+                ("system", "\\PROD1"),
+                ("process", "$LHNY1"),
+                ("subsystem", "EXPAND"),
+                ("event_number", "45"),
+            ],
+            "LDEV 123 $LHNY1: LINE NOT READY",
+        );
+        // local0 (16) * 8 + critical → alert (1).
+        assert_eq!(
+            text,
+            "<129>1 2024-03-11T01:17:10.002311Z \\PROD1 safd $LHNY1 EXPAND-45 \
+             [safd@32473 id=\"\\\\PROD1:$0:ZZEV0001:42\" stream=\"ems\" seq=\"42\" \
+             system=\"\\\\PROD1\" process=\"$LHNY1\" subsystem=\"EXPAND\" event_number=\"45\"] \
+             LDEV 123 $LHNY1: LINE NOT READY"
+        );
+    }
+
+    #[test]
+    fn values_are_escaped_and_line_breaks_cannot_forge_a_message() {
+        let attributes = [("file", "a]b\"c\\d\ne"), ("bad name=x", "v")];
+        let framed = message("{}", true, &attributes, "one\ntwo\rthree");
+        assert!(!framed.contains(['\n', '\r']), "{framed}");
+        assert!(
+            framed.contains(" file=\"a\\]b\\\"c\\\\d#012e\""),
+            "{framed}"
+        );
+        assert!(framed.contains(" bad_name_x=\"v\""), "{framed}");
+        assert!(framed.ends_with("] one#012two#015three"), "{framed}");
+        // Octet counting frames by length: line breaks stay as they are.
+        let counted = message("{}", false, &attributes, "one\ntwo");
+        assert!(counted.ends_with("] one\ntwo"), "{counted}");
+    }
+
+    #[test]
+    fn a_long_body_is_cut_and_marked_never_the_structured_data() {
+        let body = "é".repeat(1_000);
+        let text = message(
+            r#"{"max_message_bytes": 480}"#,
+            false,
+            &[("subsystem", "TMF")],
+            &body,
+        );
+        assert!(text.len() <= 480, "{} bytes", text.len());
+        assert!(text.contains(" truncated=\"2000\"]"), "{text}");
+        assert!(text.contains(" subsystem=\"TMF\""), "{text}");
+    }
+
+    #[test]
+    fn header_fields_are_printable_ascii_or_a_dash() {
+        // The host name comes from the event's `system` attribute here.
+        let text = message(
+            "{}",
+            false,
+            &[("system", "host name\u{7}"), ("process", "")],
+            "b",
+        );
+        assert!(text.starts_with("<"), "{text}");
+        let fields: Vec<&str> = text.splitn(7, ' ').collect();
+        assert_eq!(fields[2], "host_name_");
+        assert_eq!(fields[4], "-", "an empty process: {text}");
+    }
+}

@@ -211,3 +211,50 @@ fn number(token: &[u8]) -> Result<u64, String> {
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| format!("`{}` is not a number", String::from_utf8_lossy(token)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_written_are_read_back_whole_and_only_whole() {
+        let mut out = Vec::new();
+        frame(&mut out, 7, "syslog", b"<13>1 - - - - - - hi there");
+        frame(&mut out, 8, "close", b"");
+        let (first, used) = parse_frame(&out).unwrap().unwrap();
+        assert_eq!(
+            (first.txnr, first.command.as_str(), first.data.as_slice()),
+            (7, "syslog", &b"<13>1 - - - - - - hi there"[..])
+        );
+        let (second, rest) = parse_frame(&out[used..]).unwrap().unwrap();
+        assert_eq!((second.txnr, second.command.as_str()), (8, "close"));
+        assert!(second.data.is_empty());
+        assert_eq!(used + rest, out.len());
+        // Every cut short of the end is "not yet", never an error.
+        for end in 0..used {
+            assert!(parse_frame(&out[..end]).unwrap().is_none(), "{end}");
+        }
+    }
+
+    #[test]
+    fn a_server_answer_is_parsed() {
+        let (answer, used) = parse_frame(b"1 rsp 6 200 OK\n2 rsp").unwrap().unwrap();
+        assert_eq!((answer.txnr, answer.command.as_str()), (1, "rsp"));
+        assert_eq!(answer.data, b"200 OK");
+        assert_eq!(used, 15);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_naming_the_problem() {
+        for (input, expected) in [
+            (&b"x rsp 0\n"[..], "not a number"),
+            (b"1 rsp 3 abcX", "line feed"),
+            (b"1234567890123 rsp", "longer than 9 bytes"),
+            (b"1 rsp -4 ", "not a number"),
+        ] {
+            let err = parse_frame(input).unwrap_err();
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+}
