@@ -753,7 +753,7 @@ mod tests {
         /// panic, and never more items than declared plus one error.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), count in 0u32..8) {
-            let items: Vec<_> = super::events(&bytes, count).collect();
+            let items: Vec<_> = events(&bytes, count).collect();
             prop_assert!(items.len() <= count as usize + 1);
             let errors = items.iter().filter(|i| i.is_err()).count();
             prop_assert!(errors <= 1);
@@ -794,7 +794,7 @@ mod tests {
             "b",
         );
         let (_, bytes) = w.finish();
-        let mut read = super::events(&bytes, u32::MAX);
+        let mut read = events(&bytes, u32::MAX);
         assert_eq!(
             read.size_hint(),
             (0, Some(bytes.len() / MIN_EVENT_BYTES + 1))
@@ -813,7 +813,7 @@ mod tests {
         w.push("", 0, 0, std::iter::empty::<(&str, &str)>(), "");
         let (count, bytes) = w.finish();
         assert_eq!(bytes.len(), MIN_EVENT_BYTES);
-        assert_eq!(super::events(&bytes, count).count(), 1);
+        assert_eq!(events(&bytes, count).count(), 1);
     }
 
     #[test]
