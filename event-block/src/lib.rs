@@ -117,9 +117,26 @@ pub struct EventRef<'a> {
     pub body: &'a str,
 }
 
+/// The bytes an event counts against batch byte limits (a poll's
+/// `max-bytes`, a group's `batch_max_bytes`): its id, its body, and every
+/// attribute key and value. The host and the plugins must count alike, so
+/// every owned event type counts with this function.
+pub fn byte_size<'a>(
+    id: &str,
+    body: &str,
+    attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> usize {
+    id.len()
+        + body.len()
+        + attributes
+            .into_iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum::<usize>()
+}
+
 impl EventRef<'_> {
-    /// The bytes counted against batch byte limits: id, body, and every
-    /// attribute key and value.
+    /// [`byte_size`] of this event: its attribute keys and values lie back
+    /// to back in the block, so their length is one subtraction.
     pub fn byte_size(&self) -> usize {
         self.id.len() + self.body.len() + self.attributes.text.len()
     }
@@ -722,6 +739,11 @@ mod tests {
                 prop_assert_eq!(span.start, start);
                 prop_assert_eq!(span.end, read.offset());
                 prop_assert_eq!(span.text_bytes, event.byte_size());
+                // The block's count is the rule every owned event uses.
+                prop_assert_eq!(
+                    event.byte_size(),
+                    byte_size(event.id, event.body, event.attributes.iter())
+                );
                 start = span.end;
             }
             prop_assert!(read.next().is_none());

@@ -153,13 +153,13 @@ pub mod types {
 
         /// The byte size the host counts against `poll-limits.max-bytes`.
         pub fn byte_size(&self) -> usize {
-            self.id.len()
-                + self.body.len()
-                + self
-                    .attributes
+            safd_event_block::byte_size(
+                &self.id,
+                &self.body,
+                self.attributes
                     .iter()
-                    .map(|a| a.key.len() + a.value.len())
-                    .sum::<usize>()
+                    .map(|a| (a.key.as_str(), a.value.as_str())),
+            )
         }
     }
 }
