@@ -1,4 +1,3 @@
-use crate::block::SequencedBlock;
 use safd_event_block::{BlockError, BlockWriter, EventRef};
 use serde::{Deserialize, Serialize};
 
@@ -150,13 +149,6 @@ pub fn decode_events(bytes: &[u8], count: u32) -> Result<Vec<Event>, BlockError>
 pub struct SequencedEvent {
     pub seq: u64,
     pub event: Event,
-}
-
-/// Events of one stream, in seq order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamBatch {
-    pub stream: String,
-    pub events: SequencedBlock,
 }
 
 /// A position in one stream.

@@ -15,13 +15,12 @@ mod session;
 pub use block::{EventBlock, SequencedBlock};
 pub use error::{ConnectorError, SessionError};
 pub use event::{
-    Attribute, Cursor, Event, SequencedEvent, Severity, StreamBatch, StreamPosition, Timestamp,
-    decode_events,
+    Attribute, Cursor, Event, SequencedEvent, Severity, StreamPosition, Timestamp, decode_events,
 };
 /// The encoding events cross the plugin boundary in (the WIT `event-block`).
 pub use safd_event_block as event_block;
 pub use session::{
     Acknowledgement, CatchUpFrom, CatchUpRequest, DeliveryReport, DestinationConnector,
     DestinationSession, Endpoint, Health, MemberRole, PollLimits, Registration, Rejection,
-    SessionInfo, SourceBatch, SourceConnector, SourceSession, retry_after,
+    SessionInfo, SourceBatch, SourceConnector, SourceSession, StreamBatch, retry_after,
 };

@@ -1,6 +1,14 @@
-use crate::{Cursor, EventBlock, SessionError, StreamBatch, StreamPosition, Timestamp};
+use crate::{Cursor, EventBlock, SequencedBlock, SessionError, StreamPosition, Timestamp};
 use async_trait::async_trait;
 use std::time::Duration;
+
+/// Events of one stream, in seq order: what a destination session is
+/// given to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamBatch {
+    pub stream: String,
+    pub events: SequencedBlock,
+}
 
 /// How much one `poll` may return.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 
 mod bindings;
 mod cache;
+mod call;
 mod config;
 mod destination;
 mod error;

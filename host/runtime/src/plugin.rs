@@ -4,6 +4,7 @@ use crate::bindings::destination_world::{Destination, DestinationPre};
 use crate::bindings::source_world::{Source, SourcePre};
 use crate::bindings::{self, ConnectorKind};
 use crate::cache::{CompileCache, CompileOrigin};
+use crate::call::{CallOutcome, arm, bounded, trap_summary};
 use crate::config::{Grants, Limits, RuntimeConfig};
 use crate::destination::WasmDestination;
 use crate::error::{LoadError, LoadErrorKind, RuntimeError, SetupError};
@@ -11,7 +12,7 @@ use crate::manifest::{Manifest, PluginKind};
 use crate::sandbox::Sandbox;
 use crate::source::WasmSource;
 use crate::state::InstanceState;
-use crate::supervisor::{CallOutcome, InstanceSpec, arm, bounded};
+use crate::supervisor::InstanceSpec;
 use safd_connector::{Acknowledgement, SessionError, event_ids};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -499,9 +500,7 @@ impl Plugin {
 fn one_shot_result<T>(outcome: CallOutcome<T>) -> Result<T, SessionError> {
     match outcome {
         CallOutcome::Returned(value) => Ok(value),
-        CallOutcome::Trapped(trap) => Err(SessionError::Trapped(crate::supervisor::trap_summary(
-            &trap,
-        ))),
+        CallOutcome::Trapped(trap) => Err(SessionError::Trapped(trap_summary(&trap))),
         CallOutcome::Elapsed => Err(SessionError::TimedOut(ONE_SHOT_TIMEOUT)),
     }
 }

@@ -1,7 +1,8 @@
 //! Source connectors backed by a WebAssembly plugin.
 
 use crate::bindings::{self, source_world::Source};
-use crate::supervisor::{CallOutcome, InstanceSpec, Supervisor, call_live};
+use crate::call::CallOutcome;
+use crate::supervisor::{InstanceSpec, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
     Cursor, PollLimits, SessionError, SourceBatch, SourceConnector, SourceSession, Timestamp,

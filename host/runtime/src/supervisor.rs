@@ -8,19 +8,16 @@
 //! a window disable the instance.
 
 use crate::bindings::{self, source_world::safd::connector::types as wit};
+use crate::call::{CallOutcome, arm, bounded, trap_summary};
 use crate::config::{Limits, RestartPolicy};
 use crate::plugin::Plugin;
 use crate::sandbox::Sandbox;
-use crate::state::{DeadlineExceeded, InstanceState};
+use crate::state::InstanceState;
 use safd_connector::{ConnectorError, SessionError, event_ids};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use wasmtime::Store;
-
-/// Time the outer timeout allows beyond the epoch deadline, so that guest
-/// code is normally stopped by the (cleaner) epoch trap.
-const OUTER_GRACE: Duration = Duration::from_millis(100);
 
 /// Everything needed to (re)build one connector instance, and its restart
 /// history: kept here, not per session, because the engine opens a new
@@ -65,48 +62,6 @@ impl InstanceSpec {
     }
 }
 
-/// How a bounded call ended.
-pub(crate) enum CallOutcome<T> {
-    Returned(T),
-    Trapped(wasmtime::Error),
-    Elapsed,
-}
-
-/// Start the wall clock of a call on `store`.
-pub(crate) fn arm(store: &mut Store<InstanceState>, timeout: Duration) {
-    store.data_mut().deadline = Some(Instant::now() + timeout);
-    store.set_epoch_deadline(1);
-}
-
-/// Run a call that was armed with `arm`, under the outer timeout.
-pub(crate) async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = wasmtime::Result<T>>,
-) -> CallOutcome<T> {
-    match tokio::time::timeout(timeout + OUTER_GRACE, call).await {
-        Ok(Ok(value)) => CallOutcome::Returned(value),
-        Ok(Err(err)) if err.downcast_ref::<DeadlineExceeded>().is_some() => CallOutcome::Elapsed,
-        Ok(Err(err)) => CallOutcome::Trapped(err),
-        Err(_) => CallOutcome::Elapsed,
-    }
-}
-
-/// One line for the operator: the trap code (e.g. "wasm `unreachable`
-/// instruction executed") rather than the multi-line wasm backtrace.
-pub(crate) fn trap_summary(err: &wasmtime::Error) -> String {
-    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
-        return trap.to_string();
-    }
-    err.chain()
-        .last()
-        .map(|cause| cause.to_string())
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// One bounded call on a session's live instance: build the instance if
 /// needed, arm the deadline, run the call under the outer timeout, and settle
 /// the outcome (discarding the instance on failure). `$live` names the live
@@ -115,8 +70,8 @@ macro_rules! call_live {
     ($session:expr, |$live:ident| $call:expr) => {{
         let timeout = $session.supervisor.call_timeout();
         let $live = $session.live().await?;
-        $crate::supervisor::arm(&mut $live.store, timeout);
-        let outcome = $crate::supervisor::bounded(timeout, $call).await;
+        $crate::call::arm(&mut $live.store, timeout);
+        let outcome = $crate::call::bounded(timeout, $call).await;
         let refused = $live.store.data().memory.refused;
         $session.supervisor.settle(outcome, refused)
     }};
