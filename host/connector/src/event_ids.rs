@@ -101,3 +101,81 @@ pub const CONFIG_RELOADED: u32 = 5001;
 /// A reload was refused because the file has problems; the running
 /// configuration stays as it was.
 pub const CONFIG_RELOAD_REFUSED: u32 = 5002;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    /// `NAME → id` of every constant above, read from this file's source.
+    fn defined() -> BTreeMap<String, u32> {
+        include_str!("event_ids.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub const "))
+            .map(|rest| {
+                let (name, value) = rest.split_once(": u32 = ").unwrap();
+                (
+                    name.to_owned(),
+                    value.trim_end_matches(';').parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// The ids the catalog's tables list, each as often as it is listed.
+    fn documented() -> Vec<u32> {
+        include_str!("../../../docs/events.md")
+            .lines()
+            .filter_map(|line| line.strip_prefix("| "))
+            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn every_id_is_documented_once_and_every_documented_id_exists() {
+        let defined = defined();
+        let ids: BTreeSet<u32> = defined.values().copied().collect();
+        assert_eq!(ids.len(), defined.len(), "two constants share an id");
+        let documented = documented();
+        let listed: BTreeSet<u32> = documented.iter().copied().collect();
+        assert_eq!(
+            documented.len(),
+            listed.len(),
+            "an id is listed twice in docs/events.md"
+        );
+        assert_eq!(listed, ids, "docs/events.md and event_ids.rs disagree");
+    }
+
+    /// An id that nothing emits is a catalog entry an operator waits for
+    /// in vain.
+    #[test]
+    fn every_id_is_emitted_somewhere() {
+        let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for dir in ["engine/src", "runtime/src", "src"] {
+            rust_files(&host.join(dir), &mut files);
+        }
+        let sources: Vec<String> = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        for name in defined().keys() {
+            assert!(
+                sources.iter().any(|s| s.contains(name.as_str())),
+                "{name} is defined and documented but nothing in the host emits it"
+            );
+        }
+    }
+}
