@@ -4,7 +4,6 @@ mod admin;
 mod cli;
 mod config;
 mod reload;
-mod runtime_events;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -73,7 +72,5 @@ fn init_logging(verbose: u8, prints_notices: bool) {
                 .with_writer(std::io::stderr)
                 .with_filter(filter),
         )
-        // Sees the runtime's numbered events whatever the log level.
-        .with(runtime_events::RuntimeEvents.with_filter(tracing::level_filters::LevelFilter::INFO))
         .init();
 }

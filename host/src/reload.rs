@@ -152,11 +152,11 @@ pub async fn apply(
     };
     let summary = report.summary();
     let notice = if !report.problems.is_empty() {
-        Notice::new(CONFIG_RELOAD_REFUSED, Severity::Major, summary)
+        Notice::new(CONFIG_RELOAD_REFUSED, summary)
     } else if report.applied() && report.needs_restart.is_empty() {
-        Notice::new(CONFIG_RELOADED, Severity::Info, summary)
+        Notice::new(CONFIG_RELOADED, summary)
     } else {
-        Notice::new(CONFIG_RELOADED, Severity::Warning, summary)
+        Notice::new(CONFIG_RELOADED, summary).with_severity(Severity::Warning)
     };
     engine.notices().emit(notice);
     report

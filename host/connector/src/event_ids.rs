@@ -102,6 +102,33 @@ pub const CONFIG_RELOADED: u32 = 5001;
 /// configuration stays as it was.
 pub const CONFIG_RELOAD_REFUSED: u32 = 5002;
 
+use crate::Severity;
+
+/// The severity the catalog gives `id` (`docs/events.md`, checked against
+/// this table by a test); ids outside the catalog are major.
+pub fn severity(id: u32) -> Severity {
+    match id {
+        DELIVERY_RESUMED
+        | MEMBER_RECOVERED
+        | DEAD_LETTERS_REPLAYED
+        | QUEUE_BELOW_HIGH_WATER
+        | QUEUE_STORE_REOPENED
+        | PLUGIN_RESTARTED
+        | CATCH_UP_STARTED
+        | CATCH_UP_COMPLETED
+        | CATCH_UP_REFUSED
+        | CONFIG_RELOADED => Severity::Info,
+        FAILED_OVER | FAILED_BACK | MEMBER_DEGRADED | PLUGIN_TRAPPED | PLUGIN_TIMED_OUT
+        | PLUGIN_REFUSED | PLUGIN_GRANT_IGNORED | PLUGIN_ACCESS_DENIED | PLUGIN_FATAL
+        | DEEP_CATCH_UP => Severity::Warning,
+        ALL_MEMBERS_DOWN | MEMBER_UNAUTHORIZED | QUEUE_FULL | QUEUE_EVENTS_DROPPED
+        | QUEUE_WRITE_FAILED | QUEUE_STORE_FAILED | QUEUE_INDEX_REBUILT | CATCH_UP_GAP => {
+            Severity::Critical
+        }
+        _ => Severity::Major,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -156,6 +183,29 @@ mod tests {
             "an id is listed twice in docs/events.md"
         );
         assert_eq!(listed, ids, "docs/events.md and event_ids.rs disagree");
+    }
+
+    /// The catalog's severity column (its first word) is what notices of
+    /// the id carry.
+    #[test]
+    fn every_documented_severity_is_the_one_notices_carry() {
+        for line in include_str!("../../../docs/events.md").lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(id) = cells.get(1).and_then(|c| c.parse::<u32>().ok()) else {
+                continue;
+            };
+            let word = cells[2].split_whitespace().next().unwrap();
+            let documented = match word {
+                "debug" => crate::Severity::Debug,
+                "info" => crate::Severity::Info,
+                "warning" => crate::Severity::Warning,
+                "minor" => crate::Severity::Minor,
+                "major" => crate::Severity::Major,
+                "critical" => crate::Severity::Critical,
+                other => panic!("{id}: `{other}` is not a severity"),
+            };
+            assert_eq!(super::severity(id), documented, "{id}");
+        }
     }
 
     /// An id that nothing emits is a catalog entry an operator waits for

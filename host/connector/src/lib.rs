@@ -10,6 +10,7 @@ mod block;
 mod error;
 mod event;
 pub mod event_ids;
+mod notice;
 mod session;
 
 pub use block::{EventBlock, SequencedBlock};
@@ -17,6 +18,7 @@ pub use error::{ConnectorError, SessionError};
 pub use event::{
     Attribute, Cursor, Event, SequencedEvent, Severity, StreamPosition, Timestamp, decode_events,
 };
+pub use notice::{Notice, NoticeSink};
 /// The encoding events cross the plugin boundary in (the WIT `event-block`).
 pub use safd_event_block as event_block;
 pub use session::{

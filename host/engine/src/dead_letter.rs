@@ -48,7 +48,9 @@ impl Queue {
                 // Another group whose name has this one as a prefix cannot
                 // match: the key carries the name's length first.
                 Ok(_) => {}
-                Err(err) => crate::queue::quarantine(&store.tree, &key, &value, &err)?,
+                Err(err) => {
+                    crate::queue::quarantine(&store.tree, &key, &value, &err, &store.notices)?;
+                }
             }
         }
         Ok(out)

@@ -29,7 +29,7 @@ use safd_connector::event_ids::{
 };
 use safd_connector::{
     CatchUpFrom, ConnectorError, DeliveryReport, DestinationSession, Health, Registration,
-    SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+    SequencedEvent, SessionError, SessionInfo, StreamBatch, StreamPosition,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -514,7 +514,6 @@ impl Lane {
         let notice = match member.health {
             MemberHealth::Degraded => Notice::new(
                 MEMBER_DEGRADED,
-                Severity::Warning,
                 format!(
                     "member `{}` of group `{}` is reachable but its event service is not ready",
                     member.name, self.group
@@ -522,7 +521,6 @@ impl Lane {
             ),
             _ => Notice::new(
                 MEMBER_RECOVERED,
-                Severity::Info,
                 format!(
                     "member `{}` of group `{}` is reachable and ready",
                     member.name, self.group
@@ -571,7 +569,6 @@ impl Lane {
                 self.notices.emit(
                     Notice::new(
                         CATCH_UP_REFUSED,
-                        Severity::Info,
                         format!(
                             "catch-up request from member `{name}` of group `{}` refused: {reason}",
                             self.group
@@ -740,7 +737,6 @@ impl Lane {
         self.notices.emit(
             Notice::new(
                 id,
-                Severity::Major,
                 format!(
                     "event {} of stream `{stream}` (seq {}) {what} by member `{member}` of group \
                      `{}`: {reason}; kept as a dead letter, delivery goes on",
@@ -857,7 +853,6 @@ impl Lane {
                 self.notices.emit(
                     Notice::new(
                         MEMBER_UNAUTHORIZED,
-                        Severity::Critical,
                         format!(
                             "member `{}` of group `{}` refused safd's credentials: {reason}; \
                              fix the member's token in the configuration",
@@ -967,7 +962,6 @@ impl Lane {
             self.notices.emit(
                 Notice::new(
                     MEMBER_UNREACHABLE,
-                    Severity::Major,
                     format!(
                         "cannot reach member `{}` of group `{}` at {}: {error}",
                         member.name, self.group, member.endpoint.address
@@ -1060,7 +1054,6 @@ impl Lane {
                 self.state.window_open = false;
                 Notice::new(
                     ALL_MEMBERS_DOWN,
-                    Severity::Critical,
                     format!(
                         "no member of group `{}` is reachable: events are kept in safd's queue",
                         self.group
@@ -1073,7 +1066,6 @@ impl Lane {
                 self.state.window_open = true;
                 Notice::new(
                     DELIVERY_RESUMED,
-                    Severity::Info,
                     format!(
                         "group `{}` delivers to member `{}`",
                         self.group,
@@ -1091,7 +1083,6 @@ impl Lane {
                 Metrics::add(counter, 1);
                 Notice::new(
                     id,
-                    Severity::Warning,
                     format!(
                         "group `{}` {verb} from `{}` to `{}`",
                         self.group,
@@ -1164,7 +1155,6 @@ impl Lane {
         self.notices.emit(
             Notice::new(
                 CATCH_UP_STARTED,
-                Severity::Info,
                 format!(
                     "catch-up of member `{member}` of group `{}` started: {replayed} events to \
                      replay from the queue{}",
@@ -1190,7 +1180,6 @@ impl Lane {
             self.notices.emit(
                 Notice::new(
                     DEEP_CATCH_UP,
-                    Severity::Warning,
                     format!(
                         "catch-up of member `{member}` reaches before the replay window of \
                          stream `{stream}` (oldest kept seq {first_retained}): the source re-reads \
@@ -1211,7 +1200,6 @@ impl Lane {
         self.notices.emit(
             Notice::new(
                 CATCH_UP_GAP,
-                Severity::Critical,
                 format!(
                     "catch-up of member `{member}` cannot be complete: seqs {from}..{} of stream \
                      `{stream}` left the replay window and no running source can re-read them",
@@ -1240,7 +1228,6 @@ impl Lane {
         self.notices.emit(
             Notice::new(
                 CATCH_UP_COMPLETED,
-                Severity::Info,
                 format!(
                     "catch-up of member `{}` of group `{}` completed",
                     catch_up.member, self.group

@@ -510,7 +510,6 @@ impl Engine {
             self.notices.emit(
                 Notice::new(
                     safd_connector::event_ids::DEAD_LETTERS_REPLAYED,
-                    safd_connector::Severity::Info,
                     format!("{total} dead letters of group `{group}` queued for replay"),
                 )
                 .with("group", group)

@@ -5,6 +5,7 @@
 
 use crate::codec;
 use crate::keys;
+use crate::notice::Notices;
 use crate::queue::{QueueError, StreamRecord, quarantine};
 use crate::segments::{ChunkIndex, FrameHeader, SegmentLog};
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub(crate) fn move_sled_chunks(
     tree: &sled::Tree,
     log: &SegmentLog,
     records: &BTreeMap<u32, StreamRecord>,
+    notices: &Notices,
 ) -> Result<u64, QueueError> {
     let mut moved = Vec::new();
     for item in tree.scan_prefix([keys::LEGACY_EVENTS]) {
@@ -29,7 +31,7 @@ pub(crate) fn move_sled_chunks(
         {
             Ok(decoded) => decoded,
             Err(err) => {
-                quarantine(tree, &key, &value, &err)?;
+                quarantine(tree, &key, &value, &err, notices)?;
                 continue;
             }
         };

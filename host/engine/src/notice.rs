@@ -1,13 +1,14 @@
-//! safd's own numbered events ("notices"): every failover step, catch-up
-//! decision and queue condition.
+//! The engine's sink for safd's numbered events (`safd_connector::Notice`):
+//! every failover step, catch-up decision and queue condition, and (under
+//! `safd run`) the plugin runtime's events, which the daemon points at it.
 //!
-//! A notice is logged through `tracing` at the moment it happens (with its
-//! `event_id`), kept in a short history for the status API, and handed to
-//! the engine, which injects it into the built-in `safd` stream so that
-//! management servers see the agent's health alongside its events. The ids
-//! are in `safd_connector::event_ids` and documented in `docs/events.md`.
+//! A notice is logged through `tracing` at the moment it arrives (with its
+//! `event_id`), kept in a short history for the status API, and injected
+//! into the built-in `safd` stream so that management servers see the
+//! agent's health alongside its events. The ids and their severities are in
+//! `safd_connector::event_ids` and documented in `docs/events.md`.
 
-use safd_connector::{Attribute, Event, Severity};
+pub use safd_connector::{Notice, NoticeSink};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
@@ -17,63 +18,6 @@ pub const SAFD_STREAM: &str = "safd";
 
 /// How many recent notices the status API can show.
 const HISTORY: usize = 200;
-
-/// One of safd's own events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub id: u32,
-    pub severity: Severity,
-    pub message: String,
-    /// Context such as the group, member, stream or epoch.
-    pub fields: Vec<(&'static str, String)>,
-    /// Microseconds since the Unix epoch.
-    pub time: i64,
-}
-
-impl Notice {
-    pub fn new(id: u32, severity: Severity, message: impl Into<String>) -> Self {
-        Self {
-            id,
-            severity,
-            message: message.into(),
-            fields: Vec::new(),
-            time: crate::clock::now_micros(),
-        }
-    }
-
-    pub fn with(mut self, key: &'static str, value: impl ToString) -> Self {
-        self.fields.push((key, value.to_string()));
-        self
-    }
-
-    /// The value of field `key`, if set.
-    pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The notice as an event of the `safd` stream. `unique` makes the id
-    /// unique per agent (a counter that survives restarts is not needed:
-    /// the time in microseconds plus a per-process counter is).
-    pub fn to_event(&self, agent_id: &str, unique: u64) -> Event {
-        let mut attributes = Vec::with_capacity(self.fields.len() + 1);
-        attributes.push(Attribute::new("event_id", self.id.to_string()));
-        attributes.extend(
-            self.fields
-                .iter()
-                .map(|(k, v)| Attribute::new(*k, v.clone())),
-        );
-        Event {
-            id: format!("safd:{agent_id}:{}:{unique}", self.time),
-            time: self.time,
-            severity: self.severity,
-            attributes,
-            body: self.message.clone(),
-        }
-    }
-}
 
 /// Where notices go. Cheap to clone; every part of the engine holds one.
 #[derive(Clone, Default)]
@@ -97,30 +41,9 @@ impl Notices {
         }
     }
 
-    /// Keep and inject a notice that was already logged elsewhere (the
-    /// runtime's plugin events).
-    pub fn forward(&self, notice: Notice) {
-        self.keep_and_inject(notice);
-    }
-
+    /// Log a notice, keep it and inject it.
     pub fn emit(&self, notice: Notice) {
-        let fields = notice
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        match notice.severity {
-            Severity::Critical | Severity::Major => {
-                tracing::error!(event_id = notice.id, %fields, "{}", notice.message);
-            }
-            Severity::Minor | Severity::Warning => {
-                tracing::warn!(event_id = notice.id, %fields, "{}", notice.message);
-            }
-            Severity::Info | Severity::Debug => {
-                tracing::info!(event_id = notice.id, %fields, "{}", notice.message);
-            }
-        }
+        notice.log();
         self.keep_and_inject(notice);
     }
 
@@ -147,5 +70,11 @@ impl Notices {
             .iter()
             .cloned()
             .collect()
+    }
+}
+
+impl NoticeSink for Notices {
+    fn emit(&self, notice: Notice) {
+        Notices::emit(self, notice);
     }
 }

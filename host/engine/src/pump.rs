@@ -5,9 +5,7 @@
 use crate::notice::{Notice, Notices};
 use crate::queue::Queue;
 use safd_connector::event_ids::{QUEUE_WRITE_FAILED, SOURCE_FAILED};
-use safd_connector::{
-    Cursor, PollLimits, Severity, SourceBatch, SourceConnector, SourceSession, Timestamp,
-};
+use safd_connector::{Cursor, PollLimits, SourceBatch, SourceConnector, SourceSession, Timestamp};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -196,7 +194,6 @@ impl Pump {
                         self.notices.emit(
                             Notice::new(
                                 QUEUE_WRITE_FAILED,
-                                Severity::Critical,
                                 format!(
                                     "cannot store events of stream `{}`: {err}; the source is \
                                      held back and the write retried",
@@ -247,7 +244,6 @@ impl Pump {
             self.notices.emit(
                 Notice::new(
                     SOURCE_FAILED,
-                    Severity::Major,
                     format!(
                         "source of stream `{}` failed: {reason}; reopening from its last \
                          durable cursor",

@@ -21,7 +21,7 @@ use safd_connector::event_ids::{
     QUEUE_RECORD_QUARANTINED,
 };
 use safd_connector::{
-    Cursor, Event, EventBlock, SequencedBlock, SequencedEvent, Severity, Timestamp, event_block,
+    Cursor, Event, EventBlock, SequencedBlock, SequencedEvent, Timestamp, event_block,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -242,6 +242,8 @@ pub(crate) struct Store {
     pub(crate) tree: sled::Tree,
     pub(crate) commit: GroupCommit,
     pub(crate) log: SegmentLog,
+    /// Where a record quarantined while reading is announced (2005).
+    pub(crate) notices: Notices,
 }
 
 /// The durable queue. Cheap to share behind an `Arc`.
@@ -306,7 +308,7 @@ impl Queue {
         notices: Notices,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, OpenReport), QueueError> {
-        let (store, streams, report) = load(path)?;
+        let (store, streams, report) = load(path, &notices)?;
         let used: u64 = report.streams.iter().map(|s| s.bytes).sum();
         let fresh_group_epoch = AtomicU64::new(0);
         if let Some(rebuilt) = &report.index_rebuilt {
@@ -541,7 +543,6 @@ impl Queue {
                 self.notices.emit(
                     Notice::new(
                         QUEUE_FULL,
-                        Severity::Critical,
                         "queue full: sources are blocked until delivery frees space",
                     )
                     .with("used_bytes", self.used_bytes())
@@ -596,21 +597,16 @@ impl Queue {
         if self.above_high_water.swap(above, Ordering::AcqRel) == above {
             return;
         }
-        let (id, severity, message) = if above {
-            (
-                QUEUE_HIGH_WATER,
-                Severity::Major,
-                "queue above its high-water mark",
-            )
+        let (id, message) = if above {
+            (QUEUE_HIGH_WATER, "queue above its high-water mark")
         } else {
             (
                 QUEUE_BELOW_HIGH_WATER,
-                Severity::Info,
                 "queue back below its high-water mark",
             )
         };
         self.notices.emit(
-            Notice::new(id, severity, message)
+            Notice::new(id, message)
                 .with("used_bytes", used)
                 .with("capacity_bytes", self.options.capacity_bytes),
         );
@@ -945,7 +941,7 @@ impl Store {
         let index = match codec::decode::<ChunkIndex>(value) {
             Ok(index) => index,
             Err(err) => {
-                quarantine(&self.tree, key, value, &err)?;
+                quarantine(&self.tree, key, value, &err, &self.notices)?;
                 return Ok(None);
             }
         };
@@ -974,7 +970,7 @@ impl Store {
             // marked failed and reopened (2007/2008), and reading resumes.
             Err(err) => return Err(QueueError::Segments(err)),
         };
-        quarantine(&self.tree, key, value, &damage)?;
+        quarantine(&self.tree, key, value, &damage, &self.notices)?;
         self.log.release(index.segment);
         Ok(None)
     }
@@ -1000,12 +996,15 @@ fn chunk_range(
 /// Damaged records are quarantined and reported; what the index lacks is
 /// taken from the segment files ([`crate::log_recovery`]), and an index
 /// that sled cannot read at all is set aside and rebuilt from them.
-pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueError> {
+pub(crate) fn load(
+    path: &Path,
+    notices: &Notices,
+) -> Result<(Store, Streams, OpenReport), QueueError> {
     let (db, set_aside) = open_db(path)?;
     let tree = db.open_tree("saf")?;
     let segments_dir = path.join(SEGMENTS_DIR);
     let mut report = OpenReport::default();
-    report.groups = load_groups(&tree, &mut report.quarantined)?;
+    report.groups = load_groups(&tree, &mut report.quarantined, notices)?;
     let mut records: BTreeMap<u32, StreamRecord> = BTreeMap::new();
     let mut damaged: BTreeSet<u32> = BTreeSet::new();
     for item in tree.scan_prefix([keys::STREAM]) {
@@ -1018,7 +1017,7 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
                 records.insert(id, record);
             }
             Err(err) => {
-                quarantine(&tree, &key, &value, &err)?;
+                quarantine(&tree, &key, &value, &err, notices)?;
                 report.quarantined.push(describe_key(&key));
                 damaged.insert(id);
             }
@@ -1049,7 +1048,7 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
     });
     let log = SegmentLog::open(&segments_dir, checkpoints)?;
     log.track(replayed.indexed_segments.iter().copied());
-    crate::migrate::move_sled_chunks(&tree, &log, &records)?;
+    crate::migrate::move_sled_chunks(&tree, &log, &records, notices)?;
     db.flush()?;
     log.delete_unreferenced()?;
     let mut streams = Streams {
@@ -1078,6 +1077,7 @@ pub(crate) fn load(path: &Path) -> Result<(Store, Streams, OpenReport), QueueErr
             tree,
             commit: GroupCommit::new(move || db.flush().map(drop).map_err(|e| e.to_string())),
             log,
+            notices: notices.clone(),
         },
         streams,
         report,
@@ -1097,8 +1097,7 @@ fn index_rebuilt_notice(rebuilt: &IndexRebuilt) -> Notice {
             aside.display()
         ));
     }
-    let notice = Notice::new(QUEUE_INDEX_REBUILT, Severity::Critical, message)
-        .with("streams", rebuilt.streams.len());
+    let notice = Notice::new(QUEUE_INDEX_REBUILT, message).with("streams", rebuilt.streams.len());
     match &rebuilt.set_aside {
         Some(aside) => notice.with("set_aside", aside.display()),
         None => notice,
@@ -1110,6 +1109,7 @@ fn index_rebuilt_notice(rebuilt: &IndexRebuilt) -> Notice {
 fn load_groups(
     tree: &sled::Tree,
     quarantined: &mut Vec<String>,
+    notices: &Notices,
 ) -> Result<BTreeMap<String, GroupState>, QueueError> {
     let mut groups = BTreeMap::new();
     for item in tree.scan_prefix([keys::GROUP]) {
@@ -1118,7 +1118,7 @@ fn load_groups(
         let state = match codec::decode::<GroupState>(&value) {
             Ok(state) => state,
             Err(err) => {
-                quarantine(tree, &key, &value, &err)?;
+                quarantine(tree, &key, &value, &err, notices)?;
                 quarantined.push(describe_key(&key));
                 // The old epoch is unknown: jump above any epoch that can
                 // have been issued (they count up from 1), so a stale
@@ -1359,11 +1359,14 @@ pub(crate) fn quarantine(
     key: &[u8],
     value: &[u8],
     err: &RecordError,
+    notices: &Notices,
 ) -> Result<(), QueueError> {
-    tracing::error!(
-        event_id = QUEUE_RECORD_QUARANTINED,
-        record = %describe_key(key),
-        "damaged queue record quarantined: {err}"
+    notices.emit(
+        Notice::new(
+            QUEUE_RECORD_QUARANTINED,
+            format!("damaged queue record quarantined: {err}"),
+        )
+        .with("record", describe_key(key)),
     );
     let mut batch = sled::Batch::default();
     batch.insert(keys::quarantine(key), value);
@@ -1376,6 +1379,7 @@ pub(crate) fn quarantine(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use safd_connector::Severity;
 
     /// A chunk removed by retention while a reader held its index entry
     /// (its segment deleted with it) is not reported as damage.

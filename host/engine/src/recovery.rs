@@ -11,7 +11,6 @@
 
 use crate::notice::{Notice, Notices};
 use crate::queue::{OpenReport, Queue, QueueError, load};
-use safd_connector::Severity;
 use safd_connector::event_ids::{QUEUE_STORE_FAILED, QUEUE_STORE_REOPENED};
 use std::io::Write;
 use std::path::Path;
@@ -44,7 +43,8 @@ impl Queue {
                 .take(),
         );
         let path = self.path.clone();
-        let (store, streams, report) = tokio::task::spawn_blocking(move || load(&path))
+        let notices = self.notices.clone();
+        let (store, streams, report) = tokio::task::spawn_blocking(move || load(&path, &notices))
             .await
             .map_err(|e| QueueError::Open {
                 path: self.path.display().to_string(),
@@ -102,7 +102,6 @@ pub(crate) async fn recover_store(
         notices.emit(
             Notice::new(
                 QUEUE_STORE_FAILED,
-                Severity::Critical,
                 format!(
                     "the queue's store failed: {reason}; sources are held back (nothing is \
                      lost) and the store is reopened from disk once {} accepts writes again",
@@ -134,7 +133,6 @@ pub(crate) async fn recover_store(
                     notices.emit(
                         Notice::new(
                             QUEUE_STORE_REOPENED,
-                            Severity::Info,
                             "the queue's store was reopened; held-back sources write again",
                         )
                         .with("attempts", attempts),

@@ -12,8 +12,8 @@ use crate::metrics::Metrics;
 use crate::notice::Notice;
 use crate::queue::{Queue, QueueError, SharedEntry};
 use crate::segments::ChunkIndex;
+use safd_connector::Timestamp;
 use safd_connector::event_ids::QUEUE_EVENTS_DROPPED;
-use safd_connector::{Severity, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -198,7 +198,6 @@ impl Queue {
             self.notices.emit(
                 Notice::new(
                     QUEUE_EVENTS_DROPPED,
-                    Severity::Critical,
                     format!(
                         "queue full: dropped {events} undelivered events of stream `{stream}` \
                          (when_full = \"drop_oldest\")"

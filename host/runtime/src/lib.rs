@@ -22,6 +22,7 @@ mod http_pool;
 mod log_text;
 mod manifest;
 mod plugin;
+mod report;
 mod sandbox;
 mod source;
 mod state;

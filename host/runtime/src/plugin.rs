@@ -9,11 +9,12 @@ use crate::config::{Grants, Limits, RuntimeConfig};
 use crate::destination::WasmDestination;
 use crate::error::{LoadError, LoadErrorKind, RuntimeError, SetupError};
 use crate::manifest::{Manifest, PluginKind};
+use crate::report::Reporter;
 use crate::sandbox::Sandbox;
 use crate::source::WasmSource;
 use crate::state::InstanceState;
 use crate::supervisor::InstanceSpec;
-use safd_connector::{Acknowledgement, SessionError, event_ids};
+use safd_connector::{Acknowledgement, Notice, NoticeSink, SessionError, event_ids};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ struct RuntimeInner {
     http_linker: Linker<InstanceState>,
     cache: CompileCache,
     limits: Limits,
+    reporter: Reporter,
 }
 
 /// The outcome of loading a plugin directory: what loaded and what was
@@ -103,6 +105,7 @@ impl Runtime {
                 http_linker,
                 cache,
                 limits: config.limits,
+                reporter: Reporter::default(),
             }),
         })
     }
@@ -130,10 +133,10 @@ impl Runtime {
             match self.load(&stem.with_extension("wasm")) {
                 Ok(plugin) => report.plugins.push(plugin),
                 Err(err) => {
-                    tracing::warn!(
-                        event_id = event_ids::PLUGIN_REFUSED,
-                        "plugin refused: {err}"
-                    );
+                    self.inner.reporter.emit(Notice::new(
+                        event_ids::PLUGIN_REFUSED,
+                        format!("plugin refused: {err}"),
+                    ));
                     report.refused.push(err);
                 }
             }
@@ -248,6 +251,12 @@ impl Runtime {
         std::fs::read(wasm_path).is_ok_and(|bytes| self.inner.cache.contains(&bytes))
     }
 
+    /// From now on the runtime's numbered events (3xxx) go to `sink`
+    /// (which logs them) instead of only to the log.
+    pub fn report_to(&self, sink: Arc<dyn NoticeSink>) {
+        self.inner.reporter.set(sink);
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
@@ -335,6 +344,11 @@ pub struct ConfigProblem {
 const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Plugin {
+    /// Where this plugin's instances report their numbered events.
+    pub(crate) fn reporter(&self) -> &Reporter {
+        &self.runtime.reporter
+    }
+
     pub fn name(&self) -> &str {
         &self.manifest.name
     }
@@ -453,7 +467,12 @@ impl Plugin {
                 expected,
             });
         }
-        let sandbox = Sandbox::new(instance, self.manifest.capabilities, grants)?;
+        let sandbox = Sandbox::reporting(
+            instance,
+            self.manifest.capabilities,
+            grants,
+            self.runtime.reporter.clone(),
+        )?;
         Ok(Arc::new(InstanceSpec::new(
             self.clone(),
             instance,

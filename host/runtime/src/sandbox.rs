@@ -8,7 +8,8 @@ use crate::config::Grants;
 use crate::guest_output::GuestOutput;
 use crate::http_pool::ConnectionPool;
 use crate::manifest::Capabilities;
-use safd_connector::event_ids;
+use crate::report::Reporter;
+use safd_connector::{Notice, event_ids};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct Sandbox {
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) http: Arc<HashSet<Authority>>,
     pub(crate) tcp: Arc<HashSet<SocketAddr>>,
+    /// Where a denied access (3007) is reported.
+    reporter: Reporter,
 }
 
 /// An HTTP authority with its port made explicit.
@@ -70,12 +73,32 @@ impl Sandbox {
         requested: Capabilities,
         grants: &Grants,
     ) -> Result<Self, GrantError> {
-        let mut sandbox = Sandbox::default();
+        Self::reporting(connector, requested, grants, Reporter::default())
+    }
+
+    /// [`Sandbox::new`], reporting ignored grants (3006) and denied
+    /// accesses (3007) to `reporter`.
+    pub(crate) fn reporting(
+        connector: &str,
+        requested: Capabilities,
+        grants: &Grants,
+        reporter: Reporter,
+    ) -> Result<Self, GrantError> {
+        let mut sandbox = Sandbox {
+            reporter,
+            ..Sandbox::default()
+        };
+        let report = sandbox.reporter.clone();
         let ignored = |what: &str| {
-            tracing::warn!(
-                event_id = event_ids::PLUGIN_GRANT_IGNORED,
-                connector,
-                "grant `{what}` ignored: the plugin's manifest does not request this capability"
+            report.emit(
+                Notice::new(
+                    event_ids::PLUGIN_GRANT_IGNORED,
+                    format!(
+                        "grant `{what}` ignored: the plugin's manifest does not request this \
+                         capability"
+                    ),
+                )
+                .with("connector", connector),
             );
         };
         if !grants.dirs.is_empty() && !requested.files {
@@ -141,6 +164,7 @@ impl Sandbox {
         builder.allow_tcp(!self.tcp.is_empty());
         let allowed = self.tcp.clone();
         let name = connector.clone();
+        let reporter = self.reporter.clone();
         builder.socket_addr_check(move |addr, use_| {
             let permitted = match use_ {
                 SocketAddrUse::TcpConnect => allowed.contains(&addr),
@@ -150,10 +174,14 @@ impl Sandbox {
                 _ => false,
             };
             if !permitted {
-                tracing::warn!(
-                    event_id = event_ids::PLUGIN_ACCESS_DENIED,
-                    connector = %name,
-                    "socket access denied: {use_:?} {addr} is not granted (grants.tcp)"
+                reporter.emit(
+                    Notice::new(
+                        event_ids::PLUGIN_ACCESS_DENIED,
+                        format!(
+                            "socket access denied: {use_:?} {addr} is not granted (grants.tcp)"
+                        ),
+                    )
+                    .with("connector", &name),
                 );
             }
             Box::pin(async move { permitted })
@@ -166,6 +194,7 @@ impl Sandbox {
             connector: connector.clone(),
             allowed: self.http.clone(),
             pool: Arc::default(),
+            reporter: self.reporter.clone(),
         }
     }
 }
@@ -176,6 +205,7 @@ pub(crate) struct HttpPolicy {
     allowed: Arc<HashSet<Authority>>,
     /// This instance's keep-alive connections.
     pool: Arc<ConnectionPool>,
+    reporter: Reporter,
 }
 
 impl HttpPolicy {
@@ -214,11 +244,13 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> ResponseFuture {
         _ = fut;
         if !self.permits(request.uri()) {
-            tracing::warn!(
-                event_id = event_ids::PLUGIN_ACCESS_DENIED,
-                connector = %self.connector,
-                uri = %request.uri(),
-                "HTTP request denied: authority is not granted (grants.http)"
+            self.reporter.emit(
+                Notice::new(
+                    event_ids::PLUGIN_ACCESS_DENIED,
+                    "HTTP request denied: authority is not granted (grants.http)",
+                )
+                .with("connector", &self.connector)
+                .with("uri", request.uri()),
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }

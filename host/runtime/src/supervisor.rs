@@ -11,9 +11,10 @@ use crate::bindings::{self, source_world::safd::connector::types as wit};
 use crate::call::{CallOutcome, arm, bounded, trap_summary};
 use crate::config::{Limits, RestartPolicy};
 use crate::plugin::Plugin;
+use crate::report::Reporter;
 use crate::sandbox::Sandbox;
 use crate::state::InstanceState;
-use safd_connector::{ConnectorError, SessionError, event_ids};
+use safd_connector::{ConnectorError, Notice, SessionError, event_ids};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -138,10 +139,9 @@ impl<L> Supervisor<L> {
     fn started(&mut self, live: L) -> &mut L {
         if self.pending_restart {
             self.pending_restart = false;
-            tracing::info!(
-                event_id = event_ids::PLUGIN_RESTARTED,
-                connector = %self.spec.name,
-                "plugin instance rebuilt"
+            self.spec.plugin.reporter().emit(
+                Notice::new(event_ids::PLUGIN_RESTARTED, "plugin instance rebuilt")
+                    .with("connector", &self.spec.name),
             );
         }
         self.live.insert(live)
@@ -162,10 +162,12 @@ impl<L> Supervisor<L> {
                 let ConnectorError::Fatal(message) = &err else {
                     return Err(err.into());
                 };
-                tracing::warn!(
-                    event_id = event_ids::PLUGIN_FATAL,
-                    connector = name,
-                    "plugin reported a fatal error, rebuilding it: {message}"
+                self.spec.plugin.reporter().emit(
+                    Notice::new(
+                        event_ids::PLUGIN_FATAL,
+                        format!("plugin reported a fatal error, rebuilding it: {message}"),
+                    )
+                    .with("connector", name),
                 );
                 SessionError::Connector(err)
             }
@@ -179,28 +181,36 @@ impl<L> Supervisor<L> {
                 } else {
                     trap_summary(&trap)
                 };
-                tracing::warn!(
-                    event_id = event_ids::PLUGIN_TRAPPED,
-                    connector = name,
-                    "plugin trapped, rebuilding it: {reason}"
+                self.spec.plugin.reporter().emit(
+                    Notice::new(
+                        event_ids::PLUGIN_TRAPPED,
+                        format!("plugin trapped, rebuilding it: {reason}"),
+                    )
+                    .with("connector", name),
                 );
                 tracing::debug!(connector = name, "trap details: {trap:?}");
                 SessionError::Trapped(reason)
             }
             CallOutcome::Elapsed => {
                 let limit = self.call_timeout();
-                tracing::warn!(
-                    event_id = event_ids::PLUGIN_TIMED_OUT,
-                    connector = name,
-                    limit_ms = limit.as_millis() as u64,
-                    "plugin call interrupted at its time limit, rebuilding it"
+                self.spec.plugin.reporter().emit(
+                    Notice::new(
+                        event_ids::PLUGIN_TIMED_OUT,
+                        "plugin call interrupted at its time limit, rebuilding it",
+                    )
+                    .with("connector", name)
+                    .with("limit_ms", limit.as_millis()),
                 );
                 SessionError::TimedOut(limit)
             }
         };
         self.live = None;
         self.pending_restart = true;
-        if let Some(disabled) = self.spec.restarts().record_failure(name) {
+        if let Some(disabled) = self
+            .spec
+            .restarts()
+            .record_failure(name, self.spec.plugin.reporter())
+        {
             return Err(disabled);
         }
         Err(err)
@@ -243,7 +253,7 @@ impl RestartTracker {
 
     /// Record a failure; returns the `Disabled` error once the instance has
     /// failed too often.
-    fn record_failure(&mut self, connector: &str) -> Option<SessionError> {
+    fn record_failure(&mut self, connector: &str, reporter: &Reporter) -> Option<SessionError> {
         let now = Instant::now();
         while self
             .failures
@@ -256,12 +266,15 @@ impl RestartTracker {
         let recent = self.failures.len() as u32;
         if recent > self.policy.max_restarts {
             self.disabled = true;
-            tracing::error!(
-                event_id = event_ids::PLUGIN_DISABLED,
-                connector,
-                failures = recent,
-                window_s = self.policy.window.as_secs(),
-                "plugin instance disabled after repeated failures; fix the plugin or its config, then reload"
+            reporter.emit(
+                Notice::new(
+                    event_ids::PLUGIN_DISABLED,
+                    "plugin instance disabled after repeated failures; fix the plugin or its \
+                     config, then reload",
+                )
+                .with("connector", connector)
+                .with("failures", recent)
+                .with("window_s", self.policy.window.as_secs()),
             );
             return Some(self.disabled_error());
         }
@@ -290,7 +303,7 @@ mod tests {
         });
         let mut backoffs = Vec::new();
         for _ in 0..3 {
-            assert!(t.record_failure("t").is_none());
+            assert!(t.record_failure("t", &Reporter::default()).is_none());
             let wait = t.not_before.unwrap().duration_since(Instant::now());
             backoffs.push(wait);
         }
@@ -302,7 +315,7 @@ mod tests {
             backoffs[2] > Duration::from_millis(200) && backoffs[2] <= Duration::from_millis(300)
         );
         assert!(matches!(
-            t.record_failure("t"),
+            t.record_failure("t", &Reporter::default()),
             Some(SessionError::Disabled { restarts: 3, .. })
         ));
         assert!(t.disabled);

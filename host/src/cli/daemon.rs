@@ -130,7 +130,10 @@ pub(crate) fn start_engine(checked: Checked) -> anyhow::Result<Arc<Engine>> {
         "cannot open the queue; check data_dir (writable, not used by another safd)".to_owned()
     })?;
     tracing::info!(?report, "queue opened");
-    crate::runtime_events::forward_to(engine.notices().clone());
+    // The runtime's plugin events (3xxx) take the engine's path too.
+    checked
+        .runtime
+        .report_to(Arc::new(engine.notices().clone()));
     let engine = Arc::new(engine);
     for (name, source, tuning) in checked.sources {
         engine
