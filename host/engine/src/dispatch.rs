@@ -14,7 +14,6 @@
 //! counts as unreachable (a silent peer).
 
 use crate::catch_up::{self, CatchUpDecision};
-use crate::dead_letter::DeadLetter;
 use crate::failover::{MemberHealth, choose_active};
 use crate::group::Tuning;
 use crate::member::{Member, backoff};
@@ -22,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices};
 use crate::pump::SourceDirectory;
 use crate::queue::Queue;
+use crate::queue::dead_letter::DeadLetter;
 use safd_connector::event_ids::{
     ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED,
     DEAD_LETTERED, DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED,

@@ -1,7 +1,6 @@
 //! The engine: one queue, the sources that feed it, the groups that drain
 //! it, and safd's own events injected into the `safd` stream.
 
-use crate::dead_letter::DeadLetter;
 use crate::dispatch::{Lane, LaneCommand, LaneState};
 pub use crate::dispatch::{LaneStatus, MemberStatus};
 use crate::group::{GroupConfig, GroupMode};
@@ -10,6 +9,7 @@ use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices, SAFD_STREAM};
 pub use crate::pump::PumpTuning;
 use crate::pump::{Pump, SourceDirectory};
+use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{OpenReport, Queue, QueueError, QueueOptions};
 use safd_connector::{CatchUpFrom, SourceConnector};
 use std::collections::BTreeMap;
@@ -175,7 +175,7 @@ impl Engine {
             shutdown.subscribe(),
         ));
         tasks.spawn(flush_written(queue.clone(), shutdown.subscribe()));
-        tasks.spawn(crate::recovery::recover_store(
+        tasks.spawn(crate::queue::reopen::recover_store(
             queue.clone(),
             notices.clone(),
             shutdown.subscribe(),

@@ -15,29 +15,17 @@
 
 mod catch_up;
 mod clock;
-mod codec;
-mod dead_letter;
 mod dispatch;
 mod engine;
 pub mod failover;
-mod flush;
 mod group;
-mod index_damage;
-mod keys;
-mod log_recovery;
 mod member;
 pub mod metrics;
-mod migrate;
 mod notice;
 mod pump;
 mod queue;
-mod recovery;
-mod retention;
-mod segments;
 
 pub use catch_up::{CatchUpDecision, RefusalReason};
-pub use codec::RecordError;
-pub use dead_letter::DeadLetter;
 pub use engine::{
     Engine, EngineError, EngineOptions, GroupStatus, LaneStatus, MemberStatus, PumpTuning,
     StreamStatus,
@@ -46,8 +34,10 @@ pub use failover::MemberHealth;
 pub use group::{GroupConfig, GroupMode, MemberConfig, Tuning};
 pub use metrics::Metrics;
 pub use notice::{Notice, Notices, SAFD_STREAM};
+pub use queue::codec::RecordError;
+pub use queue::dead_letter::DeadLetter;
+pub use queue::retention::TrimReport;
 pub use queue::{
     GroupState, IndexRebuilt, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions,
     Retention, StreamState, WhenFull,
 };
-pub use retention::TrimReport;

@@ -1,9 +1,9 @@
 //! Dead letters: events a receiver permanently rejected, kept per group with
 //! the reason, until an operator replays or discards them.
 
-use crate::codec;
-use crate::keys;
-use crate::queue::{Queue, QueueError};
+use super::codec;
+use super::keys;
+use super::{Queue, QueueError};
 use safd_connector::SequencedEvent;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ impl Queue {
                 // match: the key carries the name's length first.
                 Ok(_) => {}
                 Err(err) => {
-                    crate::queue::quarantine(&store.tree, &key, &value, &err, &store.notices)?;
+                    super::quarantine(&store.tree, &key, &value, &err, &store.notices)?;
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The durable store-and-forward queue.
 //!
 //! Events are stored in chunks (runs of consecutive events of a stream) in
-//! append-only segment files ([`crate::segments`]). One sled tree holds,
+//! append-only segment files ([`segments`]). One sled tree holds,
 //! per stream, where each chunk is, and the stream's state: its name, next
 //! sequence number and the source cursor that produced the last batch. An
 //! ingest appends its chunks and syncs them, then writes their index
@@ -10,12 +10,21 @@
 //! a source is never told to move on before its events are on disk, and a
 //! stored cursor is never ahead of the stored events.
 
-use crate::codec::{self, RecordError};
-use crate::flush::GroupCommit;
-use crate::keys;
+pub(crate) mod codec;
+pub(crate) mod dead_letter;
+pub(crate) mod flush;
+pub(crate) mod index_damage;
+pub(crate) mod keys;
+pub(crate) mod migrate;
+pub(crate) mod reopen;
+pub(crate) mod replay;
+pub(crate) mod retention;
+pub(crate) mod segments;
+
 use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices};
-use crate::segments::{Checkpoint, ChunkIndex, FrameHeader, SegmentLog};
+use codec::RecordError;
+use flush::GroupCommit;
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_FULL, QUEUE_HIGH_WATER, QUEUE_INDEX_REBUILT,
     QUEUE_RECORD_QUARANTINED,
@@ -23,6 +32,7 @@ use safd_connector::event_ids::{
 use safd_connector::{
     Cursor, Event, EventBlock, SequencedBlock, SequencedEvent, Timestamp, event_block,
 };
+use segments::{Checkpoint, ChunkIndex, FrameHeader, SegmentLog};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -237,7 +247,7 @@ pub(crate) struct Streams {
 
 /// The open sled database. sled 0.34 refuses every write after an I/O
 /// error (a full disk, say) until it is reopened, so it is replaced as a
-/// whole (`recovery`).
+/// whole (`reopen`).
 pub(crate) struct Store {
     pub(crate) tree: sled::Tree,
     pub(crate) commit: GroupCommit,
@@ -994,7 +1004,7 @@ fn chunk_range(
 
 /// Open the store at `path` and read every stream's and group's state.
 /// Damaged records are quarantined and reported; what the index lacks is
-/// taken from the segment files ([`crate::log_recovery`]), and an index
+/// taken from the segment files ([`replay`]), and an index
 /// that sled cannot read at all is set aside and rebuilt from them.
 pub(crate) fn load(
     path: &Path,
@@ -1029,8 +1039,7 @@ pub(crate) fn load(
         let highest = acked.entry(stream.clone()).or_default();
         *highest = (*highest).max(*seq);
     }
-    let replayed =
-        crate::log_recovery::replay(&tree, &segments_dir, &mut records, &damaged, &acked)?;
+    let replayed = replay::replay(&tree, &segments_dir, &mut records, &damaged, &acked)?;
     if set_aside.is_some() || (index_was_empty && !replayed.rebuilt.is_empty()) {
         report.index_rebuilt = Some(IndexRebuilt {
             set_aside,
@@ -1048,7 +1057,7 @@ pub(crate) fn load(
     });
     let log = SegmentLog::open(&segments_dir, checkpoints)?;
     log.track(replayed.indexed_segments.iter().copied());
-    crate::migrate::move_sled_chunks(&tree, &log, &records, notices)?;
+    migrate::move_sled_chunks(&tree, &log, &records, notices)?;
     db.flush()?;
     log.delete_unreferenced()?;
     let mut streams = Streams {
@@ -1279,7 +1288,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 fn open_db(path: &Path) -> Result<(sled::Db, Option<PathBuf>), QueueError> {
     match open_sled(path) {
         Err(QueueError::IndexDamaged(reason)) => {
-            let aside = crate::index_damage::set_aside(path).map_err(|e| QueueError::Open {
+            let aside = index_damage::set_aside(path).map_err(|e| QueueError::Open {
                 path: path.display().to_string(),
                 reason: format!(
                     "its index is damaged ({reason}) and cannot be moved aside to be rebuilt: \

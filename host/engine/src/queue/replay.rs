@@ -3,7 +3,7 @@
 //!
 //! The segment files are the truth; sled is an index of them. An ingest is
 //! durable once its frames are synced, and its index entries and stream
-//! state reach sled's disk later (see [`crate::segments`]), so at open the
+//! state reach sled's disk later (see [`super::segments`]), so at open the
 //! log is read in the order it was written and everything the index does
 //! not reflect is applied:
 //!
@@ -27,10 +27,10 @@
 //! A stream's next seq is never below the end of a complete ingest in the
 //! log, nor below the highest seq any group acknowledged.
 
-use crate::codec;
-use crate::keys;
-use crate::queue::{QueueError, StreamRecord};
-use crate::segments::{self, Checkpoint, ChunkIndex, Scanned, ScannedFrame};
+use super::codec;
+use super::keys;
+use super::segments::{self, Checkpoint, ChunkIndex, Scanned, ScannedFrame};
+use super::{QueueError, StreamRecord};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 

@@ -6,12 +6,12 @@
 //! their stream, so a stream's stored events stay one contiguous seq range
 //! (`first_seq..next_seq`).
 
-use crate::codec;
-use crate::keys;
+use super::codec;
+use super::keys;
+use super::segments::ChunkIndex;
+use super::{Queue, QueueError, SharedEntry};
 use crate::metrics::Metrics;
 use crate::notice::Notice;
-use crate::queue::{Queue, QueueError, SharedEntry};
-use crate::segments::ChunkIndex;
 use safd_connector::Timestamp;
 use safd_connector::event_ids::QUEUE_EVENTS_DROPPED;
 use std::collections::HashMap;

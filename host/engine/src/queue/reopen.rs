@@ -9,8 +9,8 @@
 //! was never confirmed to its source, whose pump still holds it and writes
 //! it again, with the seqs it would have had.
 
+use super::{OpenReport, Queue, QueueError, load};
 use crate::notice::{Notice, Notices};
-use crate::queue::{OpenReport, Queue, QueueError, load};
 use safd_connector::event_ids::{QUEUE_STORE_FAILED, QUEUE_STORE_REOPENED};
 use std::io::Write;
 use std::path::Path;

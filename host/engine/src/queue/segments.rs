@@ -14,7 +14,7 @@
 //! frames are synced; the index entries and stream state it writes to sled
 //! are flushed lazily (every half second, and before segment files are
 //! deleted). Opening replays the frames that sled's durable state does not
-//! reflect yet ([`crate::log_recovery`]), so one fsync per group commit
+//! reflect yet ([`super::replay`]), so one fsync per group commit
 //! suffices. Every durable index entry points at durable bytes: entries are
 //! written only after their frames are synced. A new segment is started at
 //! every open, so a torn tail is never appended to.
@@ -26,8 +26,8 @@
 //! stands even after all its events were removed, and an index that was
 //! lost or damaged is rebuilt from the segments alone.
 
-use crate::codec;
-use crate::flush::GroupCommit;
+use super::codec;
+use super::flush::GroupCommit;
 use safd_connector::Cursor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

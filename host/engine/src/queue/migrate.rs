@@ -3,11 +3,11 @@
 //! byte (the chunk encoding did not change) and indexed like any other, so
 //! upgrading safd loses nothing that was queued.
 
-use crate::codec;
-use crate::keys;
+use super::codec;
+use super::keys;
+use super::segments::{ChunkIndex, FrameHeader, SegmentLog};
+use super::{QueueError, StreamRecord, quarantine};
 use crate::notice::Notices;
-use crate::queue::{QueueError, StreamRecord, quarantine};
-use crate::segments::{ChunkIndex, FrameHeader, SegmentLog};
 use std::collections::BTreeMap;
 
 /// Move every chunk stored in sled into `log`; returns how many were.
@@ -86,10 +86,10 @@ pub(crate) fn move_sled_chunks(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::StreamRecord;
+    use super::codec;
+    use super::keys;
     use crate::Queue;
-    use crate::codec;
-    use crate::keys;
-    use crate::queue::StreamRecord;
     use safd_connector::{Event, EventBlock, Severity};
 
     fn event(n: u64) -> Event {
