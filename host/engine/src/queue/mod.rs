@@ -133,17 +133,17 @@ impl Default for QueueOptions {
 /// A stream's persisted state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StreamRecord {
-    pub(crate) name: String,
-    pub(crate) next_seq: u64,
+    name: String,
+    next_seq: u64,
     /// The oldest seq still stored (`next_seq` when nothing is).
-    pub(crate) first_seq: u64,
+    first_seq: u64,
     /// Stored bytes of this stream's event chunks.
-    pub(crate) bytes: u64,
-    pub(crate) cursor: Option<Cursor>,
+    bytes: u64,
+    cursor: Option<Cursor>,
     /// For removed events: (first seq of a removed run, earliest event
     /// time in it), so a catch-up from a removed seq knows where to ask the
     /// source to seek. Bounded: old marks are merged.
-    pub(crate) trim_marks: Vec<(u64, Timestamp)>,
+    trim_marks: Vec<(u64, Timestamp)>,
 }
 
 impl StreamRecord {
@@ -231,8 +231,8 @@ pub struct IngestReceipt {
 }
 
 pub(crate) struct StreamEntry {
-    pub(crate) id: u32,
-    pub(crate) record: StreamRecord,
+    id: u32,
+    record: StreamRecord,
 }
 
 /// A stream's id never changes, so it lives outside the entry's lock and
@@ -241,7 +241,7 @@ pub(crate) type SharedEntry = (u32, Arc<tokio::sync::Mutex<StreamEntry>>);
 
 #[derive(Default)]
 pub(crate) struct Streams {
-    pub(crate) by_name: HashMap<String, SharedEntry>,
+    by_name: HashMap<String, SharedEntry>,
     next_id: u32,
 }
 
@@ -249,47 +249,47 @@ pub(crate) struct Streams {
 /// error (a full disk, say) until it is reopened, so it is replaced as a
 /// whole (`reopen`).
 pub(crate) struct Store {
-    pub(crate) tree: sled::Tree,
-    pub(crate) commit: GroupCommit,
-    pub(crate) log: SegmentLog,
+    tree: sled::Tree,
+    commit: GroupCommit,
+    log: SegmentLog,
     /// Where a record quarantined while reading is announced (2005).
-    pub(crate) notices: Notices,
+    notices: Notices,
 }
 
 /// The durable queue. Cheap to share behind an `Arc`.
 pub struct Queue {
-    pub(crate) path: PathBuf,
+    path: PathBuf,
     /// `None` while it is being reopened.
-    pub(crate) store: std::sync::RwLock<Option<Arc<Store>>>,
+    store: std::sync::RwLock<Option<Arc<Store>>>,
     /// Why the store failed, while it is failed.
-    pub(crate) failure: tokio::sync::watch::Sender<Option<String>>,
+    failure: tokio::sync::watch::Sender<Option<String>>,
     /// Held (shared) by every ingest from its seq assignment to its fsync,
     /// and exclusively by a reopen, so a reopen never sees half an ingest.
-    pub(crate) writes: Arc<tokio::sync::RwLock<()>>,
-    pub(crate) streams: std::sync::Mutex<Streams>,
-    pub(crate) groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
-    pub(crate) options: QueueOptions,
+    writes: Arc<tokio::sync::RwLock<()>>,
+    streams: std::sync::Mutex<Streams>,
+    groups: tokio::sync::Mutex<BTreeMap<String, GroupState>>,
+    options: QueueOptions,
     /// Stored bytes of all event chunks.
-    pub(crate) used_bytes: Arc<AtomicU64>,
+    used_bytes: Arc<AtomicU64>,
     /// Signalled whenever space may have been freed (acks, trimming).
-    pub(crate) room: tokio::sync::Notify,
+    room: tokio::sync::Notify,
     /// Counts ingests, so dispatchers can wait for new events.
-    pub(crate) appended: tokio::sync::watch::Sender<u64>,
+    appended: tokio::sync::watch::Sender<u64>,
     /// Cursor owners whose acks decide what may be trimmed.
-    pub(crate) cursors: std::sync::Mutex<BTreeSet<String>>,
+    cursors: std::sync::Mutex<BTreeSet<String>>,
     above_high_water: AtomicBool,
     full_announced: AtomicBool,
     /// sled was written (index entries, stream state, acks) since its last
     /// flush.
     unflushed: Arc<AtomicBool>,
     /// One removal pass at a time (retention, reclaim, drop).
-    pub(crate) trim_lock: tokio::sync::Mutex<()>,
+    trim_lock: tokio::sync::Mutex<()>,
     /// The epoch a group the index has no state for starts from: 0, or,
     /// once the index was rebuilt (group states lost with it), one above
     /// any epoch issued before, so a stale catch-up request cannot match.
     fresh_group_epoch: AtomicU64,
-    pub(crate) notices: Notices,
-    pub(crate) metrics: Arc<Metrics>,
+    notices: Notices,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Queue {
