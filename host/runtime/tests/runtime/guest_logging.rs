@@ -1,10 +1,6 @@
 //! Guest output reaches the host's log, tagged with the connector instance.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use safd_connector::{
     DestinationConnector, Endpoint, MemberRole, PollLimits, SequencedEvent, SessionInfo,
     SourceConnector, StreamBatch,

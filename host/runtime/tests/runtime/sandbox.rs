@@ -1,10 +1,6 @@
 //! Each sandbox property, proven against the fixture plugins.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use safd_connector::{ConnectorError, PollLimits, SessionError, SourceSession};
 use safd_runtime::Grants;
 use std::io::{Read, Write};

@@ -1,10 +1,6 @@
 //! Destination sessions through the real runtime and the fixture plugin.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use safd_connector::{
     Attribute, DestinationConnector, DestinationSession, Endpoint, Event, MemberRole,
     SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,

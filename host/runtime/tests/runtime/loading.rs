@@ -1,11 +1,7 @@
 //! Loading plugin directories: good plugins load, bad files are refused with
 //! one clear line each, and the compile cache is used.
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use safd_runtime::{CompileOrigin, LoadErrorKind, PluginKind, Runtime, RuntimeConfig};
 use std::path::Path;
 
