@@ -1,11 +1,8 @@
 //! The dispatcher beyond the failover matrix: silent peers, broadcast,
 //! dead letters, backpressure, operator and deep catch-up, fencing by
 //! epoch, and restarts.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::{
+use crate::common::fakes::{
     FakeDestination, FakeServer, FakeSource, acked, active, event, eventually, fast_tuning,
     notice_ids,
 };

@@ -1,9 +1,6 @@
 //! Per-group state: acknowledged seqs and the fencing epoch.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::raw_open;
+use crate::common::raw_open;
 use safd_connector::{Event, Severity};
 use safd_engine::Queue;
 

@@ -2,7 +2,6 @@
 //! parent reopens the queue and checks that everything the child was told
 //! is durable is there, and that the stored cursor is never ahead of the
 //! stored events.
-#![allow(clippy::unwrap_used)]
 
 use safd_connector::{Event, Severity};
 use safd_engine::Queue;
@@ -73,7 +72,12 @@ fn abort_mid_ingest_loses_nothing() {
     let mut acked_total = 0u64;
     for (run, abort_after) in [3u64, 0, 17, 1, 40, 5].into_iter().enumerate() {
         let output = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_ABORT_AFTER, abort_after.to_string())
             .output()

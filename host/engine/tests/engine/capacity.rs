@@ -1,11 +1,8 @@
 //! Capacity (block / drop_oldest), the high-water mark and the replay
 //! window, on real sled files.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::eventually;
-use common::seqs;
+use crate::common::fakes::eventually;
+use crate::common::seqs;
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_EVENTS_DROPPED, QUEUE_FULL, QUEUE_HIGH_WATER,
 };
@@ -196,7 +193,7 @@ async fn acknowledged_events_older_than_max_age_leave_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_a_source_waiting_for_room() {
-    use common::fakes::FakeSource;
+    use crate::common::fakes::FakeSource;
     use safd_engine::{Engine, EngineOptions, PumpTuning};
     let dir = tempfile::tempdir().unwrap();
     let (engine, _) = Engine::open(EngineOptions {

@@ -11,12 +11,9 @@
 //! Mounting needs the right to mount (root in CI). Where that is missing
 //! the tests say SKIPPED, unless SAFD_REQUIRE_MOUNT_TESTS is set (CI's
 //! `.ci/run` sets it), which makes the skip a failure.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::{FakeSource, eventually};
-use common::seqs;
+use crate::common::fakes::{FakeSource, eventually};
+use crate::common::seqs;
 use safd_connector::event_ids::{QUEUE_STORE_FAILED, QUEUE_STORE_REOPENED};
 use safd_connector::{Attribute, Event, Severity};
 use safd_engine::{Engine, EngineOptions, Notices, PumpTuning, Queue, QueueError, QueueOptions};

@@ -6,11 +6,8 @@
 //! child prints it as it stores), restarts the child, and checks that in
 //! the end the server holds every event — nothing lost — and that the
 //! stored source cursor never ran ahead of the stored events.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::{FakeDestination, FakeSource, acked, event};
+use crate::common::fakes::{FakeDestination, FakeSource, acked, event};
 use safd_engine::{
     Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning,
 };
@@ -118,7 +115,7 @@ fn run_child(dir: &Path, step: &str) -> (String, bool) {
     let output = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "dispatch_crash_child",
+            "dispatch_crash::dispatch_crash_child",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -2,11 +2,8 @@
 //! active member, where events wait, who catches up after a total outage
 //! (and the refusal of the other), and in the end every event delivered,
 //! once per server after its dedup, in order per stream.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::{
+use crate::common::fakes::{
     FakeDestination, FakeServer, FakeSource, acked, active, eventually, fast_tuning, notice_ids,
 };
 use safd_connector::event_ids::{CATCH_UP_REFUSED, CATCH_UP_STARTED, FAILED_BACK, FAILED_OVER};
@@ -17,7 +14,7 @@ use safd_engine::{
 use std::sync::Arc;
 use std::time::Duration;
 
-const MATRIX: &str = include_str!("../../../docs/design/failover-matrix.csv");
+const MATRIX: &str = include_str!("../../../../docs/design/failover-matrix.csv");
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Pair {

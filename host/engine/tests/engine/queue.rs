@@ -1,9 +1,6 @@
 //! The durable queue against real sled files.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{damage, seqs};
+use crate::common::{damage, seqs};
 use safd_connector::{Attribute, Event, Severity};
 use safd_engine::Queue;
 use std::sync::Arc;
@@ -338,7 +335,7 @@ async fn a_reopened_store_has_the_durable_state_and_takes_writes() {
 /// Forget sled's records of every stream (index entries and state), as a
 /// crash before sled's lazy flush would.
 fn lose_sled_stream_records(path: &std::path::Path) {
-    let db = common::raw_open(path);
+    let db = crate::common::raw_open(path);
     let tree = db.open_tree("saf").unwrap();
     for prefix in [b'C', b'S'] {
         for item in tree.scan_prefix([prefix]) {
@@ -618,7 +615,7 @@ async fn an_unreadable_index_is_set_aside_and_rebuilt() {
     let dir = three_events_stored().await;
     {
         // A snapshot, as sled writes one on every clean close.
-        let db = common::raw_open(dir.path());
+        let db = crate::common::raw_open(dir.path());
         db.insert(b"x", &b"x"[..]).unwrap();
         db.flush().unwrap();
     }

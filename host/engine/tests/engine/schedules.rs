@@ -3,11 +3,8 @@
 //! Whatever happens: no event is lost, every batch is in seq order, no
 //! catch-up is honoured from a member that was not active at that epoch,
 //! and at most one catch-up is honoured per epoch.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::fakes::{FakeDestination, FakeSource, acked, eventually};
+use crate::common::fakes::{FakeDestination, FakeSource, acked, eventually};
 use proptest::prelude::*;
 use safd_connector::event_ids::{CATCH_UP_STARTED, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER};
 use safd_connector::{CatchUpFrom, StreamPosition};
