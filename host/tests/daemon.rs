@@ -5,7 +5,7 @@
 
 #[path = "daemon/hostile.rs"]
 mod hostile;
-#[path = "../../examples/mgmt-server/tests/common/mod.rs"]
+#[path = "../../examples/mgmt-server/tests/server/common/mod.rs"]
 mod mgmt;
 mod safd_process;
 

@@ -2,7 +2,7 @@
 //! API: every configuration `run` would refuse or misuse at start is
 //! refused by `check` with its line, key and fix; `check` reads neither an
 //! endless file nor a plugin per section; the admin API names what it does
-//! not know. (safd-mgmt's side: examples/mgmt-server/tests/protocol/hostile.rs.)
+//! not know. (safd-mgmt's side: examples/mgmt-server/tests/server/hostile.rs.)
 
 use super::{config_to_nowhere, ems_logs, ems_stream, one_server, plugin_dir, text_of};
 use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};

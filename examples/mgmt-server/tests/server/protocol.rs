@@ -1,11 +1,6 @@
 //! Protocol version 1 against the real `safd-mgmt` process.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "protocol/hostile.rs"]
-mod hostile;
-
-use common::{Server, TOKEN, event};
+use crate::common::{Server, TOKEN, event};
 use serde_json::json;
 
 #[test]

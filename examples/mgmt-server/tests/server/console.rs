@@ -1,11 +1,8 @@
 //! The web console in a real headless browser (Chromium): delivered events
 //! appear in the table, with severity colours, and safd's own events are
 //! highlighted. `cargo xtask test` installs Chromium when it is missing.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Server, TOKEN, event};
+use crate::common::{Server, TOKEN, event};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,7 +1,4 @@
 //! The `safd-mgmt` command line.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::Command;
 
@@ -58,7 +55,7 @@ fn a_missing_token_or_a_busy_port_is_one_clear_error() {
 #[test]
 fn a_data_directory_in_use_is_named_not_corrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let running = common::Server::start(dir.path(), &[]);
+    let running = crate::common::Server::start(dir.path(), &[]);
     running.deliver("a1", "ems", &[(1, "e1")]);
     let output = safd_mgmt(&[
         "--token",

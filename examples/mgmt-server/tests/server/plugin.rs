@@ -1,10 +1,7 @@
 //! The `mgmt-http` plugin, run by safd's real runtime, against the real
 //! `safd-mgmt` process on loopback.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Server, TOKEN};
+use crate::common::{Server, TOKEN};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
