@@ -1,5 +1,5 @@
 //! Runs the real `safd-mgmt` binary on a loopback port. Shared with safd's
-//! own end-to-end tests (`host/tests`, through `#[path]`).
+//! own end-to-end tests (`host/tests/e2e`, through `#[path]`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use serde_json::{Value, json};

@@ -2,17 +2,13 @@
 //! real rsyslog (imtcp + imrelp) on loopback: RFC 5424 fields and
 //! structured data as rsyslog parsed them, both TCP framings, RELP through
 //! a `kill -9` of rsyslog, long messages, and the sandbox's grant check.
-#![allow(clippy::unwrap_used)]
 
-mod rsyslog;
-mod safd_process;
-
-use rsyslog::Rsyslog;
+use crate::rsyslog::Rsyslog;
+use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch,
 };
-use safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
 use std::collections::HashSet;
 use std::io::Write;

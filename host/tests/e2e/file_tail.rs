@@ -2,7 +2,6 @@
 //! every line once with a stable id, across a restart from the cursor,
 //! rotation by rename-and-create and by copytruncate under a live writer,
 //! files appearing later, multi-line records, over-long lines.
-#![allow(clippy::unwrap_used)]
 
 use safd_connector::{Event, PollLimits, SourceConnector, SourceSession};
 use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};

@@ -1,15 +1,11 @@
 //! `safd check` and `safd run` as processes: a real configuration file, the
 //! real ems-reader on a directory the simulator wrote, the real mgmt-http
 //! plugin delivering to a real `safd-mgmt`.
-#![allow(clippy::unwrap_used)]
 
-#[path = "daemon/hostile.rs"]
 mod hostile;
-#[path = "../../examples/mgmt-server/tests/server/common/mod.rs"]
-mod mgmt;
-mod safd_process;
+use crate::mgmt;
 
-use safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
+use crate::safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::{Format, Zone};
@@ -511,7 +507,7 @@ fn status(admin: &str) -> serde_json::Value {
 #[test]
 fn every_row_of_the_failover_matrix_with_real_servers() {
     const EVENTS: u64 = 200;
-    let matrix = include_str!("../../docs/design/failover-matrix.csv");
+    let matrix = include_str!("../../../docs/design/failover-matrix.csv");
     let rows: Vec<Vec<&str>> = matrix
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("p_service") && !l.trim().is_empty())

@@ -1,7 +1,6 @@
 //! The ems-reader plugin through the real runtime on real directories
 //! written by the simulator: complete reading with stable ids, restart from
 //! the cursor, purge → gap event, unparsable lines flagged, seek.
-#![allow(clippy::unwrap_used)]
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_connector::{Event, PollLimits, Severity, SourceConnector, SourceSession};

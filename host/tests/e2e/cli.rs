@@ -1,5 +1,4 @@
 //! The `safd` binary, run as a process.
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
