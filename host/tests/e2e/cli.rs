@@ -1,20 +1,9 @@
 //! The `safd` binary, run as a process.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use crate::plugins::plugin_dir;
 
-fn plugin_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("fixture-source.wasm").is_file(),
-        "no built plugins in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
-        dir.display()
-    );
-    dir
-}
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn safd(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_safd"))

@@ -2,6 +2,8 @@
 //! real ems-reader on a directory the simulator wrote, the real mgmt-http
 //! plugin delivering to a real `safd-mgmt`.
 
+use crate::plugins::plugin_dir;
+
 mod hostile;
 use crate::mgmt;
 
@@ -12,19 +14,6 @@ use safd_ems::{Format, Zone};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn plugin_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("ems-reader.wasm").is_file() && dir.join("mgmt-http.wasm").is_file(),
-        "the plugins are not built in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
-        dir.display()
-    );
-    dir
-}
 
 /// `dir/logs`, with `events` simulated EMS events (format B) in it.
 fn ems_logs(dir: &Path, events: u64) -> PathBuf {

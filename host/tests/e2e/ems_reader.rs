@@ -2,36 +2,14 @@
 //! written by the simulator: complete reading with stable ids, restart from
 //! the cursor, purge → gap event, unparsable lines flagged, seek.
 
+use crate::plugins::{plugin_dir, runtime};
+
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_connector::{Event, PollLimits, Severity, SourceConnector, SourceSession};
 use safd_ems::{Format, Zone};
-use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
+use safd_runtime::{Grants, Runtime};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-fn plugin_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("ems-reader.wasm").is_file(),
-        "no built ems-reader in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
-        dir.display()
-    );
-    dir
-}
-
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap()
-}
+use std::path::Path;
 
 fn reader(runtime: &Runtime, dir: &Path, format: &str) -> safd_runtime::WasmSource {
     let plugin = runtime.load(&plugin_dir().join("ems-reader.wasm")).unwrap();

@@ -3,37 +3,18 @@
 //! rotation by rename-and-create and by copytruncate under a live writer,
 //! files appearing later, multi-line records, over-long lines.
 
+use crate::plugins::{plugin_path, runtime};
+
 use safd_connector::{Event, PollLimits, SourceConnector, SourceSession};
-use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
+use safd_runtime::Grants;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
-    let path = dir.join("file-tail.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing; run `cargo xtask plugins` (or `cargo xtask test`)",
-        path.display()
-    );
-    path
-}
-
 fn source(dir: &Path, extra: serde_json::Value) -> safd_runtime::WasmSource {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let plugin = runtime.load(&plugin_path()).unwrap();
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("file-tail")).unwrap();
     let mut config = serde_json::json!({
         "directory": dir,
         "pattern": "app.log*",
@@ -374,15 +355,8 @@ async fn files_appearing_later_are_read_from_their_start_and_read_from_end_skips
 
 #[tokio::test]
 async fn a_bad_config_names_the_key_and_the_fix() {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let plugin = runtime.load(&plugin_path()).unwrap();
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("file-tail")).unwrap();
     let problems = plugin
         .validate_config(
             &serde_json::json!({"directory": "/var/log", "pattern": "logs/*.log", "multiline_start": "([", "read_from": "middle"})

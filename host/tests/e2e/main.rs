@@ -5,6 +5,7 @@
 
 #[path = "../../../examples/mgmt-server/tests/server/common/mod.rs"]
 mod mgmt;
+mod plugins;
 mod rsyslog;
 mod safd_process;
 

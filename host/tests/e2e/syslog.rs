@@ -3,47 +3,28 @@
 //! structured data as rsyslog parsed them, both TCP framings, RELP through
 //! a `kill -9` of rsyslog, long messages, and the sandbox's grant check.
 
+use crate::plugins::{plugin_path, runtime};
+
 use crate::rsyslog::Rsyslog;
 use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch,
 };
-use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
+use safd_runtime::Grants;
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
-    let path = dir.join("syslog.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing; run `cargo xtask plugins` (or `cargo xtask test`)",
-        path.display()
-    );
-    path
-}
-
 async fn open(
     config: serde_json::Value,
     address: SocketAddr,
     granted: bool,
 ) -> Box<dyn DestinationSession> {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let plugin = runtime.load(&plugin_path()).unwrap();
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("syslog")).unwrap();
     let grants = Grants {
         tcp: if granted {
             vec![address.to_string()]
@@ -351,15 +332,8 @@ async fn a_stopped_receiver_is_unavailable_for_tcp_and_relp_alike() {
 
 #[tokio::test]
 async fn a_bad_config_names_the_key_and_the_fix() {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let plugin = runtime.load(&plugin_path()).unwrap();
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("syslog")).unwrap();
     let problems = plugin
         .validate_config(
             &serde_json::json!({"transport": "relp", "framing": "newline", "facility": "local9", "sd_id": "plain"})
@@ -395,7 +369,7 @@ fn tail_to_syslog_config(
     members: &[(&str, SocketAddr)],
     extra: &str,
 ) -> PathBuf {
-    let plugins = plugin_path().parent().unwrap().to_owned();
+    let plugins = plugin_path("syslog").parent().unwrap().to_owned();
     let grants: Vec<String> = members.iter().map(|(_, a)| format!("\"{a}\"")).collect();
     let members: Vec<String> = members
         .iter()
@@ -518,7 +492,7 @@ fn safd_run_tails_a_rotating_log_into_rsyslog_over_relp_through_an_rsyslog_kill(
 #[test]
 fn bench_syslog_reports_every_line_received_once() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = plugin_path().parent().unwrap().to_owned();
+    let plugins = plugin_path("syslog").parent().unwrap().to_owned();
     let out = dir.path().join("report");
     let status = safd()
         .arg("bench-syslog")

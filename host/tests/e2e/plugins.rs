@@ -1,0 +1,46 @@
+//! The built plugins and a runtime to load them into, for every test of
+//! this binary.
+
+use safd_runtime::{Limits, Runtime, RuntimeConfig};
+use std::path::PathBuf;
+
+/// The directory `cargo xtask plugins` builds (or `SAFD_PLUGIN_DIR`),
+/// checked to hold every plugin the tests use.
+pub fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
+        PathBuf::from,
+    );
+    for plugin in [
+        "ems-reader",
+        "mgmt-http",
+        "syslog",
+        "file-tail",
+        "fixture-source",
+        "fixture-destination",
+    ] {
+        assert!(
+            dir.join(format!("{plugin}.wasm")).is_file(),
+            "{plugin}.wasm is not in {}; run `cargo xtask plugins` (or `cargo xtask test`)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The built plugin `name`'s component file.
+pub fn plugin_path(name: &str) -> PathBuf {
+    plugin_dir().join(format!("{name}.wasm"))
+}
+
+/// A runtime compiling into the tests' shared cache.
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig {
+        cache_dir: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/test-plugin-cache"
+        )),
+        limits: Limits::default(),
+    })
+    .unwrap()
+}
