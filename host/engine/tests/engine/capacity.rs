@@ -3,24 +3,16 @@
 
 use crate::common::fakes::eventually;
 use crate::common::seqs;
+use safd_connector::Event;
 use safd_connector::event_ids::{
     QUEUE_BELOW_HIGH_WATER, QUEUE_EVENTS_DROPPED, QUEUE_FULL, QUEUE_HIGH_WATER,
 };
-use safd_connector::{Event, Severity};
 use safd_engine::{Metrics, Notices, Queue, QueueError, QueueOptions, Retention, WhenFull};
 use std::sync::Arc;
 use std::time::Duration;
 
 fn events(from: u64, count: u64) -> Vec<Event> {
-    (from..from + count)
-        .map(|n| Event {
-            id: format!("ev-{n}"),
-            time: n as i64,
-            severity: Severity::Info,
-            attributes: Vec::new(),
-            body: "x".repeat(1000),
-        })
-        .collect()
+    crate::common::numbered_events(from, count, 1000)
 }
 
 /// Stored bytes of one batch of `events(_, 10)`, rounded up so that the

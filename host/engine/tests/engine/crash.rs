@@ -3,7 +3,7 @@
 //! is durable is there, and that the stored cursor is never ahead of the
 //! stored events.
 
-use safd_connector::{Event, Severity};
+use safd_connector::Event;
 use safd_engine::Queue;
 use std::io::Write;
 use std::process::Command;
@@ -12,15 +12,7 @@ const CHILD_DIR: &str = "SAFD_CRASH_DIR";
 const CHILD_ABORT_AFTER: &str = "SAFD_CRASH_AFTER";
 
 fn batch(start: u64, len: u64) -> Vec<Event> {
-    (start..start + len)
-        .map(|n| Event {
-            id: format!("ev-{n}"),
-            time: n as i64,
-            severity: Severity::Info,
-            attributes: Vec::new(),
-            body: "x".repeat(150),
-        })
-        .collect()
+    crate::common::numbered_events(start, len, 150)
 }
 
 /// The child: ingest batches of 50 with cursor = events so far, print each

@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use safd_connector::{Event, Severity};
 use safd_engine::Queue;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,6 +43,20 @@ pub fn seqs(queue: &Queue, stream: &str) -> Vec<u64> {
         .unwrap()
         .iter()
         .map(|e| e.seq)
+        .collect()
+}
+
+/// Events `ev-N` for N in `from..from + count`, time N, with bodies of
+/// `body_bytes` bytes.
+pub fn numbered_events(from: u64, count: u64, body_bytes: usize) -> Vec<Event> {
+    (from..from + count)
+        .map(|n| Event {
+            id: format!("ev-{n}"),
+            time: n as i64,
+            severity: Severity::Info,
+            attributes: Vec::new(),
+            body: "x".repeat(body_bytes),
+        })
         .collect()
 }
 
