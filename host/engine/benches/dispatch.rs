@@ -10,11 +10,14 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
 use async_trait::async_trait;
+use common::event;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use safd_connector::{
-    Acknowledgement, Attribute, DeliveryReport, DestinationConnector, DestinationSession, Endpoint,
-    Event, Health, Registration, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+    Acknowledgement, DeliveryReport, DestinationConnector, DestinationSession, Endpoint, Event,
+    Health, Registration, SessionError, SessionInfo, StreamBatch, StreamPosition,
 };
 use safd_engine::{
     Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, QueueOptions, Tuning,
@@ -23,20 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 100_000;
-
-fn event(n: usize) -> Event {
-    Event {
-        id: format!("ems-prod1-ZZEV0001-{n:012}"),
-        time: 1_710_119_830_000_000 + n as i64,
-        severity: Severity::Critical,
-        attributes: vec![
-            Attribute::new("system", "\\PROD1"),
-            Attribute::new("process", "$LHNY1"),
-            Attribute::new("subsystem", "TANDEM.EXPAND.H01"),
-        ],
-        body: "LDEV 123 $LHNY1: LINE NOT READY, ERROR 140 ".repeat(5)[..200].to_owned(),
-    }
-}
 
 #[derive(Debug)]
 struct Null;

@@ -9,28 +9,17 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod common;
+
+use common::event;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use safd_connector::{Attribute, Event, Severity};
+use safd_connector::Event;
 use safd_engine::{Notices, Queue, QueueOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BATCH_SIZES: [usize; 4] = [1, 64, 256, 1024];
 const WRITERS: usize = 4;
-
-fn event(n: usize) -> Event {
-    Event {
-        id: format!("ems-prod1-ZZEV0001-{n:012}"),
-        time: 1_710_119_830_000_000 + n as i64,
-        severity: Severity::Critical,
-        attributes: vec![
-            Attribute::new("system", "\\PROD1"),
-            Attribute::new("process", "$LHNY1"),
-            Attribute::new("subsystem", "TANDEM.EXPAND.H01"),
-        ],
-        body: "LDEV 123 $LHNY1: LINE NOT READY, ERROR 140 ".repeat(5)[..200].to_owned(),
-    }
-}
 
 /// A queue that never fills up: criterion's iteration counts at these
 /// rates store more than the default 1 GiB capacity, and nothing is
