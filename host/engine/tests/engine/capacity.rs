@@ -186,18 +186,15 @@ async fn acknowledged_events_older_than_max_age_leave_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_a_source_waiting_for_room() {
     use crate::common::fakes::FakeSource;
-    use safd_engine::{Engine, EngineOptions, PumpTuning};
+    use safd_engine::PumpTuning;
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = Engine::open(EngineOptions {
-        agent_id: "t".into(),
-        data_dir: dir.path().to_owned(),
-        queue: QueueOptions {
+    let (engine, _) = crate::common::fakes::open_engine(
+        dir.path().to_owned(),
+        QueueOptions {
             capacity_bytes: 4_000,
             ..QueueOptions::default()
         },
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap();
+    );
     let source = FakeSource::default();
     source.append(200, "e");
     engine

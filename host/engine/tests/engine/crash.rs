@@ -125,7 +125,7 @@ mod power_loss {
         Cursor, Event, PollLimits, SessionError, Severity, SourceBatch, SourceConnector,
         SourceSession, Timestamp,
     };
-    use safd_engine::{Engine, EngineOptions, PumpTuning, Queue, QueueOptions};
+    use safd_engine::{PumpTuning, Queue, QueueOptions};
     use std::io::{Read, Write};
     use std::path::{Path, PathBuf};
     use std::sync::{Arc, Mutex, OnceLock};
@@ -248,13 +248,7 @@ mod power_loss {
             copies: dir.path().join("copies"),
             snapshots: Snapshots::default(),
         };
-        let (engine, _) = Engine::open(EngineOptions {
-            agent_id: "test-agent".into(),
-            data_dir: data.clone(),
-            queue: QueueOptions::default(),
-            retention_interval: Duration::from_secs(3600),
-        })
-        .unwrap();
+        let (engine, _) = crate::common::fakes::open_engine(data.clone(), QueueOptions::default());
         source.queue.set(engine.queue().clone()).ok().unwrap();
         engine
             .add_source(

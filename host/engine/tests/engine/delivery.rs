@@ -11,10 +11,7 @@ use safd_connector::event_ids::{
     MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{CatchUpFrom, StreamPosition};
-use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
-    Retention,
-};
+use safd_engine::{Engine, GroupConfig, GroupMode, PumpTuning, QueueOptions, Retention};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,14 +19,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn open(dir: &Path, queue: QueueOptions) -> Engine {
-    Engine::open(EngineOptions {
-        agent_id: "test-agent".into(),
-        data_dir: dir.to_owned(),
-        queue,
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap()
-    .0
+    crate::common::fakes::open_engine(dir, queue).0
 }
 
 fn pump() -> PumpTuning {
@@ -48,14 +38,7 @@ fn group(
     GroupConfig {
         name: name.into(),
         mode,
-        members: members
-            .iter()
-            .map(|m| MemberConfig {
-                name: (*m).into(),
-                address: format!("fake://{m}"),
-                connector: Arc::new(destination.clone()),
-            })
-            .collect(),
+        members: crate::common::fakes::fake_members(members, destination),
         tuning: fast_tuning(),
     }
 }

@@ -8,9 +8,7 @@
 //! stored source cursor never ran ahead of the stored events.
 
 use crate::common::fakes::{FakeDestination, FakeSource, acked, event};
-use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning,
-};
+use safd_engine::{GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions, Tuning};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -55,13 +53,8 @@ async fn dispatch_crash_child() {
     });
     let source = FakeSource::default();
     source.append(TOTAL, "a");
-    let (engine, report) = Engine::open(EngineOptions {
-        agent_id: "crash".into(),
-        data_dir: dir.join("data"),
-        queue: QueueOptions::default(),
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap();
+    let (engine, report) =
+        crate::common::fakes::open_engine(dir.join("data"), QueueOptions::default());
     if let Some(ems) = report.streams.iter().find(|s| s.name == "ems") {
         let cursor = ems
             .cursor

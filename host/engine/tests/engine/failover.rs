@@ -8,9 +8,7 @@ use crate::common::fakes::{
 };
 use safd_connector::event_ids::{CATCH_UP_REFUSED, CATCH_UP_STARTED, FAILED_BACK, FAILED_OVER};
 use safd_engine::failover::MemberHealth;
-use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions,
-};
+use safd_engine::{Engine, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +25,8 @@ struct Pair {
 
 async fn pair() -> Pair {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, _) = Engine::open(EngineOptions {
-        agent_id: "test-agent".into(),
-        data_dir: dir.path().to_owned(),
-        queue: QueueOptions::default(),
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap();
+    let (engine, _) =
+        crate::common::fakes::open_engine(dir.path().to_owned(), QueueOptions::default());
     let source = FakeSource::default();
     engine
         .add_source(

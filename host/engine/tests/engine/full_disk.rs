@@ -16,7 +16,7 @@ use crate::common::fakes::{FakeSource, eventually};
 use crate::common::seqs;
 use safd_connector::event_ids::{QUEUE_STORE_FAILED, QUEUE_STORE_REOPENED};
 use safd_connector::{Attribute, Event, Severity};
-use safd_engine::{Engine, EngineOptions, Notices, PumpTuning, Queue, QueueError, QueueOptions};
+use safd_engine::{Engine, Notices, PumpTuning, Queue, QueueError, QueueOptions};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -154,16 +154,13 @@ async fn a_store_that_met_a_full_disk_is_reopened_and_loses_nothing() {
     const EVENTS: u64 = 2 * TOTAL;
     let source = FakeSource::default();
     source.log.lock().unwrap().extend((0..EVENTS).map(event));
-    let (engine, _) = Engine::open(EngineOptions {
-        agent_id: "test-agent".into(),
-        data_dir: data.clone(),
-        queue: QueueOptions {
+    let (engine, _) = crate::common::fakes::open_engine(
+        data.clone(),
+        QueueOptions {
             min_free_bytes: 0,
             ..QueueOptions::default()
         },
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap();
+    );
     engine
         .add_source(
             "s",

@@ -9,10 +9,7 @@ use proptest::prelude::*;
 use safd_connector::event_ids::{CATCH_UP_STARTED, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER};
 use safd_connector::{CatchUpFrom, StreamPosition};
 use safd_engine::failover::MemberHealth;
-use safd_engine::{
-    Engine, EngineOptions, GroupConfig, GroupMode, MemberConfig, Notice, PumpTuning, QueueOptions,
-    Tuning,
-};
+use safd_engine::{Engine, GroupConfig, GroupMode, Notice, PumpTuning, QueueOptions, Tuning};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +37,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn start(dir: &Path, source: &FakeSource, destination: &FakeDestination) -> Engine {
-    let (engine, _) = Engine::open(EngineOptions {
-        agent_id: "prop".into(),
-        data_dir: dir.to_owned(),
-        queue: QueueOptions::default(),
-        retention_interval: Duration::from_secs(3600),
-    })
-    .unwrap();
+    let (engine, _) = crate::common::fakes::open_engine(dir.to_owned(), QueueOptions::default());
     engine
         .add_source(
             "ems",
@@ -61,14 +52,7 @@ fn start(dir: &Path, source: &FakeSource, destination: &FakeDestination) -> Engi
         .add_group(GroupConfig {
             name: "mgmt".into(),
             mode: GroupMode::Failover,
-            members: MEMBERS
-                .iter()
-                .map(|m| MemberConfig {
-                    name: (*m).into(),
-                    address: format!("fake://{m}"),
-                    connector: Arc::new(destination.clone()),
-                })
-                .collect(),
+            members: crate::common::fakes::fake_members(&MEMBERS, destination),
             tuning: Tuning {
                 batch_max_events: 8,
                 request_timeout: Duration::from_millis(300),

@@ -533,3 +533,34 @@ pub fn fast_tuning() -> Tuning {
         linger: Duration::from_millis(200),
     }
 }
+
+/// An engine on `data_dir` (agent `test-agent`; the retention pass is
+/// hourly, so tests that need it run it themselves): what
+/// `Engine::open` returns.
+pub fn open_engine(
+    data_dir: impl Into<std::path::PathBuf>,
+    queue: safd_engine::QueueOptions,
+) -> (Engine, safd_engine::OpenReport) {
+    Engine::open(safd_engine::EngineOptions {
+        agent_id: "test-agent".into(),
+        data_dir: data_dir.into(),
+        queue,
+        retention_interval: Duration::from_secs(3600),
+    })
+    .unwrap()
+}
+
+/// Group members `names`, each served by `destination` at `fake://NAME`.
+pub fn fake_members(
+    names: &[&str],
+    destination: &FakeDestination,
+) -> Vec<safd_engine::MemberConfig> {
+    names
+        .iter()
+        .map(|name| safd_engine::MemberConfig {
+            name: (*name).into(),
+            address: format!("fake://{name}"),
+            connector: Arc::new(destination.clone()),
+        })
+        .collect()
+}
