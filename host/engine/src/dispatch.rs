@@ -1000,14 +1000,20 @@ impl Lane {
         let current = self.state.active.filter(|a| self.members[*a].reachable());
         let next = match (current, best) {
             // Nobody active (safd's start, or after a total outage): the
-            // first member to register takes over, but a higher-priority
-            // member whose registration is already on the wire gets its
-            // answer heard first (bounded by the request timeout), so a
-            // start with every member up does not fail over and back.
+            // first member to register takes over, but a member whose
+            // registration is already on the wire gets its answer heard
+            // first (bounded by the request timeout) when it could be the
+            // better choice: one of higher priority, or any member while
+            // the best so far is only degraded (a ready member beats it).
+            // So a start with every member up does not fail over and back,
+            // and events do not go to a degraded server's inbox for the
+            // moment before a ready one answers.
             (None, Some(best))
-                if self.members[..best]
-                    .iter()
-                    .any(|m| m.registering && !m.reachable()) =>
+                if self.members.iter().enumerate().any(|(i, m)| {
+                    m.registering
+                        && !m.reachable()
+                        && (i < best || self.members[best].health == MemberHealth::Degraded)
+                }) =>
             {
                 return;
             }

@@ -230,6 +230,31 @@ async fn endless_backpressure_fails_over() {
     engine.shutdown().await.unwrap();
 }
 
+/// At start, a degraded primary answers first and a ready backup a moment
+/// later: safd waits for the backup's answer instead of sending the first
+/// events into the primary's inbox (the matrix row "primary down/up,
+/// backup up/up": active = backup, events wait nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_a_ready_member_answering_late_beats_a_degraded_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    destination.server("primary").set(false, true);
+    destination
+        .server("backup")
+        .with(|s| s.register_delay = Duration::from_millis(150));
+    source.append(50, "a");
+    let engine = pair(dir.path(), &source, &destination);
+    eventually("everything at the backup", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 50
+    })
+    .await;
+    assert_eq!(active(&engine, "mgmt").as_deref(), Some("backup"));
+    let at_primary = destination.server("primary").with(|s| s.count("ems"));
+    assert_eq!(at_primary, 0, "events went to the degraded primary's inbox");
+    assert!(!notice_ids(&engine).contains(&FAILED_OVER));
+    engine.shutdown().await.unwrap();
+}
+
 /// A destination that traps once mid-stream (a fault that does not
 /// repeat): its instance is rebuilt, the batch goes again, and every event
 /// is delivered once, with no dead letter.

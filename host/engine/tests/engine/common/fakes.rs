@@ -60,6 +60,8 @@ pub struct ServerState {
     /// Traps so far.
     pub traps: u64,
     pub register_calls: u64,
+    /// How long a registration takes to be answered (a slow network).
+    pub register_delay: Duration,
     /// Abort the process at a step of a call (crash tests): `register`,
     /// `before-store` or `after-store` of call N, or `after-ack` of
     /// delivery N (at the start of delivery N + 1).
@@ -106,6 +108,7 @@ impl Default for ServerState {
             traps_once: HashSet::new(),
             traps: 0,
             register_calls: 0,
+            register_delay: Duration::ZERO,
             crash_at: None,
             print_stored: false,
             disorder: None,
@@ -226,6 +229,10 @@ impl FakeSession {
 impl DestinationSession for FakeSession {
     async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
         self.reach().await?;
+        let delay = self.server.with(|s| s.register_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.registered = true;
         Ok(self.server.with(|s| {
             s.register_calls += 1;
