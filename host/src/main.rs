@@ -1,11 +1,7 @@
 //! `safd`: store-and-forward event daemon for HPE NonStop EMS.
 
-mod admin;
-mod cli;
-mod config;
-mod reload;
-
 use clap::Parser;
+use safd::cli;
 use std::process::ExitCode;
 
 // Events are many small strings; mimalloc moves them through the queue and
@@ -17,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc takes memory from the system in 2 MiB-aligned regions; with
 /// transparent huge pages a region that is partly used is resident whole.
-/// `safd bench`, interleaved runs: RSS holding the backlog 108 → 34 MiB,
+/// `safd-tools bench`, interleaved runs: RSS holding the backlog 108 → 34 MiB,
 /// peak 143 → 48-53 MiB, throughput unchanged. Off for this process, also
 /// where the system default is `always` (as on RHEL).
 fn disable_transparent_huge_pages() {

@@ -8,8 +8,8 @@
 //! - `demo`: `plugins`, then safd's demo on the built plugins;
 //! - `bench`: `plugins`, then the criterion benchmarks;
 //! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
-//!   ems-sim, then `safd bench` (the whole pipeline against its targets);
-//! - `soak`: `plugins`, then `safd soak` (the demo pipeline under random
+//!   ems-sim, then `safd-tools bench` (the whole pipeline against its targets);
+//! - `soak`: `plugins`, then `safd-tools soak` (the demo pipeline under random
 //!   faults for `--minutes N`, every event counted at the end).
 
 use anyhow::{Context, Result, bail};
@@ -43,7 +43,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the plugins and release binaries, then run `safd bench` (extra
+    /// Build the plugins and release binaries, then run `safd-tools bench` (extra
     /// args go to it; the report lands in target/bench-report).
     BenchPipeline {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -55,7 +55,7 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the plugins, then run `safd soak` (extra args go to it, e.g.
+    /// Build the plugins, then run `safd-tools soak` (extra args go to it, e.g.
     /// `--minutes 30`; the report lands in target/soak-report).
     Soak {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
             // Built as `test` builds them (see `demo`).
             run(cargo(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
             let target = root.join("target");
-            let mut cmd = Command::new(target.join("debug").join("safd"));
+            let mut cmd = Command::new(target.join("debug").join("safd-tools"));
             cmd.args(["soak", "--plugins"])
                 .arg(&dir)
                 .arg("--cache-dir")
@@ -125,7 +125,7 @@ fn main() -> Result<()> {
     }
 }
 
-/// Build the plugins and release binaries, then run `safd <command>`
+/// Build the plugins and release binaries, then run `safd-tools <command>`
 /// with the report in target/bench-report.
 fn bench_release(root: &Path, command: &str, args: &[String]) -> Result<()> {
     let dir = build_plugins(root)?;
@@ -140,7 +140,7 @@ fn bench_release(root: &Path, command: &str, args: &[String]) -> Result<()> {
         "ems-sim",
     ]))?;
     let target = root.join("target");
-    let mut cmd = Command::new(target.join("release").join("safd"));
+    let mut cmd = Command::new(target.join("release").join("safd-tools"));
     cmd.args([command, "--plugins"])
         .arg(&dir)
         .arg("--cache-dir")

@@ -1,4 +1,4 @@
-//! What `safd demo` and `safd bench` set up around safd: `safd-mgmt`
+//! What `safd demo` and `safd-tools bench` set up around safd: `safd-mgmt`
 //! servers that can be killed, stopped and restarted on their address, the
 //! EMS simulator, the generated configuration, and counting what the
 //! servers hold.
@@ -10,11 +10,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-pub(crate) const TOKEN: &str = "demo";
-pub(crate) const STREAM: &str = "ems-prod1";
+pub const TOKEN: &str = "demo";
+pub const STREAM: &str = "ems-prod1";
+
+/// The binary `name` next to the running one (`safd` for `safd-tools`).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .context("the directory of this program")?
+        .join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is missing; build it with `cargo build -p safd` (the xtask commands do)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
 
 /// `safd-mgmt` and `ems-sim`, from `bin_dir` or next to this safd.
-pub(crate) fn tools(bin_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn tools(bin_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
     let bin_dir = match bin_dir {
         Some(dir) => dir.to_owned(),
         None => std::env::current_exe()?
@@ -38,12 +53,7 @@ pub(crate) fn tools(bin_dir: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)
 
 /// The EMS simulator writing live format B logs into `logs` at `rate`
 /// events/s (from `seed`), until killed.
-pub(crate) fn start_simulator(
-    sim: &Path,
-    logs: &Path,
-    rate: u32,
-    seed: u64,
-) -> anyhow::Result<Child> {
+pub fn start_simulator(sim: &Path, logs: &Path, rate: u32, seed: u64) -> anyhow::Result<Child> {
     Command::new(sim)
         .arg("--dir")
         .arg(logs)
@@ -58,7 +68,7 @@ pub(crate) fn start_simulator(
 }
 
 /// Fail early, naming the fix, when the plugins are not built.
-pub(crate) fn check_plugins(plugins: &Path) -> anyhow::Result<()> {
+pub fn check_plugins(plugins: &Path) -> anyhow::Result<()> {
     for plugin in ["ems-reader", "mgmt-http"] {
         if !plugins.join(format!("{plugin}.wasm")).is_file() {
             bail!(
@@ -73,7 +83,7 @@ pub(crate) fn check_plugins(plugins: &Path) -> anyhow::Result<()> {
 /// A configuration: the EMS directory `logs` (format B) → the failover
 /// group `mgmt` of `members` (name, address), with `group_extra` lines
 /// appended to the group's table.
-pub(crate) fn config_text(
+pub fn config_text(
     queue: &Path,
     plugins: &Path,
     logs: &Path,
@@ -116,16 +126,17 @@ probe_interval_ms = 200
 }
 
 /// A `safd-mgmt` process that can be killed and restarted on its address.
-pub(crate) struct Server {
+#[derive(Debug)]
+pub struct Server {
     name: &'static str,
     binary: PathBuf,
     data: PathBuf,
-    pub(crate) address: SocketAddr,
+    pub address: SocketAddr,
     child: Option<Child>,
 }
 
 impl Server {
-    pub(crate) fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
+    pub fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
         let mut server = Self {
             name,
             binary: binary.to_owned(),
@@ -137,7 +148,7 @@ impl Server {
         Ok(server)
     }
 
-    pub(crate) fn restart(&mut self) -> anyhow::Result<()> {
+    pub fn restart(&mut self) -> anyhow::Result<()> {
         let mut child = Command::new(&self.binary)
             .arg("--listen")
             .arg(self.address.to_string())
@@ -160,7 +171,7 @@ impl Server {
     }
 
     /// SIGKILL: from now on its address refuses connections.
-    pub(crate) fn kill(&mut self) {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -168,7 +179,7 @@ impl Server {
     }
 
     /// Send `signal` (`STOP`, `CONT`) to the running server.
-    pub(crate) fn signal(&self, signal: &str) -> anyhow::Result<()> {
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let child = self.child.as_ref().context("the server is not running")?;
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -180,11 +191,11 @@ impl Server {
         Ok(())
     }
 
-    pub(crate) fn base(&self) -> String {
+    pub fn base(&self) -> String {
         format!("http://{}", self.address)
     }
 
-    pub(crate) fn is_up(&self) -> bool {
+    pub fn is_up(&self) -> bool {
         self.child.is_some()
     }
 
@@ -211,7 +222,7 @@ impl Server {
     }
 
     /// This stream's held seq ranges at the server (empty if it is down).
-    pub(crate) fn held(&self) -> Vec<(u64, u64)> {
+    pub fn held(&self) -> Vec<(u64, u64)> {
         self.stream()
             .and_then(|s| s["held"].as_array().cloned())
             .unwrap_or_default()
@@ -221,14 +232,14 @@ impl Server {
     }
 
     /// Highest seq held with every seq below it (0 if none, or down).
-    pub(crate) fn high_water(&self) -> u64 {
+    pub fn high_water(&self) -> u64 {
         self.stream()
             .and_then(|s| s["high_water"].as_u64())
             .unwrap_or(0)
     }
 
     /// Events this server received again and stored once.
-    pub(crate) fn recognised(&self) -> u64 {
+    pub fn recognised(&self) -> u64 {
         self.get("stats")
             .and_then(|stats| stats["counters"]["duplicates"].as_u64())
             .unwrap_or(0)
@@ -238,12 +249,7 @@ impl Server {
     /// (µs), as stored, one entry per stored event: asked for in windows of
     /// `step` µs (a query walks its whole time range, so small windows are
     /// much faster than one large one split on demand).
-    pub(crate) fn ids_in_windows(
-        &self,
-        since: i64,
-        until: i64,
-        step: i64,
-    ) -> anyhow::Result<Vec<String>> {
+    pub fn ids_in_windows(&self, since: i64, until: i64, step: i64) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut from = since;
         while from < until {
@@ -257,7 +263,7 @@ impl Server {
     /// The ids of the stream's events whose event time is in `since..until`
     /// (µs), as stored, one entry per stored event; windows holding more than
     /// a query returns are split.
-    pub(crate) fn ids(&self, since: i64, until: i64) -> anyhow::Result<Vec<String>> {
+    pub fn ids(&self, since: i64, until: i64) -> anyhow::Result<Vec<String>> {
         const LIMIT: usize = 10_000;
         let rfc3339 = |micros: i64| {
             jiff::Timestamp::from_microsecond(micros)
@@ -286,7 +292,7 @@ impl Server {
 
     /// (event time, received at) in µs of the stream's events whose event
     /// time is in `since..until` (µs); at most the 10 000 received last.
-    pub(crate) fn times(&self, since: i64, until: i64) -> Vec<(i64, i64)> {
+    pub fn times(&self, since: i64, until: i64) -> Vec<(i64, i64)> {
         let rfc3339 = |micros: i64| {
             jiff::Timestamp::from_microsecond(micros)
                 .map(|t| t.to_string())
@@ -317,20 +323,20 @@ impl Drop for Server {
 /// read events again gives them new seqs, which a count of seqs would take
 /// for new events, and a loss and a duplicate would cancel out).
 #[derive(Debug, Default)]
-pub(crate) struct IdCount {
+pub struct IdCount {
     /// Distinct ids held by any of the servers.
-    pub(crate) held: u64,
+    pub held: u64,
     /// Per server, distinct ids held.
-    pub(crate) per_server: Vec<u64>,
+    pub per_server: Vec<u64>,
     /// Events a server stored more than once (an id it holds twice),
     /// summed over the servers.
-    pub(crate) stored_twice: u64,
+    pub stored_twice: u64,
 }
 
 impl IdCount {
     /// Count the ids of the events whose event time is in `from..until`
     /// (µs) at each of `servers`.
-    pub(crate) fn of(servers: &[&Server], from: i64, until: i64) -> anyhow::Result<Self> {
+    pub fn of(servers: &[&Server], from: i64, until: i64) -> anyhow::Result<Self> {
         let mut count = Self::default();
         let mut held: std::collections::HashSet<String> = std::collections::HashSet::new();
         for server in servers {
@@ -347,7 +353,7 @@ impl IdCount {
 
 /// The wall-clock time of `at`, in µs since the Unix epoch: the event
 /// times of what the simulator wrote since then start there.
-pub(crate) fn clock_micros(at: Instant) -> i64 {
+pub fn clock_micros(at: Instant) -> i64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
@@ -356,12 +362,12 @@ pub(crate) fn clock_micros(at: Instant) -> i64 {
     now.saturating_sub(ago)
 }
 
-pub(crate) fn count(held: &[(u64, u64)]) -> u64 {
+pub fn count(held: &[(u64, u64)]) -> u64 {
     held.iter().map(|(a, b)| b - a + 1).sum()
 }
 
 /// Distinct seqs held by either server.
-pub(crate) fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
+pub fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
     let mut all: Vec<(u64, u64)> = a.iter().chain(b).copied().collect();
     all.sort_unstable();
     let mut total = 0;
@@ -380,7 +386,7 @@ pub(crate) fn union(a: &[(u64, u64)], b: &[(u64, u64)]) -> u64 {
 }
 
 /// Complete lines (format B: one event each) in the simulator's files.
-pub(crate) fn generated(logs: &Path) -> u64 {
+pub fn generated(logs: &Path) -> u64 {
     std::fs::read_dir(logs)
         .into_iter()
         .flatten()

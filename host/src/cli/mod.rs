@@ -1,13 +1,10 @@
 //! Command-line interface.
 
 mod admin;
-mod bench;
-mod bench_syslog;
 mod daemon;
 mod demo;
-mod harness;
+pub mod harness;
 mod plugins;
-mod soak;
 
 use clap::{Args, Parser, Subcommand};
 use safd_runtime::{Limits, Runtime, RuntimeConfig};
@@ -66,27 +63,6 @@ enum Command {
     /// primary (failover), restarts it (failback), stops both (catch-up by
     /// exactly one), and counts every event.
     Demo(demo::DemoArgs),
-    /// Measure the whole pipeline against its targets: end-to-end
-    /// events/s, event → server latency, failover times, backlog replay
-    /// rate and safd's RSS; writes bench.json and bench.md.
-    ///
-    /// Runs `safd run` as a process with primary and backup `safd-mgmt`
-    /// and the EMS simulator; use release builds (`cargo xtask
-    /// bench-pipeline`).
-    Bench(bench::BenchArgs),
-    /// Measure file-tail → durable queue → syslog (plain TCP, newline
-    /// framing) to a local receiver: events/s from safd's start to the last
-    /// line received, and safd's CPU time; writes bench-syslog.json and
-    /// bench-syslog.md.
-    ///
-    /// Use release builds (`cargo xtask bench-syslog`).
-    BenchSyslog(bench_syslog::BenchSyslogArgs),
-    /// Run the demo pipeline for a long time with random faults (kill -9 of
-    /// safd and the servers, SIGSTOP, the index removed, a full disk) and
-    /// count every event at the end; writes soak.json and soak.md.
-    ///
-    /// `cargo xtask soak --minutes N` builds what it needs and runs it.
-    Soak(soak::SoakArgs),
 }
 
 impl Cli {
@@ -113,7 +89,7 @@ pub(crate) struct PluginDirArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct CacheArgs {
+pub struct CacheArgs {
     /// Where compiled plugin code is cached (created if missing; owned by
     /// safd, never the plugin directory). Default: $XDG_CACHE_HOME/safd or
     /// ~/.cache/safd.
@@ -122,7 +98,7 @@ pub(crate) struct CacheArgs {
 }
 
 impl CacheArgs {
-    pub(crate) fn runtime(&self) -> anyhow::Result<Runtime> {
+    pub fn runtime(&self) -> anyhow::Result<Runtime> {
         let cache_dir = self.cache_dir.clone().unwrap_or_else(default_cache_dir);
         Ok(Runtime::new(RuntimeConfig {
             cache_dir,
@@ -149,8 +125,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => admin::reload(args).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
-        Command::BenchSyslog(args) => bench_syslog::run(args).await,
-        Command::Soak(args) => soak::run(args).await,
     }
 }

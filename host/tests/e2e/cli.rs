@@ -6,7 +6,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn safd(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_safd"))
+    run_binary(env!("CARGO_BIN_EXE_safd"), args, cache)
+}
+
+/// The benchmarks and the soak live in `safd-tools`, not the daemon.
+fn safd_tools(args: &[&str], cache: &Path) -> Output {
+    run_binary(env!("CARGO_BIN_EXE_safd-tools"), args, cache)
+}
+
+fn run_binary(binary: &str, args: &[&str], cache: &Path) -> Output {
+    Command::new(binary)
         .args(args)
         .env("SAFD_CACHE_DIR", cache)
         .env_remove("SAFD_PLUGIN_DIR")
@@ -151,6 +160,8 @@ fn help_reads_well() {
     let help = text(&out.stdout);
     assert!(help.contains("without losing any"));
     assert!(help.contains("plugins") && help.contains("demo"));
+    // The benchmarks are developer tools, not commands of the daemon.
+    assert!(!help.contains("bench") && !help.contains("soak"), "{help}");
     let out = safd(&["plugins", "list", "--help"], cache.path());
     assert!(text(&out.stdout).contains("--dir"));
 }
@@ -226,7 +237,7 @@ fn demo_moves_every_event_through_failover_failback_and_catch_up_without_loss() 
     assert!(stdout.contains("/console#token=demo"), "{stdout}");
 }
 
-/// `safd bench` at a tiny size (what `cargo xtask bench-pipeline` runs at
+/// `safd-tools bench` at a tiny size (what `cargo xtask bench-pipeline` runs at
 /// full size), so it cannot rot: it completes, and what it counts — by
 /// event id at the servers — shows nothing lost or stored twice.
 #[test]
@@ -238,7 +249,7 @@ fn bench_runs_at_a_tiny_size_and_counts_by_event_id() {
         env!("CARGO_MANIFEST_DIR"),
         "/../target/test-plugin-cache"
     ));
-    let output = safd(
+    let output = safd_tools(
         &[
             "bench",
             "--plugins",

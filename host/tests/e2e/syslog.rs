@@ -486,7 +486,7 @@ fn safd_run_tails_a_rotating_log_into_rsyslog_over_relp_through_an_rsyslog_kill(
     assert_eq!(ids.len() as u64, total, "one id per line");
 }
 
-/// `safd bench-syslog` end to end on a small file: it runs, every line
+/// `safd-tools bench-syslog` end to end on a small file: it runs, every line
 /// arrives once, and the report says so (the figures themselves are for
 /// `cargo xtask bench-syslog` on release builds).
 #[test]
@@ -494,7 +494,11 @@ fn bench_syslog_reports_every_line_received_once() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_path("syslog").parent().unwrap().to_owned();
     let out = dir.path().join("report");
-    let status = safd()
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_safd-tools"))
+        .env(
+            "SAFD_CACHE_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
+        )
         .arg("bench-syslog")
         .arg("--plugins")
         .arg(&plugins)

@@ -1,4 +1,4 @@
-//! `safd soak`: the demo pipeline — EMS simulator → `safd run` (its own
+//! `safd-tools soak`: the demo pipeline — EMS simulator → `safd run` (its own
 //! process) → primary and backup `safd-mgmt` — for as long as asked, with
 //! faults drawn at random from the table in `docs/reliability.md`: kill -9
 //! of safd and of either server, a server stopped (SIGSTOP), safd's index
@@ -7,13 +7,13 @@
 //! are counted: every generated event must have exactly one seq, be held by
 //! a server, and be stored once per server.
 
-use super::bench::Safd;
-use super::harness::{
+use crate::bench::Safd;
+use anyhow::{Context, bail};
+use clap::Args;
+use safd::cli::harness::{
     IdCount, Server, check_plugins, clock_micros, config_text, generated, start_simulator, tools,
     union,
 };
-use anyhow::{Context, bail};
-use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -121,7 +121,7 @@ pub(crate) async fn run(args: SoakArgs) -> anyhow::Result<ExitCode> {
 fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
     check_plugins(&args.plugins)?;
-    let safd_binary = std::env::current_exe()?;
+    let safd_binary = safd::cli::harness::sibling("safd")?;
     let temporary = tempfile::tempdir()?;
     let work = args
         .work_dir
@@ -168,7 +168,7 @@ fn soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     writeln!(
         out,
-        "safd soak: {} min of faults, {} events/s, seed {seed}, work {}",
+        "safd-tools soak: {} min of faults, {} events/s, seed {seed}, work {}",
         args.minutes,
         args.rate,
         work.display()

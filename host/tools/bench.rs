@@ -1,4 +1,4 @@
-//! `safd bench`: the whole pipeline — EMS simulator → ems-reader → durable
+//! `safd-tools bench`: the whole pipeline — EMS simulator → ems-reader → durable
 //! queue → mgmt-http → `safd-mgmt` — measured with safd as its own process
 //! (`safd run`, fsync before every acknowledgement), against the targets of
 //! the product. Each figure is taken in every run; the report gives the
@@ -13,10 +13,10 @@
 //! backlog — a million events queued while no server is up (safd's RSS with
 //! that backlog), then the server back and the backlog replayed to it.
 
-use super::harness::{IdCount, STREAM, Server, config_text, count, generated, tools, union};
-use crate::admin::client::AdminClient;
 use anyhow::{Context, bail};
 use clap::Args;
+use safd::admin::client::AdminClient;
+use safd::cli::harness::{IdCount, STREAM, Server, config_text, count, generated, tools, union};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ impl RunArgs {
     /// no run pays for compiling them (a one-time cost per plugin file,
     /// not part of forwarding: an operator's restarts find them cached).
     pub(super) fn compile_plugins(&self, plugins: &[PathBuf]) -> anyhow::Result<()> {
-        let runtime = super::CacheArgs {
+        let runtime = safd::cli::CacheArgs {
             cache_dir: self.cache_dir.clone(),
         }
         .runtime()?;
@@ -182,14 +182,14 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
-    super::harness::check_plugins(&args.plugins)?;
+    safd::cli::harness::check_plugins(&args.plugins)?;
     args.runs.compile_plugins(&[
         args.plugins.join("ems-reader.wasm"),
         args.plugins.join("mgmt-http.wasm"),
     ])?;
     let (_temporary, work) = args.runs.work()?;
     let tools = Tools {
-        safd: std::env::current_exe()?,
+        safd: safd::cli::harness::sibling("safd")?,
         mgmt,
         sim,
         args: args.clone(),
@@ -326,7 +326,7 @@ impl Safd {
         (ticks(11) + ticks(12)) / clock_ticks_per_sec()
     }
 
-    fn status(&self) -> anyhow::Result<crate::admin::Status> {
+    fn status(&self) -> anyhow::Result<safd::admin::Status> {
         self.admin.status()
     }
 

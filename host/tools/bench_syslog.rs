@@ -1,11 +1,11 @@
-//! `safd bench-syslog`: file-tail → durable queue → syslog (plain TCP,
+//! `safd-tools bench-syslog`: file-tail → durable queue → syslog (plain TCP,
 //! newline framing) → a local receiver, with safd as its own process and
 //! fsync before every source acknowledgement. A file of N lines is written
 //! first; the clock runs from safd's start to the moment the receiver has
 //! the last line. The report gives events/s, safd's CPU seconds and what
 //! the receiver got (every line once), median of the runs.
 
-use super::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report, wait_until};
+use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report, wait_until};
 use anyhow::bail;
 use clap::Args;
 use std::io::{BufWriter, Read, Write};
@@ -80,7 +80,7 @@ fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
         args.plugins.join("syslog.wasm"),
     ])?;
     let (_temporary, work) = args.runs.work()?;
-    let safd = std::env::current_exe()?;
+    let safd = safd::cli::harness::sibling("safd")?;
     let mut runs = Vec::new();
     for n in 1..=args.runs.count {
         let dir = work.join(format!("syslog-run-{n}"));
