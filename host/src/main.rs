@@ -53,7 +53,7 @@ fn init_logging(verbose: u8, prints_notices: bool) {
         // The command shows safd's numbered events itself.
         // wasmtime-wasi-http warns of every refused connection; safd
         // reports those itself, once per outage (event 1001).
-        0 if prints_notices => "warn,safd_engine::notice=off,wasmtime_wasi_http=error",
+        0 if prints_notices => "warn,safd_connector::notice=off,wasmtime_wasi_http=error",
         0 => "warn,wasmtime_wasi_http=error",
         1 => "info",
         2 => "debug",
