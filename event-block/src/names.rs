@@ -93,6 +93,18 @@ pub fn check(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Why `token` cannot travel in an HTTP `Authorization` header, if it
+/// cannot: a bearer token is printable ASCII without spaces (a CR or LF
+/// would end the header).
+pub fn header_token_problem(token: &str) -> Option<String> {
+    let (at, c) = token.char_indices().find(|&(_, c)| !c.is_ascii_graphic())?;
+    Some(format!(
+        "contains U+{:04X} at byte {at}, which cannot travel in an HTTP header; a token is \
+         printable ASCII without spaces",
+        u32::from(c)
+    ))
+}
+
 /// How many characters of client-chosen text a message quotes.
 pub const QUOTE_CHARS: usize = 64;
 
@@ -161,6 +173,18 @@ mod tests {
         }
         assert_eq!(check(" a"), Err(NameError::Padded));
         assert_eq!(check("a\u{3000}"), Err(NameError::Padded));
+    }
+
+    #[test]
+    fn header_tokens_are_printable_ascii() {
+        assert_eq!(header_token_problem("s3cret-Token_1.~+/="), None);
+        let problem = header_token_problem("a\r\nX: 1").unwrap();
+        assert!(
+            problem.starts_with("contains U+000D at byte 1"),
+            "{problem}"
+        );
+        assert!(header_token_problem("a b").is_some());
+        assert!(header_token_problem("é").is_some());
     }
 
     #[test]

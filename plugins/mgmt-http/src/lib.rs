@@ -65,21 +65,10 @@ fn check(config: &Config) -> Vec<ConfigProblem> {
             "token",
             "is empty; set the token the management server was started with",
         ));
-    } else if let Some((at, c)) = config
-        .token
-        .char_indices()
-        .find(|&(_, c)| !c.is_ascii_graphic())
-    {
-        // It travels in the Authorization header, where CR or LF would
-        // end the header (and a request would fail at every call).
-        problems.push(ConfigProblem::new(
-            "token",
-            format!(
-                "contains U+{:04X} at byte {at}, which cannot travel in an HTTP header; a token \
-                 is printable ASCII without spaces",
-                u32::from(c)
-            ),
-        ));
+    } else if let Some(problem) = safd_event_block::names::header_token_problem(&config.token) {
+        // It travels in the Authorization header: a request with a bad one
+        // would fail at every call.
+        problems.push(ConfigProblem::new("token", problem));
     }
     for (key, value, max) in [
         ("connect_timeout_ms", config.connect_timeout_ms, 600_000),

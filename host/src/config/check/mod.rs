@@ -167,15 +167,8 @@ async fn check_file(
     if let Some(token) = &file.admin.token {
         if token.trim().is_empty() {
             findings.whole("admin.token", "is empty; remove it or set a token");
-        } else if let Some((at, c)) = token.char_indices().find(|&(_, c)| !c.is_ascii_graphic()) {
-            findings.whole(
-                "admin.token",
-                format!(
-                    "contains U+{:04X} at byte {at}, which cannot travel in an HTTP header; a \
-                     token is printable ASCII without spaces",
-                    u32::from(c)
-                ),
-            );
+        } else if let Some(problem) = names::header_token_problem(token) {
+            findings.whole("admin.token", problem);
         }
     }
     let queue = &file.queue;

@@ -329,17 +329,11 @@ fn check_peak_kib(path: &Path) -> u64 {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "safd check took over a minute");
-        if let Ok(status) = std::fs::read_to_string(&status_file)
-            && let Some(kib) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
+        if let Some(kib) = crate::mgmt::memory_kib(child.id(), "VmHWM") {
             peak = peak.max(kib);
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -446,12 +440,7 @@ fn the_admin_api_names_what_it_does_not_know() {
         server.get("stats").1["counters"]["duplicates"].as_u64() >= Some(EVENTS)
     });
     assert_eq!(ems_stream(&server)["high_water"], EVENTS);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.id())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let rss_kib = crate::mgmt::memory_kib(daemon.id(), "VmRSS").unwrap();
     assert!(rss_kib < 512 << 10, "safd's RSS: {rss_kib} KiB");
     stop_cleanly(&mut daemon, rest);
 }

@@ -134,12 +134,7 @@ impl Server {
 
     /// The server's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        memory_kib(self.pid(), "VmRSS").unwrap()
     }
 
     /// Whether the process still runs.
@@ -208,4 +203,14 @@ pub fn event(seq: u64, id: &str) -> Value {
         "attributes": [["subsystem", "EXPAND"], ["event_number", "45"]],
         "body": format!("LDEV 123 $LHNY1: LINE NOT READY ({id})")
     })
+}
+
+/// A memory figure (`VmRSS`, `VmHWM`, …) of process `pid` in KiB, from
+/// `/proc/PID/status`; `None` once the process is gone.
+pub fn memory_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
