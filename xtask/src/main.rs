@@ -79,6 +79,7 @@ fn main() -> Result<()> {
             ])?;
             let dir = build_plugins(&root)?;
             test_plugins_natively(&root)?;
+            build_binaries(&root, &[])?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--workspace"]).args(args);
             cmd.env("SAFD_PLUGIN_DIR", &dir);
@@ -86,10 +87,7 @@ fn main() -> Result<()> {
         }
         Task::Demo { args } => {
             let dir = build_plugins(&root)?;
-            // Build exactly as `test` does: `cargo run -p safd` would resolve
-            // dependency features differently and compile wasmtime a second
-            // time.
-            run(cargo(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
+            build_binaries(&root, &["--quiet"])?;
             let safd = root.join("target").join("debug").join("safd");
             let mut cmd = Command::new(&safd);
             cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
@@ -97,8 +95,7 @@ fn main() -> Result<()> {
         }
         Task::Soak { args } => {
             let dir = build_plugins(&root)?;
-            // Built as `test` builds them (see `demo`).
-            run(cargo(&root).args(["test", "--workspace", "--no-run", "--quiet"]))?;
+            build_binaries(&root, &["--quiet"])?;
             let target = root.join("target");
             let mut cmd = Command::new(target.join("debug").join("safd-tools"));
             cmd.args(["soak", "--plugins"])
@@ -154,6 +151,17 @@ fn bench_release(root: &Path, command: &str, args: &[String]) -> Result<()> {
         .status()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     std::process::exit(status.code().unwrap_or(1))
+}
+
+/// The workspace's binaries (safd, safd-tools, safd-mgmt, ems-sim) in
+/// `target/debug`, which the end-to-end tests run as processes. Built with
+/// the test targets so that dependency features resolve exactly as for
+/// `cargo test --workspace`: a plain `cargo build -p safd` would resolve
+/// them differently and compile wasmtime a second time.
+fn build_binaries(root: &Path, extra: &[&str]) -> Result<()> {
+    run(cargo(root)
+        .args(["build", "--workspace", "--bins", "--tests"])
+        .args(extra))
 }
 
 fn workspace_root() -> PathBuf {

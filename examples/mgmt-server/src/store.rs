@@ -303,7 +303,7 @@ pub struct Store {
 
 /// How much one client can make the server hold in memory: every stream
 /// costs its held ranges and its entries in the maps (measured in
-/// `tests/server/hostile.rs`, bounded in docs/protocol.md), so the number of
+/// `tests/e2e/mgmt_server/hostile.rs`, bounded in docs/protocol.md), so the number of
 /// streams is limited; ids and events cost what is stored, which the
 /// request size and the field limits of [`protocol::WireEvent::check`]
 /// bound.

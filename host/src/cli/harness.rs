@@ -125,23 +125,58 @@ probe_interval_ms = 200
     )
 }
 
-/// A `safd-mgmt` process that can be killed and restarted on its address.
+/// A `safd-mgmt` process that can be killed and restarted on its address:
+/// the one runner of the reference server, used by `safd demo`, by
+/// `safd-tools` and by the end-to-end tests (`tests/e2e/support/mgmt.rs`).
 #[derive(Debug)]
 pub struct Server {
     name: &'static str,
     binary: PathBuf,
     data: PathBuf,
+    options: ServerOptions,
     pub address: SocketAddr,
     child: Option<Child>,
 }
 
+/// How a [`Server`] is started, beyond its binary and data directory.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Where it listens first (port 0: a free one); a restart reuses the
+    /// address it got.
+    pub listen: SocketAddr,
+    /// The bearer token it accepts (`--token`).
+    pub token: String,
+    /// More command-line arguments (`--max-streams 10`, …).
+    pub extra: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: TOKEN.to_owned(),
+            extra: Vec::new(),
+        }
+    }
+}
+
 impl Server {
     pub fn start(name: &'static str, binary: &Path, data: PathBuf) -> anyhow::Result<Self> {
+        Self::start_with(name, binary, data, ServerOptions::default())
+    }
+
+    pub fn start_with(
+        name: &'static str,
+        binary: &Path,
+        data: PathBuf,
+        options: ServerOptions,
+    ) -> anyhow::Result<Self> {
         let mut server = Self {
             name,
             binary: binary.to_owned(),
             data,
-            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            address: options.listen,
+            options,
             child: None,
         };
         server.restart()?;
@@ -152,8 +187,9 @@ impl Server {
         let mut child = Command::new(&self.binary)
             .arg("--listen")
             .arg(self.address.to_string())
-            .args(["--token", TOKEN, "--data"])
+            .args(["--token", &self.options.token, "--data"])
             .arg(&self.data)
+            .args(&self.options.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -163,11 +199,24 @@ impl Server {
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(address) = line.trim().strip_prefix("listening on http://") else {
             let _ = child.kill();
+            let _ = child.wait();
             bail!("safd-mgmt ({}) did not start: {line:?}", self.name);
         };
         self.address = address.parse()?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: from now on its address refuses connections.
@@ -201,7 +250,7 @@ impl Server {
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
         let mut response = ureq::get(&format!("{}/safd/v1/{path}", self.base()))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .header("Authorization", &format!("Bearer {}", self.options.token))
             .call()
             .ok()?;
         response

@@ -1,38 +1,17 @@
 //! The `mgmt-http` plugin, run by safd's real runtime, against the real
 //! `safd-mgmt` process on loopback.
 
-use crate::common::{Server, TOKEN};
+use crate::support::mgmt::{Server, TOKEN};
+use crate::support::plugins::{plugin_path, runtime};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
 };
-use safd_runtime::{Grants, Limits, Runtime, RuntimeConfig};
-use std::path::PathBuf;
-
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/plugins")),
-        PathBuf::from,
-    );
-    let path = dir.join("mgmt-http.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing; run `cargo xtask plugins` (or `cargo xtask test`)",
-        path.display()
-    );
-    path
-}
+use safd_runtime::Grants;
 
 async fn open(server: &Server, token: &str, grant: Option<String>) -> Box<dyn DestinationSession> {
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/test-plugin-cache"
-        )),
-        limits: Limits::default(),
-    })
-    .unwrap();
-    let plugin = runtime.load(&plugin_path()).unwrap();
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("mgmt-http")).unwrap();
     let grants = Grants {
         http: grant.into_iter().collect(),
         ..Grants::default()

@@ -1,7 +1,6 @@
 //! Property: whatever bytes a log file holds and however its growth is cut
 //! into reads, framing never panics, and every complete non-blank line ends
 //! up in exactly one record, in order.
-#![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
 use safd_ems::Format;

@@ -2,7 +2,7 @@
 //! written by the simulator: complete reading with stable ids, restart from
 //! the cursor, purge → gap event, unparsable lines flagged, seek.
 
-use crate::plugins::{plugin_dir, runtime};
+use crate::support::plugins::{plugin_dir, runtime};
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_connector::{Event, PollLimits, Severity, SourceConnector, SourceSession};

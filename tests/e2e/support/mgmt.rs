@@ -1,34 +1,14 @@
-//! Runs the real `safd-mgmt` binary on a loopback port. Shared with safd's
-//! own end-to-end tests (`host/tests/e2e`, through `#[path]`).
-#![allow(dead_code, clippy::unwrap_used)]
+//! The real `safd-mgmt` on a loopback port, with the requests the tests
+//! make of it. The process itself is started by safd's one runner of the
+//! reference server (`safd::cli::harness::Server`, which `safd demo` and
+//! `safd-tools` use too).
 
+use safd::cli::harness::{self, ServerOptions};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 
 pub const TOKEN: &str = "test-token";
-
-/// The `safd-mgmt` binary: Cargo names it for this package's tests; other
-/// packages' tests find it next to their own executable's directory
-/// (`cargo test --workspace`, as `cargo xtask test` runs, builds it).
-pub fn binary() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_safd-mgmt") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("safd-mgmt");
-    assert!(
-        path.is_file(),
-        "{} is missing; build it with `cargo build -p safd-mgmt` (`cargo xtask test` does)",
-        path.display()
-    );
-    path
-}
 
 /// The `host:port` of an `http://host:port` address.
 pub fn authority_of(address: &str) -> String {
@@ -36,7 +16,7 @@ pub fn authority_of(address: &str) -> String {
 }
 
 pub struct Server {
-    child: Child,
+    process: harness::Server,
     pub base: String,
 }
 
@@ -48,23 +28,20 @@ impl Server {
 
     /// Start the server on `listen` (e.g. the address a killed server had).
     pub fn start_on(listen: &str, data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(binary())
-            .args(["--listen", listen, "--token", TOKEN, "--data"])
-            .arg(data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).unwrap();
-        let base = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
-            .to_owned();
-        Self { child, base }
+        let options = ServerOptions {
+            listen: listen.parse::<SocketAddr>().unwrap(),
+            token: TOKEN.to_owned(),
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        };
+        let process = harness::Server::start_with(
+            "safd-mgmt",
+            &super::binary("safd-mgmt"),
+            data.to_owned(),
+            options,
+        )
+        .unwrap();
+        let base = process.base();
+        Self { process, base }
     }
 
     /// `host:port`, as safd's `grants.http` names it.
@@ -73,13 +50,17 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid().unwrap()
     }
 
     /// Stop the server (SIGKILL: nothing may depend on a clean exit).
     pub fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.kill();
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -137,11 +118,6 @@ impl Server {
         memory_kib(self.pid(), "VmRSS").unwrap()
     }
 
-    /// Whether the process still runs.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
     pub fn get(&self, path: &str) -> (u16, Value) {
         let mut response = Self::agent()
             .get(&self.url(path))
@@ -187,13 +163,6 @@ impl Server {
         let (status, body) = self.get(&format!("query/events?{query}"));
         assert_eq!(status, 200, "{body}");
         body.as_array().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

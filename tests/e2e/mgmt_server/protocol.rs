@@ -1,6 +1,6 @@
 //! Protocol version 1 against the real `safd-mgmt` process.
 
-use crate::common::{Server, TOKEN, event};
+use crate::support::mgmt::{Server, TOKEN, event};
 use serde_json::json;
 
 #[test]

@@ -1,6 +1,5 @@
 //! Tailing real directories written by the simulator: everything once, in
 //! order, across rotation; purge and truncation reported as gaps; seek.
-#![allow(clippy::unwrap_used)]
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::tail::{GapKind, Item, Position, Tail, file_name};

@@ -3,7 +3,7 @@
 //! rotation by rename-and-create and by copytruncate under a live writer,
 //! files appearing later, multi-line records, over-long lines.
 
-use crate::plugins::{plugin_path, runtime};
+use crate::support::plugins::{plugin_path, runtime};
 
 use safd_connector::{Event, PollLimits, SourceConnector, SourceSession};
 use safd_runtime::Grants;

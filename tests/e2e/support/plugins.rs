@@ -7,10 +7,8 @@ use std::path::PathBuf;
 /// The directory `cargo xtask plugins` builds (or `SAFD_PLUGIN_DIR`),
 /// checked to hold every plugin the tests use.
 pub fn plugin_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
-        PathBuf::from,
-    );
+    let dir = std::env::var_os("SAFD_PLUGIN_DIR")
+        .map_or_else(|| super::target_dir().join("plugins"), PathBuf::from);
     for plugin in [
         "ems-reader",
         "mgmt-http",
@@ -36,10 +34,7 @@ pub fn plugin_path(name: &str) -> PathBuf {
 /// A runtime compiling into the tests' shared cache.
 pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig {
-        cache_dir: PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/test-plugin-cache"
-        )),
+        cache_dir: super::plugin_cache(),
         limits: Limits::default(),
     })
     .unwrap()

@@ -4,7 +4,7 @@
 //! that the server lives on, that what it stored before is intact and that
 //! a normal delivery still works; the stream cases check its memory.
 
-use crate::common::{Server, event};
+use crate::support::mgmt::{Server, event};
 use serde_json::{Value, json};
 
 /// An error answer is short whatever the request held.

@@ -1,20 +1,21 @@
 //! The `safd` binary, run as a process.
 
-use crate::plugins::plugin_dir;
+use crate::support::binary;
+use crate::support::plugins::plugin_dir;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn safd(args: &[&str], cache: &Path) -> Output {
-    run_binary(env!("CARGO_BIN_EXE_safd"), args, cache)
+    run_binary(&binary("safd"), args, cache)
 }
 
 /// The benchmarks and the soak live in `safd-tools`, not the daemon.
 fn safd_tools(args: &[&str], cache: &Path) -> Output {
-    run_binary(env!("CARGO_BIN_EXE_safd-tools"), args, cache)
+    run_binary(&binary("safd-tools"), args, cache)
 }
 
-fn run_binary(binary: &str, args: &[&str], cache: &Path) -> Output {
+fn run_binary(binary: &Path, args: &[&str], cache: &Path) -> Output {
     Command::new(binary)
         .args(args)
         .env("SAFD_CACHE_DIR", cache)
@@ -245,10 +246,8 @@ fn bench_runs_at_a_tiny_size_and_counts_by_event_id() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("report");
     let dir = plugin_dir();
-    let cache = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/test-plugin-cache"
-    ));
+    let cache = crate::support::plugin_cache();
+    let cache = cache.as_path();
     let output = safd_tools(
         &[
             "bench",

@@ -5,7 +5,7 @@
 //! not know. (safd-mgmt's side: examples/mgmt-server/tests/server/hostile.rs.)
 
 use super::{config_to_nowhere, ems_logs, ems_stream, one_server, plugin_dir, text_of};
-use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
+use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -333,7 +333,7 @@ fn check_peak_kib(path: &Path) -> u64 {
     let mut peak = 0;
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "safd check took over a minute");
-        if let Some(kib) = crate::mgmt::memory_kib(child.id(), "VmHWM") {
+        if let Some(kib) = crate::support::mgmt::memory_kib(child.id(), "VmHWM") {
             peak = peak.max(kib);
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -440,7 +440,7 @@ fn the_admin_api_names_what_it_does_not_know() {
         server.get("stats").1["counters"]["duplicates"].as_u64() >= Some(EVENTS)
     });
     assert_eq!(ems_stream(&server)["high_water"], EVENTS);
-    let rss_kib = crate::mgmt::memory_kib(daemon.id(), "VmRSS").unwrap();
+    let rss_kib = crate::support::mgmt::memory_kib(daemon.id(), "VmRSS").unwrap();
     assert!(rss_kib < 512 << 10, "safd's RSS: {rss_kib} KiB");
     stop_cleanly(&mut daemon, rest);
 }

@@ -1,18 +1,13 @@
 //! Running the `safd` binary as a process in tests: spawn, wait for its
 //! admin API, stop it cleanly, and never leave one behind.
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn safd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_safd"));
-    command.env(
-        "SAFD_CACHE_DIR",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
-    );
+    let mut command = Command::new(super::binary("safd"));
+    command.env("SAFD_CACHE_DIR", super::plugin_cache());
     command
 }
 

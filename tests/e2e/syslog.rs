@@ -3,10 +3,10 @@
 //! structured data as rsyslog parsed them, both TCP framings, RELP through
 //! a `kill -9` of rsyslog, long messages, and the sandbox's grant check.
 
-use crate::plugins::{plugin_path, runtime};
+use crate::support::plugins::{plugin_path, runtime};
 
-use crate::rsyslog::Rsyslog;
-use crate::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
+use crate::support::rsyslog::Rsyslog;
+use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch,
@@ -494,11 +494,8 @@ fn bench_syslog_reports_every_line_received_once() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_path("syslog").parent().unwrap().to_owned();
     let out = dir.path().join("report");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_safd-tools"))
-        .env(
-            "SAFD_CACHE_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-plugin-cache"),
-        )
+    let status = std::process::Command::new(crate::support::binary("safd-tools"))
+        .env("SAFD_CACHE_DIR", crate::support::plugin_cache())
         .arg("bench-syslog")
         .arg("--plugins")
         .arg(&plugins)

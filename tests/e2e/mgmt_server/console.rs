@@ -2,7 +2,7 @@
 //! appear in the table, with severity colours, and safd's own events are
 //! highlighted. `cargo xtask test` installs Chromium when it is missing.
 
-use crate::common::{Server, TOKEN, event};
+use crate::support::mgmt::{Server, TOKEN, event};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};

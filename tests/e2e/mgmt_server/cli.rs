@@ -3,7 +3,7 @@
 use std::process::Command;
 
 fn safd_mgmt(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_safd-mgmt"))
+    Command::new(crate::support::binary("safd-mgmt"))
         .args(args)
         .env_remove("SAFD_MGMT_TOKEN")
         .output()
@@ -55,7 +55,7 @@ fn a_missing_token_or_a_busy_port_is_one_clear_error() {
 #[test]
 fn a_data_directory_in_use_is_named_not_corrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let running = crate::common::Server::start(dir.path(), &[]);
+    let running = crate::support::mgmt::Server::start(dir.path(), &[]);
     running.deliver("a1", "ems", &[(1, "e1")]);
     let output = safd_mgmt(&[
         "--token",

@@ -2,12 +2,12 @@
 //! real ems-reader on a directory the simulator wrote, the real mgmt-http
 //! plugin delivering to a real `safd-mgmt`.
 
-use crate::plugins::plugin_dir;
+use crate::support::plugins::plugin_dir;
 
 mod hostile;
-use crate::mgmt;
+use crate::support::mgmt;
 
-use crate::safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
+use crate::support::safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::{Format, Zone};
@@ -497,7 +497,7 @@ fn status(admin: &str) -> serde_json::Value {
 #[test]
 fn every_row_of_the_failover_matrix_with_real_servers() {
     const EVENTS: u64 = 200;
-    let matrix = include_str!("../../../docs/design/failover-matrix.csv");
+    let matrix = include_str!("../../docs/design/failover-matrix.csv");
     let rows: Vec<Vec<&str>> = matrix
         .lines()
         .filter(|l| !l.starts_with('#') && !l.starts_with("p_service") && !l.trim().is_empty())

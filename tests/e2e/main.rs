@@ -1,0 +1,14 @@
+//! safd's end-to-end tests, one binary: the real `safd`, `safd-tools`,
+//! `safd-mgmt` and `ems-sim` binaries and the built plugins, rsyslog and a
+//! browser where a test needs them, started on loopback ports and stopped
+//! by the tests. What they start and where they find it: `support`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod cli;
+mod daemon;
+mod ems_reader;
+mod file_tail;
+mod mgmt_server;
+mod syslog;

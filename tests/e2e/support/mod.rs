@@ -1,0 +1,44 @@
+//! What the end-to-end tests find and start: the built binaries and
+//! plugins, a `safd` process runner, a `safd-mgmt` runner, rsyslog. Every
+//! test of this binary gets them from here, and only from here.
+#![allow(dead_code)]
+
+pub mod mgmt;
+pub mod plugins;
+pub mod rsyslog;
+pub mod safd_process;
+
+use std::path::{Path, PathBuf};
+
+/// This workspace's `target/`, where `cargo xtask` puts the plugins and the
+/// tests keep their plugin cache.
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target"))
+}
+
+/// The plugin compile cache shared by every test (compiling a plugin takes
+/// seconds; its cached form loads in milliseconds).
+pub fn plugin_cache() -> PathBuf {
+    target_dir().join("test-plugin-cache")
+}
+
+/// The workspace binary `name` (`safd`, `safd-tools`, `safd-mgmt`,
+/// `ems-sim`), built beside this test binary's directory: Cargo gives a
+/// test the path only of its own package's binaries, and these belong to
+/// others.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/e2e-HASH → target/debug/NAME
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing; build it with `cargo build --workspace --bins --tests` \
+         (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
