@@ -30,11 +30,17 @@
 //! Decoding borrows: an [`EventRef`] points into the block, so reading a
 //! block allocates nothing per event.
 //!
+//! [`Event`] is the owned form of one event, the one definition of its
+//! fields and severities that the host and the SDK share.
+//!
 //! [`names`] holds the other thing safd, its plugins and the servers it
 //! delivers to must agree on: which agent, stream, group and member names
 //! are valid, and how client-chosen text is quoted in messages.
 
+mod event;
 pub mod names;
+
+pub use event::{Attribute, Event, Severity, Timestamp};
 
 use std::fmt;
 

@@ -182,7 +182,7 @@ impl SequencedBlock {
         let (seq, event) = events.next()?.ok()?;
         Some(SequencedEvent {
             seq,
-            event: Event::from_block(&event),
+            event: Event::from_ref(&event),
         })
     }
 
@@ -194,7 +194,7 @@ impl SequencedBlock {
             .map_while(Result::ok)
             .map(|(seq, event)| SequencedEvent {
                 seq,
-                event: Event::from_block(&event),
+                event: Event::from_ref(&event),
             })
             .collect()
     }

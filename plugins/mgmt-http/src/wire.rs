@@ -6,7 +6,7 @@ use safd_plugin_sdk::destination::{
     CatchUpFrom, CatchUpRequest, DeliveryReport, Health, Rejection,
 };
 use safd_plugin_sdk::events::{self, EventRef};
-use safd_plugin_sdk::types::{Severity, StreamPosition};
+use safd_plugin_sdk::types::StreamPosition;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -101,17 +101,6 @@ pub fn positions(out: &mut String, positions: &[StreamPosition]) {
     out.push('}');
 }
 
-pub fn severity_name(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Debug => "debug",
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Minor => "minor",
-        Severity::Major => "major",
-        Severity::Critical => "critical",
-    }
-}
-
 /// One event object of a deliver request.
 pub fn event(out: &mut String, seq: u64, event: &EventRef<'_>) {
     out.push_str("{\"seq\":");
@@ -121,7 +110,7 @@ pub fn event(out: &mut String, seq: u64, event: &EventRef<'_>) {
     out.push_str(",\"time\":\"");
     safd_plugin_sdk::time::rfc3339(out, event.time);
     out.push_str("\",\"severity\":\"");
-    out.push_str(severity_name(events::severity(event)));
+    out.push_str(events::severity(event).as_str());
     out.push_str("\",\"attributes\":[");
     for (i, (key, value)) in event.attributes.iter().enumerate() {
         if i > 0 {

@@ -13,26 +13,8 @@ pub use safd_event_block::{AttributeIter, Attributes, BlockError, EventRef};
 
 /// The severity of an event read from a block.
 pub fn severity(event: &EventRef<'_>) -> Severity {
-    match event.severity {
-        0 => Severity::Debug,
-        1 => Severity::Info,
-        2 => Severity::Warning,
-        3 => Severity::Minor,
-        4 => Severity::Major,
-        // 5; the block reader refuses anything above.
-        _ => Severity::Critical,
-    }
-}
-
-fn severity_code(severity: Severity) -> u8 {
-    match severity {
-        Severity::Debug => 0,
-        Severity::Info => 1,
-        Severity::Warning => 2,
-        Severity::Minor => 3,
-        Severity::Major => 4,
-        Severity::Critical => 5,
-    }
+    // The block reader refuses codes without a severity.
+    Severity::from_code(event.severity).unwrap_or(Severity::Critical)
 }
 
 /// Builds the event block of one `poll` result.
@@ -86,8 +68,7 @@ impl EventWriter {
             .clone()
             .map(|(k, v)| k.as_ref().len() + v.as_ref().len())
             .sum();
-        self.block
-            .push(id, time, severity_code(severity), attributes, body);
+        self.block.push(id, time, severity.code(), attributes, body);
         self.text_bytes += id.len() + body.len() + attribute_bytes;
     }
 

@@ -49,6 +49,13 @@ pub mod source_bindings {
         export_macro_name: "export_source",
         default_bindings_module: "::safd_plugin_sdk::source_bindings",
         runtime_path: "::safd_plugin_sdk::__private::wit_bindgen::rt",
+        // The WIT `event`, `attribute` and `severity` are the event-block
+        // crate's types: one definition for the host and every plugin.
+        with: {
+            "safd:connector/types@0.1.0/severity": ::safd_plugin_sdk::__private::event_block::Severity,
+            "safd:connector/types@0.1.0/attribute": ::safd_plugin_sdk::__private::event_block::Attribute,
+            "safd:connector/types@0.1.0/event": ::safd_plugin_sdk::__private::event_block::Event,
+        },
         generate_all,
     });
 }
@@ -77,22 +84,6 @@ pub use source_bindings::export_source;
 pub mod types {
     pub use crate::source_bindings::safd::connector::types::*;
 
-    impl Severity {
-        /// The severity named `name` (`debug`, `info`, `warning`, `minor`,
-        /// `major`, `critical`), as operators write it in configs.
-        pub fn from_name(name: &str) -> Option<Self> {
-            Some(match name {
-                "debug" => Self::Debug,
-                "info" => Self::Info,
-                "warning" => Self::Warning,
-                "minor" => Self::Minor,
-                "major" => Self::Major,
-                "critical" => Self::Critical,
-                _ => return None,
-            })
-        }
-    }
-
     impl ConfigProblem {
         /// A problem at `path` (a dotted path into the config, empty for the
         /// whole text) described by `message`.
@@ -104,64 +95,11 @@ pub mod types {
         }
     }
 
-    /// One key/value attribute of an event (the WIT `attribute` record).
-    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-    pub struct Attribute {
-        pub key: String,
-        pub value: String,
-    }
-
-    impl Attribute {
-        /// A key/value attribute.
-        pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-            Self {
-                key: key.into(),
-                value: value.into(),
-            }
-        }
-    }
-
-    /// An owned event (the WIT `event` record). Events cross the boundary in
-    /// an [`EventBlock`]: build one with [`crate::events::EventWriter`].
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Event {
-        /// Stable identity: the same event read twice gets the same id.
-        pub id: String,
-        /// When the event happened, microseconds since the Unix epoch (UTC).
-        pub time: Timestamp,
-        pub severity: Severity,
-        pub attributes: Vec<Attribute>,
-        /// The human-readable text.
-        pub body: String,
-    }
-
-    impl Event {
-        /// Copy an event read from a block.
-        pub fn from_ref(event: &crate::events::EventRef<'_>) -> Self {
-            Self {
-                id: event.id.to_owned(),
-                time: event.time,
-                severity: crate::events::severity(event),
-                attributes: event
-                    .attributes
-                    .iter()
-                    .map(|(key, value)| Attribute::new(key, value))
-                    .collect(),
-                body: event.body.to_owned(),
-            }
-        }
-
-        /// The byte size the host counts against `poll-limits.max-bytes`.
-        pub fn byte_size(&self) -> usize {
-            safd_event_block::byte_size(
-                &self.id,
-                &self.body,
-                self.attributes
-                    .iter()
-                    .map(|a| (a.key.as_str(), a.value.as_str())),
-            )
-        }
-    }
+    /// The owned event types, defined once (in `safd-event-block`) for the
+    /// host and every plugin. Events cross the boundary in an
+    /// [`EventBlock`]: build one with [`crate::events::EventWriter`], read
+    /// one with [`StreamBatch::events`](crate::events).
+    pub use safd_event_block::{Attribute, Event, Severity, Timestamp};
 }
 
 /// The `source` interface a source plugin implements.
@@ -176,5 +114,6 @@ pub mod destination {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use safd_event_block as event_block;
     pub use wit_bindgen;
 }
