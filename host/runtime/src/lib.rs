@@ -19,6 +19,7 @@ mod error;
 mod guest_output;
 mod http_link;
 mod http_pool;
+mod instance;
 mod log_text;
 mod manifest;
 mod plugin;

@@ -5,15 +5,12 @@ use crate::bindings::source_world::{Source, SourcePre};
 use crate::bindings::{self, ConnectorKind};
 use crate::cache::{CompileCache, CompileOrigin};
 use crate::call::{CallOutcome, arm, bounded, trap_summary};
-use crate::config::{Grants, Limits, RuntimeConfig};
-use crate::destination::WasmDestination;
-use crate::error::{LoadError, LoadErrorKind, RuntimeError, SetupError};
+use crate::config::{Limits, RuntimeConfig};
+use crate::error::{LoadError, LoadErrorKind, RuntimeError};
 use crate::manifest::{Manifest, PluginKind};
 use crate::report::Reporter;
 use crate::sandbox::Sandbox;
-use crate::source::WasmSource;
 use crate::state::InstanceState;
-use crate::supervisor::InstanceSpec;
 use safd_connector::{Acknowledgement, Notice, NoticeSink, SessionError, event_ids};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -361,6 +358,11 @@ impl Plugin {
         &self.runtime.engine
     }
 
+    /// The limits every instance of this plugin runs under.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.runtime.limits
+    }
+
     fn one_shot_store(&self) -> Result<Store<InstanceState>, SessionError> {
         let name: Arc<str> = Arc::from(format!("{}(inspect)", self.name()));
         let state = InstanceState::new(name, &Sandbox::default(), self.runtime.limits.memory_bytes)
@@ -451,68 +453,6 @@ impl Plugin {
             Ok(()) => Vec::new(),
             Err(problems) => bindings::config_problems_from_wit(problems),
         })
-    }
-
-    fn spec(
-        self: &Arc<Self>,
-        instance: &str,
-        config: String,
-        grants: &Grants,
-        expected: PluginKind,
-    ) -> Result<Arc<InstanceSpec>, SetupError> {
-        if self.kind() != expected {
-            return Err(SetupError::WrongKind {
-                plugin: self.name().to_owned(),
-                actual: self.kind(),
-                expected,
-            });
-        }
-        let sandbox = Sandbox::reporting(
-            instance,
-            self.manifest.capabilities,
-            grants,
-            self.runtime.reporter.clone(),
-        )?;
-        Ok(Arc::new(InstanceSpec::new(
-            self.clone(),
-            instance,
-            config,
-            sandbox,
-            self.runtime.limits.clone(),
-        )))
-    }
-
-    /// A source connector instance named `instance` with its config (JSON
-    /// text) and the operator's grants.
-    pub fn source(
-        self: &Arc<Self>,
-        instance: &str,
-        config: String,
-        grants: &Grants,
-    ) -> Result<WasmSource, SetupError> {
-        Ok(WasmSource::new(self.spec(
-            instance,
-            config,
-            grants,
-            PluginKind::Source,
-        )?))
-    }
-
-    /// A destination connector instance; asks the plugin for its
-    /// acknowledgement semantics once.
-    pub async fn destination(
-        self: &Arc<Self>,
-        instance: &str,
-        config: String,
-        grants: &Grants,
-    ) -> Result<WasmDestination, SetupError> {
-        let spec = self.spec(instance, config, grants, PluginKind::Destination)?;
-        let acknowledgement = self
-            .describe()
-            .await?
-            .acknowledgement
-            .unwrap_or(Acknowledgement::TransportWrite);
-        Ok(WasmDestination::new(spec, acknowledgement))
     }
 }
 

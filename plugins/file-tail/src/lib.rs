@@ -11,6 +11,10 @@
 
 mod config;
 mod cursor;
+// The directory through wasi:filesystem in the sandbox; through std::fs in
+// native builds, where the tailer's unit tests run.
+#[cfg_attr(target_os = "wasi", path = "dir_wasi.rs")]
+#[cfg_attr(not(target_os = "wasi"), path = "dir_native.rs")]
 mod dir;
 mod tail;
 

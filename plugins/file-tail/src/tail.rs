@@ -672,3 +672,229 @@ fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
+
+/// The tailer against real files in a temporary directory (natively: the
+/// directory is `dir_native.rs`, the same face the sandbox's has).
+#[cfg(all(test, not(target_os = "wasi")))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("file-tail-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+
+        fn append(&self, name: &str, text: &str) {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.0.join(name))
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Pattern `app.log*` unless `extra` names another.
+    fn config(dir: &Path, extra: &str) -> Config {
+        let pattern = if extra.contains("\"pattern\"") {
+            ""
+        } else {
+            r#""pattern": "app.log*","#
+        };
+        let text = format!(
+            r#"{{"directory": {:?}, {pattern} "rotate_wait_ms": 0,
+                 "scan_interval_ms": 10, "multiline_timeout_ms": 60000 {extra}}}"#,
+            dir.to_str().unwrap()
+        );
+        crate::config::parse(&text).unwrap_or_else(|p| panic!("{}: {}", p[0].path, p[0].message))
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Line {
+        body: String,
+        id: String,
+        attributes: Vec<(String, String)>,
+    }
+
+    fn tailer(dir: &TempDir, resume: Option<TailCursor>) -> Tailer {
+        Tailer::new(Directory::open(dir.0.to_str().unwrap()).unwrap(), resume)
+    }
+
+    /// Everything one read gives, after a fresh look at the directory.
+    fn read(tailer: &mut Tailer, config: &Config) -> Vec<Line> {
+        tailer.scanned_at = None;
+        let mut out = EventWriter::new();
+        let budget = Budget {
+            events: 100_000,
+            bytes: 1 << 30,
+        };
+        tailer.read(config, &mut out, &budget).unwrap();
+        out.finish()
+            .iter()
+            .map(|e| {
+                let e = e.unwrap();
+                Line {
+                    body: e.body.to_owned(),
+                    id: e.id.to_owned(),
+                    attributes: e
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn bodies(lines: &[Line]) -> Vec<&str> {
+        lines.iter().map(|l| l.body.as_str()).collect()
+    }
+
+    #[test]
+    fn complete_lines_once_in_order_and_a_partial_line_waits() {
+        let dir = TempDir::new("partial");
+        let config = config(&dir.0, "");
+        let mut tailer = tailer(&dir, None);
+        dir.append("app.log", "one\r\ntwo\nthr");
+        assert_eq!(bodies(&read(&mut tailer, &config)), ["one", "two"]);
+        assert!(read(&mut tailer, &config).is_empty());
+        dir.append("app.log", "ee\n\nfour\n");
+        // The empty line is no event; its bytes are still read past.
+        assert_eq!(bodies(&read(&mut tailer, &config)), ["three", "four"]);
+    }
+
+    #[test]
+    fn a_renamed_file_is_read_to_its_end_and_its_successor_from_the_start() {
+        let dir = TempDir::new("rename");
+        let config = config(&dir.0, r#", "pattern": "app.log""#);
+        let mut tailer = tailer(&dir, None);
+        dir.append("app.log", "a1\na2\n");
+        assert_eq!(bodies(&read(&mut tailer, &config)), ["a1", "a2"]);
+        // Written just before the rotation, then renamed away from the
+        // pattern and replaced.
+        dir.append("app.log", "a3\n");
+        std::fs::rename(dir.0.join("app.log"), dir.0.join("old.1")).unwrap();
+        dir.append("app.log", "b1\n");
+        let lines = read(&mut tailer, &config);
+        assert_eq!(bodies(&lines), ["a3", "b1"]);
+        assert_eq!(lines[0].attributes[0], ("file".into(), "old.1".into()));
+        assert!(read(&mut tailer, &config).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_file_starts_over_and_its_copy_is_not_read_twice() {
+        let dir = TempDir::new("copytruncate");
+        let config = config(&dir.0, "");
+        let mut tailer = tailer(&dir, None);
+        dir.append("app.log", "first line of the original\nsecond\n");
+        assert_eq!(read(&mut tailer, &config).len(), 2);
+        // copytruncate: copy, then truncate in place, then new lines.
+        std::fs::copy(dir.0.join("app.log"), dir.0.join("app.log.1")).unwrap();
+        std::fs::File::create(dir.0.join("app.log")).unwrap();
+        dir.append("app.log", "after the truncation\n");
+        let lines = read(&mut tailer, &config);
+        assert_eq!(bodies(&lines), ["after the truncation"]);
+        assert!(read(&mut tailer, &config).is_empty());
+    }
+
+    #[test]
+    fn a_resumed_tailer_goes_on_where_the_cursor_was_with_the_same_ids() {
+        let dir = TempDir::new("resume");
+        let config = config(&dir.0, "");
+        let mut first = tailer(&dir, None);
+        dir.append("app.log", "one\ntwo\n");
+        let before = read(&mut first, &config);
+        let cursor = TailCursor::decode(&first.cursor().encode()).unwrap();
+        dir.append("app.log", "three\n");
+        let mut again = tailer(&dir, Some(cursor));
+        assert_eq!(bodies(&read(&mut again, &config)), ["three"]);
+        // Read again from nothing: the same lines get the same ids.
+        let mut fresh = tailer(&dir, None);
+        let all = read(&mut fresh, &config);
+        assert_eq!(all[..2], before[..]);
+        assert!(
+            all.iter()
+                .all(|l| l.id.ends_with(&format!(":{}", offset(l))))
+        );
+    }
+
+    fn offset(line: &Line) -> &str {
+        &line
+            .attributes
+            .iter()
+            .find(|(k, _)| k == "offset")
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn an_over_long_line_comes_in_numbered_parts_cut_between_characters() {
+        let dir = TempDir::new("long");
+        let config = config(&dir.0, r#", "max_line_bytes": 256"#);
+        let mut tailer = tailer(&dir, None);
+        // 'é' is two bytes: 255 is inside one, so the first cut is at 254.
+        let long = format!("x{}", "é".repeat(200));
+        dir.append("app.log", &format!("{long}\nshort\n"));
+        let lines = read(&mut tailer, &config);
+        let parts: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                l.attributes
+                    .iter()
+                    .find(|(k, _)| k == "part")
+                    .map(|p| p.1.clone())
+            })
+            .collect();
+        assert_eq!(parts, [Some("1".into()), Some("2".into()), None]);
+        assert_eq!(lines[0].body.len(), 255);
+        assert_eq!(format!("{}{}", lines[0].body, lines[1].body), long);
+        assert_eq!(lines[2].body, "short");
+    }
+
+    #[test]
+    fn continuation_lines_join_the_event_they_follow() {
+        let dir = TempDir::new("multiline");
+        let config = config(&dir.0, r#", "multiline_start": "^\\d""#);
+        let mut tailer = tailer(&dir, None);
+        dir.append("app.log", "1 boom\n  at a\n  at b\n2 next\n");
+        // The second event waits: a continuation may still come.
+        assert_eq!(
+            bodies(&read(&mut tailer, &config)),
+            ["1 boom\n  at a\n  at b"]
+        );
+        dir.append("app.log", "3 last\n");
+        assert_eq!(bodies(&read(&mut tailer, &config)), ["2 next"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_flagged_not_dropped() {
+        let dir = TempDir::new("utf8");
+        let config = config(&dir.0, "");
+        let mut tailer = tailer(&dir, None);
+        std::fs::write(dir.0.join("app.log"), b"bad \xff byte\n").unwrap();
+        let lines = read(&mut tailer, &config);
+        assert_eq!(lines[0].body, "bad \u{fffd} byte");
+        assert!(
+            lines[0]
+                .attributes
+                .contains(&("invalid_utf8".into(), "true".into()))
+        );
+    }
+}

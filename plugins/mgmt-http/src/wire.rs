@@ -271,34 +271,60 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Strings from a fixed-seed generator, weighted towards what JSON
-    /// must escape and towards the 8-byte word boundaries the fast path
-    /// checks at.
-    fn strings() -> impl Iterator<Item = String> {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+    use proptest::prelude::*;
+
+    /// Strings weighted towards what JSON must escape and towards the
+    /// 8-byte word boundaries the fast path checks at.
+    fn tricky_string() -> impl Strategy<Value = String> {
         const SPECIAL: [char; 10] = ['"', '\\', '\n', '\r', '\t', '\0', '\u{1f}', 'é', '€', '😀'];
-        (0..20_000).map(move |_| {
-            let len = (next() % 40) as usize;
-            (0..len)
-                .map(|_| match next() % 4 {
-                    0 => SPECIAL[(next() % SPECIAL.len() as u64) as usize],
-                    1 => char::from_u32((next() % 0x80) as u32).unwrap(),
-                    _ => char::from(b'a' + (next() % 26) as u8),
-                })
-                .collect()
-        })
+        let one = prop_oneof![
+            2 => proptest::sample::select(&SPECIAL[..]),
+            2 => (0u8..0x80).prop_map(char::from),
+            1 => any::<char>(),
+        ];
+        proptest::collection::vec(one, 0..40).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn strings_read_back_with_serde_json(s in tricky_string()) {
+            let mut out = String::new();
+            string(&mut out, &s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            prop_assert_eq!(back, s, "{}", out);
+        }
+
+        #[test]
+        fn events_read_back_with_serde_json(
+            seq in any::<u64>(),
+            time in 0i64..4_102_444_800_000_000,
+            severity in 0u8..6,
+            id in tricky_string(),
+            attributes in proptest::collection::vec((tricky_string(), tricky_string()), 0..4),
+            body in tricky_string(),
+        ) {
+            let mut block = safd_event_block::BlockWriter::new();
+            block.push_sequenced(seq, &id, time, severity, attributes.iter().map(|(k, v)| (k, v)), &body);
+            let (count, bytes) = block.finish();
+            let (seq, read) = safd_event_block::sequenced(&bytes, count).next().unwrap().unwrap();
+            let mut out = String::new();
+            event(&mut out, seq, &read);
+            let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let severity = safd_event_block::Severity::from_code(severity).unwrap();
+            prop_assert_eq!(&json["seq"], &serde_json::json!(seq));
+            prop_assert_eq!(&json["id"], &serde_json::json!(id));
+            prop_assert_eq!(json["time"].as_str().and_then(parse_rfc3339), Some(time));
+            prop_assert_eq!(&json["severity"], &serde_json::json!(severity.as_str()));
+            prop_assert_eq!(&json["attributes"], &serde_json::json!(attributes));
+            prop_assert_eq!(&json["body"], &serde_json::json!(body));
+        }
     }
 
     #[test]
-    fn strings_read_back_with_serde_json_for_every_input() {
-        let bmp = (0..=0xFFFFu32).filter_map(char::from_u32).map(String::from);
-        for s in bmp.chain(strings()) {
+    fn every_character_of_the_basic_plane_reads_back_with_serde_json() {
+        for s in (0..=0xFFFFu32).filter_map(char::from_u32).map(String::from) {
             let mut out = String::new();
             string(&mut out, &s);
             let back: String = serde_json::from_str(&out).unwrap();

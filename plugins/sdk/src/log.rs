@@ -7,12 +7,20 @@
 use crate::source_bindings::safd::connector::log::{Level, emit};
 
 /// Log `message` at `level` with extra `fields`.
+///
+/// In a native build (a plugin's unit tests) there is no host to log into:
+/// the record goes to stderr, where the test harness shows it for a failed
+/// test.
 pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    emit(level, message, &fields);
+    if cfg!(target_family = "wasm") {
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        emit(level, message, &fields);
+    } else {
+        eprintln!("[{level:?}] {message} {fields:?}");
+    }
 }
 
 /// Log at debug level.
