@@ -11,4 +11,5 @@ mod daemon;
 mod ems_reader;
 mod file_tail;
 mod mgmt_server;
+mod net_in;
 mod syslog;

@@ -75,4 +75,8 @@ pub struct Grants {
     /// TCP addresses (`ip:port` or `host:port`) the plugin may connect to.
     #[serde(default)]
     pub tcp: Vec<String>,
+    /// Local addresses (`ip:port`, e.g. `0.0.0.0:1514` or `[::]:2514`) a
+    /// source plugin may listen on; exactly these, no other address or port.
+    #[serde(default)]
+    pub listen: Vec<String>,
 }

@@ -43,6 +43,10 @@ pub struct Capabilities {
     /// Outbound TCP to addresses the operator grants.
     #[serde(default)]
     pub tcp: bool,
+    /// Listening for TCP connections on addresses the operator grants
+    /// (sources that receive events over the network).
+    #[serde(default)]
+    pub listen: bool,
 }
 
 impl fmt::Display for Capabilities {
@@ -51,6 +55,7 @@ impl fmt::Display for Capabilities {
             (self.files, "files"),
             (self.http, "http"),
             (self.tcp, "tcp"),
+            (self.listen, "listen"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))

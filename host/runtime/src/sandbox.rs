@@ -29,6 +29,11 @@ pub enum GrantError {
     Authority(String),
     #[error("grants.tcp: `{entry}` does not resolve to an address: {reason}")]
     Tcp { entry: String, reason: String },
+    #[error(
+        "grants.listen: `{0}` is not a local address to listen on; write ip:port, e.g. \
+         0.0.0.0:1514 or [::]:2514 (a port, not 0)"
+    )]
+    Listen(String),
 }
 
 /// The effective grants of one connector instance: requested ∩ granted.
@@ -37,6 +42,7 @@ pub struct Sandbox {
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) http: Arc<HashSet<Authority>>,
     pub(crate) tcp: Arc<HashSet<SocketAddr>>,
+    pub(crate) listen: Arc<HashSet<SocketAddr>>,
     /// Where a denied access (3007) is reported.
     reporter: Reporter,
 }
@@ -141,6 +147,23 @@ impl Sandbox {
             }
             sandbox.tcp = Arc::new(set);
         }
+        if !grants.listen.is_empty() && !requested.listen {
+            ignored("listen");
+        } else {
+            let mut set = HashSet::new();
+            for entry in &grants.listen {
+                // Literal addresses only: what a name resolves to can
+                // change, and a listening socket must be exactly the one
+                // the operator wrote.
+                let addr: SocketAddr = entry
+                    .parse()
+                    .ok()
+                    .filter(|a: &SocketAddr| a.port() != 0)
+                    .ok_or_else(|| GrantError::Listen(entry.clone()))?;
+                set.insert(addr);
+            }
+            sandbox.listen = Arc::new(set);
+        }
         Ok(sandbox)
     }
 
@@ -161,25 +184,36 @@ impl Sandbox {
                     reason: e.to_string(),
                 })?;
         }
-        builder.allow_tcp(!self.tcp.is_empty());
+        builder.allow_tcp(!self.tcp.is_empty() || !self.listen.is_empty());
         let allowed = self.tcp.clone();
+        let listen = self.listen.clone();
         let name = connector.clone();
         let reporter = self.reporter.clone();
         builder.socket_addr_check(move |addr, use_| {
             let permitted = match use_ {
                 SocketAddrUse::TcpConnect => allowed.contains(&addr),
                 // A connect first binds implicitly to the wildcard address;
-                // allowing that reveals nothing and opens nothing.
-                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                // allowing that reveals nothing and opens nothing (it
+                // cannot listen: listening needs a port).
+                SocketAddrUse::TcpBind if addr.ip().is_unspecified() && addr.port() == 0 => {
+                    !allowed.is_empty()
+                }
+                // Listening only on the granted addresses themselves: a
+                // socket bound to port 0 gets no ephemeral listener.
+                SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => listen.contains(&addr),
+                // Whoever connects to a granted listener may be accepted.
+                SocketAddrUse::TcpAccept => !listen.is_empty(),
                 _ => false,
             };
             if !permitted {
+                let grant = match use_ {
+                    SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => "grants.listen",
+                    _ => "grants.tcp",
+                };
                 reporter.emit(
                     Notice::new(
                         event_ids::PLUGIN_ACCESS_DENIED,
-                        format!(
-                            "socket access denied: {use_:?} {addr} is not granted (grants.tcp)"
-                        ),
+                        format!("socket access denied: {use_:?} {addr} is not granted ({grant})"),
                     )
                     .with("connector", &name),
                 );
@@ -277,6 +311,7 @@ mod tests {
             files: true,
             http: true,
             tcp: true,
+            listen: true,
         }
     }
 
@@ -302,9 +337,11 @@ mod tests {
             dirs: vec![std::env::temp_dir()],
             http: vec!["127.0.0.1:1".into()],
             tcp: vec!["127.0.0.1:2".into()],
+            listen: vec!["127.0.0.1:3".into()],
         };
         let sandbox = Sandbox::new("t", Capabilities::default(), &grants).unwrap();
         assert!(sandbox.dirs.is_empty() && sandbox.http.is_empty() && sandbox.tcp.is_empty());
+        assert!(sandbox.listen.is_empty());
     }
 
     #[test]
@@ -321,5 +358,13 @@ mod tests {
         };
         let err = Sandbox::new("t", everything(), &grants).unwrap_err();
         assert!(err.to_string().starts_with("grants.http"), "{err}");
+        for bad in ["localhost:1514", "0.0.0.0:0", "0.0.0.0"] {
+            let grants = Grants {
+                listen: vec![bad.into()],
+                ..Grants::default()
+            };
+            let err = Sandbox::new("t", everything(), &grants).unwrap_err();
+            assert!(err.to_string().starts_with("grants.listen"), "{err}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use safd_plugin_sdk::destination::{
     CatchUpFrom, CatchUpRequest, DeliveryReport, Health, Rejection,
 };
 use safd_plugin_sdk::events::{self, EventRef};
+use safd_plugin_sdk::time::parse_rfc3339;
 use safd_plugin_sdk::types::StreamPosition;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -125,43 +126,6 @@ pub fn event(out: &mut String, seq: u64, event: &EventRef<'_>) {
     out.push_str("],\"body\":");
     string(out, event.body);
     out.push('}');
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = year - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parse `YYYY-MM-DDTHH:MM:SS[.f…](Z|+00:00)` into microseconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let text = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix("+00:00"))?;
-    let (date, time) = text.split_once(['T', ' '])?;
-    let mut date = date.splitn(3, '-');
-    let year: i64 = date.next()?.parse().ok()?;
-    let month: u32 = date.next()?.parse().ok()?;
-    let day: u32 = date.next()?.parse().ok()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut hms = hms.splitn(3, ':');
-    let hour: i64 = hms.next()?.parse().ok()?;
-    let minute: i64 = hms.next()?.parse().ok()?;
-    let second: i64 = hms.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut micros = 0i64;
-    for (i, c) in frac.chars().take(6).enumerate() {
-        micros += i64::from(c.to_digit(10)?) * 10i64.pow(5 - i as u32);
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(secs * 1_000_000 + micros)
 }
 
 fn to_positions(map: BTreeMap<String, u64>) -> Vec<StreamPosition> {

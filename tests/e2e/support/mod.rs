@@ -25,8 +25,12 @@ pub fn plugin_cache() -> PathBuf {
 /// The workspace binary `name` (`safd`, `safd-tools`, `safd-mgmt`,
 /// `ems-sim`), built beside this test binary's directory: Cargo gives a
 /// test the path only of its own package's binaries, and these belong to
-/// others.
+/// others. Before the first use the workspace's binaries are brought up to
+/// date (a no-op after `cargo xtask test`'s own build), so that
+/// `cargo test -p safd-tests` after an edit never runs a stale `safd`.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_binaries);
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/debug/deps/e2e-HASH → target/debug/NAME
     let path = exe
@@ -41,4 +45,20 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `cargo build --workspace --bins --tests`, as `cargo xtask test` runs it
+/// (the test targets make features resolve as for the tests).
+fn build_binaries() {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args(["build", "--workspace", "--bins", "--tests", "--quiet"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("running cargo to build the workspace's binaries");
+    assert!(
+        output.status.success(),
+        "building the workspace's binaries failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

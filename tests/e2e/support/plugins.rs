@@ -14,6 +14,7 @@ pub fn plugin_dir() -> PathBuf {
         "mgmt-http",
         "syslog",
         "file-tail",
+        "net-in",
         "fixture-source",
         "fixture-destination",
     ] {

@@ -56,6 +56,11 @@ pub(super) async fn check_sources(
             continue;
         };
         fingerprints.insert(key.clone(), fingerprint(raw, "sources", name, &plugin));
+        if plugin.manifest.capabilities.listen {
+            check_listen_grant(&key, &config, &section.grants.listen, |at, message| {
+                findings.at(&section.plugin, at, message);
+            });
+        }
         match plugin.source(name, config, &section.grants) {
             Ok(source) => sources.push((
                 name.clone(),
@@ -72,4 +77,41 @@ pub(super) async fn check_sources(
         }
     }
     sources
+}
+
+/// A source that listens (its manifest asks for `listen`) must be granted
+/// the address it listens on; the address in its config's `listen` key (as
+/// `net-in` names it) is checked against the grant here, where a mistake
+/// costs a line of output rather than a source that cannot start.
+fn check_listen_grant(
+    key: &str,
+    config: &str,
+    granted: &[String],
+    mut problem: impl FnMut(String, String),
+) {
+    let configured = serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|c| c.get("listen")?.as_str().map(str::to_owned));
+    match configured {
+        Some(address)
+            if !granted
+                .iter()
+                .any(|g| g.parse::<std::net::SocketAddr>().ok() == address.parse().ok()) =>
+        {
+            problem(
+                format!("{key}.grants.listen"),
+                format!(
+                    "the source listens on {address}, which is not granted: add \"{address}\" to \
+                 grants.listen"
+                ),
+            )
+        }
+        None if granted.is_empty() => problem(
+            format!("{key}.grants.listen"),
+            "the plugin listens for connections but no address is granted: add the address it \
+             listens on, e.g. grants.listen = [\"0.0.0.0:1514\"]"
+                .to_owned(),
+        ),
+        _ => {}
+    }
 }

@@ -1,0 +1,224 @@
+//! The plugin's configuration (JSON) and its checks.
+
+use safd_plugin_sdk::config::{self, check_range};
+use safd_plugin_sdk::types::{ConfigProblem, Severity};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    #[serde(default = "default_auto")]
+    framing: String,
+    #[serde(default = "default_auto")]
+    format: String,
+    #[serde(default = "default_max_connections")]
+    max_connections: u32,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: u32,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u32,
+    #[serde(default = "default_severity")]
+    severity: String,
+    #[serde(default = "default_max_events")]
+    max_events: u32,
+    #[serde(default = "default_max_bytes")]
+    max_bytes: u32,
+}
+
+fn default_auto() -> String {
+    "auto".to_owned()
+}
+fn default_max_connections() -> u32 {
+    100
+}
+fn default_max_message_bytes() -> u32 {
+    64 * 1024
+}
+fn default_idle_timeout_ms() -> u32 {
+    300_000
+}
+fn default_severity() -> String {
+    "info".to_owned()
+}
+fn default_max_events() -> u32 {
+    4096
+}
+fn default_max_bytes() -> u32 {
+    4 << 20
+}
+
+/// How messages are delimited on a connection (RFC 6587).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// Decided per connection by its first byte: a digit means octet
+    /// counting, anything else a line.
+    Auto,
+    Newline,
+    OctetCounting,
+}
+
+/// How a message's text is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// RFC 5424 when it starts `<PRI>1 `, RFC 3164 when it starts `<PRI>`,
+    /// else a raw line.
+    Auto,
+    Rfc5424,
+    Rfc3164,
+    Raw,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) framing: Framing,
+    pub(crate) format: Format,
+    pub(crate) max_connections: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) idle_timeout: Duration,
+    /// For raw lines, and for syslog messages whose priority is unreadable.
+    pub(crate) severity: Severity,
+    pub(crate) max_events: u32,
+    pub(crate) max_bytes: u32,
+}
+
+pub(crate) const SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["listen"],
+  "properties": {
+    "listen": {"type": "string", "description": "ip:port to listen on, e.g. 0.0.0.0:1514; must also be in this source's grants.listen"},
+    "framing": {"enum": ["auto", "newline", "octet-counting"], "default": "auto", "description": "RFC 6587: auto decides per connection (a digit first means octet counting)"},
+    "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line"},
+    "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100, "description": "further connections are closed at once (and logged)"},
+    "max_message_bytes": {"type": "integer", "minimum": 480, "maximum": 16777216, "default": 65536, "description": "a longer message is cut to this size and flagged truncated=<its length>"},
+    "idle_timeout_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 300000, "description": "a connection silent this long is closed"},
+    "severity": {"enum": ["debug", "info", "warning", "minor", "major", "critical"], "default": "info", "description": "of raw lines"},
+    "max_events": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 4096},
+    "max_bytes": {"type": "integer", "minimum": 1024, "maximum": 268435456, "default": 4194304}
+  }
+}"#;
+
+pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
+    let mut problems = Vec::new();
+    let listen = raw
+        .listen
+        .parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0);
+    if listen.is_none() {
+        problems.push(ConfigProblem::new(
+            "listen",
+            format!(
+                "`{}` is not an ip:port to listen on; write e.g. 0.0.0.0:1514 or [::]:1514",
+                raw.listen
+            ),
+        ));
+    }
+    let framing = match raw.framing.as_str() {
+        "auto" => Framing::Auto,
+        "newline" => Framing::Newline,
+        "octet-counting" => Framing::OctetCounting,
+        other => {
+            problems.push(ConfigProblem::new(
+                "framing",
+                format!("unknown framing `{other}`: use auto, newline or octet-counting"),
+            ));
+            Framing::Auto
+        }
+    };
+    let format = match raw.format.as_str() {
+        "auto" => Format::Auto,
+        "rfc5424" => Format::Rfc5424,
+        "rfc3164" => Format::Rfc3164,
+        "raw" => Format::Raw,
+        other => {
+            problems.push(ConfigProblem::new(
+                "format",
+                format!("unknown format `{other}`: use auto, rfc5424, rfc3164 or raw"),
+            ));
+            Format::Auto
+        }
+    };
+    let severity = Severity::from_name(&raw.severity).unwrap_or_else(|| {
+        problems.push(ConfigProblem::new(
+            "severity",
+            format!(
+                "unknown severity `{}`: use debug, info, warning, minor, major or critical",
+                raw.severity
+            ),
+        ));
+        Severity::Info
+    });
+    problems.extend(
+        [
+            check_range(
+                "max_connections",
+                raw.max_connections.into(),
+                1..=10_000,
+                "connections",
+            ),
+            check_range(
+                "max_message_bytes",
+                raw.max_message_bytes.into(),
+                480..=16 << 20,
+                "bytes",
+            ),
+            check_range(
+                "idle_timeout_ms",
+                raw.idle_timeout_ms.into(),
+                1000..=86_400_000,
+                "milliseconds",
+            ),
+            check_range("max_events", raw.max_events.into(), 1..=1_000_000, "events"),
+            check_range("max_bytes", raw.max_bytes.into(), 1024..=256 << 20, "bytes"),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    match listen {
+        Some(listen) if problems.is_empty() => Ok(Config {
+            listen,
+            framing,
+            format,
+            max_connections: raw.max_connections as usize,
+            max_message_bytes: raw.max_message_bytes as usize,
+            idle_timeout: Duration::from_millis(raw.idle_timeout_ms.into()),
+            severity,
+            max_events: raw.max_events,
+            max_bytes: raw.max_bytes,
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_bad_key_named() {
+        let config = parse(r#"{"listen": "127.0.0.1:1514"}"#).unwrap();
+        assert_eq!(config.framing, Framing::Auto);
+        assert_eq!(config.max_connections, 100);
+        let problems = parse(
+            r#"{"listen": "localhost:0", "framing": "lf", "format": "json",
+                "max_connections": 0, "severity": "loud"}"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["listen", "framing", "format", "severity", "max_connections"]
+        );
+        assert!(parse(r#"{"listen": "0.0.0.0:1514", "port": 1}"#).is_err());
+    }
+}

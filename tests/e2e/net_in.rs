@@ -1,0 +1,183 @@
+//! `net-in` in `safd run`: senders write syslog and raw lines to the
+//! address it was granted, the events reach a real `safd-mgmt`; without the
+//! grant `safd check` refuses it, and the sandbox refuses to listen.
+
+use crate::support::mgmt;
+use crate::support::plugins::{plugin_dir, plugin_path, runtime};
+use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
+use safd_connector::{PollLimits, SourceConnector};
+use safd_runtime::Grants;
+use serde_json::Value;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A loopback address nothing listens on (now).
+fn free_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// net-in on `listen` (granted `grant`) → mgmt-http → `server`.
+fn config(dir: &Path, listen: &str, grant: &str, server: &mgmt::Server) -> PathBuf {
+    let text = format!(
+        r#"agent_id = "test-safd"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.net]
+plugin = "net-in"
+config = {{ listen = "{listen}" }}
+grants = {{ listen = [{grant}] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{token}", timeout_ms = 3000 }}
+grants = {{ http = ["{authority}"] }}
+members = [{{ name = "primary", address = "{base}" }}]
+probe_interval_ms = 200
+"#,
+        data = dir.join("data").display(),
+        plugins = plugin_dir().display(),
+        token = mgmt::TOKEN,
+        authority = server.authority(),
+        base = server.base,
+    );
+    let path = dir.join("safd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn attribute<'a>(event: &'a Value, key: &str) -> Option<&'a str> {
+    event["attributes"]
+        .as_array()?
+        .iter()
+        .find(|pair| pair[0] == key)
+        .and_then(|pair| pair[1].as_str())
+}
+
+#[test]
+fn messages_written_to_the_granted_address_reach_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let listen = free_address();
+    let path = config(dir.path(), &listen, &format!("\"{listen}\""), &server);
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+
+    let mut sender = None;
+    wait_for(Duration::from_secs(30), "net-in listening", || {
+        sender = TcpStream::connect(&listen).ok();
+        sender.is_some()
+    });
+    let mut sender = sender.unwrap();
+    sender
+        .write_all(
+            b"<11>1 2024-03-11T01:17:10.5Z prod1 ems 42 ZZEV [ems subsystem=\"TMF\"] \
+              LDEV 123: LINE NOT READY\n\
+              <14>Mar 11 01:17:10 prod1 app[7]: all fine\n\
+              a raw line\n",
+        )
+        .unwrap();
+    // Octet-counted from a second sender, a line break inside.
+    let mut framed = TcpStream::connect(&listen).unwrap();
+    framed.write_all(b"9 two\nlines").unwrap();
+    drop(framed);
+
+    let mut events = Vec::new();
+    wait_for(Duration::from_secs(30), "four events at the server", || {
+        events = server.events("stream=net&limit=100");
+        events.len() >= 4
+    });
+    let find = |body: &str| {
+        events
+            .iter()
+            .find(|e| e["body"] == body)
+            .unwrap_or_else(|| panic!("no `{body}` in {events:?}"))
+    };
+    let ems = find("LDEV 123: LINE NOT READY");
+    assert_eq!(ems["severity"], "major");
+    assert_eq!(ems["time"], 1_710_119_830_500_000i64);
+    assert_eq!(attribute(ems, "host"), Some("prod1"));
+    assert_eq!(attribute(ems, "ems.subsystem"), Some("TMF"));
+    assert_eq!(attribute(ems, "format"), Some("rfc5424"));
+    let bsd = find("all fine");
+    assert_eq!(
+        (attribute(bsd, "app"), attribute(bsd, "procid")),
+        (Some("app"), Some("7"))
+    );
+    assert_eq!(find("a raw line")["severity"], "info");
+    find("two\nlines");
+    let sender_address = sender.local_addr().unwrap().to_string();
+    assert_eq!(attribute(ems, "sender"), Some(sender_address.as_str()));
+    drop(sender);
+    stop_cleanly(&mut daemon, rest);
+}
+
+#[test]
+fn check_refuses_a_listen_address_that_is_not_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let listen = free_address();
+    let other = free_address();
+    for grant in [format!("\"{other}\""), String::new()] {
+        let path = config(dir.path(), &listen, &grant, &server);
+        let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("sources.net.grants.listen"), "{stderr}");
+        assert!(stderr.contains("grants.listen"), "{stderr}");
+    }
+}
+
+/// Past `safd check` (a config that names no address of its own), the
+/// sandbox itself refuses: the bind fails inside the plugin, which says
+/// which grant is missing, and safd announces the denied access (3007).
+#[tokio::test]
+async fn the_sandbox_refuses_to_listen_without_the_grant() {
+    let listen = free_address();
+    let plugin = runtime().load(&plugin_path("net-in")).unwrap();
+    let grants = Grants {
+        listen: vec![free_address()],
+        ..Grants::default()
+    };
+    let config = serde_json::json!({ "listen": listen }).to_string();
+    let source = plugin.source("net", config, &grants).unwrap();
+    let err = match source.open(None).await {
+        Ok(mut session) => session
+            .poll(PollLimits {
+                max_events: 10,
+                max_bytes: 1 << 20,
+            })
+            .await
+            .map(drop)
+            .unwrap_err(),
+        Err(err) => err,
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("add \"{listen}\" to this source's grants.listen")),
+        "{message}"
+    );
+    assert!(
+        TcpStream::connect(&listen).is_err(),
+        "something listens on {listen}"
+    );
+}
+
+#[test]
+fn inspect_shows_the_listen_capability() {
+    let output = safd()
+        .args(["plugins", "inspect"])
+        .arg(plugin_dir().join("net-in.wasm"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("capabilities:  listen"), "{stdout}");
+    assert!(stdout.contains("max_connections"), "{stdout}");
+}
