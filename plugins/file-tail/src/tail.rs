@@ -428,7 +428,7 @@ fn read_file(
     truncated: &mut Vec<(FileCursor, Instant)>,
 ) -> Result<bool, String> {
     let (size, modified) = t.file.stat()?;
-    t.now = now_micros();
+    t.now = safd_plugin_sdk::time::now_micros();
     // Truncated and written again since the last look, maybe up to or past
     // where reading stopped: its first line, or the bytes before where
     // reading stopped, are no longer the same.
@@ -665,12 +665,6 @@ fn char_floor(bytes: &[u8], max: usize) -> usize {
         cut -= 1;
     }
     cut
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// The tailer against real files in a temporary directory (natively: the

@@ -5,9 +5,10 @@
 
 use crate::config::Config;
 use crate::framing::{Frame, Framer};
-use crate::syslog::{self, FACILITIES, Message};
+use crate::syslog::{self, Message};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::log;
+use safd_plugin_sdk::syslog::FACILITIES;
 use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read};
@@ -77,7 +78,7 @@ impl Receiver {
     /// waiting than the budget took.
     pub(crate) fn poll(&mut self, config: &Config, out: &mut EventWriter, budget: &Budget) -> bool {
         self.accept(config);
-        let now = now_micros();
+        let now = safd_plugin_sdk::time::now_micros();
         let count = self.connections.len();
         let first = self.first_served % count.max(1);
         let mut more = false;
@@ -119,7 +120,7 @@ impl Receiver {
                     self.connections.push(Connection {
                         stream,
                         peer,
-                        id_prefix: format!("{peer}/{}/", now_micros()),
+                        id_prefix: format!("{peer}/{}/", safd_plugin_sdk::time::now_micros()),
                         framer: Framer::new(config.framing),
                         last_read: Instant::now(),
                         closed: false,
@@ -245,12 +246,6 @@ fn severity_of(syslog: u8) -> Severity {
         5 | 6 => Severity::Info,
         _ => Severity::Debug,
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[cfg(all(test, not(target_os = "wasi")))]

@@ -25,33 +25,6 @@ pub(crate) struct Message<'a> {
     pub(crate) problem: Option<String>,
 }
 
-pub(crate) const FACILITIES: [&str; 24] = [
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-];
-
 /// Read `text` as `format`; `now` (µs) gives RFC 3164 times their year.
 pub(crate) fn parse(text: &str, format: Format, now: i64) -> Message<'_> {
     let pri = priority(text);

@@ -2,6 +2,14 @@
 
 use std::fmt::Write as _;
 
+/// The current time, microseconds since the Unix epoch (0 if the clock is
+/// before it).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn rfc3339(out: &mut String, micros: i64) {
     let secs = micros.div_euclid(1_000_000);

@@ -112,7 +112,7 @@ pub(crate) const SCHEMA: &str = r#"{
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
     let mut problems = Vec::new();
-    let facility = facility(&raw.facility).unwrap_or_else(|| {
+    let facility = safd_plugin_sdk::syslog::facility(&raw.facility).unwrap_or_else(|| {
         problems.push(ConfigProblem::new(
             "facility",
             format!(
@@ -174,42 +174,6 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         timeout: std::time::Duration::from_millis(u64::from(raw.timeout_ms)),
         relp_window: raw.relp_window as usize,
     })
-}
-
-fn facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern",
-        "user",
-        "mail",
-        "daemon",
-        "auth",
-        "syslog",
-        "lpr",
-        "news",
-        "uucp",
-        "cron",
-        "authpriv",
-        "ftp",
-        "ntp",
-        "security",
-        "console",
-        "solaris-cron",
-        "local0",
-        "local1",
-        "local2",
-        "local3",
-        "local4",
-        "local5",
-        "local6",
-        "local7",
-    ];
-    if let Ok(n) = name.parse::<u8>() {
-        return (n < 24).then_some(n);
-    }
-    NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name))
-        .and_then(|i| u8::try_from(i).ok())
 }
 
 /// RFC 5424 header fields: 1..max printable US-ASCII characters, no spaces.
