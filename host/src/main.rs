@@ -28,7 +28,7 @@ fn disable_transparent_huge_pages() {
 fn main() -> ExitCode {
     disable_transparent_huge_pages();
     let args = cli::Cli::parse();
-    init_logging(args.verbose, args.prints_notices());
+    init_logging(args.verbose, args.prints_notices(), args.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, prints_notices: bool) {
+fn init_logging(verbose: u8, prints_notices: bool, format: cli::log::LogFormat) {
     let default = match verbose {
         // The command shows safd's numbered events itself.
         // wasmtime-wasi-http warns of every refused connection; safd
@@ -61,12 +61,5 @@ fn init_logging(verbose: u8, prints_notices: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SAFD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
-        .init();
+    cli::log::init(format, filter);
 }

@@ -27,6 +27,7 @@ pub struct Applied {
     queue: QueueOptions,
     admin: (SocketAddr, Option<String>),
     cache_dir: Option<PathBuf>,
+    log_format: crate::config::LogFormat,
     /// Per `sources.NAME` / `groups.NAME` that runs: its fingerprint.
     running: BTreeMap<String, String>,
     runtime: safd_runtime::Runtime,
@@ -41,6 +42,7 @@ impl Applied {
             queue: checked.engine.queue,
             admin: checked.admin.clone(),
             cache_dir: checked.cache_dir.clone(),
+            log_format: checked.log_format,
             running: checked.fingerprints.clone(),
             runtime: checked.runtime.clone(),
         }
@@ -72,6 +74,9 @@ impl Applied {
         }
         if next.cache_dir != self.cache_dir {
             changed.push("cache_dir".to_owned());
+        }
+        if next.log_format != self.log_format {
+            changed.push("log.format".to_owned());
         }
         changed
     }

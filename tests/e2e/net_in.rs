@@ -181,3 +181,72 @@ fn inspect_shows_the_listen_capability() {
     assert!(stdout.contains("capabilities:  listen"), "{stdout}");
     assert!(stdout.contains("max_connections"), "{stdout}");
 }
+
+/// `/health` answers 503 naming the failing source while net-in cannot
+/// listen (its port taken), and 200 once it can; with `[log] format =
+/// "json"` every line safd writes to stderr is a JSON object.
+#[test]
+fn health_follows_the_source_and_json_logs_parse_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = squatter.local_addr().unwrap().to_string();
+    let path = config(dir.path(), &listen, &format!("\"{listen}\""), &server);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n[log]\nformat = \"json\"\n");
+    std::fs::write(&path, text).unwrap();
+    let (mut daemon, admin, rest) = run_with_admin(&path);
+
+    let health = || {
+        let mut response = ureq::get(&format!("http://{admin}/health"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        let code = response.status().as_u16();
+        (code, response.body_mut().read_json::<Value>().unwrap())
+    };
+    let mut answer = (0, Value::Null);
+    wait_for(Duration::from_secs(30), "503 naming the source", || {
+        answer = health();
+        answer.0 == 503
+            && answer.1["not_ready"][0]
+                .as_str()
+                .is_some_and(|r| r.contains("source `net` is failing") && r.contains(&listen))
+    });
+    assert_eq!(answer.1["live"], true);
+    drop(squatter);
+    wait_for(Duration::from_secs(60), "200 once it listens", || {
+        answer = health();
+        answer.0 == 200
+    });
+    assert_eq!(answer.1["ready"], true, "{}", answer.1);
+    let status: Value = ureq::get(&format!("http://{admin}/status"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(status["sources"][0]["stream"], "net", "{status}");
+    assert_eq!(status["sources"][0]["state"], "running", "{status}");
+    assert!(
+        status["sources"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot listen")),
+        "{status}"
+    );
+
+    let stderr = stop_cleanly(&mut daemon, rest);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in lines {
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            object["timestamp"].is_string() && object["level"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("safd: stopped"), "{stderr}");
+}

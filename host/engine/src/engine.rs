@@ -11,6 +11,7 @@ pub use crate::pump::PumpTuning;
 use crate::pump::{Pump, SourceDirectory};
 use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{OpenReport, Queue, QueueError, QueueOptions};
+use crate::source_state::{SourceState, SourceStatus};
 use safd_connector::{CatchUpFrom, SourceConnector};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,6 +98,8 @@ struct GroupHandle {
 struct Running {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A source's state (pumps only).
+    source: Option<SourceState>,
 }
 
 impl Running {
@@ -104,6 +107,7 @@ impl Running {
         Self {
             stop: watch::channel(false).0,
             tasks: Vec::new(),
+            source: None,
         }
     }
 
@@ -229,6 +233,8 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         self.sources.insert(stream, tx);
         let mut running = Running::new();
+        let state = SourceState::new(stream);
+        running.source = Some(state.clone());
         let pump = Pump {
             stream: stream.to_owned(),
             connector,
@@ -237,6 +243,7 @@ impl Engine {
             tuning,
             commands: rx,
             shutdown: running.stop.subscribe(),
+            state,
         };
         running.tasks.push(tokio::spawn(pump.run()));
         pumps.insert(stream.to_owned(), running);
@@ -532,6 +539,16 @@ impl Engine {
                 bytes: s.bytes,
                 cursor: s.cursor,
             })
+            .collect()
+    }
+
+    /// Every source's state, by stream name.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.pumps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|running| running.source.as_ref().map(SourceState::status))
             .collect()
     }
 

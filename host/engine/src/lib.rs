@@ -24,6 +24,7 @@ pub mod metrics;
 mod notice;
 mod pump;
 mod queue;
+mod source_state;
 
 pub use catch_up::{CatchUpDecision, RefusalReason};
 pub use engine::{
@@ -41,3 +42,4 @@ pub use queue::{
     GroupState, IndexRebuilt, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions,
     Retention, StreamState, WhenFull,
 };
+pub use source_state::{SourceActivity, SourceStatus};

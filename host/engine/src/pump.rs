@@ -4,6 +4,7 @@
 
 use crate::notice::{Notice, Notices};
 use crate::queue::Queue;
+use crate::source_state::{SourceActivity, SourceState};
 use safd_connector::event_ids::{QUEUE_WRITE_FAILED, SOURCE_FAILED};
 use safd_connector::{Cursor, PollLimits, SourceBatch, SourceConnector, SourceSession, Timestamp};
 use std::collections::HashMap;
@@ -77,6 +78,9 @@ impl SourceDirectory {
     }
 }
 
+/// How long a store may take before the source counts as held back.
+const HELD_BACK_AFTER: Duration = Duration::from_secs(1);
+
 pub(crate) struct Pump {
     pub(crate) stream: String,
     pub(crate) connector: Arc<dyn SourceConnector>,
@@ -85,6 +89,7 @@ pub(crate) struct Pump {
     pub(crate) tuning: PumpTuning,
     pub(crate) commands: mpsc::UnboundedReceiver<PumpCommand>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) state: SourceState,
 }
 
 enum Step {
@@ -103,8 +108,12 @@ impl Pump {
                 pending_seek = Some(time);
             }
             if session.is_none() {
+                self.state.set(SourceActivity::Starting);
                 match self.open().await {
-                    Ok(opened) => session = Some(opened),
+                    Ok(opened) => {
+                        self.state.set(SourceActivity::Running);
+                        session = Some(opened);
+                    }
                     Err(reason) => {
                         failures += 1;
                         self.source_failed(&reason, failures);
@@ -132,8 +141,16 @@ impl Pump {
                 }
             }
             match self.step(live).await {
-                Step::Continue => failures = 0,
+                Step::Continue => {
+                    if failures > 0 {
+                        self.state.set(SourceActivity::Running);
+                    }
+                    failures = 0;
+                }
                 Step::Idle => {
+                    if failures > 0 {
+                        self.state.set(SourceActivity::Running);
+                    }
                     failures = 0;
                     self.pause(self.tuning.idle_wait).await;
                 }
@@ -182,14 +199,40 @@ impl Pump {
             // A full queue (`when_full = "block"`) can hold this wait for
             // as long as delivery is down; shutdown must not. Giving up
             // here loses nothing: the source was not told to move on.
-            let stored = tokio::select! {
-                stored = self.queue.ingest_block(&self.stream, &batch.events, batch.cursor.as_ref()) => stored,
-                _ = shutdown.changed() => return Step::Idle,
+            let (stored, waiting) = {
+                let ingest =
+                    self.queue
+                        .ingest_block(&self.stream, &batch.events, batch.cursor.as_ref());
+                tokio::pin!(ingest);
+                let mut waiting = false;
+                let stored = loop {
+                    tokio::select! {
+                        stored = &mut ingest => break stored,
+                        _ = shutdown.changed() => return Step::Idle,
+                        // A store that takes this long waits for room (a full
+                        // queue, a data disk short of min_free_mib): say so.
+                        _ = tokio::time::sleep(HELD_BACK_AFTER), if !waiting => {
+                            waiting = true;
+                            self.state.held_back(
+                                "waiting for room in the queue (full, or the data disk short of \
+                                 min_free_mib)",
+                            );
+                        }
+                    }
+                };
+                (stored, waiting)
             };
             match stored {
-                Ok(_) => break,
+                Ok(_) => {
+                    if attempt > 0 || waiting {
+                        self.state.set(SourceActivity::Running);
+                    }
+                    break;
+                }
                 Err(err) => {
                     attempt += 1;
+                    self.state
+                        .held_back(&format!("cannot store its events: {err}"));
                     if attempt == 1 || attempt.is_power_of_two() {
                         self.notices.emit(
                             Notice::new(
@@ -240,6 +283,7 @@ impl Pump {
     }
 
     fn source_failed(&self, reason: &str, failures: u32) {
+        self.state.failed(reason, failures);
         if failures == 1 || failures.is_power_of_two() {
             self.notices.emit(
                 Notice::new(

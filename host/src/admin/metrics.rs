@@ -1,7 +1,7 @@
 //! `GET /metrics` in the Prometheus text format. The engine keeps plain
 //! atomic counters (cheap on the hot path); this renders them on request.
 
-use safd_engine::{Engine, Metrics};
+use safd_engine::{Engine, Metrics, SourceActivity};
 use std::fmt::Write as _;
 
 /// One metric family: HELP, TYPE and its samples.
@@ -127,6 +127,42 @@ pub async fn render(engine: &Engine) -> String {
                 (
                     format!("cursor=\"{}\",stream=\"{}\"", label(cursor), label(stream)),
                     n,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let sources = engine.sources();
+    let mut states = Vec::new();
+    for source in &sources {
+        for activity in SourceActivity::ALL {
+            states.push((
+                format!(
+                    "stream=\"{}\",state=\"{}\"",
+                    label(&source.stream),
+                    activity.name()
+                ),
+                u64::from(source.activity == activity),
+            ));
+        }
+    }
+    family(
+        &mut out,
+        "safd_source_state",
+        "gauge",
+        "1 for the source's current state (starting, running, held-back, failing).",
+        &states,
+    );
+    family(
+        &mut out,
+        "safd_source_failures",
+        "gauge",
+        "Failures in a row of the source's open, poll, seek or commit (0 while it runs).",
+        &sources
+            .iter()
+            .map(|s| {
+                (
+                    format!("stream=\"{}\"", label(&s.stream)),
+                    u64::from(s.failures),
                 )
             })
             .collect::<Vec<_>>(),

@@ -6,6 +6,7 @@
 //! are its clients (`client`).
 
 pub mod client;
+mod health;
 mod metrics;
 mod status;
 
@@ -30,6 +31,7 @@ use crate::reload::ReloadReport;
 /// (one at a time, like SIGHUP) and answers on the channel.
 pub type ReloadRequest = oneshot::Sender<ReloadReport>;
 
+pub use health::Health;
 pub use status::Status;
 
 #[derive(Debug, Clone)]
@@ -87,10 +89,13 @@ pub async fn bind(
         .route("/dlq/replay", post(post_replay))
         .route("/reload", post(post_reload))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        // Probes carry no token: /health says only whether safd is ready,
+        // and names its sources and groups.
+        .route("/health", get(get_health))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
-                "no such path; see docs/admin.md (/status, /metrics, /catchup, /dlq, \
+                "no such path; see docs/admin.md (/health, /status, /metrics, /catchup, /dlq, \
                  /dlq/replay, /reload)"
                     .to_owned(),
             )
@@ -127,6 +132,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn get_status(State(state): State<AdminState>) -> Json<Status> {
     Json(Status::gather(&state.engine, &state.agent_id, state.started.elapsed()).await)
+}
+
+async fn get_health(State(state): State<AdminState>) -> Response {
+    let health = Health::gather(&state.engine).await;
+    let code = if health.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(health)).into_response()
 }
 
 async fn get_metrics(State(state): State<AdminState>) -> Response {

@@ -1,7 +1,7 @@
 //! `GET /status`: what an operator asks first — are events flowing, where
 //! are they waiting, which member is active and why.
 
-use safd_engine::{Engine, GroupMode, MemberHealth};
+use safd_engine::{Engine, GroupMode, MemberHealth, SourceStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +14,9 @@ pub struct Status {
     pub agent_id: String,
     pub uptime_secs: u64,
     pub streams: Vec<StreamView>,
+    /// Every source: what it is doing and its last error.
+    #[serde(default)]
+    pub sources: Vec<SourceView>,
     pub groups: Vec<GroupView>,
     /// safd's numbered events (failover, failback, catch-up…), newest last.
     pub recent_events: Vec<NoticeView>,
@@ -30,6 +33,32 @@ pub struct StreamView {
     pub bytes: u64,
     /// Whether the source has a durable cursor yet.
     pub has_cursor: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceView {
+    /// The stream it feeds (the source's name).
+    pub stream: String,
+    /// `starting`, `running`, `held-back` or `failing`.
+    pub state: String,
+    /// Seconds in that state.
+    pub since_secs: u64,
+    /// Failures in a row (0 while it runs).
+    pub failures: u32,
+    /// The last failure or hold-up, kept after it recovered.
+    pub last_error: Option<String>,
+}
+
+impl From<SourceStatus> for SourceView {
+    fn from(s: SourceStatus) -> Self {
+        Self {
+            stream: s.stream,
+            state: s.activity.name().to_owned(),
+            since_secs: s.since.as_secs(),
+            failures: s.failures,
+            last_error: s.last_error,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +175,7 @@ impl Status {
                     has_cursor: s.cursor.is_some(),
                 })
                 .collect(),
+            sources: engine.sources().into_iter().map(SourceView::from).collect(),
             groups,
             recent_events: notices
                 .into_iter()

@@ -114,6 +114,25 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             s.name, s.first_seq, s.next_seq, s.stored_events, s.bytes
         )?;
     }
+    if !status.sources.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{:<20} {:<10} {:>8} {:>9}  LAST ERROR",
+            "SOURCE", "STATE", "SINCE", "FAILURES"
+        )?;
+        for s in &status.sources {
+            writeln!(
+                out,
+                "{:<20} {:<10} {:>7}s {:>9}  {}",
+                s.stream,
+                s.state,
+                s.since_secs,
+                s.failures,
+                s.last_error.as_deref().unwrap_or("-")
+            )?;
+        }
+    }
     for group in &status.groups {
         for lane in &group.lanes {
             writeln!(out)?;

@@ -63,7 +63,7 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let checked = match args.check().await {
         Ok(checked) => checked,
         Err(err) => {
-            eprintln!("{err}");
+            super::log::say(&err.to_string());
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -108,18 +108,21 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             tracing::error!("admin API stopped: {err}");
         }
     });
-    tracing::info!("safd running: {summary}; admin API on http://{admin_addr}");
-    eprintln!("safd running: {summary}; admin API on http://{admin_addr}");
+    super::log::say(&format!(
+        "safd running: {summary}; admin API on http://{admin_addr}"
+    ));
 
     let signal = serve(&args, &engine, &mut applied, &mut reload_rx).await?;
-    eprintln!("safd: {signal}: stopping sources, settling deliveries in flight, flushing");
+    super::log::say(&format!(
+        "safd: {signal}: stopping sources, settling deliveries in flight, flushing"
+    ));
     engine
         .shutdown()
         .await
         .context("stopping the engine cleanly")?;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    eprintln!("safd: stopped");
+    super::log::say("safd: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -173,11 +176,11 @@ async fn serve(
         let report = reload::apply(engine, applied, next).await;
         let summary = report.summary();
         if report.applied() {
-            tracing::info!("{summary}");
+            super::log::say(&format!("safd: {summary}"));
         } else {
             tracing::error!("{summary}");
+            super::log::say(&format!("safd: {summary}"));
         }
-        eprintln!("safd: {summary}");
         if let Some(reply) = reply {
             // The caller may have given up waiting; the reload stands.
             let _ = reply.send(report);

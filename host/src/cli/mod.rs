@@ -4,6 +4,7 @@ mod admin;
 mod daemon;
 mod demo;
 pub mod harness;
+pub mod log;
 mod plugins;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +26,11 @@ pub struct Cli {
     /// SAFD_LOG environment variable (e.g. `safd_runtime=debug`) overrides it.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+
+    /// Log lines as text or JSON (one object per line). Default: the
+    /// configuration's `[log] format` for `run`, else text.
+    #[arg(long, global = true, env = "SAFD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<log::LogFormat>,
 
     #[command(subcommand)]
     command: Command,
@@ -66,6 +72,27 @@ enum Command {
 }
 
 impl Cli {
+    /// The form of the log: the flag (or its variable), else for `run` the
+    /// configuration's `[log] format`, else text.
+    pub fn log_format(&self) -> log::LogFormat {
+        self.log_format
+            .or_else(|| self.configured_log_format())
+            .unwrap_or_default()
+    }
+
+    /// `[log] format` of `run`'s file, read before anything else so the
+    /// first line is in the right form (an unreadable file is reported by
+    /// the check that follows, in text).
+    fn configured_log_format(&self) -> Option<log::LogFormat> {
+        let Command::Run(args) = &self.command else {
+            return None;
+        };
+        let text = std::fs::read_to_string(&args.config).ok()?;
+        let table: toml::Table = toml::from_str(&text).ok()?;
+        let log: crate::config::LogSection = table.get("log")?.clone().try_into().ok()?;
+        Some(log.format)
+    }
+
     /// The command prints safd's numbered events on stdout itself, so the
     /// log need not repeat them.
     pub fn prints_notices(&self) -> bool {

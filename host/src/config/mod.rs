@@ -76,6 +76,29 @@ pub struct ConfigFile {
     pub sources: BTreeMap<String, SourceSection>,
     #[serde(default)]
     pub groups: BTreeMap<String, GroupSection>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[log]`: the form of safd's log on stderr.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (the default) or `json`; `--log-format` overrides it.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// The form of log lines on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`
+    /// and the record's fields.
+    Json,
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,7 +89,12 @@ pub fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<S
         let read = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
         assert!(read > 0, "safd ended before running:\n{seen}");
         seen.push_str(&line);
-        if let Some((_, address)) = line.trim().rsplit_once("admin API on http://") {
+        // The line is text, or a JSON object with it as `message`.
+        let message = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_owned))
+            .unwrap_or(line);
+        if let Some((_, address)) = message.trim().rsplit_once("admin API on http://") {
             break address.to_owned();
         }
     };

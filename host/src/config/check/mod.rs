@@ -31,6 +31,8 @@ pub struct Checked {
     pub groups: Vec<GroupConfig>,
     /// The file's `cache_dir`, if it sets one.
     pub cache_dir: Option<PathBuf>,
+    /// `[log] format` (the running log keeps the form it started with).
+    pub log_format: crate::config::LogFormat,
     /// Per `sources.NAME` / `groups.NAME`: its section as written and its
     /// plugin file's fingerprint. A reload restarts exactly the entries
     /// whose fingerprint changed.
@@ -258,6 +260,7 @@ async fn check_file(
 
     Checked {
         admin: (admin_listen, file.admin.token.clone()),
+        log_format: file.log.format,
         engine: EngineOptions {
             agent_id: file.agent_id.get_ref().clone(),
             data_dir: file.data_dir.get_ref().clone(),
