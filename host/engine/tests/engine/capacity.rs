@@ -215,6 +215,14 @@ async fn shutdown_is_not_held_up_by_a_source_waiting_for_room() {
         ids(engine.notices()).contains(&QUEUE_FULL)
     })
     .await;
+    // And says so: held back, waiting for room.
+    eventually("the source held back", Duration::from_secs(5), || {
+        engine.sources().iter().any(|s| {
+            s.activity == safd_engine::SourceActivity::HeldBack
+                && s.last_error.as_deref().is_some_and(|e| e.contains("room"))
+        })
+    })
+    .await;
     tokio::time::timeout(Duration::from_secs(5), engine.shutdown())
         .await
         .expect("shutdown hung on a blocked source")

@@ -644,3 +644,39 @@ async fn sources_and_groups_replaced_while_running_lose_and_repeat_nothing() {
     ));
     engine.shutdown().await.unwrap();
 }
+
+/// A source whose sessions cannot open is `failing` with its reason, and
+/// `running` once it opens; the reason stays as its last error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_failing_to_open_says_why_and_recovers() {
+    use safd_engine::SourceActivity;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), QueueOptions::default());
+    let source = FakeSource::default();
+    *source.refuse_open.lock().unwrap() = Some("port 1514 in use".into());
+    engine
+        .add_source("ems", Arc::new(source.clone()), pump())
+        .unwrap();
+    let state = |engine: &Engine| engine.sources().into_iter().next().unwrap();
+    eventually("failing", Duration::from_secs(5), || {
+        let s = state(&engine);
+        s.activity == SourceActivity::Failing && s.failures >= 2
+    })
+    .await;
+    assert!(
+        state(&engine)
+            .last_error
+            .unwrap()
+            .contains("port 1514 in use")
+    );
+    *source.refuse_open.lock().unwrap() = None;
+    source.append(3, "e");
+    eventually("running", Duration::from_secs(15), || {
+        state(&engine).activity == SourceActivity::Running && *source.committed.lock().unwrap() == 3
+    })
+    .await;
+    let s = state(&engine);
+    assert_eq!((s.stream.as_str(), s.failures), ("ems", 0));
+    assert!(s.last_error.unwrap().contains("port 1514 in use"));
+    engine.shutdown().await.unwrap();
+}

@@ -415,6 +415,8 @@ pub struct FakeSource {
     /// Highest committed index.
     pub committed: Arc<Mutex<u64>>,
     pub seeks: Arc<Mutex<Vec<Timestamp>>>,
+    /// While set, opening a session fails with this reason.
+    pub refuse_open: Arc<Mutex<Option<String>>>,
 }
 
 impl FakeSource {
@@ -447,6 +449,9 @@ impl SourceConnector for FakeSource {
         &self,
         resume_from: Option<Cursor>,
     ) -> Result<Box<dyn SourceSession>, SessionError> {
+        if let Some(reason) = self.refuse_open.lock().unwrap().clone() {
+            return Err(SessionError::Start(reason));
+        }
         let position = resume_from
             .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
             .unwrap_or(0);
