@@ -238,6 +238,46 @@ members = []
     );
 }
 
+/// What the sandbox would refuse at the first call is refused by `check`:
+/// a member whose address is not granted, a source directory outside the
+/// granted ones — both in one run, each with the grant to add.
+#[test]
+fn check_refuses_an_ungranted_member_address_and_source_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ems_logs(dir.path(), 0);
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let path = config(
+        dir.path(),
+        &logs,
+        &[
+            ("primary", "http://127.0.0.1:9"),
+            ("backup", "http://127.0.0.1:10"),
+        ],
+        &["127.0.0.1:9".into()],
+    );
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &format!("grants = {{ dirs = [\"{}\"] }}", logs.display()),
+        &format!("grants = {{ dirs = [\"{}\"] }}", elsewhere.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, stderr) = text_of(&output);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("groups.mgmt.grants: member `backup`: `http://127.0.0.1:10` is not granted: add \"127.0.0.1:10\" to grants.http"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "sources.ems.grants.dirs: the source reads {}, which is not granted",
+            logs.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("member `primary`"), "{stderr}");
+}
+
 #[test]
 fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     const EVENTS: u64 = 3_000;

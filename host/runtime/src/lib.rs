@@ -37,5 +37,5 @@ pub use manifest::{
     Capabilities, EndpointForm, Manifest, ManifestError, PluginKind, supported_api,
 };
 pub use plugin::{ConfigProblem, LoadReport, Plugin, PluginDescription, Runtime};
-pub use sandbox::{GrantError, Sandbox};
+pub use sandbox::{GrantError, Sandbox, grant_covering};
 pub use source::{WasmSource, WasmSourceSession};

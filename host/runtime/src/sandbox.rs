@@ -233,6 +233,55 @@ impl Sandbox {
     }
 }
 
+/// Whether `grants` let a destination reach the member `address`: a URL's
+/// authority must be in `grants.http` (a grant without a port covers the
+/// scheme's default port), an `ip:port` in `grants.tcp`. `Err` says which
+/// grant to add — what the sandbox would otherwise refuse only at the first
+/// call. Addresses of neither form are for the plugin's own check.
+pub fn grant_covering(grants: &Grants, address: &str) -> Result<(), String> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        let granted = grants
+            .tcp
+            .iter()
+            .filter_map(|entry| entry.to_socket_addrs().ok())
+            .flatten()
+            .any(|g| g == addr);
+        return if granted {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{address}` is not granted: add \"{address}\" to grants.tcp"
+            ))
+        };
+    }
+    let Ok(uri) = address.parse::<http::Uri>() else {
+        return Ok(());
+    };
+    let Some(authority) = uri.authority() else {
+        return Ok(());
+    };
+    let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    let host = authority.host().to_ascii_lowercase();
+    let port = authority.port_u16().unwrap_or(default_port);
+    let granted = grants
+        .http
+        .iter()
+        .filter_map(|entry| Authority::parse(entry))
+        .any(|grant| grant.covers(&host, port, default_port));
+    if granted {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{address}` is not granted: add \"{}\" to grants.http",
+            authority.as_str()
+        ))
+    }
+}
+
 /// wasi:http hooks: a request leaves only for a granted authority.
 pub(crate) struct HttpPolicy {
     connector: Arc<str>,
@@ -329,6 +378,26 @@ mod tests {
         assert!(!ok("http://127.0.0.1:8081/"));
         assert!(!ok("http://mgmt.example/"));
         assert!(!ok("http://evil.example:8080/"));
+    }
+
+    #[test]
+    fn member_addresses_are_checked_against_the_grants() {
+        let grants = Grants {
+            http: vec!["10.0.0.5:8471".into(), "mgmt.example".into()],
+            tcp: vec!["10.0.0.9:6514".into()],
+            ..Grants::default()
+        };
+        assert!(grant_covering(&grants, "http://10.0.0.5:8471/safd").is_ok());
+        assert!(grant_covering(&grants, "http://MGMT.example/").is_ok());
+        assert!(grant_covering(&grants, "10.0.0.9:6514").is_ok());
+        let err = grant_covering(&grants, "http://10.0.0.6:8471").unwrap_err();
+        assert!(
+            err.contains("add \"10.0.0.6:8471\" to grants.http"),
+            "{err}"
+        );
+        assert!(grant_covering(&grants, "https://mgmt.example/").is_err());
+        let err = grant_covering(&grants, "10.0.0.9:6515").unwrap_err();
+        assert!(err.contains("grants.tcp"), "{err}");
     }
 
     #[test]

@@ -118,6 +118,7 @@ impl Queue {
             used_bytes: self.used_bytes.clone(),
             unflushed: self.unflushed.clone(),
             appended: self.appended.clone(),
+            fail_index_write: self.fail_index_write.swap(false, Ordering::AcqRel),
             _writing: writing,
         };
         // Once frames are appended, their seqs are taken: the rest (sync,
@@ -291,6 +292,9 @@ pub(super) struct DurableWrite {
     unflushed: Arc<AtomicBool>,
     /// Wakes the dispatchers.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Injected fault (tests): fail as sled does on a full disk, after the
+    /// sync.
+    fail_index_write: bool,
     /// Keeps a reopen of the store waiting until this write is done.
     _writing: tokio::sync::OwnedRwLockReadGuard<()>,
 }
@@ -315,6 +319,12 @@ impl DurableWrite {
                 .map(|(h, c)| (h, &c.stored[..])),
         )?;
         let durable_after = store.log.durable().await.map_err(QueueError::Fsync)?;
+        if self.fail_index_write {
+            return Err(QueueError::Storage(sled::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "injected: no space left for the index",
+            ))));
+        }
         // Durable from here on: the frames carry the events and the
         // cursor. sled's records follow, flushed lazily.
         let mut record = self.entry.record.clone();

@@ -294,8 +294,21 @@ pub struct Queue {
     /// once the index was rebuilt (group states lost with it), one above
     /// any epoch issued before, so a stale catch-up request cannot match.
     fresh_group_epoch: AtomicU64,
+    /// Fault injection for tests (`fault-injection` feature): the next
+    /// ingest fails after its frames are durable, before its index write.
+    fail_index_write: AtomicBool,
     notices: Notices,
     metrics: Arc<Metrics>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Queue {
+    /// Make the next ingest fail as a full disk fails sled: after its
+    /// frames were synced (so they are durable and a reopen reads them
+    /// back), before its index entries were written.
+    pub fn fail_next_index_write(&self) {
+        self.fail_index_write.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Queue {
@@ -349,6 +362,7 @@ impl Queue {
                 unflushed: Arc::new(AtomicBool::new(false)),
                 trim_lock: tokio::sync::Mutex::new(()),
                 fresh_group_epoch,
+                fail_index_write: AtomicBool::new(false),
                 notices,
                 metrics,
             },

@@ -193,3 +193,59 @@ async fn a_store_that_met_a_full_disk_is_reopened_and_loses_nothing() {
     assert_exactly_once(engine.queue(), "s", EVENTS);
     engine.shutdown().await.unwrap();
 }
+
+/// A write that fails after its frames are durable (sled refusing the
+/// index entries, as on a full disk): the store fails (2007) and is
+/// reopened (2008), the pump still holds the batch and hands it over again,
+/// and every event is stored exactly once. The fault is made on cue
+/// (`fault-injection`), not by filling a disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_made_durable_by_a_failed_write_is_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    const EVENTS: u64 = 2_000;
+    let source = FakeSource::default();
+    source
+        .log
+        .lock()
+        .unwrap()
+        .extend((0..EVENTS / 2).map(event));
+    let (engine, _) =
+        crate::common::fakes::open_engine(dir.path().to_owned(), QueueOptions::default());
+    engine
+        .add_source(
+            "s",
+            Arc::new(source.clone()),
+            PumpTuning {
+                idle_wait: Duration::from_millis(5),
+                limits: safd_connector::PollLimits {
+                    max_events: 100,
+                    max_bytes: 1 << 20,
+                },
+                ..PumpTuning::default()
+            },
+        )
+        .unwrap();
+    eventually("the first half stored", Duration::from_secs(30), || {
+        *source.committed.lock().unwrap() == EVENTS / 2
+    })
+    .await;
+    engine.queue().fail_next_index_write();
+    source
+        .log
+        .lock()
+        .unwrap()
+        .extend((EVENTS / 2..EVENTS).map(event));
+    let ids =
+        |engine: &Engine| -> Vec<u32> { engine.notices().recent().iter().map(|n| n.id).collect() };
+    eventually("the store reopened (2008)", Duration::from_secs(60), || {
+        ids(&engine).contains(&QUEUE_STORE_REOPENED)
+    })
+    .await;
+    eventually("every event committed", Duration::from_secs(60), || {
+        *source.committed.lock().unwrap() == EVENTS
+    })
+    .await;
+    assert!(ids(&engine).contains(&QUEUE_STORE_FAILED));
+    assert_exactly_once(engine.queue(), "s", EVENTS);
+    engine.shutdown().await.unwrap();
+}

@@ -97,6 +97,18 @@ pub(super) async fn check_groups(
                         section.plugin.get_ref()
                     ),
                 );
+            } else if let Err(why) = safd_runtime::grant_covering(&section.grants, &member.address)
+            {
+                // Only checked where the plugin asks for network access:
+                // without it no grant would help (its manifest decides).
+                let capabilities = plugin.manifest.capabilities;
+                if capabilities.http || capabilities.tcp {
+                    findings.at(
+                        &section.members,
+                        format!("{key}.grants"),
+                        format!("member `{}`: {why}", member.name),
+                    );
+                }
             }
         }
         let mut members = Vec::new();

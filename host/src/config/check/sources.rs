@@ -56,6 +56,11 @@ pub(super) async fn check_sources(
             continue;
         };
         fingerprints.insert(key.clone(), fingerprint(raw, "sources", name, &plugin));
+        if plugin.manifest.capabilities.files {
+            check_directory_grant(&key, &config, &section.grants.dirs, |at, message| {
+                findings.at(&section.plugin, at, message);
+            });
+        }
         if plugin.manifest.capabilities.listen {
             check_listen_grant(&key, &config, &section.grants.listen, |at, message| {
                 findings.at(&section.plugin, at, message);
@@ -113,5 +118,32 @@ fn check_listen_grant(
                 .to_owned(),
         ),
         _ => {}
+    }
+}
+
+/// A source that reads files (its manifest asks for `files`) must be
+/// granted the directory its config names in `directory` (as `ems-reader`
+/// and `file-tail` name it), or a directory above it.
+fn check_directory_grant(
+    key: &str,
+    config: &str,
+    granted: &[std::path::PathBuf],
+    mut problem: impl FnMut(String, String),
+) {
+    let Some(directory) = serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|c| c.get("directory")?.as_str().map(std::path::PathBuf::from))
+    else {
+        return;
+    };
+    if !granted.iter().any(|g| directory.starts_with(g)) {
+        problem(
+            format!("{key}.grants.dirs"),
+            format!(
+                "the source reads {}, which is not granted: add \"{}\" to grants.dirs",
+                directory.display(),
+                directory.display()
+            ),
+        );
     }
 }
