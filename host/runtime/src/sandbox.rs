@@ -257,7 +257,12 @@ pub fn grant_covering(grants: &Grants, address: &str) -> Result<(), String> {
     let Ok(uri) = address.parse::<http::Uri>() else {
         return Ok(());
     };
-    let Some(authority) = uri.authority() else {
+    // Other schemes (a plugin's own, like `fixture://`) are its business.
+    let web = [http::uri::Scheme::HTTP, http::uri::Scheme::HTTPS];
+    let (Some(authority), true) = (
+        uri.authority(),
+        uri.scheme().is_some_and(|s| web.contains(s)),
+    ) else {
         return Ok(());
     };
     let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
@@ -395,9 +400,12 @@ mod tests {
             err.contains("add \"10.0.0.6:8471\" to grants.http"),
             "{err}"
         );
-        assert!(grant_covering(&grants, "https://mgmt.example/").is_err());
+        // A grant without a port covers the scheme's default port only.
+        assert!(grant_covering(&grants, "https://mgmt.example/").is_ok());
+        assert!(grant_covering(&grants, "https://mgmt.example:8443/").is_err());
         let err = grant_covering(&grants, "10.0.0.9:6515").unwrap_err();
         assert!(err.contains("grants.tcp"), "{err}");
+        assert!(grant_covering(&grants, "fixture://only").is_ok());
     }
 
     #[test]
