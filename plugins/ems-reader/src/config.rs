@@ -114,21 +114,15 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     });
     let mut overrides: HashMap<u32, Vec<(String, Severity)>> = HashMap::new();
     for (i, o) in raw.severity_overrides.iter().enumerate() {
-        match Severity::from_name(&o.severity) {
-            Some(s) => {
+        match config::severity(&format!("severity_overrides[{i}].severity"), &o.severity) {
+            Ok(s) => {
                 let subsystem = o.subsystem.to_ascii_uppercase();
                 let entries: &mut Vec<(String, Severity)> = overrides.entry(o.event).or_default();
                 // A later override of the same event replaces the earlier.
                 entries.retain(|(name, _)| *name != subsystem);
                 entries.push((subsystem, s));
             }
-            None => problems.push(ConfigProblem::new(
-                format!("severity_overrides[{i}].severity"),
-                format!(
-                    "unknown severity `{}`: use debug, info, warning, minor, major or critical",
-                    o.severity
-                ),
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     if raw.directory.trim().is_empty() {

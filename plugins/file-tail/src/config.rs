@@ -132,14 +132,8 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             false
         }
     };
-    let severity = Severity::from_name(&raw.severity).unwrap_or_else(|| {
-        problems.push(ConfigProblem::new(
-            "severity",
-            format!(
-                "unknown severity `{}`: use debug, info, warning, minor, major or critical",
-                raw.severity
-            ),
-        ));
+    let severity = config::severity("severity", &raw.severity).unwrap_or_else(|problem| {
+        problems.push(problem);
         Severity::Info
     });
     for (key, value, range, unit) in [

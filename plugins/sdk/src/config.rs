@@ -6,7 +6,7 @@
 //! [`ConfigProblem`] that names the offending key, which is what
 //! `validate-config` and the session constructors should return.
 
-use crate::types::ConfigProblem;
+use crate::types::{ConfigProblem, Severity};
 use serde::de::DeserializeOwned;
 
 /// Parse `text` (JSON) into `T`, naming the failing path on error.
@@ -40,6 +40,19 @@ pub fn check_range(
                 "is {value}; give {} to {} ({unit})",
                 range.start(),
                 range.end()
+            ),
+        )
+    })
+}
+
+/// The severity named `name` at `key`, or the problem naming the six
+/// there are.
+pub fn severity(key: &str, name: &str) -> Result<Severity, ConfigProblem> {
+    Severity::from_name(name).ok_or_else(|| {
+        ConfigProblem::new(
+            key,
+            format!(
+                "unknown severity `{name}`: use debug, info, warning, minor, major or critical"
             ),
         )
     })

@@ -2,35 +2,10 @@
 //! appear in the table, with severity colours, and safd's own events are
 //! highlighted. `cargo xtask test` installs Chromium when it is missing.
 
+use crate::support::browser::rendered_dom;
 use crate::support::mgmt::{Server, TOKEN, event};
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The console's DOM after its scripts ran (Chromium's `--dump-dom`).
-fn rendered_dom(url: &str) -> String {
-    let output = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            // Let the page's fetches and first refresh finish.
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run chromium ({e}); `cargo xtask test` installs it (Debian package `chromium`)")
-        });
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 #[test]
 fn delivered_events_appear_in_the_console() {

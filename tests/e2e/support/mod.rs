@@ -1,8 +1,10 @@
 //! What the end-to-end tests find and start: the built binaries and
-//! plugins, a `safd` process runner, a `safd-mgmt` runner, rsyslog. Every
+//! plugins, a `safd` process runner, a `safd-mgmt` runner, rsyslog, a
+//! headless browser. Every
 //! test of this binary gets them from here, and only from here.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod mgmt;
 pub mod plugins;
 pub mod rsyslog;
