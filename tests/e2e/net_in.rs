@@ -4,6 +4,7 @@
 
 use crate::support::mgmt;
 use crate::support::plugins::{plugin_dir, plugin_path, runtime};
+use crate::support::rsyslog::Rsyslog;
 use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{PollLimits, SourceConnector};
 use safd_runtime::Grants;
@@ -21,6 +22,17 @@ fn free_address() -> String {
 
 /// net-in on `listen` (granted `grant`) → mgmt-http → `server`.
 fn config(dir: &Path, listen: &str, grant: &str, server: &mgmt::Server) -> PathBuf {
+    config_with(dir, listen, grant, server, "")
+}
+
+/// The same, with more keys for net-in (`, key = value`).
+fn config_with(
+    dir: &Path,
+    listen: &str,
+    grant: &str,
+    server: &mgmt::Server,
+    net_in: &str,
+) -> PathBuf {
     let text = format!(
         r#"agent_id = "test-safd"
 data_dir = "{data}"
@@ -31,7 +43,7 @@ listen = "127.0.0.1:0"
 
 [sources.net]
 plugin = "net-in"
-config = {{ listen = "{listen}" }}
+config = {{ listen = "{listen}"{net_in} }}
 grants = {{ listen = [{grant}] }}
 
 [groups.mgmt]
@@ -115,6 +127,92 @@ fn messages_written_to_the_granted_address_reach_the_server() {
     let sender_address = sender.local_addr().unwrap().to_string();
     assert_eq!(attribute(ems, "sender"), Some(sender_address.as_str()));
     drop(sender);
+    stop_cleanly(&mut daemon, rest);
+}
+
+/// rsyslog forwards over RELP into net-in; safd is killed (-9) while the
+/// messages flow and started again: rsyslog sends again what was not
+/// answered, and every message is in safd's queue (here: at the server,
+/// which keeps each event safd delivers under its own id) exactly once.
+#[test]
+fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
+    const MESSAGES: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let listen = free_address();
+    let path = config_with(
+        dir.path(),
+        &listen,
+        &format!("\"{listen}\""),
+        &server,
+        ", transport = \"relp\", max_events = 200",
+    );
+    let (mut daemon, _admin, _rest) = run_with_admin(&path);
+    let forwarder = Rsyslog::forwarder(&dir.path().join("rsyslog"), listen.parse().unwrap());
+
+    // Written at a pace, so that the kill lands in the middle of the flow;
+    // the last hundred only once safd runs again.
+    let tcp = forwarder.tcp;
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_may_finish = restarted.clone();
+    let writer = std::thread::spawn(move || {
+        let mut input = TcpStream::connect(tcp).unwrap();
+        for chunk in 0..MESSAGES / 100 {
+            if chunk == MESSAGES / 100 - 1 {
+                wait_for(Duration::from_secs(60), "safd restarted", || {
+                    writer_may_finish.load(std::sync::atomic::Ordering::SeqCst)
+                });
+            }
+            let lines: String = (chunk * 100..(chunk + 1) * 100)
+                .map(|i| format!("<13>1 2024-03-11T01:17:10Z prod1 ems - - - message {i:05}\n"))
+                .collect();
+            input.write_all(lines.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let bodies = |server: &mgmt::Server| -> Vec<String> {
+        server
+            .events("stream=net&limit=10000")
+            .iter()
+            .filter_map(|e| e["body"].as_str().map(|b| b.trim().to_owned()))
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the first messages at the server",
+        || bodies(&server).len() >= MESSAGES / 5,
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
+
+    // The last message written is the last stored: a sender sends again
+    // what was not answered before anything new, and safd delivers in seq
+    // order, so once it is at the server anything stored twice is too.
+    let last = format!("message {:05}", MESSAGES - 1);
+    let mut got = Vec::new();
+    wait_for(
+        Duration::from_secs(120),
+        "the last message at the server",
+        || {
+            got = bodies(&server);
+            got.contains(&last)
+        },
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for body in &got {
+        *counts.entry(body.as_str()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let lost: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("message {i:05}"))
+        .filter(|body| !counts.contains_key(body.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert_eq!(got.len(), MESSAGES);
     stop_cleanly(&mut daemon, rest);
 }
 

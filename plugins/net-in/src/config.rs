@@ -10,6 +10,8 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: String,
+    #[serde(default = "default_transport")]
+    transport: String,
     #[serde(default = "default_auto")]
     framing: String,
     #[serde(default = "default_auto")]
@@ -28,6 +30,9 @@ struct RawConfig {
     max_bytes: u32,
 }
 
+fn default_transport() -> String {
+    "tcp".to_owned()
+}
 fn default_auto() -> String {
     "auto".to_owned()
 }
@@ -58,6 +63,17 @@ pub(crate) enum Framing {
     Auto,
     Newline,
     OctetCounting,
+    /// RELP frames (`transport = "relp"`).
+    Relp,
+}
+
+/// What the senders speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// Messages framed by line or octet count; nothing acknowledged.
+    Tcp,
+    /// RELP: every message acknowledged once safd stored it.
+    Relp,
 }
 
 /// How a message's text is read.
@@ -75,6 +91,7 @@ pub(crate) enum Format {
 #[derive(Debug)]
 pub(crate) struct Config {
     pub(crate) listen: SocketAddr,
+    pub(crate) transport: Transport,
     pub(crate) framing: Framing,
     pub(crate) format: Format,
     pub(crate) max_connections: usize,
@@ -93,7 +110,8 @@ pub(crate) const SCHEMA: &str = r#"{
   "required": ["listen"],
   "properties": {
     "listen": {"type": "string", "description": "ip:port to listen on, e.g. 0.0.0.0:1514; must also be in this source's grants.listen"},
-    "framing": {"enum": ["auto", "newline", "octet-counting"], "default": "auto", "description": "RFC 6587: auto decides per connection (a digit first means octet counting)"},
+    "transport": {"enum": ["tcp", "relp"], "default": "tcp", "description": "tcp: messages framed by line or octet count, nothing acknowledged; relp: rsyslog's RELP, each message acknowledged only once safd's queue stored it"},
+    "framing": {"enum": ["auto", "newline", "octet-counting"], "default": "auto", "description": "transport tcp only (RFC 6587): auto decides per connection (a digit first means octet counting)"},
     "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line"},
     "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100, "description": "further connections are closed at once (and logged)"},
     "max_message_bytes": {"type": "integer", "minimum": 480, "maximum": 16777216, "default": 65536, "description": "a longer message is cut to this size and flagged truncated=<its length>"},
@@ -121,7 +139,28 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             ),
         ));
     }
+    let transport = match raw.transport.as_str() {
+        "tcp" => Transport::Tcp,
+        "relp" => Transport::Relp,
+        other => {
+            problems.push(ConfigProblem::new(
+                "transport",
+                format!("unknown transport `{other}`: use tcp or relp"),
+            ));
+            Transport::Tcp
+        }
+    };
     let framing = match raw.framing.as_str() {
+        _ if transport == Transport::Relp => {
+            if raw.framing != "auto" {
+                problems.push(ConfigProblem::new(
+                    "framing",
+                    "RELP frames its messages itself: remove `framing` (it applies to \
+                     transport = \"tcp\")",
+                ));
+            }
+            Framing::Relp
+        }
         "auto" => Framing::Auto,
         "newline" => Framing::Newline,
         "octet-counting" => Framing::OctetCounting,
@@ -146,14 +185,8 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             Format::Auto
         }
     };
-    let severity = Severity::from_name(&raw.severity).unwrap_or_else(|| {
-        problems.push(ConfigProblem::new(
-            "severity",
-            format!(
-                "unknown severity `{}`: use debug, info, warning, minor, major or critical",
-                raw.severity
-            ),
-        ));
+    let severity = config::severity("severity", &raw.severity).unwrap_or_else(|problem| {
+        problems.push(problem);
         Severity::Info
     });
     problems.extend(
@@ -185,6 +218,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     match listen {
         Some(listen) if problems.is_empty() => Ok(Config {
             listen,
+            transport,
             framing,
             format,
             max_connections: raw.max_connections as usize,
@@ -220,5 +254,17 @@ mod tests {
             ["listen", "framing", "format", "severity", "max_connections"]
         );
         assert!(parse(r#"{"listen": "0.0.0.0:1514", "port": 1}"#).is_err());
+        let relp = parse(r#"{"listen": "127.0.0.1:2514", "transport": "relp"}"#).unwrap();
+        assert_eq!(
+            (relp.transport, relp.framing),
+            (Transport::Relp, Framing::Relp)
+        );
+        let problems =
+            parse(r#"{"listen": "127.0.0.1:2514", "transport": "relp", "framing": "newline"}"#)
+                .unwrap_err();
+        assert_eq!(problems[0].path, "framing");
+        assert!(problems[0].message.contains("RELP frames"));
+        let problems = parse(r#"{"listen": "127.0.0.1:2514", "transport": "udp"}"#).unwrap_err();
+        assert_eq!(problems[0].path, "transport");
     }
 }

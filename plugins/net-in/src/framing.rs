@@ -2,9 +2,11 @@
 //! (`LEN SP MSG`) or one message per line. Bytes arrive in any pieces; a
 //! message is handed out once it is whole, and nothing is dropped: a
 //! message longer than allowed is cut (and says how long it was), a frame
-//! whose length is not a number is taken as a line.
+//! whose length is not a number is taken as a line. RELP frames
+//! (`TXNR COMMAND LEN DATA`, see [`crate::relp`]) are cut here too.
 
 use crate::config::Framing;
+use crate::relp::{self, Command};
 
 /// One message: where it lies in [`Framer::buffered`], where it began in
 /// the connection's byte stream, and whether it was cut.
@@ -21,6 +23,8 @@ pub(crate) struct Frame {
     /// Why the framing was not what the connection uses (a bad octet
     /// count), for the event's `malformed` attribute.
     pub(crate) problem: Option<&'static str>,
+    /// RELP: the frame's transaction number and command.
+    pub(crate) relp: Option<(u32, Command)>,
 }
 
 #[derive(Debug)]
@@ -34,6 +38,9 @@ pub(crate) struct Framer {
     /// Bytes of a cut message still to be passed over, and the stream
     /// offset where that message began (for its length).
     skip: Skip,
+    /// Why a RELP connection stopped making sense; what follows is taken
+    /// as lines, flagged.
+    broken: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +63,14 @@ impl Framer {
             at: 0,
             base: 0,
             skip: Skip::None,
+            broken: None,
         }
+    }
+
+    /// Why the RELP framing broke, if it did (the connection is then
+    /// closed once what was received is taken).
+    pub(crate) fn broken(&self) -> Option<&'static str> {
+        self.broken
     }
 
     /// Bytes received, appended.
@@ -103,11 +117,15 @@ impl Framer {
             }
             let frame = match self.framing {
                 Framing::OctetCounting => self.octet_counted(max, closed),
-                _ => self.line(max, closed, None),
+                Framing::Relp => self.relp(max, closed),
+                _ => self.line(max, closed, self.broken),
             };
             match frame {
-                // An empty line is no message.
-                Some(frame) if frame.start == frame.end && frame.truncated_from.is_none() => {}
+                // An empty line is no message (a RELP frame without data is).
+                Some(frame)
+                    if frame.start == frame.end
+                        && frame.truncated_from.is_none()
+                        && frame.relp.is_none() => {}
                 other => return other,
             }
         }
@@ -176,6 +194,7 @@ impl Framer {
                 offset,
                 truncated_from: None,
                 problem: (take as u64 != len).then_some("connection closed inside the message"),
+                relp: None,
             });
         }
         // Longer than allowed: the first `max` bytes, the rest passed over.
@@ -192,7 +211,76 @@ impl Framer {
             offset,
             truncated_from: Some(len),
             problem: None,
+            relp: None,
         })
+    }
+
+    /// A RELP frame. A frame the connection closed inside of is not taken:
+    /// it was not acknowledged, its sender sends it again. Bytes that are
+    /// no RELP frame end the framing: they and what follows are taken as
+    /// lines, flagged.
+    fn relp(&mut self, max: usize, closed: bool) -> Option<Frame> {
+        let rest = &self.buffer[self.at..];
+        let header = match relp::header(rest) {
+            Ok(Some(header)) => header,
+            Ok(None) => {
+                if closed {
+                    self.at = self.buffer.len();
+                }
+                return None;
+            }
+            Err(relp::BadFrame(why)) => return self.break_relp(why, max, closed),
+        };
+        let start = self.at + header.len;
+        let offset = self.base + start as u64;
+        let available = (self.buffer.len() - start) as u64;
+        let relp = Some((header.txnr, header.command));
+        if header.data_len <= max as u64 {
+            // The data and its trailer.
+            if available < header.data_len + 1 {
+                if closed {
+                    self.at = self.buffer.len();
+                }
+                return None;
+            }
+            let end = start + header.data_len as usize;
+            if self.buffer[end] != b'\n' {
+                return self.break_relp("no line feed after the data", max, closed);
+            }
+            self.at = end + 1;
+            return Some(Frame {
+                start,
+                end,
+                offset,
+                truncated_from: None,
+                problem: None,
+                relp,
+            });
+        }
+        // Longer than allowed: the first `max` bytes, the rest and the
+        // trailer passed over.
+        if available < max as u64 {
+            if closed {
+                self.at = self.buffer.len();
+            }
+            return None;
+        }
+        self.at = start + max;
+        self.skip = Skip::Bytes(header.data_len - max as u64 + 1);
+        Some(Frame {
+            start,
+            end: start + max,
+            offset,
+            truncated_from: Some(header.data_len),
+            problem: None,
+            relp,
+        })
+    }
+
+    fn break_relp(&mut self, why: &'static str, max: usize, closed: bool) -> Option<Frame> {
+        self.broken = Some(why);
+        self.framing = Framing::Newline;
+        self.line(max, closed, Some(why))
     }
 
     fn line(&mut self, max: usize, closed: bool, problem: Option<&'static str>) -> Option<Frame> {
@@ -214,6 +302,7 @@ impl Framer {
                     offset,
                     truncated_from: None,
                     problem,
+                    relp: None,
                 })
             }
             None if rest.len() > max => {
@@ -227,6 +316,7 @@ impl Framer {
                     offset,
                     truncated_from: Some(rest.len() as u64),
                     problem,
+                    relp: None,
                 })
             }
             None if closed => {
@@ -237,6 +327,7 @@ impl Framer {
                     offset,
                     truncated_from: None,
                     problem,
+                    relp: None,
                 })
             }
             None => None,
@@ -321,5 +412,58 @@ mod tests {
         let good = framer.next(100, false).unwrap();
         assert_eq!(&framer.buffered()[good.start..good.end], b"good");
         assert_eq!(good.problem, None);
+    }
+
+    #[test]
+    fn relp_frames_whatever_the_pieces() {
+        let long = "z".repeat(20);
+        let input = format!(
+            "1 open 14 relp_version=0\n2 syslog 5 a\nb c\n3 syslog 20 {long}\n4 close 0\n5 syslog 2 ab"
+        );
+        for piece in 1..input.len() {
+            let mut framer = Framer::new(Framing::Relp);
+            let mut got = Vec::new();
+            let mut take = |framer: &mut Framer, closed: bool| {
+                while let Some(f) = framer.next(10, closed) {
+                    let text = String::from_utf8_lossy(&framer.buffered()[f.start..f.end]);
+                    got.push((f.relp.unwrap(), text.into_owned(), f.truncated_from));
+                }
+                framer.compact();
+            };
+            for chunk in input.as_bytes().chunks(piece) {
+                framer.extend(chunk);
+                take(&mut framer, false);
+            }
+            take(&mut framer, true);
+            assert_eq!(
+                got,
+                [
+                    ((1, Command::Open), "relp_versi".to_owned(), Some(14)),
+                    ((2, Command::Syslog), "a\nb c".to_owned(), None),
+                    ((3, Command::Syslog), "z".repeat(10), Some(20)),
+                    ((4, Command::Close), String::new(), None),
+                ],
+                "piece {piece}"
+            );
+            // The frame cut by the close was not taken: its sender has it.
+            assert_eq!(framer.pending(), 0);
+            assert_eq!(framer.broken(), None);
+        }
+    }
+
+    #[test]
+    fn what_breaks_relp_is_kept_as_flagged_lines() {
+        let mut framer = Framer::new(Framing::Relp);
+        framer.extend(b"1 syslog 2 okXgarbage\nmore\n");
+        let bad = framer.next(100, false).unwrap();
+        assert_eq!(
+            &framer.buffered()[bad.start..bad.end],
+            b"1 syslog 2 okXgarbage"
+        );
+        assert_eq!(bad.problem, Some("no line feed after the data"));
+        let next = framer.next(100, false).unwrap();
+        assert_eq!(&framer.buffered()[next.start..next.end], b"more");
+        assert_eq!(next.problem, framer.broken());
+        assert!(next.relp.is_none());
     }
 }

@@ -1,17 +1,20 @@
 //! `net-in`: a safd source plugin that listens on a granted TCP address and
 //! turns every message senders write into an event: RFC 5424 and RFC 3164
-//! syslog, or raw lines, framed by line or by octet count (RFC 6587). For
-//! NonStop sites that forward EMS events over the network instead of
-//! sharing the log files. See `docs/net-in.md`.
+//! syslog, or raw lines, framed by line or by octet count (RFC 6587) or
+//! carried by RELP. For NonStop sites that forward EMS events over the
+//! network instead of sharing the log files. See `docs/net-in.md`.
 //!
 //! Plain TCP acknowledges nothing to the sender: what safd had read from
 //! its socket but not yet stored when it was killed is lost (at most one
 //! poll's worth, `max_events` / `max_bytes`), and what was still in the
-//! kernel's buffers is lost with the connection.
+//! kernel's buffers is lost with the connection. RELP answers each message
+//! only in the commit of the poll that took it, after safd's durable write.
 
 mod config;
 mod framing;
 mod receiver;
+mod relp;
+mod resend;
 mod syslog;
 
 use receiver::{Budget, OpenError, Receiver};
@@ -35,7 +38,8 @@ impl Guest for Plugin {
             kind: ConnectorKind::Source,
             summary: "Listens on a granted TCP address and makes every message senders write an \
                       event: RFC 5424 or RFC 3164 syslog, or raw lines, framed by line or by \
-                      octet count (RFC 6587). Malformed messages are kept, flagged."
+                      octet count (RFC 6587), or over RELP (each message answered once safd \
+                      stored it). Malformed messages are kept, flagged."
                 .to_owned(),
             config_schema: config::SCHEMA.to_owned(),
         }
@@ -49,26 +53,33 @@ impl Guest for Plugin {
 struct Reader {
     config: config::Config,
     receiver: RefCell<Receiver>,
-    /// Numbers the polls that returned events: the cursor (nothing here is
-    /// re-readable; the cursor only tells one batch from the next).
+    /// Numbers the polls that returned events: the cursor starts with it
+    /// (nothing here is re-readable; the number tells the commit which
+    /// RELP messages to answer), and goes on with the RELP messages a
+    /// restart must expect again.
     polls: Cell<u64>,
 }
 
 impl GuestReader for Reader {
-    fn new(config: String, _resume_from: Option<Cursor>) -> Result<Self, ConnectorError> {
+    fn new(config: String, resume_from: Option<Cursor>) -> Result<Self, ConnectorError> {
         let config = config::parse(&config).map_err(|problems| {
             ConnectorError::Fatal(safd_plugin_sdk::config::describe_problems(&problems))
         })?;
-        let receiver = Receiver::open(config.listen).map_err(|err| match err {
-            OpenError::NotGranted(address) => ConnectorError::Fatal(format!(
-                "safd's sandbox refused to listen on {address}: add \"{address}\" to this \
+        let receiver =
+            Receiver::open(config.listen, resume_from.as_deref()).map_err(|err| match err {
+                OpenError::NotGranted(address) => ConnectorError::Fatal(format!(
+                    "safd's sandbox refused to listen on {address}: add \"{address}\" to this \
                  source's grants.listen"
-            )),
-            OpenError::Io(address, err) => {
-                ConnectorError::Transient(format!("cannot listen on {address}: {err}"))
-            }
-        })?;
-        log::info(&format!("listening on {}", config.listen));
+                )),
+                OpenError::Io(address, err) => {
+                    ConnectorError::Transient(format!("cannot listen on {address}: {err}"))
+                }
+            })?;
+        let transport = match config.transport {
+            config::Transport::Tcp => "plain TCP",
+            config::Transport::Relp => "RELP",
+        };
+        log::info(&format!("listening on {} ({transport})", config.listen));
         Ok(Self {
             config,
             receiver: RefCell::new(receiver),
@@ -82,14 +93,14 @@ impl GuestReader for Reader {
             bytes: limits.max_bytes.min(self.config.max_bytes).max(1) as usize,
         };
         let mut events = EventWriter::with_capacity(budget.bytes.min(1 << 20) + 4096);
-        let more = self
-            .receiver
-            .borrow_mut()
-            .poll(&self.config, &mut events, &budget);
+        let poll = self.polls.get() + 1;
+        let mut receiver = self.receiver.borrow_mut();
+        let more = receiver.poll(&self.config, &mut events, &budget, poll);
         let cursor = (!events.is_empty()).then(|| {
-            let poll = self.polls.get() + 1;
             self.polls.set(poll);
-            poll.to_be_bytes().to_vec()
+            let mut cursor = poll.to_be_bytes().to_vec();
+            receiver.write_unanswered(&mut cursor);
+            cursor
         });
         Ok(Batch {
             cursor,
@@ -98,8 +109,14 @@ impl GuestReader for Reader {
         })
     }
 
-    fn commit(&self, _cursor: Cursor) -> Result<(), ConnectorError> {
-        // Plain TCP has no acknowledgement to send.
+    fn commit(&self, cursor: Cursor) -> Result<(), ConnectorError> {
+        // The poll's events are on safd's disk: RELP senders get their
+        // answers now (plain TCP has none to send).
+        if let Some(poll) = cursor.first_chunk::<8>() {
+            self.receiver
+                .borrow_mut()
+                .acknowledge(u64::from_be_bytes(*poll));
+        }
         Ok(())
     }
 

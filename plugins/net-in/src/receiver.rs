@@ -2,16 +2,22 @@
 //! what each sender wrote, cut it into messages and make each an event.
 //! Plain `std::net` (wasi:sockets inside the sandbox), non-blocking, so a
 //! poll takes what has arrived and returns; its tests run natively.
+//!
+//! RELP connections are answered here too: `open` and `close` at once, a
+//! `syslog` message only when [`Receiver::acknowledge`] is told that the
+//! poll that took it is stored (the source's commit).
 
 use crate::config::Config;
 use crate::framing::{Frame, Framer};
+use crate::relp::{self, Command};
+use crate::resend::{ResendGuard, message_hash};
 use crate::syslog::{self, Message};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::log;
 use safd_plugin_sdk::syslog::FACILITIES;
 use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Instant;
 
@@ -42,6 +48,10 @@ pub(crate) struct Receiver {
     /// Where the next poll begins (round robin when a poll's budget runs
     /// out, so one busy sender cannot starve the others).
     first_served: usize,
+    /// RELP messages stored whose answer did not reach their sender.
+    resend: ResendGuard,
+    /// RELP messages recognised as sent again since the start.
+    resent: u64,
 }
 
 struct Connection {
@@ -52,14 +62,39 @@ struct Connection {
     id_prefix: String,
     framer: Framer,
     last_read: Instant,
+    /// Nothing more is read (the sender closed, went silent, or broke the
+    /// protocol).
     closed: bool,
+    /// RELP: answers not yet written to the socket.
+    out: Vec<u8>,
+    /// RELP: messages taken whose `200 OK` waits for their poll's commit.
+    unanswered: Vec<Unanswered>,
+    /// RELP: hashes of the messages whose answers are in `out`.
+    answering: Vec<u64>,
+    /// RELP: the connection's first messages may be ones sent again.
+    may_resend: bool,
+    /// RELP: how many of them were.
+    resent_here: u64,
+    /// RELP: close once `out` is written (after `close`, or a broken frame).
+    closing: bool,
+    /// Writing failed: the connection is gone.
+    dead: bool,
+}
+
+/// A RELP message taken by a poll whose commit has not come yet.
+struct Unanswered {
+    poll: u64,
+    txnr: u32,
+    hash: u64,
 }
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Receiver {
-    pub(crate) fn open(address: SocketAddr) -> Result<Self, OpenError> {
+    /// Listen on `address`; `resume_from` is the last cursor safd stored
+    /// (it names the RELP messages that may come again).
+    pub(crate) fn open(address: SocketAddr, resume_from: Option<&[u8]>) -> Result<Self, OpenError> {
         let listener = TcpListener::bind(address).map_err(|err| match err.kind() {
             ErrorKind::PermissionDenied => OpenError::NotGranted(address),
             _ => OpenError::Io(address, err),
@@ -67,16 +102,35 @@ impl Receiver {
         listener
             .set_nonblocking(true)
             .map_err(|err| OpenError::Io(address, err))?;
+        let resend = resume_from
+            .map(ResendGuard::from_cursor)
+            .unwrap_or_default();
+        if !resend.is_empty() {
+            log::info(&format!(
+                "{} RELP messages stored before the restart were not answered: when their \
+                 senders send them again they are answered, not stored twice",
+                resend.len()
+            ));
+        }
         Ok(Self {
             listener,
             connections: Vec::new(),
             first_served: 0,
+            resend,
+            resent: 0,
         })
     }
 
     /// Take what has arrived into `out`, within `budget`; true when more is
-    /// waiting than the budget took.
-    pub(crate) fn poll(&mut self, config: &Config, out: &mut EventWriter, budget: &Budget) -> bool {
+    /// waiting than the budget took. `poll` numbers this poll: its commit
+    /// answers the RELP messages it took.
+    pub(crate) fn poll(
+        &mut self,
+        config: &Config,
+        out: &mut EventWriter,
+        budget: &Budget,
+        poll: u64,
+    ) -> bool {
         self.accept(config);
         let now = safd_plugin_sdk::time::now_micros();
         let count = self.connections.len();
@@ -88,16 +142,69 @@ impl Receiver {
                 more = true;
                 break;
             }
-            more |= self.connections[i].pump(config, out, budget, now);
+            let mut context = Context {
+                config,
+                out,
+                budget,
+                now,
+                poll,
+                resend: &mut self.resend,
+                resent: &mut self.resent,
+            };
+            more |= self.connections[i].pump(&mut context);
         }
-        self.connections.retain(|c| {
-            let done = c.closed && c.framer.pending() == 0;
+        for connection in &mut self.connections {
+            connection.flush();
+        }
+        let resend = &mut self.resend;
+        self.connections.retain_mut(|c| {
+            let done = c.dead || (c.closed && c.framer.pending() == 0 && c.out.is_empty());
             if done {
                 log::debug(&format!("connection from {} closed", c.peer));
+                // Whatever was taken and not answered comes again.
+                for message in c.unanswered.drain(..) {
+                    resend.hold(message.hash);
+                }
+                for hash in c.answering.drain(..) {
+                    resend.hold(hash);
+                }
             }
             !done
         });
         more
+    }
+
+    /// The poll numbered `poll` (and every one before it) is stored: answer
+    /// the RELP messages they took.
+    pub(crate) fn acknowledge(&mut self, poll: u64) {
+        for connection in &mut self.connections {
+            let answered = connection
+                .unanswered
+                .iter()
+                .take_while(|m| m.poll <= poll)
+                .count();
+            for message in connection.unanswered.drain(..answered) {
+                relp::ok(&mut connection.out, message.txnr);
+                connection.answering.push(message.hash);
+            }
+            connection.flush();
+        }
+    }
+
+    /// The RELP messages a restart must expect again, for the cursor of
+    /// the poll just taken: those whose answer has not reached the socket
+    /// (this poll's, and answers a slow sender has not read), and what the
+    /// guard still holds.
+    pub(crate) fn write_unanswered(&mut self, cursor: &mut Vec<u8>) {
+        for connection in &self.connections {
+            for message in &connection.unanswered {
+                cursor.extend_from_slice(&message.hash.to_le_bytes());
+            }
+            for hash in &connection.answering {
+                cursor.extend_from_slice(&hash.to_le_bytes());
+            }
+        }
+        self.resend.write(cursor);
     }
 
     fn accept(&mut self, config: &Config) {
@@ -124,6 +231,13 @@ impl Receiver {
                         framer: Framer::new(config.framing),
                         last_read: Instant::now(),
                         closed: false,
+                        out: Vec::new(),
+                        unanswered: Vec::new(),
+                        answering: Vec::new(),
+                        may_resend: !self.resend.is_empty(),
+                        resent_here: 0,
+                        closing: false,
+                        dead: false,
                     });
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
@@ -137,20 +251,45 @@ impl Receiver {
     }
 }
 
+/// What a connection's pump works with.
+struct Context<'a> {
+    config: &'a Config,
+    out: &'a mut EventWriter,
+    budget: &'a Budget,
+    now: i64,
+    poll: u64,
+    resend: &'a mut ResendGuard,
+    resent: &'a mut u64,
+}
+
 impl Connection {
     /// Emit what is buffered, then read and emit more, until nothing more
     /// has arrived or the budget is spent (then true).
-    fn pump(&mut self, config: &Config, out: &mut EventWriter, budget: &Budget, now: i64) -> bool {
+    fn pump(&mut self, cx: &mut Context<'_>) -> bool {
         let mut chunk = [0u8; READ_CHUNK];
         loop {
-            while let Some(frame) = self.framer.next(config.max_message_bytes, self.closed) {
-                self.emit(config, &frame, out, now);
-                if budget.spent(out) {
+            while let Some(frame) = self.framer.next(cx.config.max_message_bytes, self.closed) {
+                match frame.relp {
+                    None => self.emit(cx, &frame),
+                    Some((txnr, command)) => self.relp_frame(cx, &frame, txnr, command),
+                }
+                if cx.budget.spent(cx.out) {
                     self.framer.compact();
                     return self.framer.pending() > 0 || !self.closed;
                 }
             }
             self.framer.compact();
+            if let Some(why) = self.framer.broken()
+                && !self.closing
+            {
+                log::warn(&format!(
+                    "RELP connection from {} closed: {why}; what it sent is kept, flagged",
+                    self.peer
+                ));
+                relp::server_close(&mut self.out);
+                self.closing = true;
+                self.closed = true;
+            }
             if self.closed {
                 return false;
             }
@@ -161,11 +300,11 @@ impl Connection {
                     self.last_read = Instant::now();
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                    if self.last_read.elapsed() >= config.idle_timeout {
+                    if self.last_read.elapsed() >= cx.config.idle_timeout {
                         log::warn(&format!(
                             "connection from {} closed: silent for {} ms (idle_timeout_ms)",
                             self.peer,
-                            config.idle_timeout.as_millis()
+                            cx.config.idle_timeout.as_millis()
                         ));
                         self.closed = true;
                         continue;
@@ -181,7 +320,80 @@ impl Connection {
         }
     }
 
-    fn emit(&self, config: &Config, frame: &Frame, out: &mut EventWriter, now: i64) {
+    fn relp_frame(&mut self, cx: &mut Context<'_>, frame: &Frame, txnr: u32, command: Command) {
+        match command {
+            Command::Syslog => {
+                let data = &self.framer.buffered()[frame.start..frame.end];
+                let hash = message_hash(self.peer.ip(), data);
+                if self.may_resend {
+                    if cx.resend.take(hash) {
+                        // Stored before: answer, do not store it twice.
+                        *cx.resent += 1;
+                        self.resent_here += 1;
+                        relp::ok(&mut self.out, txnr);
+                        return;
+                    }
+                    // A sender sends what it has not been answered for
+                    // first: past the first new message, nothing is.
+                    self.may_resend = false;
+                    if self.resent_here > 0 {
+                        log::info(&format!(
+                            "{} messages {} sent again were stored before its reconnect: \
+                             answered, not stored twice ({} since the start)",
+                            self.resent_here, self.peer, cx.resent
+                        ));
+                    }
+                }
+                self.emit(cx, frame);
+                self.unanswered.push(Unanswered {
+                    poll: cx.poll,
+                    txnr,
+                    hash,
+                });
+            }
+            Command::Open => relp::open_ok(&mut self.out, txnr),
+            Command::Close => {
+                relp::close_ok(&mut self.out, txnr);
+                self.closing = true;
+                self.closed = true;
+            }
+            Command::Other => {
+                relp::error(&mut self.out, txnr, "command not supported by safd net-in");
+            }
+        }
+    }
+
+    /// Write what answers are waiting, as far as the socket takes them.
+    fn flush(&mut self) {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Err(err) => {
+                    log::warn(&format!(
+                        "answering the RELP sender {} failed: {err}",
+                        self.peer
+                    ));
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        self.out.drain(..written);
+        if self.out.is_empty() {
+            self.answering.clear();
+            if self.closing {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn emit(&self, cx: &mut Context<'_>, frame: &Frame) {
+        let config = cx.config;
+        let now = cx.now;
         let bytes = &self.framer.buffered()[frame.start..frame.end];
         let text = String::from_utf8_lossy(bytes);
         let message = syslog::parse(&text, config.format, now);
@@ -189,7 +401,7 @@ impl Connection {
         id.push_str(&self.id_prefix);
         id.push_str(itoa::Buffer::new().format(frame.offset));
         let attributes = attributes(&self.peer, &message, frame, matches!(text, Cow::Owned(_)));
-        out.push_fields(
+        cx.out.push_fields(
             &id,
             message.time.unwrap_or(now),
             message.severity.map_or(config.severity, severity_of),
@@ -276,7 +488,7 @@ mod tests {
     fn setup(extra: &str) -> (Config, Receiver, SocketAddr) {
         let config =
             crate::config::parse(&format!(r#"{{"listen": "127.0.0.1:1" {extra}}}"#)).unwrap();
-        let receiver = Receiver::open("127.0.0.1:0".parse().unwrap()).unwrap();
+        let receiver = Receiver::open("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let address = receiver.listener.local_addr().unwrap();
         (config, receiver, address)
     }
@@ -288,7 +500,7 @@ mod tests {
             events,
             bytes: 1 << 30,
         };
-        let more = receiver.poll(config, &mut out, &budget);
+        let more = receiver.poll(config, &mut out, &budget, 1);
         let got = out
             .finish()
             .iter()
@@ -397,6 +609,137 @@ mod tests {
         }
         assert!(receiver.connections.is_empty());
         drop((first, second));
+    }
+
+    /// Read RELP answers until `want` of them came (or `within` passed).
+    fn answers_within(client: &mut TcpStream, want: usize, within: Duration) -> Vec<String> {
+        client
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let deadline = Instant::now() + within;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text.matches(" rsp ").count() < want && Instant::now() < deadline {
+            if let Ok(n) = client.read(&mut buf) {
+                text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+            }
+        }
+        text.split_inclusive('\n')
+            .filter(|l| l.contains(" rsp "))
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    }
+
+    fn answers(client: &mut TcpStream, want: usize) -> Vec<String> {
+        answers_within(client, want, Duration::from_secs(5))
+    }
+
+    fn syslog_frame(txnr: u32, message: &str) -> String {
+        format!("{txnr} syslog {} {message}\n", message.len())
+    }
+
+    #[test]
+    fn relp_messages_are_answered_in_the_commit_and_a_resend_after_a_restart_is_not_stored_twice() {
+        let (config, mut receiver, address) = setup(r#", "transport": "relp""#);
+        let mut client = TcpStream::connect(address).unwrap();
+        let offers = "relp_version=0\nrelp_software=t\ncommands=syslog";
+        client
+            .write_all(format!("1 open {} {offers}\n", offers.len()).as_bytes())
+            .unwrap();
+        let batch: String = (0..3)
+            .map(|i| syslog_frame(i + 2, &format!("<13>1 - h app - - - m{i}")))
+            .collect();
+        client.write_all(batch.as_bytes()).unwrap();
+        let got = collect(&mut receiver, &config, 3);
+        assert_eq!(
+            got.iter().map(|g| g.body.as_str()).collect::<Vec<_>>(),
+            ["m0", "m1", "m2"]
+        );
+        // The open is answered at once, the messages not before the commit.
+        let open = answers(&mut client, 1);
+        assert!(
+            open[0].starts_with("1 rsp ") && open[0].contains("200 OK"),
+            "{open:?}"
+        );
+        assert!(answers_within(&mut client, 1, Duration::from_millis(300)).is_empty());
+        let mut cursor = 1u64.to_be_bytes().to_vec();
+        receiver.write_unanswered(&mut cursor);
+        assert_eq!(cursor.len(), 8 + 3 * 8);
+
+        // safd dies after storing the poll, before its commit: the sender
+        // gets no answer, reconnects and sends the three again, then more.
+        drop(receiver);
+        drop(client);
+        let mut receiver = Receiver::open(address, Some(&cursor)).unwrap();
+        let mut client = TcpStream::connect(address).unwrap();
+        let again: String = (0..4)
+            .map(|i| syslog_frame(i + 1, &format!("<13>1 - h app - - - m{i}")))
+            .collect();
+        client.write_all(again.as_bytes()).unwrap();
+        let got = collect(&mut receiver, &config, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "m3");
+        // The three stored before are answered without waiting; m3 once
+        // its poll is committed.
+        assert_eq!(
+            answers(&mut client, 3),
+            ["1 rsp 6 200 OK", "2 rsp 6 200 OK", "3 rsp 6 200 OK"]
+        );
+        assert_eq!(receiver.resent, 3);
+        receiver.acknowledge(1);
+        assert_eq!(answers(&mut client, 1), ["4 rsp 6 200 OK"]);
+        // Only what is answered is off the cursor.
+        let mut cursor = Vec::new();
+        receiver.write_unanswered(&mut cursor);
+        assert!(cursor.is_empty());
+
+        // The same text later, on the same connection, is a new message.
+        client
+            .write_all(syslog_frame(5, "<13>1 - h app - - - m0").as_bytes())
+            .unwrap();
+        assert_eq!(collect(&mut receiver, &config, 1)[0].body, "m0");
+        client.write_all(b"6 close 0\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !receiver.connections.is_empty() && Instant::now() < deadline {
+            poll(&mut receiver, &config, 1000);
+        }
+        // m0's answer is lost with the connection: it is expected back.
+        assert_eq!(answers(&mut client, 1), ["6 rsp 0"]);
+        assert_eq!(receiver.resend.len(), 1);
+    }
+
+    #[test]
+    fn a_relp_message_whose_sender_left_unanswered_is_expected_back() {
+        let (config, mut receiver, address) = setup(r#", "transport": "relp""#);
+        let mut client = TcpStream::connect(address).unwrap();
+        client
+            .write_all(syslog_frame(1, "lost answer").as_bytes())
+            .unwrap();
+        assert_eq!(collect(&mut receiver, &config, 1).len(), 1);
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !receiver.connections.is_empty() && Instant::now() < deadline {
+            poll(&mut receiver, &config, 1000);
+        }
+        assert_eq!(receiver.resend.len(), 1);
+        let mut client = TcpStream::connect(address).unwrap();
+        client
+            .write_all(
+                format!(
+                    "{}{}",
+                    syslog_frame(1, "lost answer"),
+                    syslog_frame(2, "new")
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let got = collect(&mut receiver, &config, 1);
+        assert_eq!(
+            got.iter().map(|g| g.body.as_str()).collect::<Vec<_>>(),
+            ["new"]
+        );
+        assert_eq!(answers(&mut client, 1), ["1 rsp 6 200 OK"]);
+        assert!(receiver.resend.is_empty());
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! The ruleset runs in `direct` mode and the file is written per message,
 //! so what rsyslog acknowledges over RELP is in the file before the ack
 //! leaves: a `kill -9` loses nothing it acknowledged.
+//!
+//! [`Rsyslog::forwarder`] is the other side: an rsyslog that takes lines
+//! on `imtcp` and forwards them with `omrelp` (RFC 5424), holding what is
+//! not acknowledged in its queue and sending it again after a reconnect.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,6 +21,8 @@ pub struct Rsyslog {
     dir: PathBuf,
     pub tcp: SocketAddr,
     pub relp: SocketAddr,
+    /// What `restart` waits for.
+    listening: Vec<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -45,12 +51,49 @@ impl Rsyslog {
             dir: dir.to_owned(),
             tcp: free_port(),
             relp: free_port(),
+            listening: Vec::new(),
             child: None,
         };
+        server.listening = vec![server.tcp, server.relp];
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::write(dir.join("rsyslog.conf"), server.config()).unwrap();
         server.restart();
         server
+    }
+
+    /// An rsyslog that forwards every line written to its `tcp` port to
+    /// `target` over RELP, retrying forever while `target` is down (its
+    /// queue in memory, as large as a test needs).
+    pub fn forwarder(dir: &Path, target: SocketAddr) -> Self {
+        let mut forwarder = Self {
+            dir: dir.to_owned(),
+            tcp: free_port(),
+            relp: target,
+            listening: Vec::new(),
+            child: None,
+        };
+        forwarder.listening = vec![forwarder.tcp];
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        let config = format!(
+            r#"global(workDirectory="{dir}/work" maxMessageSize="64k")
+module(load="imtcp")
+module(load="omrelp")
+ruleset(name="forward") {{
+  action(type="omrelp" target="{host}" port="{port}" template="RSYSLOG_SyslogProtocol23Format"
+         timeout="5" conn.timeout="2" windowSize="128"
+         action.resumeRetryCount="-1" action.resumeInterval="1"
+         queue.type="LinkedList" queue.size="1000000" queue.dequeueBatchSize="256")
+}}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="forward")
+"#,
+            dir = dir.display(),
+            host = target.ip(),
+            port = target.port(),
+            tcp = forwarder.tcp.port(),
+        );
+        std::fs::write(dir.join("rsyslog.conf"), config).unwrap();
+        forwarder.restart();
+        forwarder
     }
 
     fn config(&self) -> String {
@@ -98,7 +141,7 @@ input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="store" maxDataSiz
             .expect("rsyslogd starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        for address in [self.tcp, self.relp] {
+        for &address in &self.listening {
             while TcpStream::connect(address).is_err() {
                 if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
                     panic!(
