@@ -130,6 +130,93 @@ fn messages_written_to_the_granted_address_reach_the_server() {
     stop_cleanly(&mut daemon, rest);
 }
 
+/// 500 senders connected at once each get their message in; a sender that
+/// stays silent is cut after `idle_timeout_ms`; an over-long line is cut
+/// to `max_message_bytes` and flagged, not dropped; a connection over
+/// `max_connections` is closed at once.
+#[test]
+fn five_hundred_senders_at_once_a_silent_one_cut_and_an_over_long_line_kept() {
+    const SENDERS: usize = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let listen = free_address();
+    let path = config_with(
+        dir.path(),
+        &listen,
+        &format!("\"{listen}\""),
+        &server,
+        &format!(
+            ", max_connections = {}, idle_timeout_ms = 8000, max_message_bytes = 1024",
+            SENDERS + 2
+        ),
+    );
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    let mut silent = None;
+    wait_for(Duration::from_secs(30), "net-in listening", || {
+        silent = TcpStream::connect(&listen).ok();
+        silent.is_some()
+    });
+    let mut silent = silent.unwrap();
+    // Each writes as soon as it is connected (connecting 500 takes
+    // seconds: the listen backlog is 128).
+    let senders: Vec<TcpStream> = (0..SENDERS)
+        .map(|i| {
+            let mut sender = TcpStream::connect(&listen).unwrap();
+            sender
+                .write_all(format!("<14>1 - host{i} app - - - sender {i:03}\n").as_bytes())
+                .unwrap();
+            sender
+        })
+        .collect();
+    let mut long = TcpStream::connect(&listen).unwrap();
+    long.write_all(format!("{}\n", "L".repeat(5000)).as_bytes())
+        .unwrap();
+    // One more than max_connections: closed at once.
+    let mut over = TcpStream::connect(&listen).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(std::io::Read::read(&mut over, &mut byte), Ok(0) | Err(_)),
+        "a connection over max_connections was kept"
+    );
+
+    let mut events = Vec::new();
+    wait_for(Duration::from_secs(60), "every sender's message", || {
+        events = server.events("stream=net&limit=1000");
+        events.len() > SENDERS
+    });
+    let mut bodies: Vec<&str> = events.iter().filter_map(|e| e["body"].as_str()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len(), SENDERS + 1, "{bodies:?}");
+    for i in 0..SENDERS {
+        assert!(
+            bodies.contains(&format!("sender {i:03}").as_str()),
+            "sender {i}"
+        );
+    }
+    let cut = events
+        .iter()
+        .find(|e| e["body"].as_str().is_some_and(|b| b.starts_with('L')))
+        .unwrap();
+    assert_eq!(cut["body"].as_str().unwrap().len(), 1024);
+    let truncated: u64 = attribute(cut, "truncated").unwrap().parse().unwrap();
+    assert!(truncated > 1024, "{cut}");
+
+    // The silent one (and the others, silent since) are cut.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert!(
+        matches!(std::io::Read::read(&mut silent, &mut byte), Ok(0) | Err(_)),
+        "a silent sender was not cut"
+    );
+    drop(senders);
+    let stderr = stop_cleanly(&mut daemon, rest);
+    assert!(!stderr.contains("trapped"), "{stderr}");
+}
+
 /// rsyslog forwards over RELP into net-in; safd is killed (-9) while the
 /// messages flow and started again: rsyslog sends again what was not
 /// answered, and every message is in safd's queue (here: at the server,

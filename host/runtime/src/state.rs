@@ -32,7 +32,7 @@ impl InstanceState {
         memory_bytes: usize,
     ) -> Result<Self, GrantError> {
         let mut table = ResourceTable::new();
-        table.set_max_capacity(MAX_RESOURCES);
+        table.set_max_capacity(max_resources(sandbox));
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(MAX_HTTP_FIELDS_BYTES);
         Ok(Self {
@@ -102,6 +102,26 @@ impl log::Host for InstanceState {
 /// bodies…) one instance may hold at once. Each is host memory the memory
 /// limit does not see; a connector holds a handful.
 pub(crate) const MAX_RESOURCES: usize = 1024;
+
+/// Connections an instance granted `listen` may hold open at once (net-in's
+/// `max_connections` goes up to this).
+pub(crate) const MAX_ACCEPTED_CONNECTIONS: usize = 10_000;
+
+/// Host objects one accepted connection holds: its socket and its two
+/// streams (wasi-libc keeps them for the connection's life), and a
+/// pollable while the guest waits on it.
+const RESOURCES_PER_CONNECTION: usize = 4;
+
+/// What an instance may hold: [`MAX_RESOURCES`], and for one granted
+/// `listen` room for [`MAX_ACCEPTED_CONNECTIONS`] on top (with 1 024 alone
+/// a listener trapped at about 340 connections, losing them all).
+fn max_resources(sandbox: &Sandbox) -> usize {
+    if sandbox.listen.is_empty() {
+        MAX_RESOURCES
+    } else {
+        MAX_RESOURCES + RESOURCES_PER_CONNECTION * MAX_ACCEPTED_CONNECTIONS
+    }
+}
 
 /// Bytes of one set of HTTP header fields (wasmtime's default is 128 KiB;
 /// with [`MAX_RESOURCES`] sets that would be 128 MiB outside the limit).

@@ -588,6 +588,25 @@ mod tests {
     }
 
     #[test]
+    fn five_hundred_senders_at_once_all_get_in() {
+        let (config, mut receiver, address) = setup(r#", "max_connections": 600"#);
+        let senders = std::thread::spawn(move || {
+            (0..500)
+                .map(|i| {
+                    let mut sender = TcpStream::connect(address).unwrap();
+                    sender
+                        .write_all(format!("sender {i:03}\n").as_bytes())
+                        .unwrap();
+                    sender
+                })
+                .collect::<Vec<_>>()
+        });
+        let got = collect(&mut receiver, &config, 500);
+        assert_eq!(got.len(), 500);
+        drop(senders.join().unwrap());
+    }
+
+    #[test]
     fn connections_over_the_limit_are_closed_and_silent_ones_cut() {
         let (mut config, mut receiver, address) = setup(r#", "max_connections": 2"#);
         config.idle_timeout = Duration::from_millis(200);
