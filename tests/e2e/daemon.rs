@@ -240,7 +240,8 @@ members = []
 
 /// What the sandbox would refuse at the first call is refused by `check`:
 /// a member whose address is not granted, a source directory outside the
-/// granted ones — both in one run, each with the grant to add.
+/// granted ones — both in one run, each with the grant to add, and with
+/// an unknown key in the same file (reported with them, not alone).
 #[test]
 fn check_refuses_an_ungranted_member_address_and_source_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -256,10 +257,11 @@ fn check_refuses_an_ungranted_member_address_and_source_directory() {
         ],
         &["127.0.0.1:9".into()],
     );
-    let text = std::fs::read_to_string(&path).unwrap().replace(
+    let mut text = std::fs::read_to_string(&path).unwrap().replace(
         &format!("grants = {{ dirs = [\"{}\"] }}", logs.display()),
         &format!("grants = {{ dirs = [\"{}\"] }}", elsewhere.display()),
     );
+    text.push_str("\n[queue]\ncapacity = 5\n");
     std::fs::write(&path, text).unwrap();
     let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
     let (stdout, stderr) = text_of(&output);
@@ -276,6 +278,10 @@ fn check_refuses_an_ungranted_member_address_and_source_directory() {
         "{stderr}"
     );
     assert!(!stderr.contains("member `primary`"), "{stderr}");
+    assert!(
+        stderr.contains("queue.capacity: unknown field `capacity`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -308,20 +308,115 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Read and parse `path`; syntax and type errors come back with their line
-/// and key.
+/// and key, all of them (see [`read_past_errors`]).
 pub fn read(path: &Path) -> Result<(String, ConfigFile), ConfigError> {
-    let fail = |line: usize, key: String, message: String| ConfigError {
+    let read = read_past_errors(path)?;
+    if read.problems.is_empty() {
+        Ok((read.text, read.file))
+    } else {
+        Err(ConfigError {
+            file: path.to_owned(),
+            problems: read.problems,
+        })
+    }
+}
+
+/// A file read past its type errors and unknown keys.
+pub(crate) struct ReadPastErrors {
+    /// The text with the lines of those problems blanked (same lines).
+    pub(crate) text: String,
+    /// What that text says.
+    pub(crate) file: ConfigFile,
+    /// The problems, in the order found.
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// The most problems of one file reported before giving up.
+const MAX_PARSE_PROBLEMS: usize = 32;
+
+/// Read and parse `path`. A `key = value` line whose key is unknown or
+/// whose value has the wrong type is a problem; the line is then blanked
+/// and the rest read again, so that one run names every such line (and
+/// the checks that follow see the rest of the file). A syntax error, or a
+/// problem that is not one line's (a missing key, a table header), ends
+/// the reading: `Err` with what was found.
+pub(crate) fn read_past_errors(path: &Path) -> Result<ReadPastErrors, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
         file: path.to_owned(),
-        problems: vec![Problem { line, key, message }],
+        problems,
     };
-    let text = read_limited(path).map_err(|message| fail(0, String::new(), message))?;
-    let deserializer = toml::de::Deserializer::parse(&text).map_err(|e| {
-        let span = e.span();
-        let line = span.as_ref().map_or(0, |span| line_of(&text, span.start));
-        let key = span.map(|span| key_at(&text, span)).unwrap_or_default();
-        fail(line, key, toml_message(&e))
+    let mut text = read_limited(path).map_err(|message| {
+        fail(vec![Problem {
+            line: 0,
+            key: String::new(),
+            message,
+        }])
     })?;
-    let file: ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let mut problems: Vec<Problem> = Vec::new();
+    // The keys blanked so far: a "missing field" that names one of their
+    // parts is their echo (the line that held it is gone), not a problem
+    // of its own.
+    let mut blanked: Vec<String> = Vec::new();
+    loop {
+        let found = match parse(&text) {
+            Ok(file) => {
+                problems.sort_by_key(|p| p.line);
+                return Ok(ReadPastErrors {
+                    text,
+                    file,
+                    problems,
+                });
+            }
+            Err(found) => found,
+        };
+        let echo = found.problem.message.starts_with("missing field")
+            && blanked.iter().any(|key| {
+                key.split('.')
+                    .any(|part| found.problem.message.contains(&format!("`{part}`")))
+            });
+        // A syntax error after a blank is the blank's doing (it cut a
+        // multi-line value): what was found before stands.
+        let blank_made_it = found.syntax && !blanked.is_empty();
+        let line = found.problem.line;
+        let can_blank = !found.syntax
+            && line
+                .checked_sub(1)
+                .and_then(|i| text.lines().nth(i))
+                .is_some_and(blankable);
+        if !echo && !blank_made_it {
+            problems.push(found.problem.clone());
+        }
+        if !can_blank || problems.len() >= MAX_PARSE_PROBLEMS {
+            problems.sort_by_key(|p| p.line);
+            return Err(fail(problems));
+        }
+        blanked.push(found.problem.key);
+        text = blank_line(&text, line);
+    }
+}
+
+/// The first problem of one parse.
+struct ParseProblem {
+    problem: Problem,
+    /// Not TOML at all (as opposed to TOML safd does not expect).
+    syntax: bool,
+}
+
+fn parse(text: &str) -> Result<ConfigFile, ParseProblem> {
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| {
+        let span = e.span();
+        let line = span.as_ref().map_or(0, |span| line_of(text, span.start));
+        let key = span.map(|span| key_at(text, span)).unwrap_or_default();
+        ParseProblem {
+            problem: Problem {
+                line,
+                key,
+                message: toml_message(&e),
+            },
+            syntax: true,
+        }
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
         // toml's `Spanned` shows up in the path as a field of its own.
         let key = e
             .path()
@@ -336,10 +431,40 @@ pub fn read(path: &Path) -> Result<(String, ConfigFile), ConfigError> {
             key
         };
         let e = e.into_inner();
-        let line = e.span().map_or(0, |span| line_of(&text, span.start));
-        fail(line, key, toml_message(&e))
-    })?;
-    Ok((text, file))
+        let line = e.span().map_or(0, |span| line_of(text, span.start));
+        ParseProblem {
+            problem: Problem {
+                line,
+                key,
+                message: toml_message(&e),
+            },
+            syntax: false,
+        }
+    })
+}
+
+/// A line that holds one `key = value` and nothing that opens or closes
+/// more than itself: blanking it leaves the rest of the file whole.
+fn blankable(line: &str) -> bool {
+    let line = line.trim();
+    if line.starts_with('[') || !line.contains('=') {
+        return false;
+    }
+    let opens = line.matches(['[', '{']).count();
+    let closes = line.matches([']', '}']).count();
+    opens == closes && !line.contains("\"\"\"") && !line.contains("'''")
+}
+
+/// The text with line `line` (1-based) emptied, the line count kept.
+fn blank_line(text: &str, line: usize) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, l)| match (i + 1 == line, l.ends_with('\n')) {
+            (true, true) => "\n",
+            (true, false) => "",
+            (false, _) => l,
+        })
+        .collect()
 }
 
 /// The file's text, refused when it is not a regular file, larger than
@@ -483,6 +608,40 @@ mod tests {
             err.problems[0].message.contains("not a regular file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_bad_line_is_named_not_only_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("safd.toml");
+        std::fs::write(
+            &path,
+            "agent_id = 5\ndata_dir = \"/d\"\nplugin_dir = \"/p\"\n[queue]\ncapacity = 5\n\
+             capacity_mib = \"big\"\n[admin]\nlisten = \"127.0.0.1:1\"\ncolour = true\n",
+        )
+        .unwrap();
+        let err = read(&path).unwrap_err();
+        let found: Vec<(usize, &str)> = err
+            .problems
+            .iter()
+            .map(|p| (p.line, p.key.as_str()))
+            .collect();
+        // agent_id's wrong type, then two unknown keys and a wrong type; the
+        // "missing field agent_id" that blanking its line brings is no
+        // problem of its own.
+        assert_eq!(
+            found,
+            [
+                (1, "agent_id"),
+                (5, "queue.capacity"),
+                (6, "queue.capacity_mib"),
+                (9, "admin.colour")
+            ],
+            "{err}"
+        );
+        // A syntax error ends the reading at once.
+        std::fs::write(&path, "agent_id = \"a\n[queue]\ncapacity = 5\n").unwrap();
+        assert_eq!(read(&path).unwrap_err().problems.len(), 1);
     }
 
     #[test]

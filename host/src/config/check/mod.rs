@@ -90,7 +90,13 @@ pub async fn check(
     path: &Path,
     runtime: impl FnOnce(Option<&Path>) -> anyhow::Result<Runtime>,
 ) -> Result<Checked, ConfigError> {
-    let (text, file) = super::read(path)?;
+    // Past its type errors and unknown keys: those lines are problems,
+    // and the rest of the file is checked as well.
+    let super::ReadPastErrors {
+        text,
+        file,
+        problems,
+    } = super::read_past_errors(path)?;
     let runtime = runtime(file.cache_dir.as_deref()).map_err(|e| ConfigError {
         file: path.to_owned(),
         problems: vec![Problem {
@@ -101,7 +107,7 @@ pub async fn check(
     })?;
     let mut findings = Findings {
         text: &text,
-        problems: Vec::new(),
+        problems,
     };
     // The file parsed above, so it parses as a plain table too.
     let raw = toml::from_str::<toml::Table>(&text).unwrap_or_default();
