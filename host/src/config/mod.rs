@@ -308,8 +308,10 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Read and parse `path`; syntax and type errors come back with their line
-/// and key, all of them (see [`read_past_errors`]).
-pub fn read(path: &Path) -> Result<(String, ConfigFile), ConfigError> {
+/// and key, all of them (see [`read_past_errors`]). (safd itself goes on
+/// to check the rest: `check`.)
+#[cfg(test)]
+fn read(path: &Path) -> Result<(String, ConfigFile), ConfigError> {
     let read = read_past_errors(path)?;
     if read.problems.is_empty() {
         Ok((read.text, read.file))
