@@ -135,6 +135,8 @@ pub(crate) struct LaneState {
     epoch: u64,
     /// A catch-up may be honoured (see `catch_up`).
     window_open: bool,
+    /// 1004 was said for the outage under way (at start, no member yet).
+    all_down_said: bool,
     acked: BTreeMap<String, u64>,
     /// Per stream, the next seq to send; behind `acked + 1` while a
     /// catch-up replays.
@@ -850,18 +852,28 @@ impl Lane {
             }
             SessionError::Connector(ConnectorError::Unauthorized(reason)) => {
                 let member = &self.members[index];
-                self.notices.emit(
-                    Notice::new(
-                        MEMBER_UNAUTHORIZED,
-                        format!(
-                            "member `{}` of group `{}` refused safd's credentials: {reason}; \
+                // Said on the first refusal of a run and then ever more
+                // rarely (2nd, 4th, 8th…): a wrong token does not fix
+                // itself, and one line every retry buries everything else.
+                let refusals = member.failures.saturating_add(1);
+                let say = member.health != MemberHealth::Unreachable
+                    || member.failures == 0
+                    || refusals.is_power_of_two();
+                if say {
+                    self.notices.emit(
+                        Notice::new(
+                            MEMBER_UNAUTHORIZED,
+                            format!(
+                                "member `{}` of group `{}` refused safd's credentials: {reason}; \
                              fix the member's token in the configuration",
-                            member.name, self.group
-                        ),
-                    )
-                    .with("group", &self.group)
-                    .with("member", &member.name),
-                );
+                                member.name, self.group
+                            ),
+                        )
+                        .with("group", &self.group)
+                        .with("member", &member.name)
+                        .with("refusals", refusals),
+                    );
+                }
             }
             _ => {}
         }
@@ -1017,7 +1029,12 @@ impl Lane {
             {
                 return;
             }
-            (None, best) => best,
+            (None, best) => {
+                if best.is_none() {
+                    self.say_all_down_once_every_member_failed();
+                }
+                best
+            }
             (Some(active), Some(best)) if best < active => {
                 // Failback: damped, and only once the in-flight batch
                 // to the current member is settled.
@@ -1035,6 +1052,43 @@ impl Lane {
         if next != self.state.active {
             self.switch_active(next).await;
         }
+    }
+
+    /// No member was ever active (safd's start) and every one has now
+    /// failed: the outage is as real as one that follows a failover, and
+    /// is said the same way (1004), once.
+    fn say_all_down_once_every_member_failed(&mut self) {
+        if self.state.all_down_said
+            || !self
+                .members
+                .iter()
+                .all(|m| m.health == MemberHealth::Unreachable && m.failures > 0)
+        {
+            return;
+        }
+        self.state.all_down_said = true;
+        self.notices
+            .emit(self.all_down_notice().with("group", &self.group));
+    }
+
+    fn all_down_notice(&self) -> Notice {
+        let errors: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| Some(format!("`{}`: {}", m.name, m.last_error.as_deref()?)))
+            .collect();
+        let why = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join("; "))
+        };
+        Notice::new(
+            ALL_MEMBERS_DOWN,
+            format!(
+                "no member of group `{}` is reachable{why}: events are kept in safd's queue",
+                self.group
+            ),
+        )
     }
 
     async fn switch_active(&mut self, next: Option<usize>) {
@@ -1058,15 +1112,11 @@ impl Lane {
         let notice = match (previous, next) {
             (_, None) => {
                 self.state.window_open = false;
-                Notice::new(
-                    ALL_MEMBERS_DOWN,
-                    format!(
-                        "no member of group `{}` is reachable: events are kept in safd's queue",
-                        self.group
-                    ),
-                )
+                self.state.all_down_said = true;
+                self.all_down_notice()
             }
             (None, Some(_)) => {
+                self.state.all_down_said = false;
                 // The first member to register after an outage may
                 // catch up; the other one will be refused.
                 self.state.window_open = true;

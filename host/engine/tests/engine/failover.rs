@@ -6,7 +6,10 @@
 use crate::common::fakes::{
     FakeDestination, FakeServer, FakeSource, acked, active, eventually, fast_tuning, notice_ids,
 };
-use safd_connector::event_ids::{CATCH_UP_REFUSED, CATCH_UP_STARTED, FAILED_BACK, FAILED_OVER};
+use safd_connector::event_ids::{
+    ALL_MEMBERS_DOWN, CATCH_UP_REFUSED, CATCH_UP_STARTED, DELIVERY_RESUMED, FAILED_BACK,
+    FAILED_OVER, MEMBER_UNAUTHORIZED,
+};
 use safd_engine::failover::MemberHealth;
 use safd_engine::{Engine, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions};
 use std::sync::Arc;
@@ -313,4 +316,48 @@ fn assert_none_elsewhere(pair: &Pair, holder: &str, line: &str) {
             .count()
     });
     assert_eq!(stray, 0, "row {line}: {other} received events of the row");
+}
+
+/// At start, with both members refusing safd's token: 1004 comes once
+/// every member has failed (it used to come only after a member had been
+/// active), and 1010 is said on the first refusal of each member and then
+/// ever more rarely, not on every retry. Once a member takes the token,
+/// delivery resumes.
+#[tokio::test]
+async fn a_wrong_token_on_every_member_is_an_outage_said_once_not_a_stream_of_refusals() {
+    let pair = pair().await;
+    pair.primary.with(|s| s.refuses_token = true);
+    pair.backup.with(|s| s.refuses_token = true);
+    pair.source.append(10, "e");
+    let count = |id: u32| {
+        notice_ids(&pair.engine)
+            .iter()
+            .filter(|&&n| n == id)
+            .count()
+    };
+    eventually("1004 with every member refusing", WAIT, || {
+        count(ALL_MEMBERS_DOWN) == 1
+    })
+    .await;
+    let refused = |server: &FakeServer| server.with(|s| s.token_refusals);
+    eventually("twenty refusals of each", WAIT, || {
+        refused(&pair.primary) >= 20 && refused(&pair.backup) >= 20
+    })
+    .await;
+    let refusals = refused(&pair.primary) + refused(&pair.backup);
+    let said = count(MEMBER_UNAUTHORIZED);
+    // First, 2nd, 4th, 8th, 16th… of each: a handful, not one per retry.
+    assert!(
+        (2..=12).contains(&said),
+        "1010 said {said} times for {refusals} refusals"
+    );
+    assert_eq!(count(ALL_MEMBERS_DOWN), 1);
+
+    pair.backup.with(|s| s.refuses_token = false);
+    eventually("delivery to the backup", WAIT, || {
+        active(&pair.engine, "mgmt").as_deref() == Some("backup")
+            && pair.backup.with(|s| s.count("ems")) == 10
+    })
+    .await;
+    assert!(notice_ids(&pair.engine).contains(&DELIVERY_RESUMED));
 }

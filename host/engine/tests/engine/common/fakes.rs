@@ -22,6 +22,10 @@ pub struct ServerState {
     pub link_up: bool,
     /// It accepts connections but never answers (SIGSTOP).
     pub silent: bool,
+    /// It refuses safd's credentials (a wrong token).
+    pub refuses_token: bool,
+    /// How often it did.
+    pub token_refusals: u64,
     /// Its event service runs (otherwise it spools into its inbox).
     pub service_up: bool,
     /// Like the reference server: on register, ask for catch-up from its
@@ -90,6 +94,8 @@ impl Default for ServerState {
         Self {
             link_up: true,
             silent: false,
+            refuses_token: false,
+            token_refusals: 0,
             service_up: true,
             asks_catch_up: true,
             events: BTreeMap::new(),
@@ -213,9 +219,14 @@ struct FakeSession {
 impl FakeSession {
     /// Fail like a refused connection, or hang like a stopped process.
     async fn reach(&self) -> Result<(), SessionError> {
-        let (link_up, silent) = self.server.with(|s| (s.link_up, s.silent));
+        let (link_up, silent, refuses_token) =
+            self.server.with(|s| (s.link_up, s.silent, s.refuses_token));
         if silent {
             std::future::pending::<()>().await;
+        }
+        if refuses_token && link_up {
+            self.server.with(|s| s.token_refusals += 1);
+            return Err(ConnectorError::Unauthorized("401: bad token".into()).into());
         }
         if link_up {
             Ok(())
