@@ -10,10 +10,13 @@
 //! from a log file, [`text`] and [`json`] parse and render them, and
 //! [`tail`] follows a directory of rotating log files (plain `std::fs`,
 //! which inside the plugin is the granted, read-only directory).
+//! [`safd_event`] is what a record becomes in safd, the same for every
+//! plugin that reads EMS.
 
 mod event;
 pub mod framing;
 pub mod json;
+pub mod safd_event;
 pub mod tail;
 pub mod text;
 mod zone;

@@ -435,3 +435,102 @@ fn health_follows_the_source_and_json_logs_parse_line_by_line() {
     }
     assert!(stderr.contains("safd: stopped"), "{stderr}");
 }
+
+/// The same EMS format A text, read from log files by ems-reader and
+/// streamed over TCP into net-in (as a printing distributor writes it to
+/// a network printer): the server gets the same events from both — body,
+/// time, severity and every attribute — but where each came from
+/// (`log_file` for one, `sender` for the other).
+#[test]
+fn ems_text_over_tcp_becomes_the_events_ems_reader_makes_of_the_files() {
+    const EVENTS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let mut generator = ems_sim::Generator::new(ems_sim::SimConfig {
+        seed: 25,
+        ..ems_sim::SimConfig::default()
+    });
+    let zone = safd_ems::Zone::parse("UTC").unwrap();
+    let mut log =
+        ems_sim::LogWriter::create(&logs, safd_ems::Format::A, zone, 256 << 10, 0).unwrap();
+    for _ in 0..EVENTS {
+        log.write(&generator.next_event()).unwrap();
+    }
+    log.flush().unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let text: Vec<u8> = files
+        .iter()
+        .flat_map(|file| std::fs::read(file).unwrap())
+        .collect();
+
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let listen = free_address();
+    let path = config_with(
+        dir.path(),
+        &listen,
+        &format!("\"{listen}\""),
+        &server,
+        ", format = \"ems\"",
+    );
+    let mut config_text = std::fs::read_to_string(&path).unwrap();
+    config_text = config_text.replace(
+        "[groups.mgmt]",
+        &format!(
+            "[sources.ems]\nplugin = \"ems-reader\"\nconfig = {{ directory = \"{logs}\", format = \"a\", \
+             system = \"\\\\PROD1\" }}\ngrants = {{ dirs = [\"{logs}\"] }}\n\n[groups.mgmt]",
+            logs = logs.display()
+        ),
+    );
+    std::fs::write(&path, config_text).unwrap();
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    let mut sender = None;
+    wait_for(Duration::from_secs(30), "net-in listening", || {
+        sender = TcpStream::connect(&listen).ok();
+        sender.is_some()
+    });
+    sender.unwrap().write_all(&text).unwrap();
+
+    let mut from_files = Vec::new();
+    let mut from_network = Vec::new();
+    wait_for(Duration::from_secs(60), "every event from both", || {
+        from_files = server.events("stream=ems&limit=1000");
+        from_network = server.events("stream=net&limit=1000");
+        from_files.len() >= EVENTS && from_network.len() >= EVENTS
+    });
+    assert_eq!(from_files.len(), EVENTS);
+    assert_eq!(from_network.len(), EVENTS);
+    let shape = |event: &Value, origin: &str| {
+        let mut attributes: Vec<(String, String)> = event["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| {
+                (
+                    pair[0].as_str().unwrap().to_owned(),
+                    pair[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .filter(|(key, _)| key != origin)
+            .collect();
+        attributes.sort();
+        (
+            event["body"].clone(),
+            event["time"].clone(),
+            event["severity"].clone(),
+            attributes,
+        )
+    };
+    for (file, network) in from_files.iter().zip(&from_network) {
+        assert_eq!(shape(file, "log_file"), shape(network, "sender"));
+        assert!(attribute(file, "log_file").is_some(), "{file}");
+        assert!(attribute(network, "sender").is_some(), "{network}");
+        assert!(attribute(network, "parse_error").is_none(), "{network}");
+        assert!(attribute(network, "subsystem").is_some(), "{network}");
+    }
+    stop_cleanly(&mut daemon, rest);
+}

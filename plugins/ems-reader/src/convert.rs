@@ -1,10 +1,9 @@
 //! EMS records and gaps → safd events.
 
 use crate::config::Config;
-use safd_ems::json::iso_time as iso;
+use safd_ems::ParseError;
+use safd_ems::safd_event;
 use safd_ems::tail::{Gap, GapKind, Record, file_name};
-use safd_ems::text::{ProcessRef, TextEvent};
-use safd_ems::{EmsEvent, ParseError, Subject};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::types::{Attribute, Event, Severity};
 
@@ -21,66 +20,11 @@ fn record_id_prefix(config: &Config, log_file: &str) -> String {
     format!("{}:{}:{log_file}:", config.system, config.collector)
 }
 
-/// The fields of a parsed record, from either format, borrowed.
-pub(crate) struct Fields<'a> {
-    pub(crate) system: &'a str,
-    pub(crate) process: ProcessRef<'a>,
-    pub(crate) owner: &'a str,
-    pub(crate) subsystem: &'a str,
-    pub(crate) version: &'a str,
-    pub(crate) event_number: u32,
-    pub(crate) gentime: i64,
-    pub(crate) logtime: i64,
-    pub(crate) emphasis: bool,
-    pub(crate) action_needed: bool,
-    pub(crate) subjects: &'a [Subject],
-    pub(crate) text: &'a str,
-}
-
-impl<'a> Fields<'a> {
-    pub(crate) fn from_text(ems: &'a TextEvent<'a>) -> Self {
-        Self {
-            system: ems.system,
-            process: ems.process,
-            owner: ems.owner,
-            subsystem: ems.subsystem,
-            version: ems.version,
-            event_number: ems.event_number,
-            gentime: ems.gentime,
-            logtime: ems.gentime,
-            emphasis: ems.emphasis,
-            action_needed: false,
-            subjects: &[],
-            text: &ems.text,
-        }
-    }
-
-    pub(crate) fn from_event(ems: &'a EmsEvent) -> Self {
-        let process = match (&ems.process.name, ems.process.cpu, ems.process.pin) {
-            (Some(name), _, _) => ProcessRef::Name(name),
-            (None, Some(cpu), Some(pin)) => ProcessRef::CpuPin { cpu, pin },
-            _ => ProcessRef::Name("?"),
-        };
-        Self {
-            system: &ems.system,
-            process,
-            owner: &ems.ssid.owner,
-            subsystem: &ems.ssid.name,
-            version: &ems.ssid.version,
-            event_number: ems.event_number,
-            gentime: ems.gentime,
-            logtime: ems.logtime,
-            emphasis: ems.emphasis,
-            action_needed: ems.action_needed,
-            subjects: &ems.subjects,
-            text: &ems.text,
-        }
-    }
-}
+pub(crate) use safd_ems::safd_event::Fields;
 
 /// Buffers reused from event to event: converting a record allocates
 /// nothing once they have grown, and the parts that repeat (the log file's
-/// name and the id's prefix, the formatted logtime) are formatted once.
+/// name and the id's prefix) are formatted once.
 #[derive(Default)]
 pub(crate) struct Scratch {
     /// The file `log_file` and `id_prefix` are for.
@@ -89,12 +33,8 @@ pub(crate) struct Scratch {
     /// `system:collector:log_file:`
     id_prefix: String,
     id: String,
-    /// The logtime `logtime_text` shows.
-    logtime: Option<i64>,
-    logtime_text: String,
-    process: String,
-    /// `subject.<token>` keys, one after the other.
-    subject_keys: String,
+    /// The attributes' own buffers.
+    attributes: safd_event::Scratch,
 }
 
 impl Scratch {
@@ -105,25 +45,6 @@ impl Scratch {
             self.id_prefix = record_id_prefix(config, &self.log_file);
         }
     }
-}
-
-fn severity(config: &Config, fields: &Fields<'_>) -> Severity {
-    let overridden = config
-        .overrides
-        .get(&fields.event_number)
-        .and_then(|entries| {
-            entries
-                .iter()
-                .find(|(subsystem, _)| subsystem.eq_ignore_ascii_case(fields.subsystem))
-                .map(|(_, severity)| *severity)
-        });
-    overridden.unwrap_or(if fields.emphasis {
-        Severity::Critical
-    } else if fields.action_needed {
-        Severity::Major
-    } else {
-        Severity::Info
-    })
 }
 
 /// Append the event of a record that parsed.
@@ -140,46 +61,12 @@ pub(crate) fn push_event(
     scratch
         .id
         .push_str(itoa::Buffer::new().format(record.start));
-    if scratch.logtime != Some(fields.logtime) {
-        scratch.logtime = Some(fields.logtime);
-        scratch.logtime_text = iso(fields.logtime);
-    }
-    scratch.process.clear();
-    match fields.process {
-        ProcessRef::Name(name) => scratch.process.push_str(name),
-        ProcessRef::CpuPin { cpu, pin } => {
-            scratch.process.push_str(itoa::Buffer::new().format(cpu));
-            scratch.process.push(',');
-            scratch.process.push_str(itoa::Buffer::new().format(pin));
-        }
-    }
-    let mut number = itoa::Buffer::new();
-    let event_number = number.format(fields.event_number);
-    scratch.subject_keys.clear();
-    for subject in fields.subjects {
-        scratch.subject_keys.push_str("subject.");
-        scratch.subject_keys.push_str(&subject.token);
-    }
-    let attributes = [
-        ("system", fields.system),
-        ("process", scratch.process.as_str()),
-        ("subsystem_owner", fields.owner),
-        ("subsystem", fields.subsystem),
-        ("subsystem_version", fields.version),
-        ("event_number", event_number),
+    let severity = safd_event::severity(&config.overrides, fields);
+    let origin = [
         ("collector", config.collector.as_str()),
         ("log_file", scratch.log_file.as_str()),
-        ("logtime", scratch.logtime_text.as_str()),
-        ("action_needed", "true"),
     ];
-    let attributes = if fields.action_needed {
-        &attributes[..]
-    } else {
-        &attributes[..attributes.len() - 1]
-    };
-    let severity = severity(config, fields);
-    if fields.subjects.is_empty() {
-        // Format A never has subjects: no list to build.
+    safd_event::with_attributes(fields, &origin, &mut scratch.attributes, |attributes| {
         events.push_fields(
             &scratch.id,
             fields.gentime,
@@ -187,22 +74,7 @@ pub(crate) fn push_event(
             attributes.iter().copied(),
             fields.text,
         );
-        return;
-    }
-    let mut with_subjects = attributes.to_vec();
-    let mut keys = scratch.subject_keys.as_str();
-    for subject in fields.subjects {
-        let (key, rest) = keys.split_at("subject.".len() + subject.token.len());
-        keys = rest;
-        with_subjects.push((key, subject.value.as_str()));
-    }
-    events.push_fields(
-        &scratch.id,
-        fields.gentime,
-        severity,
-        with_subjects.iter().copied(),
-        fields.text,
-    );
+    });
 }
 
 /// A record that did not parse: emitted with its raw text, never dropped.

@@ -24,6 +24,10 @@ struct RawConfig {
     idle_timeout_ms: u32,
     #[serde(default = "default_severity")]
     severity: String,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
+    #[serde(default = "default_collector")]
+    collector: String,
     #[serde(default = "default_max_events")]
     max_events: u32,
     #[serde(default = "default_max_bytes")]
@@ -44,6 +48,12 @@ fn default_max_message_bytes() -> u32 {
 }
 fn default_idle_timeout_ms() -> u32 {
     300_000
+}
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+fn default_collector() -> String {
+    "$0".to_owned()
 }
 fn default_severity() -> String {
     "info".to_owned()
@@ -85,6 +95,10 @@ pub(crate) enum Format {
     Rfc5424,
     Rfc3164,
     Raw,
+    /// NonStop EMS format A, the printing distributor's text: a header
+    /// line and indented continuation lines per event (with newline
+    /// framing; over RELP or octet counting, one event per message).
+    Ems,
 }
 
 /// The validated configuration.
@@ -99,6 +113,11 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     /// For raw lines, and for syslog messages whose priority is unreadable.
     pub(crate) severity: Severity,
+    /// Format A's local times are in this zone.
+    pub(crate) zone: safd_ems::Zone,
+    /// The EMS collector the events are said to come from (as ems-reader's
+    /// `collector`).
+    pub(crate) collector: String,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
 }
@@ -112,7 +131,9 @@ pub(crate) const SCHEMA: &str = r#"{
     "listen": {"type": "string", "description": "ip:port to listen on, e.g. 0.0.0.0:1514; must also be in this source's grants.listen"},
     "transport": {"enum": ["tcp", "relp"], "default": "tcp", "description": "tcp: messages framed by line or octet count, nothing acknowledged; relp: rsyslog's RELP, each message acknowledged only once safd's queue stored it"},
     "framing": {"enum": ["auto", "newline", "octet-counting"], "default": "auto", "description": "transport tcp only (RFC 6587): auto decides per connection (a digit first means octet counting)"},
-    "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line"},
+    "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw", "ems"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line; ems: NonStop EMS format A (the printing distributor's text), events as ems-reader makes them"},
+    "time_zone": {"type": "string", "default": "UTC", "description": "format ems: the zone of the printed local times: IANA name, UTC or +hh:mm"},
+    "collector": {"type": "string", "default": "$0", "description": "format ems: the collector the events are attributed to, as ems-reader's collector"},
     "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100, "description": "further connections are closed at once (and logged)"},
     "max_message_bytes": {"type": "integer", "minimum": 480, "maximum": 16777216, "default": 65536, "description": "a longer message is cut to this size and flagged truncated=<its length>"},
     "idle_timeout_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 300000, "description": "a connection silent this long is closed"},
@@ -177,14 +198,25 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         "rfc5424" => Format::Rfc5424,
         "rfc3164" => Format::Rfc3164,
         "raw" => Format::Raw,
+        "ems" => Format::Ems,
         other => {
             problems.push(ConfigProblem::new(
                 "format",
-                format!("unknown format `{other}`: use auto, rfc5424, rfc3164 or raw"),
+                format!("unknown format `{other}`: use auto, rfc5424, rfc3164, raw or ems"),
             ));
             Format::Auto
         }
     };
+    // EMS text starts with a digit (the date): `auto` would take it for
+    // an octet count. Its lines are lines.
+    let framing = match (format, framing) {
+        (Format::Ems, Framing::Auto) => Framing::Newline,
+        (_, framing) => framing,
+    };
+    let zone = safd_ems::Zone::parse(&raw.time_zone).unwrap_or_else(|err| {
+        problems.push(ConfigProblem::new("time_zone", err.to_string()));
+        safd_ems::Zone::utc()
+    });
     let severity = config::severity("severity", &raw.severity).unwrap_or_else(|problem| {
         problems.push(problem);
         Severity::Info
@@ -225,6 +257,8 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             max_message_bytes: raw.max_message_bytes as usize,
             idle_timeout: Duration::from_millis(raw.idle_timeout_ms.into()),
             severity,
+            zone,
+            collector: raw.collector,
             max_events: raw.max_events,
             max_bytes: raw.max_bytes,
         }),

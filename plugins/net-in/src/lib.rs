@@ -11,6 +11,7 @@
 //! only in the commit of the poll that took it, after safd's durable write.
 
 mod config;
+mod ems;
 mod framing;
 mod receiver;
 mod relp;

@@ -7,7 +7,8 @@
 //! `syslog` message only when [`Receiver::acknowledge`] is told that the
 //! poll that took it is stored (the source's commit).
 
-use crate::config::Config;
+use crate::config::{Config, Format, Framing};
+use crate::ems::{self, Assembler, Converter};
 use crate::framing::{Frame, Framer};
 use crate::relp::{self, Command};
 use crate::resend::{ResendGuard, message_hash};
@@ -52,6 +53,8 @@ pub(crate) struct Receiver {
     resend: ResendGuard,
     /// RELP messages recognised as sent again since the start.
     resent: u64,
+    /// Format `ems`: the parser and buffers (made at the first poll).
+    ems: Option<Converter>,
 }
 
 struct Connection {
@@ -60,7 +63,11 @@ struct Connection {
     /// `PEER/ACCEPTED_AT_µs/`: with a message's offset in the connection,
     /// an id no other message has had, across connections and restarts.
     id_prefix: String,
+    /// The sender's address as text (the `sender` attribute).
+    sender: String,
     framer: Framer,
+    /// Format `ems` on lines: the record under way.
+    records: Assembler,
     last_read: Instant,
     /// Nothing more is read (the sender closed, went silent, or broke the
     /// protocol).
@@ -118,6 +125,7 @@ impl Receiver {
             first_served: 0,
             resend,
             resent: 0,
+            ems: None,
         })
     }
 
@@ -133,6 +141,7 @@ impl Receiver {
     ) -> bool {
         self.accept(config);
         let now = safd_plugin_sdk::time::now_micros();
+        let ems = self.ems.get_or_insert_with(|| Converter::new(config));
         let count = self.connections.len();
         let first = self.first_served % count.max(1);
         let mut more = false;
@@ -150,6 +159,7 @@ impl Receiver {
                 poll,
                 resend: &mut self.resend,
                 resent: &mut self.resent,
+                ems,
             };
             more |= self.connections[i].pump(&mut context);
         }
@@ -228,7 +238,9 @@ impl Receiver {
                         stream,
                         peer,
                         id_prefix: format!("{peer}/{}/", safd_plugin_sdk::time::now_micros()),
+                        sender: peer.to_string(),
                         framer: Framer::new(config.framing),
+                        records: Assembler::default(),
                         last_read: Instant::now(),
                         closed: false,
                         out: Vec::new(),
@@ -260,6 +272,7 @@ struct Context<'a> {
     poll: u64,
     resend: &'a mut ResendGuard,
     resent: &'a mut u64,
+    ems: &'a mut Converter,
 }
 
 impl Connection {
@@ -270,6 +283,11 @@ impl Connection {
         loop {
             while let Some(frame) = self.framer.next(cx.config.max_message_bytes, self.closed) {
                 match frame.relp {
+                    None if cx.config.format == Format::Ems
+                        && cx.config.framing == Framing::Newline =>
+                    {
+                        self.ems_line(cx, &frame);
+                    }
                     None => self.emit(cx, &frame),
                     Some((txnr, command)) => self.relp_frame(cx, &frame, txnr, command),
                 }
@@ -291,6 +309,10 @@ impl Connection {
                 self.closed = true;
             }
             if self.closed {
+                // The connection's last record is whole.
+                if let Some((record, offset)) = self.records.take() {
+                    self.push_record(cx, &record, offset);
+                }
                 return false;
             }
             match self.stream.read(&mut chunk) {
@@ -300,6 +322,11 @@ impl Connection {
                     self.last_read = Instant::now();
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    if self.last_read.elapsed() >= ems::RECORD_QUIET
+                        && let Some((record, offset)) = self.records.take()
+                    {
+                        self.push_record(cx, &record, offset);
+                    }
                     if self.last_read.elapsed() >= cx.config.idle_timeout {
                         log::warn(&format!(
                             "connection from {} closed: silent for {} ms (idle_timeout_ms)",
@@ -391,11 +418,34 @@ impl Connection {
         }
     }
 
+    /// Format `ems` on lines: the line joins the record under way, or
+    /// completes it.
+    fn ems_line(&mut self, cx: &mut Context<'_>, frame: &Frame) {
+        let bytes = &self.framer.buffered()[frame.start..frame.end];
+        let line = String::from_utf8_lossy(bytes);
+        if let Some((record, offset)) = self.records.line(&line, frame.offset) {
+            self.push_record(cx, &record, offset);
+        }
+    }
+
+    fn push_record(&self, cx: &mut Context<'_>, record: &str, offset: u64) {
+        let mut id = String::with_capacity(self.id_prefix.len() + 20);
+        id.push_str(&self.id_prefix);
+        id.push_str(itoa::Buffer::new().format(offset));
+        cx.ems
+            .push(cx.out, cx.config, &id, &self.sender, record, cx.now);
+    }
+
     fn emit(&self, cx: &mut Context<'_>, frame: &Frame) {
         let config = cx.config;
         let now = cx.now;
         let bytes = &self.framer.buffered()[frame.start..frame.end];
         let text = String::from_utf8_lossy(bytes);
+        if config.format == Format::Ems {
+            // One record per message (RELP, octet counting).
+            self.push_record(cx, &text, frame.offset);
+            return;
+        }
         let message = syslog::parse(&text, config.format, now);
         let mut id = String::with_capacity(self.id_prefix.len() + 20);
         id.push_str(&self.id_prefix);
@@ -604,6 +654,41 @@ mod tests {
         let got = collect(&mut receiver, &config, 500);
         assert_eq!(got.len(), 500);
         drop(senders.join().unwrap());
+    }
+
+    #[test]
+    fn ems_format_a_records_become_events_as_ems_reader_makes_them() {
+        let (config, mut receiver, address) = setup(r#", "format": "ems""#);
+        let mut sender = TcpStream::connect(address).unwrap();
+        sender
+            .write_all(
+                b"24-03-11 02:14:07 \\PROD1.$0        TANDEM.EMS.H01      000513 EMS: COLLECTOR STARTED\n\
+                  24-03-11 02:23:48 \\PROD1.$TMP    * TANDEM.TMF.H01      000042 First line\n    second line\n\
+                  not EMS at all\n\
+                  24-03-11 02:23:49 \\PROD1.1,23      TANDEM.EXPAND.H01   000045 LAST\n",
+            )
+            .unwrap();
+        // The last record is whole after a quiet moment, the connection
+        // still open.
+        let got = collect(&mut receiver, &config, 4);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].body, "EMS: COLLECTOR STARTED");
+        assert_eq!(got[0].attribute("system"), Some("\\PROD1"));
+        assert_eq!(got[0].attribute("process"), Some("$0"));
+        assert_eq!(got[0].attribute("event_number"), Some("513"));
+        assert_eq!(got[0].attribute("collector"), Some("$0"));
+        let sender_address = sender.local_addr().unwrap().to_string();
+        assert_eq!(got[0].attribute("sender"), Some(sender_address.as_str()));
+        assert_eq!(got[0].severity, Severity::Info);
+        assert_eq!(got[1].body, "First line\nsecond line");
+        assert_eq!(got[1].severity, Severity::Critical);
+        assert!(got[2].attribute("parse_error").is_some());
+        assert_eq!(got[2].body, "not EMS at all");
+        assert_eq!(got[2].severity, Severity::Warning);
+        assert_eq!(got[3].attribute("process"), Some("1,23"));
+        assert_eq!(got[3].body, "LAST");
+        let ids: std::collections::HashSet<&str> = got.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids.len(), 4);
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub(crate) fn parse(text: &str, format: Format, now: i64) -> Message<'_> {
         ..Message::default()
     };
     match (format, pri) {
-        (Format::Raw, _) | (Format::Auto, _) => raw("raw", None),
+        // EMS text is read by `crate::ems`, never here.
+        (Format::Raw | Format::Auto | Format::Ems, _) => raw("raw", None),
         (Format::Rfc5424, None) | (Format::Rfc3164, None) => {
             let name = if format == Format::Rfc5424 {
                 "rfc5424"
