@@ -436,9 +436,9 @@ fn health_follows_the_source_and_json_logs_parse_line_by_line() {
     assert!(stderr.contains("safd: stopped"), "{stderr}");
 }
 
-/// The same EMS format A text, read from log files by ems-reader and
-/// streamed over TCP into net-in (as a printing distributor writes it to
-/// a network printer): the server gets the same events from both — body,
+/// The same EMS format A text, written to log files by ems-sim and read by
+/// ems-reader, and streamed by ems-sim over TCP into net-in (`--tcp`, as
+/// a printing distributor writes to a network printer): the server gets the same events from both — body,
 /// time, severity and every attribute — but where each came from
 /// (`log_file` for one, `sender` for the other).
 #[test]
@@ -446,27 +446,26 @@ fn ems_text_over_tcp_becomes_the_events_ems_reader_makes_of_the_files() {
     const EVENTS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let mut generator = ems_sim::Generator::new(ems_sim::SimConfig {
-        seed: 25,
-        ..ems_sim::SimConfig::default()
-    });
-    let zone = safd_ems::Zone::parse("UTC").unwrap();
-    let mut log =
-        ems_sim::LogWriter::create(&logs, safd_ems::Format::A, zone, 256 << 10, 0).unwrap();
-    for _ in 0..EVENTS {
-        log.write(&generator.next_event()).unwrap();
-    }
-    log.flush().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&logs)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    files.sort();
-    let text: Vec<u8> = files
-        .iter()
-        .flat_map(|file| std::fs::read(file).unwrap())
-        .collect();
+    let ems_sim = |output: &[&str]| {
+        let run = std::process::Command::new(crate::support::binary("ems-sim"))
+            .args(output)
+            .args([
+                "--events",
+                &EVENTS.to_string(),
+                "--seed",
+                "25",
+                "--format",
+                "a",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+    };
+    ems_sim(&["--dir", logs.to_str().unwrap()]);
 
     let server = mgmt::Server::start(&dir.path().join("server"), &[]);
     let listen = free_address();
@@ -488,12 +487,11 @@ fn ems_text_over_tcp_becomes_the_events_ems_reader_makes_of_the_files() {
     );
     std::fs::write(&path, config_text).unwrap();
     let (mut daemon, _admin, rest) = run_with_admin(&path);
-    let mut sender = None;
     wait_for(Duration::from_secs(30), "net-in listening", || {
-        sender = TcpStream::connect(&listen).ok();
-        sender.is_some()
+        TcpStream::connect(&listen).is_ok()
     });
-    sender.unwrap().write_all(&text).unwrap();
+    // The same events again, over the network.
+    ems_sim(&["--tcp", &listen]);
 
     let mut from_files = Vec::new();
     let mut from_network = Vec::new();

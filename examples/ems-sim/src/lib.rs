@@ -175,6 +175,48 @@ impl Generator {
     }
 }
 
+/// Writes events to a byte stream — a TCP connection, as an EMS printing
+/// distributor writes its text to a network printer (format A), or JSON
+/// Lines (format B) — for safd's net-in source.
+#[derive(Debug)]
+pub struct StreamWriter<W: Write> {
+    out: BufWriter<W>,
+    format: Format,
+    zone: Zone,
+    written: u64,
+}
+
+impl<W: Write> StreamWriter<W> {
+    pub fn new(out: W, format: Format, zone: Zone) -> Self {
+        Self {
+            out: BufWriter::with_capacity(1 << 16, out),
+            format,
+            zone,
+            written: 0,
+        }
+    }
+
+    pub fn write(&mut self, event: &EmsEvent) -> std::io::Result<()> {
+        let record = match self.format {
+            Format::A => safd_ems::text::render(event, &self.zone),
+            Format::B => safd_ems::json::render(event),
+        };
+        self.out.write_all(record.as_bytes())?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Send what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Events written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
 /// Writes events to rotating log files `ZZEV0000`, `ZZEV0001`, … in a
 /// directory, purging the oldest beyond `keep_files`.
 #[derive(Debug)]

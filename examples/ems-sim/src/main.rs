@@ -4,11 +4,14 @@
 //! Bulk: `ems-sim --dir logs --events 1000000` writes as fast as it can.
 //! Live: `ems-sim --dir logs --rate 200` writes 200 events per second, with
 //! the wall clock's time, until stopped (or `--duration`).
+//! Network: `--tcp HOST:PORT` instead of `--dir` writes the same text to a
+//! TCP connection, as an EMS printing distributor writes to a network
+//! printer (for safd's net-in source with `format = "ems"`).
 
 use anyhow::Context;
 use clap::Parser;
-use ems_sim::{Generator, LogWriter, SimConfig};
-use safd_ems::{Format, Zone};
+use ems_sim::{Generator, LogWriter, SimConfig, StreamWriter};
+use safd_ems::{EmsEvent, Format, Zone};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,8 +21,12 @@ use std::time::{Duration, Instant};
 struct Args {
     /// Log directory (created if missing); writing continues after the
     /// newest ZZEVnnnn file in it.
+    #[arg(long, required_unless_present = "tcp", conflicts_with = "tcp")]
+    dir: Option<PathBuf>,
+    /// Instead of log files: connect to this address (host:port) and write
+    /// the events there.
     #[arg(long)]
-    dir: PathBuf,
+    tcp: Option<String>,
     /// `a` (printing-distributor text) or `b` (tokenized JSON Lines).
     #[arg(long, default_value = "a", value_parser = parse_format)]
     format: Format,
@@ -90,14 +97,24 @@ fn main() -> anyhow::Result<()> {
         config.mean_gap_micros = 1;
     }
     let mut generator = Generator::new(config);
-    let mut writer = LogWriter::create(
-        &args.dir,
-        args.format,
-        zone,
-        args.rotate_bytes,
-        args.keep_files,
-    )
-    .with_context(|| format!("cannot write logs in {}", args.dir.display()))?;
+    let (mut writer, target) = match (&args.dir, &args.tcp) {
+        (Some(dir), _) => (
+            Output::Files(
+                LogWriter::create(dir, args.format, zone, args.rotate_bytes, args.keep_files)
+                    .with_context(|| format!("cannot write logs in {}", dir.display()))?,
+            ),
+            dir.display().to_string(),
+        ),
+        (None, Some(address)) => {
+            let stream = std::net::TcpStream::connect(address)
+                .with_context(|| format!("cannot connect to {address}"))?;
+            (
+                Output::Tcp(StreamWriter::new(stream, args.format, zone)),
+                format!("tcp://{address}"),
+            )
+        }
+        (None, None) => anyhow::bail!("say where to write: --dir DIR or --tcp HOST:PORT"),
+    };
     let started = Instant::now();
     let mut out = std::io::stdout().lock();
     match (args.events, args.rate) {
@@ -137,10 +154,39 @@ fn main() -> anyhow::Result<()> {
         out,
         "ems-sim: {} events in {} ({:?} format), {:.2} s, {:.0} events/s",
         writer.written(),
-        args.dir.display(),
+        target,
         args.format,
         secs,
         writer.written() as f64 / secs.max(1e-9)
     )?;
     Ok(())
+}
+
+/// Where events go: log files, or a TCP connection.
+enum Output {
+    Files(LogWriter),
+    Tcp(StreamWriter<std::net::TcpStream>),
+}
+
+impl Output {
+    fn write(&mut self, event: &EmsEvent) -> std::io::Result<()> {
+        match self {
+            Self::Files(w) => w.write(event),
+            Self::Tcp(w) => w.write(event),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Files(w) => w.flush(),
+            Self::Tcp(w) => w.flush(),
+        }
+    }
+
+    fn written(&self) -> u64 {
+        match self {
+            Self::Files(w) => w.written(),
+            Self::Tcp(w) => w.written(),
+        }
+    }
 }
