@@ -1,12 +1,14 @@
 //! `safd-tools`: the pipeline benchmarks and the soak — developer tools
 //! that run the real `safd`, `safd-mgmt` and `ems-sim` binaries (found next
 //! to this one) and count what arrives. Not part of the shipped daemon;
-//! `cargo xtask bench-pipeline`, `bench-syslog` and `soak` build and run
+//! `cargo xtask bench-pipeline`, `bench-syslog`, `bench-net-in` and `soak` build and run
 //! them.
 
 mod bench;
+mod bench_net_in;
 mod bench_syslog;
 mod soak;
+mod syslog_receiver;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +41,14 @@ enum Command {
     ///
     /// Use release builds (`cargo xtask bench-syslog`).
     BenchSyslog(bench_syslog::BenchSyslogArgs),
+    /// Measure EMS format A text sent over the network into net-in (plain
+    /// TCP, then RELP) → durable queue → syslog to a local receiver:
+    /// events/s from the first byte sent to the last event received, and
+    /// safd's CPU per million events; writes bench-net-in.json and
+    /// bench-net-in.md.
+    ///
+    /// Use release builds (`cargo xtask bench-net-in`).
+    BenchNetIn(bench_net_in::BenchNetInArgs),
     /// Run the demo pipeline for a long time with random faults (kill -9 of
     /// safd and the servers, SIGSTOP, the index removed, a full disk) and
     /// count every event at the end; writes soak.json and soak.md.
@@ -70,6 +80,7 @@ fn main() -> ExitCode {
         match tools.command {
             Command::Bench(args) => bench::run(args).await,
             Command::BenchSyslog(args) => bench_syslog::run(args).await,
+            Command::BenchNetIn(args) => bench_net_in::run(args).await,
             Command::Soak(args) => soak::run(args).await,
         }
     });

@@ -49,9 +49,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the plugins and release binaries, then run `safd
+    /// Build the plugins and release binaries, then run `safd-tools
     /// bench-syslog` (file-tail → queue → syslog to a local receiver).
     BenchSyslog {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the plugins and release binaries, then run `safd-tools
+    /// bench-net-in` (EMS text over TCP and RELP → net-in → queue → syslog
+    /// to a local receiver).
+    BenchNetIn {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -112,6 +119,7 @@ fn main() -> Result<()> {
         }
         Task::BenchPipeline { args } => bench_release(&root, "bench", &args),
         Task::BenchSyslog { args } => bench_release(&root, "bench-syslog", &args),
+        Task::BenchNetIn { args } => bench_release(&root, "bench-net-in", &args),
         Task::Bench { args } => {
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
