@@ -20,7 +20,7 @@ use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one poll may take.
 pub(crate) struct Budget {
@@ -55,7 +55,13 @@ pub(crate) struct Receiver {
     resent: u64,
     /// Format `ems`: the parser and buffers (made at the first poll).
     ems: Option<Converter>,
+    /// When the last commit answered RELP messages.
+    answered_at: Option<Instant>,
 }
+
+/// How long a poll waits for the frames a RELP sender sends once
+/// answered.
+const ANSWER_WAIT: Duration = Duration::from_millis(5);
 
 struct Connection {
     stream: TcpStream,
@@ -126,6 +132,7 @@ impl Receiver {
             resend,
             resent: 0,
             ems: None,
+            answered_at: None,
         })
     }
 
@@ -133,6 +140,36 @@ impl Receiver {
     /// waiting than the budget took. `poll` numbers this poll: its commit
     /// answers the RELP messages it took.
     pub(crate) fn poll(
+        &mut self,
+        config: &Config,
+        out: &mut EventWriter,
+        budget: &Budget,
+        poll: u64,
+    ) -> bool {
+        let unanswered_before = self.unanswered();
+        let mut more = self.poll_once(config, out, budget, poll);
+        // RELP senders answered in the last commit send their next frames
+        // now: wait for them a moment here rather than for safd's idle
+        // wait between polls (10 ms), which capped RELP at one window per
+        // 10 ms.
+        if let Some(answered_at) = self.answered_at {
+            while out.is_empty() && answered_at.elapsed() < ANSWER_WAIT {
+                std::thread::sleep(Duration::from_micros(200));
+                more = self.poll_once(config, out, budget, poll);
+            }
+            self.answered_at = None;
+        }
+        // Messages taken now are answered in this poll's commit, and their
+        // senders then send more: poll again at once.
+        more || self.unanswered() > unanswered_before
+    }
+
+    /// RELP messages taken and not yet answered.
+    fn unanswered(&self) -> usize {
+        self.connections.iter().map(|c| c.unanswered.len()).sum()
+    }
+
+    fn poll_once(
         &mut self,
         config: &Config,
         out: &mut EventWriter,
@@ -193,6 +230,9 @@ impl Receiver {
                 .iter()
                 .take_while(|m| m.poll <= poll)
                 .count();
+            if answered > 0 {
+                self.answered_at = Some(Instant::now());
+            }
             for message in connection.unanswered.drain(..answered) {
                 relp::ok(&mut connection.out, message.txnr);
                 connection.answering.push(message.hash);
