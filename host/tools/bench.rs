@@ -79,15 +79,27 @@ impl RunArgs {
         Ok((temporary, work))
     }
 
-    /// Compile `plugins` into the cache the timed safd processes use, so
-    /// no run pays for compiling them (a one-time cost per plugin file,
-    /// not part of forwarding: an operator's restarts find them cached).
-    pub(super) fn compile_plugins(&self, plugins: &[PathBuf]) -> anyhow::Result<()> {
+    /// Compile the plugins `names` in `dir` (each required to be there)
+    /// into the cache the timed safd processes use, so no run pays for
+    /// compiling them (a one-time cost per plugin file, not part of
+    /// forwarding: an operator's restarts find them cached).
+    pub(super) fn compile_named(&self, dir: &Path, names: &[&str]) -> anyhow::Result<()> {
+        let mut plugins = Vec::new();
+        for name in names {
+            let plugin = dir.join(format!("{name}.wasm"));
+            if !plugin.is_file() {
+                bail!(
+                    "{name}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
+                    dir.display()
+                );
+            }
+            plugins.push(plugin);
+        }
         let runtime = safd::cli::CacheArgs {
             cache_dir: self.cache_dir.clone(),
         }
         .runtime()?;
-        for plugin in plugins {
+        for plugin in &plugins {
             runtime
                 .load(plugin)
                 .with_context(|| format!("compiling {}", plugin.display()))?;
@@ -176,6 +188,15 @@ const FIGURES: [Figure; 10] = [
 
 pub(super) type Run = std::collections::BTreeMap<&'static str, f64>;
 
+/// Print a run's figures as they come.
+pub(super) fn print_run(figures: &[Figure], run: &Run) {
+    for figure in figures {
+        if let Some(value) = run.get(figure.key) {
+            println!("  {:<48} {value:>12.1} {}", figure.label, figure.unit);
+        }
+    }
+}
+
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     tokio::task::spawn_blocking(move || bench(&args)).await?
 }
@@ -183,10 +204,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let (mgmt, sim) = tools(args.bin_dir.as_deref())?;
     safd::cli::harness::check_plugins(&args.plugins)?;
-    args.runs.compile_plugins(&[
-        args.plugins.join("ems-reader.wasm"),
-        args.plugins.join("mgmt-http.wasm"),
-    ])?;
+    args.runs
+        .compile_named(&args.plugins, &["ems-reader", "mgmt-http"])?;
     let (_temporary, work) = args.runs.work()?;
     let tools = Tools {
         safd: safd::cli::harness::sibling("safd")?,

@@ -8,7 +8,7 @@
 //! gives events/s, safd's CPU seconds per million events and what the
 //! receiver got (every event once), median of the runs.
 
-use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report, wait_until};
+use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
 use crate::syslog_receiver::{LineKey, Receiver};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -110,21 +110,11 @@ pub(crate) async fn run(args: BenchNetInArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(args: &BenchNetInArgs) -> anyhow::Result<ExitCode> {
-    for plugin in ["net-in", "syslog"] {
-        if !args.plugins.join(format!("{plugin}.wasm")).is_file() {
-            bail!(
-                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
-                args.plugins.display()
-            );
-        }
-    }
     if args.record_bytes < 100 {
         bail!("--record-bytes must be at least 100");
     }
-    args.runs.compile_plugins(&[
-        args.plugins.join("net-in.wasm"),
-        args.plugins.join("syslog.wasm"),
-    ])?;
+    args.runs
+        .compile_named(&args.plugins, &["net-in", "syslog"])?;
     let (_temporary, work) = args.runs.work()?;
     let safd = safd::cli::harness::sibling("safd")?;
     let mut runs = Vec::new();
@@ -137,11 +127,7 @@ fn bench(args: &BenchNetInArgs) -> anyhow::Result<ExitCode> {
             one_run(args, &safd, &dir, transport, &mut run)?;
             let _ = std::fs::remove_dir_all(&dir);
         }
-        for figure in &FIGURES {
-            if let Some(value) = run.get(figure.key) {
-                println!("  {:<48} {value:>12.1} {}", figure.label, figure.unit);
-            }
-        }
+        print_run(&FIGURES, &run);
         runs.push(run);
     }
     let spec = ReportSpec {

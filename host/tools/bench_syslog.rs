@@ -5,7 +5,7 @@
 //! the last line. The report gives events/s, safd's CPU seconds and what
 //! the receiver got (every line once), median of the runs.
 
-use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report, wait_until};
+use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
 use crate::syslog_receiver::{LineKey, Receiver};
 use anyhow::bail;
 use clap::Args;
@@ -64,21 +64,11 @@ pub(crate) async fn run(args: BenchSyslogArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
-    for plugin in ["file-tail", "syslog"] {
-        if !args.plugins.join(format!("{plugin}.wasm")).is_file() {
-            bail!(
-                "{plugin}.wasm is not in {}; build the plugins with `cargo xtask plugins`",
-                args.plugins.display()
-            );
-        }
-    }
     if args.line_bytes < 64 {
         bail!("--line-bytes must be at least 64");
     }
-    args.runs.compile_plugins(&[
-        args.plugins.join("file-tail.wasm"),
-        args.plugins.join("syslog.wasm"),
-    ])?;
+    args.runs
+        .compile_named(&args.plugins, &["file-tail", "syslog"])?;
     let (_temporary, work) = args.runs.work()?;
     let safd = safd::cli::harness::sibling("safd")?;
     let mut runs = Vec::new();
@@ -87,11 +77,7 @@ fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&dir)?;
         println!("run {n} of {}", args.runs.count);
         let run = one_run(args, &safd, &dir)?;
-        for figure in &FIGURES {
-            if let Some(value) = run.get(figure.key) {
-                println!("  {:<48} {value:>12.1} {}", figure.label, figure.unit);
-            }
-        }
+        print_run(&FIGURES, &run);
         runs.push(run);
         let _ = std::fs::remove_dir_all(&dir);
     }

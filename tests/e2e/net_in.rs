@@ -25,6 +25,16 @@ fn config(dir: &Path, listen: &str, grant: &str, server: &mgmt::Server) -> PathB
     config_with(dir, listen, grant, server, "")
 }
 
+/// A safd-mgmt in `dir/server` and a configuration of net-in on a free
+/// address (granted) with `net_in` keys added, to it: (server, address,
+/// configuration file).
+fn granted_net_in(dir: &Path, net_in: &str) -> (mgmt::Server, String, PathBuf) {
+    let server = mgmt::Server::start(&dir.join("server"), &[]);
+    let listen = free_address();
+    let path = config_with(dir, &listen, &format!("\"{listen}\""), &server, net_in);
+    (server, listen, path)
+}
+
 /// The same, with more keys for net-in (`, key = value`).
 fn config_with(
     dir: &Path,
@@ -76,9 +86,7 @@ fn attribute<'a>(event: &'a Value, key: &str) -> Option<&'a str> {
 #[test]
 fn messages_written_to_the_granted_address_reach_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let listen = free_address();
-    let path = config(dir.path(), &listen, &format!("\"{listen}\""), &server);
+    let (server, listen, path) = granted_net_in(dir.path(), "");
     let (mut daemon, _admin, rest) = run_with_admin(&path);
 
     let mut sender = None;
@@ -138,13 +146,8 @@ fn messages_written_to_the_granted_address_reach_the_server() {
 fn five_hundred_senders_at_once_a_silent_one_cut_and_an_over_long_line_kept() {
     const SENDERS: usize = 500;
     let dir = tempfile::tempdir().unwrap();
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let listen = free_address();
-    let path = config_with(
+    let (server, listen, path) = granted_net_in(
         dir.path(),
-        &listen,
-        &format!("\"{listen}\""),
-        &server,
         &format!(
             ", max_connections = {}, idle_timeout_ms = 8000, max_message_bytes = 1024",
             SENDERS + 2
@@ -225,15 +228,8 @@ fn five_hundred_senders_at_once_a_silent_one_cut_and_an_over_long_line_kept() {
 fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     const MESSAGES: usize = 6000;
     let dir = tempfile::tempdir().unwrap();
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let listen = free_address();
-    let path = config_with(
-        dir.path(),
-        &listen,
-        &format!("\"{listen}\""),
-        &server,
-        ", transport = \"relp\", max_events = 200",
-    );
+    let (server, listen, path) =
+        granted_net_in(dir.path(), ", transport = \"relp\", max_events = 200");
     let (mut daemon, _admin, _rest) = run_with_admin(&path);
     let forwarder = Rsyslog::forwarder(&dir.path().join("rsyslog"), listen.parse().unwrap());
 
@@ -467,15 +463,7 @@ fn ems_text_over_tcp_becomes_the_events_ems_reader_makes_of_the_files() {
     };
     ems_sim(&["--dir", logs.to_str().unwrap()]);
 
-    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
-    let listen = free_address();
-    let path = config_with(
-        dir.path(),
-        &listen,
-        &format!("\"{listen}\""),
-        &server,
-        ", format = \"ems\"",
-    );
+    let (server, listen, path) = granted_net_in(dir.path(), ", format = \"ems\"");
     let mut config_text = std::fs::read_to_string(&path).unwrap();
     config_text = config_text.replace(
         "[groups.mgmt]",
