@@ -9,7 +9,7 @@
 //! receiver got (every event once), median of the runs.
 
 use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
-use crate::syslog_receiver::{LineKey, Receiver};
+use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::{Context, bail};
 use clap::Args;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -165,7 +165,7 @@ fn one_run(
     let config = dir.join("safd.toml");
     std::fs::write(
         &config,
-        config_text(dir, &args.plugins, listen, transport, receiver.address),
+        config_text(dir, &args.plugins, listen, transport, &receiver),
     )?;
     let safd = Safd::start(safd, &config, args.runs.cache_dir.as_deref())?;
     let mut connection = None;
@@ -307,34 +307,19 @@ fn config_text(
     plugins: &Path,
     listen: SocketAddr,
     transport: Transport,
-    receiver: SocketAddr,
+    receiver: &Receiver,
 ) -> String {
     format!(
-        r#"agent_id = "bench-safd"
-data_dir = "{queue}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.ems]
+        r#"{head}[sources.ems]
 plugin = "net-in"
 config = {{ listen = "{listen}", transport = "{transport}", format = "ems" }}
 grants = {{ listen = ["{listen}"] }}
 max_events = 4096
 
-[groups.siem]
-mode = "failover"
-plugin = "syslog"
-config = {{ transport = "tcp", framing = "newline" }}
-grants = {{ tcp = ["{receiver}"] }}
-members = [{{ name = "receiver", address = "{receiver}" }}]
-batch_max_events = 4096
-batch_max_bytes = 4194304
-"#,
-        queue = dir.join("queue").display(),
-        plugins = plugins.display(),
+{group}"#,
+        head = config_head(&dir.join("queue"), plugins),
         transport = transport.name(),
+        group = receiver.group_config(),
     )
 }
 

@@ -6,11 +6,10 @@
 //! the receiver got (every line once), median of the runs.
 
 use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
-use crate::syslog_receiver::{LineKey, Receiver};
+use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::bail;
 use clap::Args;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -114,10 +113,7 @@ fn one_run(args: &BenchSyslogArgs, safd: &Path, dir: &Path) -> anyhow::Result<Ru
         },
     )?;
     let config = dir.join("safd.toml");
-    std::fs::write(
-        &config,
-        config_text(dir, &args.plugins, &logs, receiver.address),
-    )?;
+    std::fs::write(&config, config_text(dir, &args.plugins, &logs, &receiver))?;
     let safd = Safd::start(safd, &config, args.runs.cache_dir.as_deref())?;
     wait_until("the last line at the receiver", || {
         receiver.completed().is_some()
@@ -155,32 +151,17 @@ fn write_lines(path: &Path, lines: u64, line_bytes: usize) -> anyhow::Result<()>
     Ok(())
 }
 
-fn config_text(dir: &Path, plugins: &Path, logs: &Path, receiver: SocketAddr) -> String {
+fn config_text(dir: &Path, plugins: &Path, logs: &Path, receiver: &Receiver) -> String {
     format!(
-        r#"agent_id = "bench-safd"
-data_dir = "{queue}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.app]
+        r#"{head}[sources.app]
 plugin = "file-tail"
 config = {{ directory = "{logs}", pattern = "app.log" }}
 grants = {{ dirs = ["{logs}"] }}
 max_events = 4096
 
-[groups.siem]
-mode = "failover"
-plugin = "syslog"
-config = {{ transport = "tcp", framing = "newline" }}
-grants = {{ tcp = ["{receiver}"] }}
-members = [{{ name = "receiver", address = "{receiver}" }}]
-batch_max_events = 4096
-batch_max_bytes = 4194304
-"#,
-        queue = dir.join("queue").display(),
-        plugins = plugins.display(),
+{group}"#,
+        head = config_head(&dir.join("queue"), plugins),
         logs = logs.display(),
+        group = receiver.group_config(),
     )
 }

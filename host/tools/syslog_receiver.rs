@@ -97,6 +97,40 @@ impl Receiver {
     pub(crate) fn completed(&self) -> Option<Instant> {
         self.completed.lock().ok().and_then(|d| *d)
     }
+
+    /// The group of a safd configuration that delivers to this receiver:
+    /// the syslog plugin over plain TCP, newline framing, large batches.
+    pub(crate) fn group_config(&self) -> String {
+        format!(
+            r#"[groups.siem]
+mode = "failover"
+plugin = "syslog"
+config = {{ transport = "tcp", framing = "newline" }}
+grants = {{ tcp = ["{receiver}"] }}
+members = [{{ name = "receiver", address = "{receiver}" }}]
+batch_max_events = 4096
+batch_max_bytes = 4194304
+"#,
+            receiver = self.address
+        )
+    }
+}
+
+/// The head of a benchmark's safd configuration: agent, queue directory,
+/// plugin directory, an admin API on a free port.
+pub(crate) fn config_head(queue: &std::path::Path, plugins: &std::path::Path) -> String {
+    format!(
+        r#"agent_id = "bench-safd"
+data_dir = "{queue}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+"#,
+        queue = queue.display(),
+        plugins = plugins.display(),
+    )
 }
 
 /// The start of a syslog line from one of safd's own events (stream

@@ -26,6 +26,11 @@ use safd_plugin_sdk::types::{
     ConfigProblem, ConnectorError, ConnectorKind, Cursor, Description, Timestamp,
 };
 use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+/// How long a poll waits for the frames a RELP sender sends once
+/// answered.
+const ANSWER_WAIT: Duration = Duration::from_millis(5);
 
 struct Plugin;
 
@@ -96,7 +101,21 @@ impl GuestReader for Reader {
         let mut events = EventWriter::with_capacity(budget.bytes.min(1 << 20) + 4096);
         let poll = self.polls.get() + 1;
         let mut receiver = self.receiver.borrow_mut();
-        let more = receiver.poll(&self.config, &mut events, &budget, poll);
+        let unanswered_before = receiver.unanswered();
+        let mut more = receiver.poll(&self.config, &mut events, &budget, poll);
+        // RELP senders answered in the last commit send their next frames
+        // now: wait for them a moment here rather than for safd's idle
+        // wait between polls (10 ms), which capped RELP at one window per
+        // 10 ms.
+        if let Some(answered_at) = receiver.take_answered_at() {
+            while events.is_empty() && answered_at.elapsed() < ANSWER_WAIT {
+                std::thread::sleep(Duration::from_micros(200));
+                more = receiver.poll(&self.config, &mut events, &budget, poll);
+            }
+        }
+        // Messages taken now are answered in this poll's commit, and their
+        // senders then send more: poll again at once.
+        more |= receiver.unanswered() > unanswered_before;
         let cursor = (!events.is_empty()).then(|| {
             self.polls.set(poll);
             let mut cursor = poll.to_be_bytes().to_vec();

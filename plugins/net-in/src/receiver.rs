@@ -20,7 +20,7 @@ use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What one poll may take.
 pub(crate) struct Budget {
@@ -58,10 +58,6 @@ pub(crate) struct Receiver {
     /// When the last commit answered RELP messages.
     answered_at: Option<Instant>,
 }
-
-/// How long a poll waits for the frames a RELP sender sends once
-/// answered.
-const ANSWER_WAIT: Duration = Duration::from_millis(5);
 
 struct Connection {
     stream: TcpStream,
@@ -136,40 +132,21 @@ impl Receiver {
         })
     }
 
+    /// RELP messages taken and not yet answered.
+    pub(crate) fn unanswered(&self) -> usize {
+        self.connections.iter().map(|c| c.unanswered.len()).sum()
+    }
+
+    /// When the last commit answered RELP messages, if one did since this
+    /// was last asked.
+    pub(crate) fn take_answered_at(&mut self) -> Option<Instant> {
+        self.answered_at.take()
+    }
+
     /// Take what has arrived into `out`, within `budget`; true when more is
     /// waiting than the budget took. `poll` numbers this poll: its commit
     /// answers the RELP messages it took.
     pub(crate) fn poll(
-        &mut self,
-        config: &Config,
-        out: &mut EventWriter,
-        budget: &Budget,
-        poll: u64,
-    ) -> bool {
-        let unanswered_before = self.unanswered();
-        let mut more = self.poll_once(config, out, budget, poll);
-        // RELP senders answered in the last commit send their next frames
-        // now: wait for them a moment here rather than for safd's idle
-        // wait between polls (10 ms), which capped RELP at one window per
-        // 10 ms.
-        if let Some(answered_at) = self.answered_at {
-            while out.is_empty() && answered_at.elapsed() < ANSWER_WAIT {
-                std::thread::sleep(Duration::from_micros(200));
-                more = self.poll_once(config, out, budget, poll);
-            }
-            self.answered_at = None;
-        }
-        // Messages taken now are answered in this poll's commit, and their
-        // senders then send more: poll again at once.
-        more || self.unanswered() > unanswered_before
-    }
-
-    /// RELP messages taken and not yet answered.
-    fn unanswered(&self) -> usize {
-        self.connections.iter().map(|c| c.unanswered.len()).sum()
-    }
-
-    fn poll_once(
         &mut self,
         config: &Config,
         out: &mut EventWriter,
