@@ -527,34 +527,12 @@ fn ems_text_over_tcp_becomes_the_events_ems_reader_makes_of_the_files() {
 #[test]
 fn bench_net_in_reports_every_event_received_once_over_tcp_and_relp() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("report");
-    let status = std::process::Command::new(crate::support::binary("safd-tools"))
-        .env("SAFD_CACHE_DIR", crate::support::plugin_cache())
-        .arg("bench-net-in")
-        .arg("--plugins")
-        .arg(plugin_dir())
-        .args(["--events", "3000", "--runs", "1", "--relp-window", "256"])
-        .arg("--out")
-        .arg(&out)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    // 1: a target missed (expected of a debug build); anything else failed.
-    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("bench-net-in.json")).unwrap())
-            .unwrap();
-    let figures = report["figures"].as_array().unwrap();
-    let median = |label: &str| {
-        figures
-            .iter()
-            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
-            .unwrap_or_else(|| panic!("no `{label}` in {report}"))["median"]
-            .as_f64()
-            .unwrap()
-    };
+    let median = crate::support::bench::run_tiny(
+        dir.path(),
+        "bench-net-in",
+        &plugin_dir(),
+        &["--events", "3000", "--relp-window", "256"],
+    );
     for transport in ["plain TCP", "RELP"] {
         assert_eq!(median(&format!("{transport}: events never received")), 0.0);
         assert_eq!(
@@ -563,5 +541,4 @@ fn bench_net_in_reports_every_event_received_once_over_tcp_and_relp() {
         );
         assert!(median(&format!("{transport} → receiver")) > 0.0);
     }
-    assert!(out.join("bench-net-in.md").is_file());
 }

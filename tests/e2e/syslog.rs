@@ -493,36 +493,15 @@ fn safd_run_tails_a_rotating_log_into_rsyslog_over_relp_through_an_rsyslog_kill(
 fn bench_syslog_reports_every_line_received_once() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_path("syslog").parent().unwrap().to_owned();
-    let out = dir.path().join("report");
-    let status = std::process::Command::new(crate::support::binary("safd-tools"))
-        .env("SAFD_CACHE_DIR", crate::support::plugin_cache())
-        .arg("bench-syslog")
-        .arg("--plugins")
-        .arg(&plugins)
-        .args(["--lines", "20000", "--runs", "1"])
-        .arg("--out")
-        .arg(&out)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    // 1: a target missed (expected of a debug build); anything else failed.
-    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("bench-syslog.json")).unwrap())
-            .unwrap();
-    let figures = report["figures"].as_array().unwrap();
-    let figure = |label: &str| {
-        figures
-            .iter()
-            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
-            .unwrap_or_else(|| panic!("no `{label}` in {report}"))
-    };
-    assert_eq!(figure("lines received more than once")["median"], 0.0);
-    assert_eq!(figure("lines never received")["median"], 0.0);
-    assert!(figure("file → receiver")["median"].as_f64().unwrap() > 0.0);
-    assert!(out.join("bench-syslog.md").is_file());
+    let median = crate::support::bench::run_tiny(
+        dir.path(),
+        "bench-syslog",
+        &plugins,
+        &["--lines", "20000"],
+    );
+    assert_eq!(median("lines received more than once"), 0.0);
+    assert_eq!(median("lines never received"), 0.0);
+    assert!(median("file → receiver") > 0.0);
 }
 
 /// The lines of stream `app` a receiver holds, by their number.

@@ -4,6 +4,7 @@
 //! test of this binary gets them from here, and only from here.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod browser;
 pub mod mgmt;
 pub mod plugins;

@@ -1,0 +1,46 @@
+//! Running a `safd-tools` benchmark at a tiny size and reading its report.
+
+use std::path::Path;
+
+/// Run `safd-tools COMMAND --plugins PLUGINS ARGS…` with its report and
+/// work directory in `dir`, and return each figure's median by the start
+/// of its label. Exit status 1 (a target missed, expected of a debug
+/// build) is accepted; anything else fails.
+pub fn run_tiny(
+    dir: &Path,
+    command: &str,
+    plugins: &Path,
+    args: &[&str],
+) -> impl Fn(&str) -> f64 + use<> {
+    let out = dir.join("report");
+    let status = std::process::Command::new(super::binary("safd-tools"))
+        .env("SAFD_CACHE_DIR", super::plugin_cache())
+        .arg(command)
+        .arg("--plugins")
+        .arg(plugins)
+        .args(args)
+        .args(["--runs", "1"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(dir.join("work"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
+    assert!(out.join(format!("{command}.md")).is_file());
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("{command}.json"))).unwrap(),
+    )
+    .unwrap();
+    move |label: &str| {
+        report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` in {report}"))["median"]
+            .as_f64()
+            .unwrap()
+    }
+}
