@@ -106,10 +106,15 @@ impl GuestReader for Reader {
         // RELP senders answered in the last commit send their next frames
         // now: wait for them a moment here rather than for safd's idle
         // wait between polls (10 ms), which capped RELP at one window per
-        // 10 ms.
+        // 10 ms. The wait wakes on the sockets: a sleep-and-look loop
+        // slept whole milliseconds (the host's timer) and held RELP at
+        // 220 000 events/s in `bench-net-in`, 320 000 without.
         if let Some(answered_at) = receiver.take_answered_at() {
-            while events.is_empty() && answered_at.elapsed() < ANSWER_WAIT {
-                std::thread::sleep(Duration::from_micros(200));
+            while events.is_empty() {
+                let Some(left) = ANSWER_WAIT.checked_sub(answered_at.elapsed()) else {
+                    break;
+                };
+                receiver.wait_readable(left);
                 more = receiver.poll(&self.config, &mut events, &budget, poll);
             }
         }

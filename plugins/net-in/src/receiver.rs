@@ -20,7 +20,8 @@ use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Instant;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 /// What one poll may take.
 pub(crate) struct Budget {
@@ -141,6 +142,21 @@ impl Receiver {
     /// was last asked.
     pub(crate) fn take_answered_at(&mut self) -> Option<Instant> {
         self.answered_at.take()
+    }
+
+    /// Sleep until a sender writes, connects or closes, or `timeout` has
+    /// passed.
+    pub(crate) fn wait_readable(&self, timeout: Duration) {
+        let sockets = std::iter::once(self.listener.as_fd()).chain(
+            self.connections
+                .iter()
+                .filter(|c| !c.closed)
+                .map(|c| c.stream.as_fd()),
+        );
+        if let Err(err) = safd_plugin_sdk::net::wait_readable(sockets, timeout) {
+            // Looking again at once is all a failed wait costs.
+            log::debug(&format!("waiting for senders failed: {err}"));
+        }
     }
 
     /// Take what has arrived into `out`, within `budget`; true when more is
@@ -439,7 +455,7 @@ impl Connection {
     /// completes it.
     fn ems_line(&mut self, cx: &mut Context<'_>, frame: &Frame) {
         let bytes = &self.framer.buffered()[frame.start..frame.end];
-        let line = String::from_utf8_lossy(bytes);
+        let line = text_of(bytes);
         if let Some((record, offset)) = self.records.line(&line, frame.offset) {
             self.push_record(cx, &record, offset);
         }
@@ -457,7 +473,7 @@ impl Connection {
         let config = cx.config;
         let now = cx.now;
         let bytes = &self.framer.buffered()[frame.start..frame.end];
-        let text = String::from_utf8_lossy(bytes);
+        let text = text_of(bytes);
         if config.format == Format::Ems {
             // One record per message (RELP, octet counting).
             self.push_record(cx, &text, frame.offset);
@@ -475,6 +491,16 @@ impl Connection {
             attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             message.text,
         );
+    }
+}
+
+/// A message's text, its invalid bytes replaced. Valid UTF-8 is checked a
+/// word at a time; `String::from_utf8_lossy` checks every message a byte at
+/// a time (5 % of safd's CPU in `bench-net-in`).
+fn text_of(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
