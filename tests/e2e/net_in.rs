@@ -299,6 +299,118 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     stop_cleanly(&mut daemon, rest);
 }
 
+/// Plain TCP acknowledges nothing: a sender writes while safd is killed
+/// (-9), sends again what its failed write held once safd is back, and
+/// what is lost is what docs/net-in.md says it can be — a run of the
+/// messages written last before the break, no more than one poll and the
+/// two sockets' buffers hold — while nothing after it is lost and nothing
+/// is stored twice.
+#[test]
+fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed() {
+    const MESSAGES: usize = 6000;
+    const MAX_EVENTS: usize = 200;
+    let line = |i: usize| format!("<13>1 2024-03-11T01:17:10Z prod1 ems - - - message {i:05}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (server, listen, path) =
+        granted_net_in(dir.path(), &format!(", max_events = {MAX_EVENTS}"));
+    let (mut daemon, _admin, _rest) = run_with_admin(&path);
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let may_reconnect = restarted.clone();
+    let address = listen.clone();
+    // Returns the first message of the write that failed: every message
+    // before it was accepted by the sender's kernel.
+    let writer = std::thread::spawn(move || {
+        let mut input = None;
+        wait_for(Duration::from_secs(30), "net-in listening", || {
+            input = TcpStream::connect(&address).ok();
+            input.is_some()
+        });
+        let mut input = input.unwrap();
+        let mut broke_at = None;
+        let mut chunk = 0;
+        while chunk * 50 < MESSAGES {
+            let lines: String = (chunk * 50..(chunk + 1) * 50).map(line).collect();
+            if input.write_all(lines.as_bytes()).is_err() {
+                broke_at.get_or_insert(chunk * 50);
+                wait_for(Duration::from_secs(60), "safd restarted", || {
+                    may_reconnect.load(std::sync::atomic::Ordering::SeqCst)
+                });
+                let mut again = None;
+                wait_for(Duration::from_secs(30), "net-in listening again", || {
+                    again = TcpStream::connect(&address).ok();
+                    again.is_some()
+                });
+                input = again.unwrap();
+                continue; // the failed write is sent again
+            }
+            chunk += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        broke_at
+    });
+    let bodies = |server: &mgmt::Server| -> Vec<String> {
+        server
+            .events("stream=net&limit=10000")
+            .iter()
+            .filter_map(|e| e["body"].as_str().map(|b| b.trim().to_owned()))
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the first messages at the server",
+        || bodies(&server).len() >= MESSAGES / 6,
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    let broke_at = writer
+        .join()
+        .unwrap()
+        .expect("the kill broke the sender's connection while it wrote");
+
+    let last = format!("message {:05}", MESSAGES - 1);
+    let mut got = Vec::new();
+    wait_for(
+        Duration::from_secs(120),
+        "the last message at the server",
+        || {
+            got = bodies(&server);
+            got.contains(&last)
+        },
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for body in &got {
+        *counts.entry(body.as_str()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    let lost: Vec<usize> = (0..MESSAGES)
+        .filter(|i| !counts.contains_key(format!("message {i:05}").as_str()))
+        .collect();
+    // Lost: the last ones written before the break, in one run.
+    let first_lost = broke_at - lost.len();
+    assert_eq!(
+        lost,
+        (first_lost..broke_at).collect::<Vec<_>>(),
+        "lost must be the run written last before the break (at {broke_at})"
+    );
+    // No more than docs/net-in.md allows: one poll, safd's receive buffer
+    // and the sender's send buffer (each at most the kernel's maximum).
+    let kernel_max = |name: &str| -> usize {
+        let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
+        text.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    let buffers = kernel_max("tcp_rmem") + kernel_max("tcp_wmem");
+    let allowed = MAX_EVENTS + buffers / line(0).len();
+    eprintln!(
+        "plain TCP, safd killed: {} of {MESSAGES} messages lost (allowed: {allowed})",
+        lost.len()
+    );
+    assert!(lost.len() <= allowed, "lost {} > {allowed}", lost.len());
+    stop_cleanly(&mut daemon, rest);
+}
+
 #[test]
 fn check_refuses_a_listen_address_that_is_not_granted() {
     let dir = tempfile::tempdir().unwrap();
