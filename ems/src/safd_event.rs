@@ -73,6 +73,54 @@ impl<'a> Fields<'a> {
 /// severity).
 pub type Overrides = HashMap<u32, Vec<(String, Severity)>>;
 
+/// One entry of a source's `severity_overrides` as its configuration
+/// writes it (ems-reader's and net-in's alike).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityOverride {
+    pub subsystem: String,
+    pub event: u32,
+    pub severity: String,
+}
+
+/// The JSON schema of `severity_overrides`, for a plugin's config schema.
+#[macro_export]
+macro_rules! severity_overrides_schema {
+    () => {
+        r#""severity_overrides": {"type": "array", "description": "EMS events: the severity of (subsystem, event number), instead of emphasis → critical, action needed → major, else info", "items": {"type": "object", "additionalProperties": false,
+      "required": ["subsystem", "event", "severity"],
+      "properties": {"subsystem": {"type": "string"}, "event": {"type": "integer", "minimum": 0},
+        "severity": {"enum": ["debug", "info", "warning", "minor", "major", "critical"]}}}}"#
+    };
+}
+
+/// The overrides `entries` configure, a later entry for the same
+/// subsystem and event replacing an earlier. `severity` reads entry
+/// `i`'s severity name, or says what is wrong with it.
+pub fn overrides<E>(
+    entries: &[SeverityOverride],
+    mut severity: impl FnMut(usize, &str) -> Result<Severity, E>,
+) -> Result<Overrides, Vec<E>> {
+    let mut overrides = Overrides::new();
+    let mut problems = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match severity(i, &entry.severity) {
+            Ok(severity) => {
+                let subsystem = entry.subsystem.to_ascii_uppercase();
+                let same_event = overrides.entry(entry.event).or_default();
+                same_event.retain(|(name, _)| *name != subsystem);
+                same_event.push((subsystem, severity));
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        Ok(overrides)
+    } else {
+        Err(problems)
+    }
+}
+
 /// An override for (subsystem, event number) if one is configured, else
 /// emphasis → critical, action needed → major, anything else → info.
 pub fn severity(overrides: &Overrides, fields: &Fields<'_>) -> Severity {

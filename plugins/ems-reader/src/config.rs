@@ -1,10 +1,10 @@
 //! The reader's configuration (JSON).
 
+use safd_ems::safd_event::{self, Overrides, SeverityOverride};
 use safd_ems::{Format, Zone};
 use safd_plugin_sdk::config;
-use safd_plugin_sdk::types::{ConfigProblem, Severity};
+use safd_plugin_sdk::types::ConfigProblem;
 use serde::Deserialize;
-use std::collections::HashMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +21,7 @@ pub(crate) struct RawConfig {
     #[serde(default = "default_collector")]
     collector: String,
     #[serde(default)]
-    severity_overrides: Vec<Override>,
+    severity_overrides: Vec<SeverityOverride>,
     /// A seek (deep catch-up) starts this many seconds earlier, like OVNM's
     /// reposition window; events already emitted in it are not emitted
     /// again.
@@ -36,14 +36,6 @@ pub(crate) struct RawConfig {
     /// otherwise still be coming). 0: only once the next event begins.
     #[serde(default = "default_settle_ms")]
     settle_ms: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Override {
-    subsystem: String,
-    event: u32,
-    severity: String,
 }
 
 fn utc() -> String {
@@ -75,7 +67,7 @@ pub(crate) struct Config {
     pub(crate) collector: String,
     /// Event number → (subsystem name in upper case, severity): looked up
     /// by number first, so an event costs no allocation to check.
-    pub(crate) overrides: HashMap<u32, Vec<(String, Severity)>>,
+    pub(crate) overrides: Overrides,
     pub(crate) go_back_micros: i64,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
@@ -83,7 +75,8 @@ pub(crate) struct Config {
     pub(crate) settle: Option<std::time::Duration>,
 }
 
-pub(crate) const SCHEMA: &str = r#"{
+pub(crate) const SCHEMA: &str = concat!(
+    r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
   "additionalProperties": false,
@@ -94,16 +87,16 @@ pub(crate) const SCHEMA: &str = r#"{
     "time_zone": {"type": "string", "default": "UTC", "description": "format A local time: IANA name, UTC or +hh:mm"},
     "system": {"type": "string", "description": "node name, e.g. \\PROD1"},
     "collector": {"type": "string", "default": "$0"},
-    "severity_overrides": {"type": "array", "items": {"type": "object", "additionalProperties": false,
-      "required": ["subsystem", "event", "severity"],
-      "properties": {"subsystem": {"type": "string"}, "event": {"type": "integer", "minimum": 0},
-        "severity": {"enum": ["debug", "info", "warning", "minor", "major", "critical"]}}}},
+    "#,
+    safd_ems::severity_overrides_schema!(),
+    r#",
     "go_back_secs": {"type": "integer", "minimum": 0, "default": 10},
     "max_events": {"type": "integer", "minimum": 1, "default": 1024},
     "max_bytes": {"type": "integer", "minimum": 1024, "default": 1048576},
     "settle_ms": {"type": "integer", "minimum": 0, "default": 2000, "description": "format A: emit the newest file's last event once the file has been quiet this long (0: only when the next event begins)"}
   }
-}"#;
+}"#
+);
 
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
@@ -112,19 +105,13 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         problems.push(ConfigProblem::new("time_zone", err.to_string()));
         Zone::utc()
     });
-    let mut overrides: HashMap<u32, Vec<(String, Severity)>> = HashMap::new();
-    for (i, o) in raw.severity_overrides.iter().enumerate() {
-        match config::severity(&format!("severity_overrides[{i}].severity"), &o.severity) {
-            Ok(s) => {
-                let subsystem = o.subsystem.to_ascii_uppercase();
-                let entries: &mut Vec<(String, Severity)> = overrides.entry(o.event).or_default();
-                // A later override of the same event replaces the earlier.
-                entries.retain(|(name, _)| *name != subsystem);
-                entries.push((subsystem, s));
-            }
-            Err(problem) => problems.push(problem),
-        }
-    }
+    let overrides = safd_event::overrides(&raw.severity_overrides, |i, name| {
+        config::severity(&format!("severity_overrides[{i}].severity"), name)
+    })
+    .unwrap_or_else(|bad| {
+        problems.extend(bad);
+        Overrides::new()
+    });
     if raw.directory.trim().is_empty() {
         problems.push(ConfigProblem::new(
             "directory",
@@ -166,6 +153,12 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_schema_is_json_and_names_every_key() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert!(schema["properties"]["severity_overrides"]["items"].is_object());
+    }
 
     #[test]
     fn every_bad_key_is_named_with_its_range() {

@@ -1,5 +1,6 @@
 //! The plugin's configuration (JSON) and its checks.
 
+use safd_ems::safd_event::{self, Overrides, SeverityOverride};
 use safd_plugin_sdk::config::{self, check_range};
 use safd_plugin_sdk::types::{ConfigProblem, Severity};
 use serde::Deserialize;
@@ -28,6 +29,10 @@ struct RawConfig {
     time_zone: String,
     #[serde(default = "default_collector")]
     collector: String,
+    #[serde(default)]
+    severity_overrides: Vec<SeverityOverride>,
+    #[serde(default)]
+    parse_ems: bool,
     #[serde(default = "default_max_events")]
     max_events: u32,
     #[serde(default = "default_max_bytes")]
@@ -118,11 +123,17 @@ pub(crate) struct Config {
     /// The EMS collector the events are said to come from (as ems-reader's
     /// `collector`).
     pub(crate) collector: String,
+    /// EMS events: severities by (subsystem, event number), as
+    /// ems-reader's.
+    pub(crate) overrides: Overrides,
+    /// A syslog message whose text is an EMS event becomes that event.
+    pub(crate) parse_ems: bool,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
 }
 
-pub(crate) const SCHEMA: &str = r#"{
+pub(crate) const SCHEMA: &str = concat!(
+    r#"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "type": "object",
   "additionalProperties": false,
@@ -134,6 +145,10 @@ pub(crate) const SCHEMA: &str = r#"{
     "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw", "ems"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line; ems: NonStop EMS format A (the printing distributor's text), events as ems-reader makes them"},
     "time_zone": {"type": "string", "default": "UTC", "description": "format ems: the zone of the printed local times: IANA name, UTC or +hh:mm"},
     "collector": {"type": "string", "default": "$0", "description": "format ems: the collector the events are attributed to, as ems-reader's collector"},
+    "parse_ems": {"type": "boolean", "default": false, "description": "formats auto, rfc5424, rfc3164: a message whose text is an EMS event (format A, the printing distributor's text) becomes that event, as format ems makes it; a text that is not stays the syslog message, flagged ems_parse_error"},
+    "#,
+    safd_ems::severity_overrides_schema!(),
+    r#",
     "max_connections": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100, "description": "further connections are closed at once (and logged)"},
     "max_message_bytes": {"type": "integer", "minimum": 480, "maximum": 16777216, "default": 65536, "description": "a longer message is cut to this size and flagged truncated=<its length>"},
     "idle_timeout_ms": {"type": "integer", "minimum": 1000, "maximum": 86400000, "default": 300000, "description": "a connection silent this long is closed"},
@@ -141,7 +156,8 @@ pub(crate) const SCHEMA: &str = r#"{
     "max_events": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 4096},
     "max_bytes": {"type": "integer", "minimum": 1024, "maximum": 268435456, "default": 4194304}
   }
-}"#;
+}"#
+);
 
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
@@ -217,6 +233,20 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         problems.push(ConfigProblem::new("time_zone", err.to_string()));
         safd_ems::Zone::utc()
     });
+    let overrides = safd_event::overrides(&raw.severity_overrides, |i, name| {
+        config::severity(&format!("severity_overrides[{i}].severity"), name)
+    })
+    .unwrap_or_else(|bad| {
+        problems.extend(bad);
+        Overrides::new()
+    });
+    if raw.parse_ems && matches!(format, Format::Ems | Format::Raw) {
+        problems.push(ConfigProblem::new(
+            "parse_ems",
+            "parse_ems reads EMS events inside syslog messages: use it with format auto, \
+             rfc5424 or rfc3164 (format ems reads EMS text directly)",
+        ));
+    }
     let severity = config::severity("severity", &raw.severity).unwrap_or_else(|problem| {
         problems.push(problem);
         Severity::Info
@@ -259,6 +289,8 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             severity,
             zone,
             collector: raw.collector,
+            overrides,
+            parse_ems: raw.parse_ems,
             max_events: raw.max_events,
             max_bytes: raw.max_bytes,
         }),
@@ -271,6 +303,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_schema_is_json_and_names_every_key() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert!(schema["properties"]["severity_overrides"]["items"].is_object());
+    }
 
     #[test]
     fn defaults_and_every_bad_key_named() {
@@ -300,5 +338,12 @@ mod tests {
         assert!(problems[0].message.contains("RELP frames"));
         let problems = parse(r#"{"listen": "127.0.0.1:2514", "transport": "udp"}"#).unwrap_err();
         assert_eq!(problems[0].path, "transport");
+        let problems = parse(
+            r#"{"listen": "127.0.0.1:2514", "format": "ems", "parse_ems": true,
+                "severity_overrides": [{"subsystem": "EXPAND", "event": 45, "severity": "loud"}]}"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["severity_overrides[0].severity", "parse_ems"]);
     }
 }

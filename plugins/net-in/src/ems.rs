@@ -10,18 +10,15 @@
 //! one of a burst would otherwise wait for the next event).
 
 use crate::config::Config;
-use safd_ems::safd_event::{self, Fields, Overrides};
+use safd_ems::ParseError;
+use safd_ems::safd_event::{self, Fields};
 use safd_ems::text::{TextParser, is_continuation};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::types::Severity;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 /// A record whose sender has said nothing for this long is whole.
 pub(crate) const RECORD_QUIET: Duration = Duration::from_millis(200);
-
-/// No overrides (yet): emphasis → critical, else info.
-static NO_OVERRIDES: LazyLock<Overrides> = LazyLock::new(Overrides::new);
 
 /// The record being assembled on one connection.
 #[derive(Debug, Default)]
@@ -68,7 +65,6 @@ impl Converter {
 
     /// The event of one record; a record that does not parse is kept with
     /// its raw text, flagged `parse_error`, as ems-reader keeps it.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(
         &mut self,
         out: &mut EventWriter,
@@ -78,22 +74,8 @@ impl Converter {
         record: &str,
         now: i64,
     ) {
-        match self.parser.parse(record) {
-            Ok(event) => {
-                let fields = Fields::from_text(&event);
-                let severity = safd_event::severity(&NO_OVERRIDES, &fields);
-                let origin = [("collector", config.collector.as_str()), ("sender", sender)];
-                safd_event::with_attributes(&fields, &origin, &mut self.scratch, |attributes| {
-                    out.push_fields(
-                        id,
-                        fields.gentime,
-                        severity,
-                        attributes.iter().copied(),
-                        fields.text,
-                    );
-                });
-            }
-            Err(error) => out.push_fields(
+        if let Err(error) = self.try_push(out, config, id, sender, record) {
+            out.push_fields(
                 id,
                 now,
                 Severity::Warning,
@@ -103,8 +85,34 @@ impl Converter {
                     ("sender", sender),
                 ],
                 record,
-            ),
+            );
         }
+    }
+
+    /// The event of one record if it parses; else nothing is written and
+    /// the caller keeps the record its own way.
+    pub(crate) fn try_push(
+        &mut self,
+        out: &mut EventWriter,
+        config: &Config,
+        id: &str,
+        sender: &str,
+        record: &str,
+    ) -> Result<(), ParseError> {
+        let event = self.parser.parse(record)?;
+        let fields = Fields::from_text(&event);
+        let severity = safd_event::severity(&config.overrides, &fields);
+        let origin = [("collector", config.collector.as_str()), ("sender", sender)];
+        safd_event::with_attributes(&fields, &origin, &mut self.scratch, |attributes| {
+            out.push_fields(
+                id,
+                fields.gentime,
+                severity,
+                attributes.iter().copied(),
+                fields.text,
+            );
+        });
+        Ok(())
     }
 }
 

@@ -483,7 +483,18 @@ impl Connection {
         let mut id = String::with_capacity(self.id_prefix.len() + 20);
         id.push_str(&self.id_prefix);
         id.push_str(itoa::Buffer::new().format(frame.offset));
-        let attributes = attributes(&self.peer, &message, frame, matches!(text, Cow::Owned(_)));
+        let mut attributes = attributes(&self.peer, &message, frame, matches!(text, Cow::Owned(_)));
+        if config.parse_ems {
+            // An EMS event forwarded as syslog: the event it carries, as
+            // format ems makes it, or the message kept and flagged.
+            match cx
+                .ems
+                .try_push(cx.out, config, &id, &self.sender, message.text)
+            {
+                Ok(()) => return,
+                Err(error) => attributes.push(("ems_parse_error".to_owned(), error.0)),
+            }
+        }
         cx.out.push_fields(
             &id,
             message.time.unwrap_or(now),
@@ -732,6 +743,41 @@ mod tests {
         assert_eq!(got[3].body, "LAST");
         let ids: std::collections::HashSet<&str> = got.iter().map(|g| g.id.as_str()).collect();
         assert_eq!(ids.len(), 4);
+    }
+
+    #[test]
+    fn ems_events_inside_syslog_messages_become_the_events_they_carry() {
+        let (config, mut receiver, address) = setup(
+            r#", "parse_ems": true, "severity_overrides":
+                [{"subsystem": "expand", "event": 45, "severity": "major"}]"#,
+        );
+        let mut sender = TcpStream::connect(address).unwrap();
+        // Octet counting, so that an event's continuation line travels
+        // inside its message.
+        let frame = |text: &str| format!("{} {text}", text.len());
+        let messages = [
+            "<13>1 2024-03-11T01:14:07Z prod1 ems - - - 24-03-11 02:14:07 \\PROD1.$0        TANDEM.EMS.H01      000513 EMS: COLLECTOR STARTED",
+            "<13>Mar 11 02:23:48 prod1 ems: 24-03-11 02:23:48 \\PROD1.$TMP    * TANDEM.TMF.H01      000042 First line\n    second line",
+            "<13>1 2024-03-11T01:14:07Z prod1 app - - - an ordinary message",
+            "<13>1 2024-03-11T01:14:07Z prod1 ems - - - 24-03-11 02:23:49 \\PROD1.1,23      TANDEM.EXPAND.H01   000045 LAST",
+        ];
+        let text: String = messages.iter().map(|m| frame(m)).collect();
+        sender.write_all(text.as_bytes()).unwrap();
+        let got = collect(&mut receiver, &config, 4);
+        assert_eq!(got.len(), 4, "{got:?}");
+        // The same event as format ems (and ems-reader) makes of the text.
+        assert_eq!(got[0].body, "EMS: COLLECTOR STARTED");
+        assert_eq!(got[0].attribute("system"), Some("\\PROD1"));
+        assert_eq!(got[0].attribute("event_number"), Some("513"));
+        assert_eq!(got[0].attribute("format"), None);
+        assert_eq!(got[1].body, "First line\nsecond line");
+        assert_eq!(got[1].severity, Severity::Critical);
+        // Not EMS: the syslog message, flagged.
+        assert_eq!(got[2].body, "an ordinary message");
+        assert_eq!(got[2].attribute("app"), Some("app"));
+        assert!(got[2].attribute("ems_parse_error").is_some(), "{got:?}");
+        // The configured override wins over "info".
+        assert_eq!(got[3].severity, Severity::Major);
     }
 
     #[test]
