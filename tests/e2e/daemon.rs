@@ -7,7 +7,9 @@ use crate::support::plugins::plugin_dir;
 mod hostile;
 use crate::support::mgmt;
 
-use crate::support::safd_process::{run, run_with_admin, safd, stop_cleanly, wait_for};
+use crate::support::safd_process::{
+    reload, run, run_with_admin, safd, status, stop_cleanly, wait_for,
+};
 
 use ems_sim::{Generator, LogWriter, SimConfig};
 use safd_ems::{Format, Zone};
@@ -525,16 +527,6 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     drop(daemon);
 }
 
-/// Start `safd run -c path` with its stderr going to `stderr`.
-fn status(admin: &str) -> serde_json::Value {
-    let output = safd()
-        .args(["status", "--json", "--admin", admin])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text_of(&output).1);
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// Every row of `failover-matrix.csv` with real servers: link down = no
 /// server process on that address (connection refused), service down = the
 /// server's `--service-down` switch. Checks the member safd makes active,
@@ -973,16 +965,6 @@ fn private_plugin_dir(dir: &Path) -> PathBuf {
         }
     }
     plugins
-}
-
-fn reload(admin: &str) -> (bool, serde_json::Value) {
-    let output = safd()
-        .args(["reload", "--json", "--admin", admin])
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {:?}", text_of(&output)));
-    (output.status.success(), report)
 }
 
 /// The messages of safd's recent events with this id, from its status.

@@ -13,3 +13,4 @@ mod file_tail;
 mod mgmt_server;
 mod net_in;
 mod syslog;
+mod tls;

@@ -15,6 +15,7 @@ mod journal;
 pub mod protocol;
 mod segment;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -66,6 +66,16 @@ struct Args {
     /// over many streams, and costs its size in resident memory.
     #[arg(long, default_value_t = DEFAULT_INDEX_CACHE_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     index_cache_mib: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by one of these CAs (PEM) of
+    /// every client: mutual TLS. Needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -103,15 +113,34 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let addr = listener.local_addr().context("listener address")?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(safd_mgmt::tls::server_config(
+            cert,
+            key,
+            args.client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // One line, written even if nobody reads it (a closed pipe must not
     // stop the server); tests and the demo parse it for the port.
-    let _ = writeln!(std::io::stdout(), "listening on http://{addr}");
-    tracing::info!("console: http://{addr}/console#token=<your token>");
+    let _ = writeln!(std::io::stdout(), "listening on {scheme}://{addr}");
+    tracing::info!("console: {scheme}://{addr}/console#token=<your token>");
+    match tls {
+        Some(config) => serve(safd_mgmt::tls::TlsListener::new(listener, config)?, router).await,
+        None => serve(listener, router).await,
+    }
+}
+
+async fn serve<L>(listener: L, router: axum::Router) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("server failed")?;
-    Ok(())
+        .context("server failed")
 }
 
 async fn shutdown_signal() {

@@ -79,4 +79,9 @@ pub struct Grants {
     /// source plugin may listen on; exactly these, no other address or port.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// The files of TLS for the plugin's HTTPS requests (a CA bundle, a
+    /// client certificate and key), read by safd: the plugin never sees
+    /// them.
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsFiles>,
 }

@@ -14,8 +14,10 @@
 //! connection only when hyper hands it back unsent, so no request is ever
 //! sent twice by the pool.
 //!
-//! HTTPS requests go through wasmtime-wasi-http's default sender
-//! (connection per request).
+//! HTTPS connections are kept the same way; their TLS is the instance's
+//! (`grants.tls`: the operator's CA bundle and client certificate, else the
+//! public web roots), and a failed handshake comes back to the plugin as
+//! one sentence saying what is wrong and what to do.
 
 use core::pin::Pin;
 use core::task::{Context, Poll, ready};
@@ -54,6 +56,33 @@ struct IdleConnection {
 #[derive(Default)]
 pub(crate) struct ConnectionPool {
     idle: Mutex<HashMap<String, Vec<IdleConnection>>>,
+    /// TLS for HTTPS; `None`: the public web roots, no client certificate.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The public web roots, no client certificate: HTTPS without
+/// `grants.tls`.
+fn public_roots() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+                // The ring provider supports the default versions.
+                .unwrap_or_else(|_| {
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth()
+                }),
+            )
+        })
+        .clone()
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -85,10 +114,12 @@ impl Timeouts {
 }
 
 impl ConnectionPool {
-    /// Whether this pool sends `uri` (plain HTTP) or leaves it to the
-    /// default sender.
-    pub(crate) fn handles(uri: &http::Uri) -> bool {
-        uri.scheme() == Some(&Scheme::HTTP)
+    /// A pool whose HTTPS connections use `tls`.
+    pub(crate) fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self {
+            idle: Mutex::default(),
+            tls,
+        }
     }
 
     /// Idle connections held, all authorities together.
@@ -133,7 +164,19 @@ impl ConnectionPool {
         options: Option<RequestOptions>,
     ) -> Result<(http::Response<WasiBody>, IoFuture), Error> {
         let timeouts = Timeouts::from_options(options);
-        let authority = authority_with_port(request.uri())?;
+        let https = match request.uri().scheme() {
+            Some(scheme) if *scheme == Scheme::HTTPS => true,
+            Some(scheme) if *scheme == Scheme::HTTP => false,
+            _ => return Err(Error::HttpProtocolError),
+        };
+        let host = request
+            .uri()
+            .host()
+            .ok_or(Error::HttpRequestUriInvalid)?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let authority = authority_with_port(request.uri(), https)?;
         // The request line carries only the path: the URI holds scheme and
         // authority, which HTTP/1 sends only to proxies.
         *request.uri_mut() = origin_form(request.uri())?;
@@ -141,7 +184,13 @@ impl ConnectionPool {
         let (response, sender) = loop {
             let (mut sender, reused) = match self.checkout(&authority) {
                 Some(sender) => (sender, true),
-                None => (connect(&authority, timeouts.connect).await?, false),
+                None => {
+                    let tls = https.then(|| self.tls.clone().unwrap_or_else(public_roots));
+                    (
+                        connect(&authority, &host, tls, timeouts.connect).await?,
+                        false,
+                    )
+                }
             };
             let sent = tokio::time::timeout(timeouts.first_byte, sender.try_send_request(request))
                 .await
@@ -152,7 +201,13 @@ impl ConnectionPool {
                     // Not written: the connection closed while idle. Only
                     // then is sending again safe.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(Error::from(failed.into_error())),
+                    _ => {
+                        let err = failed.into_error();
+                        return Err(match crate::tls::explain_in_sources(&host, &err) {
+                            Some(explained) => Error::InternalError(Some(explained)),
+                            None => Error::from(err),
+                        });
+                    }
                 },
             }
         };
@@ -186,8 +241,14 @@ async fn return_when_ready(
     }
 }
 
-/// Open a connection and start the task that drives it.
-async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<WasiBody>, Error> {
+/// Open a connection (TLS when `tls` is given, verifying the server's
+/// certificate for `host`) and start the task that drives it.
+async fn connect(
+    authority: &str,
+    host: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<SendRequest<WasiBody>, Error> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
         .await
         .map_err(|_| Error::ConnectionTimeout)?
@@ -195,6 +256,51 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<WasiB
     // Requests are written whole; Nagle would hold the last segment back
     // for the previous one's ACK.
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => handshake(stream, timeout).await,
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|_| {
+                Error::InternalError(Some(format!(
+                    "`{host}` is not a name TLS can verify a certificate for"
+                )))
+            })?;
+            // Without a client certificate of its own, note whether the
+            // server asks for one (and will refuse the connection).
+            let (config, watcher) = if config.client_auth_cert_resolver.has_certs() {
+                (config, None)
+            } else {
+                let (config, watcher) = crate::tls::NoClientCertificate::watching(&config);
+                (config, Some(watcher))
+            };
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+                .await
+                .map_err(|_| {
+                    Error::InternalError(Some(format!(
+                        "the TLS handshake with {host} did not finish within {} ms: is {authority} \
+                         a TLS port (or is the member's address meant to be http://)?",
+                        timeout.as_millis()
+                    )))
+                })?
+                .map_err(|err| {
+                    Error::InternalError(Some(crate::tls::explain_handshake_error(host, &err)))
+                })?;
+            if watcher.is_some_and(|w| w.was_asked()) {
+                return Err(Error::InternalError(Some(format!(
+                    "{host} asks for a client certificate (mutual TLS) and safd has none for \
+                     it: set grants.tls.cert_file and key_file"
+                ))));
+            }
+            handshake(stream, timeout).await
+        }
+    }
+}
+
+/// HTTP/1 over `stream`, driven by a task of its own.
+async fn handshake<S>(stream: S, timeout: Duration) -> Result<SendRequest<WasiBody>, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = tokio::time::timeout(
         timeout,
         http1::Builder::new().handshake(TokioIo::new(stream)),
@@ -210,10 +316,11 @@ async fn connect(authority: &str, timeout: Duration) -> Result<SendRequest<WasiB
     Ok(sender)
 }
 
-fn authority_with_port(uri: &http::Uri) -> Result<String, Error> {
+fn authority_with_port(uri: &http::Uri, https: bool) -> Result<String, Error> {
     let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
     Ok(match authority.port() {
         Some(_) => authority.to_string(),
+        None if https => format!("{authority}:443"),
         None => format!("{authority}:80"),
     })
 }
@@ -334,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn requests_one_after_another_share_one_connection() {
         let (address, accepted) = server(true).await;
-        let pool = Arc::new(ConnectionPool::default());
+        let pool = Arc::new(ConnectionPool::new(None));
         for _ in 0..5 {
             assert_eq!(exchange(&pool, address).await, b"ok");
             wait_for_idle(&pool, 1).await;
@@ -345,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_server_closes_is_not_used_again() {
         let (address, accepted) = server(false).await;
-        let pool = Arc::new(ConnectionPool::default());
+        let pool = Arc::new(ConnectionPool::new(None));
         for round in 1..=3 {
             assert_eq!(exchange(&pool, address).await, b"ok");
             assert_eq!(accepted.load(Ordering::SeqCst), round);
@@ -360,7 +467,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let pool = Arc::new(ConnectionPool::default());
+        let pool = Arc::new(ConnectionPool::new(None));
         match pool.send(request(address), None).await {
             Err(Error::Connect(err)) => {
                 assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused)
@@ -383,7 +490,7 @@ mod tests {
             first_byte_timeout: Some(Duration::from_millis(50)),
             ..RequestOptions::default()
         };
-        let pool = Arc::new(ConnectionPool::default());
+        let pool = Arc::new(ConnectionPool::new(None));
         let result = pool.clone().send(request(address), Some(options)).await;
         assert!(matches!(result, Err(Error::ConnectionReadTimeout)));
         assert_eq!(pool.idle_count(), 0);

@@ -28,6 +28,7 @@ mod sandbox;
 mod source;
 mod state;
 mod supervisor;
+mod tls;
 
 pub use cache::CompileOrigin;
 pub use config::{Grants, Limits, RestartPolicy, RuntimeConfig};
@@ -39,3 +40,4 @@ pub use manifest::{
 pub use plugin::{ConfigProblem, LoadReport, Plugin, PluginDescription, Runtime};
 pub use sandbox::{GrantError, Sandbox, grant_covering};
 pub use source::{WasmSource, WasmSourceSession};
+pub use tls::{TlsError, TlsFiles};

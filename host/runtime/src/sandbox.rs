@@ -34,6 +34,9 @@ pub enum GrantError {
          0.0.0.0:1514 or [::]:2514 (a port, not 0)"
     )]
     Listen(String),
+    /// A `grants.tls` file that cannot be used (the message names it).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// The effective grants of one connector instance: requested ∩ granted.
@@ -43,6 +46,9 @@ pub struct Sandbox {
     pub(crate) http: Arc<HashSet<Authority>>,
     pub(crate) tcp: Arc<HashSet<SocketAddr>>,
     pub(crate) listen: Arc<HashSet<SocketAddr>>,
+    /// TLS for HTTPS requests, from `grants.tls`; without it, the public
+    /// web roots and no client certificate.
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     /// Where a denied access (3007) is reported.
     reporter: Reporter,
 }
@@ -164,6 +170,16 @@ impl Sandbox {
             }
             sandbox.listen = Arc::new(set);
         }
+        if let Some(files) = &grants.tls {
+            if requested.http {
+                sandbox.tls = Some(
+                    crate::tls::client_config(files)
+                        .map_err(|err| GrantError::Tls(err.to_string()))?,
+                );
+            } else {
+                ignored("tls");
+            }
+        }
         Ok(sandbox)
     }
 
@@ -227,7 +243,7 @@ impl Sandbox {
         HttpPolicy {
             connector: connector.clone(),
             allowed: self.http.clone(),
-            pool: Arc::default(),
+            pool: Arc::new(ConnectionPool::new(self.tls.clone())),
             reporter: self.reporter.clone(),
         }
     }
@@ -342,17 +358,7 @@ impl WasiHttpHooks for HttpPolicy {
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        if ConnectionPool::handles(request.uri()) {
-            return Box::new(self.pool.clone().send(request, options));
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
+        Box::new(self.pool.clone().send(request, options))
     }
 }
 
@@ -415,6 +421,7 @@ mod tests {
             http: vec!["127.0.0.1:1".into()],
             tcp: vec!["127.0.0.1:2".into()],
             listen: vec!["127.0.0.1:3".into()],
+            tls: None,
         };
         let sandbox = Sandbox::new("t", Capabilities::default(), &grants).unwrap();
         assert!(sandbox.dirs.is_empty() && sandbox.http.is_empty() && sandbox.tcp.is_empty());

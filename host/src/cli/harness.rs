@@ -135,6 +135,8 @@ pub struct Server {
     data: PathBuf,
     options: ServerOptions,
     pub address: SocketAddr,
+    /// `https` when started with `--tls-cert`.
+    scheme: &'static str,
     child: Option<Child>,
 }
 
@@ -177,6 +179,7 @@ impl Server {
             data,
             address: options.listen,
             options,
+            scheme: "http",
             child: None,
         };
         server.restart()?;
@@ -197,11 +200,13 @@ impl Server {
         let stdout = child.stdout.take().context("safd-mgmt's stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let Some(address) = line.trim().strip_prefix("listening on http://") else {
+        let listening = line.trim().strip_prefix("listening on ");
+        let Some((scheme, address)) = listening.and_then(|url| url.split_once("://")) else {
             let _ = child.kill();
             let _ = child.wait();
             bail!("safd-mgmt ({}) did not start: {line:?}", self.name);
         };
+        self.scheme = if scheme == "https" { "https" } else { "http" };
         self.address = address.parse()?;
         self.child = Some(child);
         Ok(())
@@ -241,7 +246,7 @@ impl Server {
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     pub fn is_up(&self) -> bool {

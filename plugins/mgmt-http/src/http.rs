@@ -176,6 +176,9 @@ fn map_error(code: ErrorCode) -> TransportError {
             "name not resolved: {}",
             e.rcode.unwrap_or_default()
         )),
+        // safd's sender says in one sentence what went wrong (a refused
+        // TLS certificate, say) and what to do.
+        ErrorCode::InternalError(Some(explained)) => TransportError::Unreachable(explained),
         other => TransportError::Unreachable(format!("{other:?}")),
     }
 }

@@ -10,9 +10,12 @@ use std::path::Path;
 
 pub const TOKEN: &str = "test-token";
 
-/// The `host:port` of an `http://host:port` address.
+/// The `host:port` of an `http://host:port` (or `https://`) address.
 pub fn authority_of(address: &str) -> String {
-    address.trim_start_matches("http://").to_owned()
+    address
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_owned()
 }
 
 pub struct Server {

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod browser;
+pub mod certs;
 pub mod mgmt;
 pub mod plugins;
 pub mod rsyslog;

@@ -106,3 +106,33 @@ pub fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<S
     });
     (daemon, admin, rest)
 }
+
+/// `safd status --json` of the daemon whose admin API is at `admin`.
+pub fn status(admin: &str) -> serde_json::Value {
+    let output = safd()
+        .args(["status", "--json", "--admin", admin])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `safd reload --json`: whether it succeeded, and its report.
+pub fn reload(admin: &str) -> (bool, serde_json::Value) {
+    let output = safd()
+        .args(["reload", "--json", "--admin", admin])
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
