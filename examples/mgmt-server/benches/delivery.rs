@@ -1,7 +1,9 @@
 //! Events per second the management server accepts from the `mgmt-http`
 //! plugin through safd's runtime over loopback, at batch 256 and 1024
-//! (realistic events: six attributes, 200-byte body). Each delivery is
-//! answered only after the server's durable commit.
+//! (realistic events: six attributes, 200-byte body), and at 1024 over TLS
+//! (`mgmt_delivery_tls`: the server with `--tls-cert`, safd trusting its CA
+//! through `grants.tls`). Each delivery is answered only after the
+//! server's durable commit.
 //!
 //! Run with `cargo xtask bench -p safd-mgmt --bench delivery`.
 #![allow(clippy::unwrap_used)]
@@ -41,25 +43,74 @@ fn event(seq: u64) -> SequencedEvent {
     }
 }
 
-fn bench_delivery(c: &mut Criterion) {
-    let data = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_safd-mgmt"))
-        .args(["--listen", "127.0.0.1:0", "--token", "bench", "--data"])
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+/// A running `safd-mgmt` (killed on drop) and its base URL.
+struct Server {
+    process: std::process::Child,
+    base: String,
+}
 
+impl Server {
+    fn start(data: &std::path::Path, extra: &[&std::ffi::OsStr]) -> Self {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_safd-mgmt"))
+            .args(["--listen", "127.0.0.1:0", "--token", "bench", "--data"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(process.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        Self { process, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1, as files in `dir`:
+/// (CA, certificate, key).
+fn certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &*ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// Deliveries of `sizes` events to `server` through mgmt-http, as the
+/// benchmark group `name`.
+fn bench_server(
+    c: &mut Criterion,
+    name: &str,
+    server: &Server,
+    tls: Option<safd_runtime::TlsFiles>,
+    sizes: &[u64],
+) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let plugins = std::env::var_os("SAFD_PLUGIN_DIR").map_or_else(
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/plugins")),
@@ -75,7 +126,14 @@ fn bench_delivery(c: &mut Criterion) {
     .unwrap();
     let plugin = runtime.load(&plugins.join("mgmt-http.wasm")).unwrap();
     let grants = Grants {
-        http: vec![base.trim_start_matches("http://").to_owned()],
+        http: vec![
+            server
+                .base
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .to_owned(),
+        ],
+        tls,
         ..Grants::default()
     };
     let destination = rt
@@ -84,7 +142,7 @@ fn bench_delivery(c: &mut Criterion) {
     let mut session = rt
         .block_on(destination.open(Endpoint {
             member: "primary".into(),
-            address: base,
+            address: server.base.clone(),
             role: MemberRole::Primary,
         }))
         .unwrap();
@@ -99,8 +157,8 @@ fn bench_delivery(c: &mut Criterion) {
     .unwrap();
 
     let mut next_seq = 1u64;
-    let mut group = c.benchmark_group("mgmt_delivery");
-    for size in [256u64, 1024] {
+    let mut group = c.benchmark_group(name);
+    for &size in sizes {
         group.throughput(Throughput::Elements(size));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {
             b.iter_custom(|iters| {
@@ -122,8 +180,31 @@ fn bench_delivery(c: &mut Criterion) {
         });
     }
     group.finish();
-    let _ = server.kill();
-    let _ = server.wait();
+}
+
+fn bench_delivery(c: &mut Criterion) {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("plain"), &[]);
+    bench_server(c, "mgmt_delivery", &server, None, &[256, 1024]);
+    drop(server);
+
+    // The same over TLS (keep-alive connections: the handshake is rare).
+    let (ca, cert, key) = certificates(data.path());
+    let server = Server::start(
+        &data.path().join("tls"),
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    let tls = safd_runtime::TlsFiles {
+        ca_file: Some(ca),
+        ..safd_runtime::TlsFiles::default()
+    };
+    bench_server(c, "mgmt_delivery_tls", &server, Some(tls), &[1024]);
 }
 
 criterion_group! {
