@@ -356,6 +356,32 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     assert!(rest.contains("safd running: agent `test-safd`"), "{rest}");
     assert!(rest.contains("SIGTERM"), "{rest}");
     assert_eq!(ems_high_water(), EVENTS);
+
+    // safd's and the server's data are their users' alone.
+    for data in [dir.path().join("data"), dir.path().join("server")] {
+        assert_private(&data);
+    }
+}
+
+/// Every directory under `root` (itself included) 0700, every file 0600.
+fn assert_private(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut pending = vec![root.to_owned()];
+    let mut files = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        } else if meta.is_file() {
+            files += 1;
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+    }
+    assert!(files > 0, "nothing under {}", root.display());
 }
 
 /// Events of the `ems` stream the server stored (its total minus safd's

@@ -16,6 +16,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// With transparent huge pages, mimalloc's partly used 2 MiB regions are
 /// resident whole (safd measured a third of its RSS without them).
+/// Files and directories made from here on are the user's alone (0600,
+/// 0700): the data directory holds every event's text.
+fn private_by_default() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(err) = rustix::thread::disable_transparent_huge_pages(true) {
@@ -86,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    private_by_default();
     disable_transparent_huge_pages();
     let args = Args::parse();
     if args.token.is_empty() {

@@ -12,6 +12,7 @@ pub(crate) fn load(
     path: &Path,
     notices: &Notices,
 ) -> Result<(Store, Streams, OpenReport), QueueError> {
+    make_private(path)?;
     let (db, set_aside) = open_db(path)?;
     let tree = db.open_tree("saf")?;
     let segments_dir = path.join(SEGMENTS_DIR);
@@ -157,6 +158,34 @@ pub(crate) fn unmatchable_epoch() -> u64 {
 /// sled's page cache (its default is 1 GiB). sled holds only small
 /// records; events are in the segment files.
 pub(super) const SLED_CACHE_BYTES: u64 = 32 << 20;
+
+/// The data directory, readable by safd's user only: the queue holds every
+/// event's text. Created 0700; an existing one open to others is closed
+/// (and said so). Files inside are created 0600 (safd's umask).
+fn make_private(path: &Path) -> Result<(), QueueError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let failed = |err: std::io::Error| QueueError::Open {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(failed),
+        Err(err) => Err(failed(err)),
+        Ok(meta) if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(
+                path = %path.display(),
+                "the data directory was open to other users (mode {:o}); made 0700",
+                meta.permissions().mode() & 0o777
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(failed)
+        }
+        Ok(_) => Ok(()),
+    }
+}
 
 /// The directory of the segment files, inside the queue's directory.
 pub(super) const SEGMENTS_DIR: &str = "segments";
