@@ -98,7 +98,7 @@ impl AdminClient {
             "/dlq/replay",
             self.with_token(Self::agent().post(&url))
                 .query("group", group)
-                .send_empty(),
+                .send_json(serde_json::json!({})),
         )
     }
 
@@ -109,7 +109,7 @@ impl AdminClient {
             // A new plugin file is compiled before the answer: minutes for
             // a large component on a slow machine.
             self.with_token(Self::agent_waiting(std::time::Duration::from_secs(600)).post(&url))
-                .send_empty(),
+                .send_json(serde_json::json!({})),
         )
     }
 }

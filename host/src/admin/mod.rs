@@ -100,8 +100,70 @@ pub async fn bind(
                     .to_owned(),
             )
         })
+        .layer(middleware::from_fn_with_state(
+            addr.ip().is_loopback(),
+            refuse_web_pages,
+        ))
         .with_state(state);
     Ok((addr, listener, router))
+}
+
+/// What a web page in an operator's browser could make it send is refused:
+/// a POST must say `Content-Type: application/json` (a cross-site form or
+/// a "simple" fetch cannot, without the browser asking first), and on a
+/// loopback listener the `Host` must be a loopback name (a page that had
+/// its own name resolve to 127.0.0.1 — DNS rebinding — sends its own).
+async fn refuse_web_pages(State(loopback): State<bool>, request: Request, next: Next) -> Response {
+    if loopback {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !is_loopback_host(host) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host `{host}` is not a loopback name: this API listens on loopback and \
+                     answers only requests addressed to 127.0.0.1, [::1] or localhost"
+                ),
+            )
+            .into_response();
+        }
+    }
+    if !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a POST to the admin API must carry `Content-Type: application/json` (safd's \
+                 own commands do); other requests could come from a web page"
+                    .to_owned(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `127.0.0.1[:port]`, `[::1][:port]`, `localhost[:port]` and the like.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {

@@ -185,6 +185,16 @@ fn check_refuses_at_start_what_run_would_refuse_or_misuse() {
         "cannot travel in an HTTP header",
         false,
     );
+    // An admin API beyond loopback needs a token, at check and at run.
+    refused(
+        &path,
+        &good,
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"0.0.0.0:0\"",
+        "admin.listen",
+        "set admin.token, or listen on 127.0.0.1",
+        true,
+    );
     // Sizes and times: the range in the message, safd's and the plugin's.
     refused(
         &path,
@@ -430,6 +440,52 @@ fn the_admin_api_names_what_it_does_not_know() {
         assert!(answer.contains(expect), "{answer}");
         assert!(answer.len() < 1_024, "{} bytes", answer.len());
     }
+    // What a web page could make a browser send is refused before it does
+    // anything: a form's content type, another site's Host (DNS rebinding).
+    let mut form = agent
+        .post(&format!("http://{admin}/reload"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("group=mgmt")
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    let said = form.body_mut().read_to_string().unwrap();
+    assert!(said.contains("application/json"), "{said}");
+    let mut plain = agent
+        .post(&format!("http://{admin}/dlq/replay?group=mgmt"))
+        .header("Content-Type", "text/plain")
+        .send("x")
+        .unwrap();
+    assert_eq!(
+        plain.status(),
+        415,
+        "{}",
+        plain.body_mut().read_to_string().unwrap()
+    );
+    for host in ["rebound.example", "rebound.example:8470", "10.1.2.3:8470"] {
+        let mut rebound = agent
+            .get(&format!("http://{admin}/status"))
+            .header("Host", host)
+            .call()
+            .unwrap();
+        assert_eq!(rebound.status(), 403, "Host {host}");
+        let said = rebound.body_mut().read_to_string().unwrap();
+        assert!(said.contains("not a loopback name"), "{said}");
+    }
+    let mut local = agent
+        .get(&format!("http://{admin}/status"))
+        .header("Host", "localhost")
+        .call()
+        .unwrap();
+    assert_eq!(
+        local.status(),
+        200,
+        "{}",
+        local.body_mut().read_to_string().unwrap()
+    );
+    assert!(
+        recent_reloads(&admin) == 0,
+        "a refused request reloaded safd"
+    );
     // Nothing was replayed: the server holds each event once, and a real
     // catch-up still works.
     let (_, stats) = server.get("stats");
@@ -443,4 +499,20 @@ fn the_admin_api_names_what_it_does_not_know() {
     let rss_kib = crate::support::mgmt::memory_kib(daemon.id(), "VmRSS").unwrap();
     assert!(rss_kib < 512 << 10, "safd's RSS: {rss_kib} KiB");
     stop_cleanly(&mut daemon, rest);
+}
+
+/// Reloads safd reported among its recent events.
+fn recent_reloads(admin: &str) -> usize {
+    crate::support::safd_process::status(admin)["recent_events"]
+        .as_array()
+        .map_or(0, |events| {
+            events
+                .iter()
+                .filter(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("reloaded"))
+                })
+                .count()
+        })
 }

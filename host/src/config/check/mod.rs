@@ -172,6 +172,17 @@ async fn check_file(
             );
             std::net::SocketAddr::from(([127, 0, 0, 1], 8470))
         });
+    if !admin_listen.ip().is_loopback() && file.admin.token.is_none() {
+        findings.at(
+            &file.admin.listen,
+            "admin.listen",
+            format!(
+                "`{admin_listen}` reaches beyond this machine and admin.token is not set: \
+                 anyone who can connect could reload safd, start catch-ups and replay dead \
+                 letters; set admin.token, or listen on 127.0.0.1"
+            ),
+        );
+    }
     if let Some(token) = &file.admin.token {
         if token.trim().is_empty() {
             findings.whole("admin.token", "is empty; remove it or set a token");
