@@ -12,5 +12,6 @@ mod ems_reader;
 mod file_tail;
 mod mgmt_server;
 mod net_in;
+mod secrets;
 mod syslog;
 mod tls;

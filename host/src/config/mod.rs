@@ -145,8 +145,13 @@ pub struct AdminSection {
     #[serde(default = "defaults::admin_listen")]
     pub listen: Spanned<String>,
     /// When set, every request must carry `Authorization: Bearer <token>`.
+    /// `"${NAME}"`: the environment variable's value.
     #[serde(default)]
     pub token: Option<String>,
+    /// The token read from this file instead (its final line break
+    /// dropped).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
@@ -154,6 +159,7 @@ impl Default for AdminSection {
         Self {
             listen: defaults::admin_listen(),
             token: None,
+            token_file: None,
         }
     }
 }

@@ -81,7 +81,23 @@ pub fn run(path: &Path, stderr: Stdio) -> Daemon {
 /// its "running" line on stderr) and its whole stderr, available once it
 /// exits.
 pub fn run_with_admin(path: &Path) -> (Daemon, String, std::thread::JoinHandle<String>) {
-    let mut daemon = run(path, Stdio::piped());
+    run_with_admin_env(path, &[])
+}
+
+/// [`run_with_admin`] with these variables in safd's environment.
+pub fn run_with_admin_env(
+    path: &Path,
+    env: &[(&str, &str)],
+) -> (Daemon, String, std::thread::JoinHandle<String>) {
+    let mut daemon = Daemon::spawn(
+        safd()
+            .arg("run")
+            .arg("-c")
+            .arg(path)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let mut stderr = std::io::BufReader::new(daemon.stderr.take().unwrap());
     let mut seen = String::new();
     let admin = loop {

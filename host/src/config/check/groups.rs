@@ -83,7 +83,10 @@ pub(super) async fn check_groups(
         else {
             continue;
         };
-        fingerprints.insert(key.clone(), fingerprint(raw, "groups", name, &plugin));
+        fingerprints.insert(
+            key.clone(),
+            fingerprint(raw, "groups", name, &plugin, &config),
+        );
         for member in section.members.get_ref() {
             if let Some(form) = &plugin.manifest.endpoint
                 && let Err(why) = form.check(&member.address)

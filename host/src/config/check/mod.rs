@@ -14,6 +14,7 @@ mod groups;
 mod ids;
 mod paths;
 mod plugins;
+mod secrets;
 mod sources;
 
 use findings::{Findings, ranges};
@@ -172,7 +173,8 @@ async fn check_file(
             );
             std::net::SocketAddr::from(([127, 0, 0, 1], 8470))
         });
-    if !admin_listen.ip().is_loopback() && file.admin.token.is_none() {
+    let admin_token = admin_token(&file.admin, findings);
+    if !admin_listen.ip().is_loopback() && admin_token.is_none() {
         findings.at(
             &file.admin.listen,
             "admin.listen",
@@ -183,7 +185,7 @@ async fn check_file(
             ),
         );
     }
-    if let Some(token) = &file.admin.token {
+    if let Some(token) = &admin_token {
         if token.trim().is_empty() {
             findings.whole("admin.token", "is empty; remove it or set a token");
         } else if let Some(problem) = names::header_token_problem(token) {
@@ -276,7 +278,7 @@ async fn check_file(
     warnings.extend(group_warnings);
 
     Checked {
-        admin: (admin_listen, file.admin.token.clone()),
+        admin: (admin_listen, admin_token),
         log_format: file.log.format,
         engine: EngineOptions {
             agent_id: file.agent_id.get_ref().clone(),
@@ -309,11 +311,57 @@ async fn check_file(
 
 /// A section as written (its JSON form, so formatting does not count) and
 /// the fingerprint of the plugin file it runs.
-pub(super) fn fingerprint(raw: &toml::Table, table: &str, name: &str, plugin: &Plugin) -> String {
+/// `[admin] token`, `token = "${NAME}"` or `token_file`, read.
+fn admin_token(admin: &super::AdminSection, findings: &mut Findings<'_>) -> Option<String> {
+    match (&admin.token, &admin.token_file) {
+        (Some(_), Some(_)) => {
+            findings.whole(
+                "admin.token_file",
+                "give admin.token or admin.token_file, not both",
+            );
+            None
+        }
+        (Some(token), None) => match secrets::variable(token) {
+            Some(Ok(value)) => Some(value),
+            Some(Err(problem)) => {
+                findings.whole("admin.token", problem);
+                None
+            }
+            None => Some(token.clone()),
+        },
+        (None, Some(path)) => match secrets::read_file(path) {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                findings.whole("admin.token_file", problem);
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+/// What a reload compares to tell whether a section changed: its text,
+/// the config the plugin gets (secrets read from files and the environment
+/// included, hashed, so a new token in a file counts as a change without
+/// the token being kept here), and the plugin file.
+pub(super) fn fingerprint(
+    raw: &toml::Table,
+    table: &str,
+    name: &str,
+    plugin: &Plugin,
+    config_json: &str,
+) -> String {
+    use std::hash::{Hash, Hasher};
     let section = raw
         .get(table)
         .and_then(|t| t.get(name))
         .and_then(|v| serde_json::to_string(v).ok())
         .unwrap_or_default();
-    format!("{section} {}", plugin.fingerprint)
+    let mut resolved = std::collections::hash_map::DefaultHasher::new();
+    config_json.hash(&mut resolved);
+    format!(
+        "{section} {:016x} {}",
+        resolved.finish(),
+        plugin.fingerprint
+    )
 }

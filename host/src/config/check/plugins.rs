@@ -2,8 +2,9 @@
 
 use super::findings::Findings;
 use super::paths::file_kind;
+use super::secrets;
 use safd_runtime::{ConfigProblem, Plugin, PluginKind, Runtime};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use toml::Spanned;
@@ -15,6 +16,9 @@ pub(super) struct SectionPlugins<'r> {
     runtime: &'r Runtime,
     loaded: HashMap<String, Result<Arc<Plugin>, String>>,
     validated: HashMap<(String, String), Result<Vec<ConfigProblem>, String>>,
+    /// The top-level keys of each plugin's config schema, asked for only
+    /// when a section uses `KEY_file` or `${NAME}`.
+    schema_keys: HashMap<String, HashSet<String>>,
 }
 
 impl<'r> SectionPlugins<'r> {
@@ -23,6 +27,7 @@ impl<'r> SectionPlugins<'r> {
             runtime,
             loaded: HashMap::new(),
             validated: HashMap::new(),
+            schema_keys: HashMap::new(),
         }
     }
 
@@ -55,6 +60,29 @@ impl<'r> SectionPlugins<'r> {
                 runtime.load(&path).map_err(|e| e.to_string())
             })
             .clone()
+    }
+
+    /// The top-level keys of `plugin`'s config schema (none when it has no
+    /// readable schema: then no `KEY_file` stands for anything).
+    async fn schema_keys(&mut self, plugin: &Plugin, name: &str) -> HashSet<String> {
+        if let Some(keys) = self.schema_keys.get(name) {
+            return keys.clone();
+        }
+        let keys: HashSet<String> = match plugin.describe().await {
+            Ok(description) => {
+                serde_json::from_str::<serde_json::Value>(&description.config_schema)
+                    .ok()
+                    .and_then(|schema| {
+                        schema["properties"]
+                            .as_object()
+                            .map(|properties| properties.keys().cloned().collect())
+                    })
+                    .unwrap_or_default()
+            }
+            Err(_) => HashSet::new(),
+        };
+        self.schema_keys.insert(name.to_owned(), keys.clone());
+        keys
     }
 
     /// Load the plugin a section names, check its kind and have it check
@@ -90,11 +118,28 @@ impl<'r> SectionPlugins<'r> {
             );
             return None;
         }
-        let json = match serde_json::to_string(config.get_ref()) {
-            Ok(json) => json,
-            Err(e) => {
-                findings.at(config, format!("{key}.config"), e.to_string());
-                return None;
+        let json = if secrets::uses_secrets(config.get_ref()) {
+            let schema_keys = self.schema_keys(&plugin, name.get_ref()).await;
+            match secrets::resolve(config.get_ref(), &schema_keys) {
+                Ok(resolved) => resolved.to_string(),
+                Err(problems) => {
+                    for problem in problems {
+                        findings.at(
+                            config,
+                            format!("{key}.config.{}", problem.path),
+                            problem.message,
+                        );
+                    }
+                    return None;
+                }
+            }
+        } else {
+            match serde_json::to_string(config.get_ref()) {
+                Ok(json) => json,
+                Err(e) => {
+                    findings.at(config, format!("{key}.config"), e.to_string());
+                    return None;
+                }
             }
         };
         let validated = match self.validated.get(&(name.get_ref().clone(), json.clone())) {

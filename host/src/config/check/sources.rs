@@ -55,7 +55,10 @@ pub(super) async fn check_sources(
         else {
             continue;
         };
-        fingerprints.insert(key.clone(), fingerprint(raw, "sources", name, &plugin));
+        fingerprints.insert(
+            key.clone(),
+            fingerprint(raw, "sources", name, &plugin, &config),
+        );
         if plugin.manifest.capabilities.files {
             check_directory_grant(&key, &config, &section.grants.dirs, |at, message| {
                 findings.at(&section.plugin, at, message);
