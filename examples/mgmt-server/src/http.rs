@@ -1,11 +1,13 @@
 //! The HTTP API (protocol version 1 plus the server's own query and admin
 //! endpoints) and the console.
 
+use crate::credentials::{Caller, Credentials, Need};
 use crate::protocol::{
     CatchUp, CatchUpFrom, DeliverRequest, ErrorBody, Health, Names, Positions, RegisterRequest,
     RegisterResponse, ServiceSwitch,
 };
 use crate::store::{EventQuery, Session, Store, StoreError};
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -15,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest request body accepted; larger batches get 413 and safd splits
 /// them.
@@ -23,7 +26,9 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
-    pub token: Arc<str>,
+    pub credentials: Credentials,
+    /// Requests refused because the token may not do what was asked.
+    pub forbidden: Arc<AtomicU64>,
 }
 
 /// An error answer with its status.
@@ -105,36 +110,59 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bearer-token check for every protocol, query and admin endpoint.
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Bearer-token check for every protocol, query and admin endpoint, and
+/// what the token may do there; who called goes with the request.
+async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.token.as_bytes()) => {
-            next.run(request).await
+    let caller = match presented.map(|token| state.credentials.caller(token)) {
+        Some(Some(caller)) => caller,
+        Some(None) => {
+            return ApiError(StatusCode::UNAUTHORIZED, "wrong token".to_owned()).into_response();
         }
-        Some(_) => ApiError(StatusCode::UNAUTHORIZED, "wrong token".to_owned()).into_response(),
-        None => ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <token>` header".to_owned(),
-        )
-        .into_response(),
+        None => {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>` header".to_owned(),
+            )
+            .into_response();
+        }
+    };
+    // Inside `/safd/v1` (axum may hand the nested router either form).
+    let path = request.uri().path();
+    let need = match path.strip_prefix("/safd/v1").unwrap_or(path) {
+        "/health" => Need::Any,
+        "/register" | "/events" => Need::Agent,
+        "/query/events" | "/query/sessions" | "/stats" => Need::Read,
+        _ => Need::Operator,
+    };
+    if let Some(refusal) = caller.refusal(need) {
+        return forbidden(&state, refusal);
     }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// 403, counted (`/stats`: `forbidden`).
+fn forbidden(state: &AppState, refusal: String) -> Response {
+    state.forbidden.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!("request refused: {refusal}");
+    ApiError(StatusCode::FORBIDDEN, refusal).into_response()
 }
 
 async fn register(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
-) -> Result<Json<RegisterResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: RegisterRequest = parse(&body)?;
     check_names(&request)?;
+    if let Some(refusal) = caller.acting_as(&request.agent_id) {
+        return Ok(forbidden(&state, refusal));
+    }
     let high_water = state.store.high_water(&request.agent_id).await;
     // Ask for what the agent holds beyond what is here.
     let missing: Positions = request
@@ -179,12 +207,20 @@ async fn register(
         high_water,
         service_ready: state.store.service_ready(),
         catch_up,
-    }))
+    })
+    .into_response())
 }
 
-async fn deliver(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn deliver(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: DeliverRequest<'_> = parse(&body)?;
     check_names(&request)?;
+    if let Some(refusal) = caller.acting_as(&request.agent_id) {
+        return Ok(forbidden(&state, refusal));
+    }
     let response = state.store.deliver(&request).await?;
     Ok(Json(response).into_response())
 }
@@ -198,9 +234,11 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
 }
 
 async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let mut counters = serde_json::to_value(state.store.counters()).unwrap_or_default();
+    counters["forbidden"] = state.forbidden.load(Ordering::Relaxed).into();
     Json(serde_json::json!({
         "service_ready": state.store.service_ready(),
-        "counters": state.store.counters(),
+        "counters": counters,
         "streams": state.store.streams().await,
     }))
 }

@@ -8,6 +8,7 @@
 //! durable inbox and are released when the service is back. A query API
 //! and a web console show what arrived.
 
+pub mod credentials;
 mod held;
 pub mod http;
 mod id_index;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 pub async fn bind(
     data: &Path,
     listen: SocketAddr,
-    token: &str,
+    credentials: credentials::Credentials,
     service_ready: Option<bool>,
     limits: store::Limits,
     index_cache_bytes: u64,
@@ -40,7 +41,8 @@ pub async fn bind(
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let router = http::router(http::AppState {
         store,
-        token: token.into(),
+        credentials,
+        forbidden: Arc::default(),
     });
     Ok((listener, router))
 }

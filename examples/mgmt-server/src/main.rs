@@ -46,8 +46,14 @@ struct Args {
     #[arg(long, default_value = "safd-mgmt-data")]
     data: PathBuf,
     /// Bearer token every request must carry (`Authorization: Bearer …`).
+    /// With --tokens it is the operator's: good for every endpoint.
     #[arg(long, env = "SAFD_MGMT_TOKEN", hide_env_values = true)]
     token: String,
+    /// Tokens file (TOML): `[agents]` maps each agent id to its own token,
+    /// good for registering and delivering as that agent only; `console`
+    /// is a read-only token. See docs/mgmt-server.md.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
     /// Start with the event service down: the server answers "not ready"
     /// and keeps events in its durable inbox until the service is brought
     /// up (`POST /safd/v1/admin/service {"ready": true}`).
@@ -111,10 +117,24 @@ async fn main() -> anyhow::Result<()> {
         max_streams_per_agent: args.max_streams_per_agent,
         max_new_streams_per_delivery: args.max_new_streams_per_delivery,
     };
+    let credentials = match &args.tokens {
+        Some(path) => safd_mgmt::credentials::Credentials::load(&args.token, path)?,
+        None => safd_mgmt::credentials::Credentials::operator_only(&args.token),
+    };
+    if args.tokens.is_some() {
+        tracing::info!(
+            agents = credentials.agents(),
+            "per-agent tokens from {}",
+            args.tokens
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     let (listener, router) = safd_mgmt::bind(
         &args.data,
         args.listen,
-        &args.token,
+        credentials,
         service_ready,
         limits,
         args.index_cache_mib << 20,

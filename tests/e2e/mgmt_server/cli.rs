@@ -21,6 +21,10 @@ fn help_documents_every_flag() {
         "--token",
         "--service-down",
         "--service-up",
+        "--tokens",
+        "--tls-cert",
+        "--tls-key",
+        "--client-ca",
         "SAFD_MGMT_TOKEN",
     ] {
         assert!(help.contains(flag), "{flag} not in:\n{help}");

@@ -148,6 +148,86 @@ fn every_endpoint_wants_the_token() {
     assert_eq!(status, 200);
 }
 
+/// `--tokens`: an agent's token registers and delivers as that agent only
+/// (never as another, so it cannot raise another's high-water), reads
+/// nothing; the console's reads only; each refusal is a counted 403.
+#[test]
+fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
+    const A1: &str = "a1-token-0123456789";
+    const CONSOLE: &str = "console-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!("console = \"{CONSOLE}\"\n[agents]\na1 = \"{A1}\"\na2 = \"a2-token-0123456789\"\n"),
+    )
+    .unwrap();
+    let server = Server::start(
+        &dir.path().join("db"),
+        &["--tokens", tokens.to_str().unwrap()],
+    );
+    let register = |agent: &str| {
+        json!({"agent_id": agent, "group": "mgmt", "member": "primary", "role": "primary",
+               "epoch": 3, "active": true, "stored": {"ems": 9}, "acknowledged": {}})
+    };
+    let deliver = |agent: &str, seq: u64| {
+        json!({"agent_id": agent, "group": "mgmt", "epoch": 3,
+               "batches": [{"stream": "ems", "events": [event(seq, &format!("{agent}-{seq}"))]}]})
+    };
+    let mut refused = 0;
+    let mut expect_403 = |(status, answer): (u16, serde_json::Value), says: &str| {
+        assert_eq!(status, 403, "{answer}");
+        let error = answer["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(says), "{error}");
+        refused += 1;
+    };
+
+    // a1's token: as a1, yes; as a2, no.
+    assert_eq!(
+        server.post_with("register", &register("a1"), Some(A1)).0,
+        200
+    );
+    assert_eq!(
+        server.post_with("events", &deliver("a1", 1), Some(A1)).0,
+        200
+    );
+    expect_403(
+        server.post_with("register", &register("a2"), Some(A1)),
+        "cannot register or deliver as `a2`",
+    );
+    expect_403(
+        server.post_with("events", &deliver("a2", 1), Some(A1)),
+        "cannot register or deliver as `a2`",
+    );
+    // ... nor read, nor switch the service.
+    expect_403(server.get_with("query/events", A1), "agent `a1`'s");
+    expect_403(
+        server.post_with("admin/service", &json!({"ready": false}), Some(A1)),
+        "agent `a1`'s",
+    );
+    // The console reads, and only reads.
+    let (status, events) = server.get_with("query/events?agent=a1", CONSOLE);
+    assert_eq!(status, 200, "{events}");
+    assert_eq!(events.as_array().unwrap().len(), 1);
+    expect_403(
+        server.post_with("events", &deliver("a1", 2), Some(CONSOLE)),
+        "reads only",
+    );
+    expect_403(
+        server.post_with("admin/service", &json!({"ready": false}), Some(CONSOLE)),
+        "reads only",
+    );
+    assert_eq!(server.get_with("health", CONSOLE).0, 200);
+    assert_eq!(server.get_with("health", A1).0, 200);
+    // Nothing was written as a2, and every refusal was counted.
+    let (_, stats) = server.get("stats");
+    assert_eq!(stats["counters"]["stored"], 1, "{stats}");
+    assert_eq!(stats["counters"]["forbidden"], refused, "{stats}");
+    assert!(server.events("agent=a2").is_empty());
+    // The operator's token still does everything.
+    assert_eq!(server.post("events", &deliver("a2", 1)).0, 200);
+}
+
 #[test]
 fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
     let dir = tempfile::tempdir().unwrap();

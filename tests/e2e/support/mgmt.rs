@@ -122,9 +122,14 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
+        self.get_with(path, TOKEN)
+    }
+
+    /// GET with `token`; (status, the answer as JSON).
+    pub fn get_with(&self, path: &str, token: &str) -> (u16, Value) {
         let mut response = Self::agent()
             .get(&self.url(path))
-            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .header("Authorization", &format!("Bearer {token}"))
             .call()
             .unwrap();
         let status = response.status().as_u16();
