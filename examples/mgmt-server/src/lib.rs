@@ -15,6 +15,7 @@ mod id_index;
 mod journal;
 pub mod protocol;
 mod segment;
+pub mod serve;
 pub mod store;
 pub mod tls;
 

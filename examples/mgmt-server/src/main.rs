@@ -2,10 +2,12 @@
 
 use anyhow::Context;
 use clap::Parser;
+use safd_mgmt::serve::{ServeLimits, serve};
 use safd_mgmt::store::{DEFAULT_INDEX_CACHE_BYTES, Limits};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 // A delivery's request body, its parsed events and the segment built from
 // them are large, short-lived allocations; glibc malloc maps and unmaps
@@ -85,6 +87,17 @@ struct Args {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Connections served at once; further ones are closed at once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's headers once the
+    /// connection is ready for one: a client that says nothing, or an idle
+    /// keep-alive connection, is closed after it.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    header_timeout_secs: u32,
+    /// Seconds a request may take, its body included; then 408.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    request_timeout_secs: u32,
     /// Require a client certificate signed by one of these CAs (PEM) of
     /// every client: mutual TLS. Needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
@@ -154,21 +167,19 @@ async fn main() -> anyhow::Result<()> {
     // stop the server); tests and the demo parse it for the port.
     let _ = writeln!(std::io::stdout(), "listening on {scheme}://{addr}");
     tracing::info!("console: {scheme}://{addr}/console#token=<your token>");
+    let limits = ServeLimits {
+        max_connections: args.max_connections as usize,
+        header_timeout: Duration::from_secs(args.header_timeout_secs.into()),
+        request_timeout: Duration::from_secs(args.request_timeout_secs.into()),
+    };
     match tls {
-        Some(config) => serve(safd_mgmt::tls::TlsListener::new(listener, config)?, router).await,
-        None => serve(listener, router).await,
+        Some(config) => {
+            let listener = safd_mgmt::tls::TlsListener::new(listener, config)?;
+            serve(listener, router, limits, shutdown_signal()).await;
+        }
+        None => serve(listener, router, limits, shutdown_signal()).await,
     }
-}
-
-async fn serve<L>(listener: L, router: axum::Router) -> anyhow::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")
+    Ok(())
 }
 
 async fn shutdown_signal() {

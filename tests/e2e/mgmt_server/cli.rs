@@ -25,6 +25,9 @@ fn help_documents_every_flag() {
         "--tls-cert",
         "--tls-key",
         "--client-ca",
+        "--max-connections",
+        "--header-timeout-secs",
+        "--request-timeout-secs",
         "SAFD_MGMT_TOKEN",
     ] {
         assert!(help.contains(flag), "{flag} not in:\n{help}");

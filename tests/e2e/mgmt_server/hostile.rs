@@ -415,3 +415,96 @@ fn a_stream_cannot_be_made_to_hold_unbounded_gaps() {
     assert_eq!(answer["rejected"], json!([]));
     still_serves(&mut server, 4);
 }
+
+/// A client that opens connections and says nothing, stops halfway
+/// through its headers or its body, or opens more connections than the
+/// server serves, holds nothing for long: each is cut at its limit, and
+/// the server keeps answering others.
+#[test]
+fn slow_and_silent_clients_are_cut_at_their_limits() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--header-timeout-secs",
+            "1",
+            "--request-timeout-secs",
+            "1",
+            "--max-connections",
+            "3",
+        ],
+    );
+    let address = server.authority();
+    // How long until the server closes `stream` (None: not within 10 s),
+    // and what it said first.
+    let closed_after = |mut stream: TcpStream| -> (Option<Duration>, String) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    return (
+                        Some(started.elapsed()),
+                        String::from_utf8_lossy(&answer).into(),
+                    );
+                }
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return (
+                        Some(started.elapsed()),
+                        String::from_utf8_lossy(&answer).into(),
+                    );
+                }
+                Err(_) => return (None, String::from_utf8_lossy(&answer).into()),
+            }
+        }
+    };
+
+    // Headers begun and never finished: closed at the header timeout.
+    let mut half = TcpStream::connect(&address).unwrap();
+    half.write_all(b"GET /safd/v1/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (after, _) = closed_after(half);
+    let after = after.expect("a half-sent header was never cut");
+    assert!(after < Duration::from_secs(5), "cut after {after:?}");
+
+    // A body that stops: 408 at the request timeout.
+    let mut slow = TcpStream::connect(&address).unwrap();
+    slow.write_all(
+        format!(
+            "POST /safd/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"agent_id\"",
+            crate::support::mgmt::TOKEN
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (after, said) = closed_after(slow);
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(after.expect("never answered") < Duration::from_secs(5));
+
+    // Three silent connections take every place: a fourth is closed at
+    // once; once they are cut, requests are served again.
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(&address).unwrap();
+    let _ = fourth.write_all(b"GET /safd/v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (after, said) = closed_after(fourth);
+    assert!(said.is_empty(), "{said}");
+    assert!(after.expect("the fourth was served") < Duration::from_secs(1));
+    for stream in silent {
+        assert!(closed_after(stream).0.expect("never cut") < Duration::from_secs(5));
+    }
+    let (status, _) = server.get("health");
+    assert_eq!(status, 200);
+}
