@@ -899,6 +899,8 @@ impl Store {
             _ => vec![prefix::SEGMENT],
         };
         let mut out = Vec::new();
+        // The oldest `received_at` among the newest `limit` kept so far.
+        let mut floor: Option<i64> = None;
         let mut log = JournalReader::new(&self.log_dir);
         for item in self.tree.scan_prefix(&scan_prefix) {
             let (key, value) = item.map_err(|e| e.to_string())?;
@@ -938,6 +940,12 @@ impl Store {
                     String::from_utf8_lossy(&key)
                 )
             })?;
+            // The answer is the newest `limit` events: a segment older
+            // than all of those kept so far cannot add one, and what is
+            // kept stays under twice the limit whatever the log holds.
+            if out.len() >= limit && floor.is_some_and(|f| segment.header.received_at < f) {
+                continue;
+            }
             for item in segment.events() {
                 let (seq, event) = item?;
                 if usize::from(event.severity) < min_severity
@@ -966,11 +974,20 @@ impl Store {
                     received_at: segment.header.received_at,
                 });
             }
+            if out.len() >= 2 * limit {
+                newest_first(&mut out, limit);
+                floor = out.last().map(|e| e.received_at);
+            }
         }
-        out.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(b.seq.cmp(&a.seq)));
-        out.truncate(limit);
+        newest_first(&mut out, limit);
         Ok(out)
     }
+}
+
+/// The newest `limit` of `events`, newest first.
+fn newest_first(events: &mut Vec<StoredEvent>, limit: usize) {
+    events.sort_by(|a, b| b.received_at.cmp(&a.received_at).then(b.seq.cmp(&a.seq)));
+    events.truncate(limit);
 }
 
 /// Index synced log records, in memory and in one sled batch: a delivery's,

@@ -228,6 +228,36 @@ fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
     assert_eq!(server.post("events", &deliver("a2", 1)).0, 200);
 }
 
+/// A query answers its `limit` newest events, whatever the log holds
+/// beyond them, across streams.
+#[test]
+fn a_query_answers_the_newest_events_up_to_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    for batch in 0..40u64 {
+        let stream = if batch % 2 == 0 { "ems" } else { "app" };
+        let first = batch / 2 * 5 + 1;
+        let events: Vec<(u64, String)> = (first..first + 5)
+            .map(|seq| (seq, format!("{stream}-{seq}")))
+            .collect();
+        let events: Vec<(u64, &str)> = events.iter().map(|(s, id)| (*s, id.as_str())).collect();
+        server.deliver("a1", stream, &events);
+    }
+    let got = server.events("limit=12");
+    let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    // The last two batches (app 96–100, ems 96–100) and two of the one
+    // before, newest first.
+    assert_eq!(
+        ids,
+        [
+            "app-100", "app-99", "app-98", "app-97", "app-96", "ems-100", "ems-99", "ems-98",
+            "ems-97", "ems-96", "app-95", "app-94"
+        ]
+    );
+    assert_eq!(server.events("stream=ems&limit=3").len(), 3);
+    assert_eq!(server.events("limit=10000").len(), 200);
+}
+
 #[test]
 fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
     let dir = tempfile::tempdir().unwrap();
