@@ -220,6 +220,42 @@ fn five_hundred_senders_at_once_a_silent_one_cut_and_an_over_long_line_kept() {
     assert!(!stderr.contains("trapped"), "{stderr}");
 }
 
+/// The bodies of the `net` stream's events at the server.
+fn stored_bodies(server: &mgmt::Server) -> Vec<String> {
+    server
+        .events("stream=net&limit=10000")
+        .iter()
+        .filter_map(|e| e["body"].as_str().map(|b| b.trim().to_owned()))
+        .collect()
+}
+
+/// Once `message NNNNN` number `messages - 1` is at the server: checks
+/// that none is stored twice and returns the numbers of those never
+/// stored. (The last message written is the last stored: a sender sends
+/// again what was not answered before anything new, and safd delivers in
+/// seq order, so once it is at the server anything stored twice is too.)
+fn lost_once_the_last_arrives(server: &mgmt::Server, messages: usize) -> Vec<usize> {
+    let last = format!("message {:05}", messages - 1);
+    let mut got = Vec::new();
+    wait_for(
+        Duration::from_secs(120),
+        "the last message at the server",
+        || {
+            got = stored_bodies(server);
+            got.contains(&last)
+        },
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for body in &got {
+        *counts.entry(body.as_str()).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    (0..messages)
+        .filter(|i| !counts.contains_key(format!("message {i:05}").as_str()))
+        .collect()
+}
+
 /// rsyslog forwards over RELP into net-in; safd is killed (-9) while the
 /// messages flow and started again: rsyslog sends again what was not
 /// answered, and every message is in safd's queue (here: at the server,
@@ -253,17 +289,10 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
             std::thread::sleep(Duration::from_millis(50));
         }
     });
-    let bodies = |server: &mgmt::Server| -> Vec<String> {
-        server
-            .events("stream=net&limit=10000")
-            .iter()
-            .filter_map(|e| e["body"].as_str().map(|b| b.trim().to_owned()))
-            .collect()
-    };
     wait_for(
         Duration::from_secs(60),
         "the first messages at the server",
-        || bodies(&server).len() >= MESSAGES / 5,
+        || stored_bodies(&server).len() >= MESSAGES / 5,
     );
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -271,31 +300,8 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     restarted.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
 
-    // The last message written is the last stored: a sender sends again
-    // what was not answered before anything new, and safd delivers in seq
-    // order, so once it is at the server anything stored twice is too.
-    let last = format!("message {:05}", MESSAGES - 1);
-    let mut got = Vec::new();
-    wait_for(
-        Duration::from_secs(120),
-        "the last message at the server",
-        || {
-            got = bodies(&server);
-            got.contains(&last)
-        },
-    );
-    let mut counts = std::collections::BTreeMap::new();
-    for body in &got {
-        *counts.entry(body.as_str()).or_insert(0) += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    let lost: Vec<String> = (0..MESSAGES)
-        .map(|i| format!("message {i:05}"))
-        .filter(|body| !counts.contains_key(body.as_str()))
-        .collect();
+    let lost = lost_once_the_last_arrives(&server, MESSAGES);
     assert!(lost.is_empty(), "lost: {lost:?}");
-    assert_eq!(got.len(), MESSAGES);
     stop_cleanly(&mut daemon, rest);
 }
 
@@ -348,17 +354,10 @@ fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed()
         }
         broke_at
     });
-    let bodies = |server: &mgmt::Server| -> Vec<String> {
-        server
-            .events("stream=net&limit=10000")
-            .iter()
-            .filter_map(|e| e["body"].as_str().map(|b| b.trim().to_owned()))
-            .collect()
-    };
     wait_for(
         Duration::from_secs(60),
         "the first messages at the server",
-        || bodies(&server).len() >= MESSAGES / 6,
+        || stored_bodies(&server).len() >= MESSAGES / 6,
     );
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -369,25 +368,7 @@ fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed()
         .unwrap()
         .expect("the kill broke the sender's connection while it wrote");
 
-    let last = format!("message {:05}", MESSAGES - 1);
-    let mut got = Vec::new();
-    wait_for(
-        Duration::from_secs(120),
-        "the last message at the server",
-        || {
-            got = bodies(&server);
-            got.contains(&last)
-        },
-    );
-    let mut counts = std::collections::BTreeMap::new();
-    for body in &got {
-        *counts.entry(body.as_str()).or_insert(0) += 1;
-    }
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "stored more than once: {twice:?}");
-    let lost: Vec<usize> = (0..MESSAGES)
-        .filter(|i| !counts.contains_key(format!("message {i:05}").as_str()))
-        .collect();
+    let lost = lost_once_the_last_arrives(&server, MESSAGES);
     // Lost: the last ones written before the break, in one run.
     let first_lost = broke_at - lost.len();
     assert_eq!(

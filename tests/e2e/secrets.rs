@@ -4,7 +4,6 @@
 //! `safd status`, the logs, `/status` or `/metrics` show.
 
 use crate::support::mgmt;
-use crate::support::plugins::plugin_dir;
 use crate::support::safd_process::{run_with_admin_env, safd, stop_cleanly, wait_for};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,41 +13,19 @@ const ADMIN_SECRET: &str = "admin-secret-4242";
 const VARIABLE: &str = "SAFD_E2E_MGMT_TOKEN";
 
 fn write_config(dir: &Path, server: &mgmt::Server, mgmt_token: &str) -> PathBuf {
-    let logs = dir.join("logs");
     let admin_token = dir.join("admin.token");
     std::fs::write(&admin_token, format!("{ADMIN_SECRET}\n")).unwrap();
-    let text = format!(
-        r#"agent_id = "secret-agent"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-token_file = "{admin_token}"
-
-[sources.app]
-plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log" }}
-grants = {{ dirs = ["{logs}"] }}
-
-[groups.mgmt]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ {mgmt_token}, timeout_ms = 3000 }}
-grants = {{ http = ["{authority}"] }}
-members = [{{ name = "primary", address = "{base}" }}]
-probe_interval_ms = 200
-"#,
-        data = dir.join("data").display(),
-        plugins = plugin_dir().display(),
-        admin_token = admin_token.display(),
-        logs = logs.display(),
-        authority = server.authority(),
-        base = server.base,
-    );
-    let path = dir.join("safd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let admin = format!("token_file = \"{}\"", admin_token.display());
+    let mgmt = format!("{mgmt_token},");
+    mgmt::tail_config(
+        dir,
+        &server.base,
+        &mgmt::TailConfig {
+            admin: &admin,
+            mgmt: &mgmt,
+            ..mgmt::TailConfig::default()
+        },
+    )
 }
 
 fn assert_no_secret(what: &str, text: &str) {

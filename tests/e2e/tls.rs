@@ -7,7 +7,6 @@
 
 use crate::support::certs::{Issued, TestCa};
 use crate::support::mgmt;
-use crate::support::plugins::plugin_dir;
 use crate::support::safd_process::{reload, run_with_admin, safd, status, stop_cleanly, wait_for};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,37 +15,15 @@ use std::time::Duration;
 /// safd tailing `logs/app.log` into the member `primary` at `base`, with
 /// `tls` as the group's `grants.tls` (TOML inline table).
 fn write_config(dir: &Path, base: &str, tls: &str) -> PathBuf {
-    let logs = dir.join("logs");
-    let text = format!(
-        r#"agent_id = "tls-agent"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.app]
-plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log" }}
-grants = {{ dirs = ["{logs}"] }}
-
-[groups.mgmt]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ token = "{token}", timeout_ms = 3000 }}
-grants = {{ http = ["{authority}"], tls = {tls} }}
-members = [{{ name = "primary", address = "{base}" }}]
-probe_interval_ms = 200
-"#,
-        data = dir.join("data").display(),
-        plugins = plugin_dir().display(),
-        logs = logs.display(),
-        token = mgmt::TOKEN,
-        authority = mgmt::authority_of(base),
-    );
-    let path = dir.join("safd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    let grants = format!(", tls = {tls}");
+    mgmt::tail_config(
+        dir,
+        base,
+        &mgmt::TailConfig {
+            grants: &grants,
+            ..mgmt::TailConfig::default()
+        },
+    )
 }
 
 fn tls_table(ca: &Path, client: Option<&Issued>) -> String {

@@ -191,3 +191,58 @@ pub fn memory_kib(pid: u32, field: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// What [`tail_config`] adds to its sections (TOML, each may be empty).
+#[derive(Default)]
+pub struct TailConfig<'a> {
+    /// Lines after `[admin] listen`.
+    pub admin: &'a str,
+    /// mgmt-http's config keys before `timeout_ms` (with its trailing
+    /// comma), e.g. `token = "…",`.
+    pub mgmt: &'a str,
+    /// Keys after `grants.http` (with a leading comma).
+    pub grants: &'a str,
+}
+
+/// A safd configuration in `dir/safd.toml`: file-tail on `dir/logs/app.log`
+/// (stream `app`) to the member `primary` at `base` through mgmt-http.
+pub fn tail_config(dir: &Path, base: &str, extra: &TailConfig<'_>) -> std::path::PathBuf {
+    let logs = dir.join("logs");
+    let mgmt = if extra.mgmt.is_empty() {
+        format!("token = \"{TOKEN}\",")
+    } else {
+        extra.mgmt.to_owned()
+    };
+    let text = format!(
+        r#"agent_id = "tail-agent"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+{admin}
+
+[sources.app]
+plugin = "file-tail"
+config = {{ directory = "{logs}", pattern = "app.log" }}
+grants = {{ dirs = ["{logs}"] }}
+
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ {mgmt} timeout_ms = 3000 }}
+grants = {{ http = ["{authority}"]{grants} }}
+members = [{{ name = "primary", address = "{base}" }}]
+probe_interval_ms = 200
+"#,
+        data = dir.join("data").display(),
+        plugins = super::plugins::plugin_dir().display(),
+        logs = logs.display(),
+        admin = extra.admin,
+        grants = extra.grants,
+        authority = authority_of(base),
+    );
+    let path = dir.join("safd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
