@@ -20,6 +20,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const READY_BACKLOG: usize = 64;
 
+/// Handshakes under way at once; a connection beyond them is closed at
+/// once, so a flood of silent connections costs at most this many tasks.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// The server's TLS: its certificate chain and key, and with `client_ca`
 /// a client certificate signed by one of those CAs required of every
 /// client.
@@ -91,6 +95,7 @@ impl TlsListener {
         let local = listener.local_addr().context("listener address")?;
         let (sender, ready) = mpsc::channel(READY_BACKLOG);
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -105,9 +110,17 @@ impl TlsListener {
                 if sender.is_closed() {
                     return;
                 }
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    tracing::warn!(
+                        "{MAX_PENDING_HANDSHAKES} TLS handshakes are under way; the connection \
+                         from {peer} is closed"
+                    );
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let ready = sender.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = ready.send((tls, peer)).await;

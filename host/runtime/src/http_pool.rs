@@ -177,12 +177,18 @@ impl ConnectionPool {
             .trim_end_matches(']')
             .to_owned();
         let authority = authority_with_port(request.uri(), https)?;
+        // Plain and TLS connections to one authority are never mixed up.
+        let pool_key = if https {
+            format!("https://{authority}")
+        } else {
+            authority.clone()
+        };
         // The request line carries only the path: the URI holds scheme and
         // authority, which HTTP/1 sends only to proxies.
         *request.uri_mut() = origin_form(request.uri())?;
 
         let (response, sender) = loop {
-            let (mut sender, reused) = match self.checkout(&authority) {
+            let (mut sender, reused) = match self.checkout(&pool_key) {
                 Some(sender) => (sender, true),
                 None => {
                     let tls = https.then(|| self.tls.clone().unwrap_or_else(public_roots));
@@ -216,7 +222,7 @@ impl ConnectionPool {
         // (HTTP/1 carries one exchange at a time); a response dropped
         // half-read closes the connection instead.
         let pool = Arc::downgrade(&self);
-        tokio::spawn(return_when_ready(pool, authority, sender));
+        tokio::spawn(return_when_ready(pool, pool_key, sender));
 
         let between_bytes = timeouts.between_bytes;
         let response = response.map(|incoming| {
