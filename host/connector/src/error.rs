@@ -42,6 +42,11 @@ pub enum SessionError {
     Disabled { restarts: u32, window: Duration },
     #[error("plugin could not be started: {0}")]
     Start(String),
+    /// The plugin answered `unauthorized` after safd's sandbox refused one
+    /// of its accesses during the call: a missing grant, not a credential
+    /// the receiver turned down.
+    #[error("{0}")]
+    NotGranted(String),
 }
 
 impl SessionError {

@@ -35,6 +35,9 @@ pub const MEMBER_UNAUTHORIZED: u32 = 1010;
 /// An event made the destination plugin trap or fail fatally twice when
 /// sent alone; it was kept as a dead letter and delivery went on.
 pub const POISON_EVENT: u32 = 1011;
+/// safd's sandbox refused a member's address (it is not in the group's
+/// grants); delivery to that member stops until the grant is added.
+pub const MEMBER_NOT_GRANTED: u32 = 1012;
 
 /// The queue passed its high-water mark (80 % of capacity by default).
 pub const QUEUE_HIGH_WATER: u32 = 2001;
@@ -121,10 +124,9 @@ pub fn severity(id: u32) -> Severity {
         FAILED_OVER | FAILED_BACK | MEMBER_DEGRADED | PLUGIN_TRAPPED | PLUGIN_TIMED_OUT
         | PLUGIN_REFUSED | PLUGIN_GRANT_IGNORED | PLUGIN_ACCESS_DENIED | PLUGIN_FATAL
         | DEEP_CATCH_UP => Severity::Warning,
-        ALL_MEMBERS_DOWN | MEMBER_UNAUTHORIZED | QUEUE_FULL | QUEUE_EVENTS_DROPPED
-        | QUEUE_WRITE_FAILED | QUEUE_STORE_FAILED | QUEUE_INDEX_REBUILT | CATCH_UP_GAP => {
-            Severity::Critical
-        }
+        ALL_MEMBERS_DOWN | MEMBER_UNAUTHORIZED | MEMBER_NOT_GRANTED | QUEUE_FULL
+        | QUEUE_EVENTS_DROPPED | QUEUE_WRITE_FAILED | QUEUE_STORE_FAILED | QUEUE_INDEX_REBUILT
+        | CATCH_UP_GAP => Severity::Critical,
         _ => Severity::Major,
     }
 }

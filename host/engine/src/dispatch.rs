@@ -25,7 +25,7 @@ use crate::queue::dead_letter::DeadLetter;
 use safd_connector::event_ids::{
     ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED,
     DEAD_LETTERED, DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED,
-    MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE, POISON_EVENT,
+    MEMBER_NOT_GRANTED, MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{
     CatchUpFrom, ConnectorError, DeliveryReport, DestinationSession, Health, Registration,
@@ -848,6 +848,30 @@ impl Lane {
                 if let Some(plan) = plan {
                     self.whole_batch_rejected(index, plan, reason).await;
                     return;
+                }
+            }
+            SessionError::NotGranted(reason) => {
+                let member = &self.members[index];
+                // Damped like 1010: a missing grant stays missing until the
+                // configuration changes.
+                let refusals = member.failures.saturating_add(1);
+                if member.health != MemberHealth::Unreachable
+                    || member.failures == 0
+                    || refusals.is_power_of_two()
+                {
+                    self.notices.emit(
+                        Notice::new(
+                            MEMBER_NOT_GRANTED,
+                            format!(
+                                "safd's sandbox kept member `{}` of group `{}` from its \
+                                 address: {reason}",
+                                member.name, self.group
+                            ),
+                        )
+                        .with("group", &self.group)
+                        .with("member", &member.name)
+                        .with("refusals", refusals),
+                    );
                 }
             }
             SessionError::Connector(ConnectorError::Unauthorized(reason)) => {

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
@@ -49,6 +50,9 @@ pub struct Sandbox {
     /// TLS for HTTPS requests, from `grants.tls`; without it, the public
     /// web roots and no client certificate.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// Accesses refused so far (any instance of this connector): a call
+    /// during which it grew failed for a missing grant.
+    pub(crate) denials: Arc<AtomicU64>,
     /// Where a denied access (3007) is reported.
     reporter: Reporter,
 }
@@ -205,6 +209,7 @@ impl Sandbox {
         let listen = self.listen.clone();
         let name = connector.clone();
         let reporter = self.reporter.clone();
+        let denials = self.denials.clone();
         builder.socket_addr_check(move |addr, use_| {
             let permitted = match use_ {
                 SocketAddrUse::TcpConnect => allowed.contains(&addr),
@@ -222,6 +227,7 @@ impl Sandbox {
                 _ => false,
             };
             if !permitted {
+                denials.fetch_add(1, Ordering::Relaxed);
                 let grant = match use_ {
                     SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => "grants.listen",
                     _ => "grants.tcp",
@@ -244,6 +250,7 @@ impl Sandbox {
             connector: connector.clone(),
             allowed: self.http.clone(),
             pool: Arc::new(ConnectionPool::new(self.tls.clone())),
+            denials: self.denials.clone(),
             reporter: self.reporter.clone(),
         }
     }
@@ -309,6 +316,8 @@ pub(crate) struct HttpPolicy {
     allowed: Arc<HashSet<Authority>>,
     /// This instance's keep-alive connections.
     pool: Arc<ConnectionPool>,
+    /// The sandbox's count of refused accesses.
+    denials: Arc<AtomicU64>,
     reporter: Reporter,
 }
 
@@ -348,6 +357,7 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> ResponseFuture {
         _ = fut;
         if !self.permits(request.uri()) {
+            self.denials.fetch_add(1, Ordering::Relaxed);
             self.reporter.emit(
                 Notice::new(
                     event_ids::PLUGIN_ACCESS_DENIED,

@@ -17,6 +17,8 @@ pub(crate) struct InstanceState {
     pub(crate) memory: MemoryCap,
     /// When the current call must end; checked on every epoch tick.
     pub(crate) deadline: Option<Instant>,
+    /// The sandbox's count of refused accesses.
+    pub(crate) denials: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The error an epoch callback raises when a call runs past its deadline;
@@ -42,6 +44,7 @@ impl InstanceState {
             table,
             memory: MemoryCap::new(memory_bytes),
             deadline: None,
+            denials: sandbox.denials.clone(),
             connector,
         })
     }

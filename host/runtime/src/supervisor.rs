@@ -72,12 +72,30 @@ macro_rules! call_live {
         let timeout = $session.supervisor.call_timeout();
         let $live = $session.live().await?;
         $crate::call::arm(&mut $live.store, timeout);
+        let denials = $live.store.data().denials.clone();
+        let denied_before = denials.load(std::sync::atomic::Ordering::Relaxed);
         let outcome = $crate::call::bounded(timeout, $call).await;
         let refused = $live.store.data().memory.refused;
-        $session.supervisor.settle(outcome, refused)
+        let denied = denials.load(std::sync::atomic::Ordering::Relaxed) != denied_before;
+        $crate::supervisor::missing_grant($session.supervisor.settle(outcome, refused), denied)
     }};
 }
 pub(crate) use call_live;
+
+/// An `unauthorized` answer from a call during which the sandbox refused
+/// an access is a missing grant ([`SessionError::NotGranted`]), not a
+/// receiver turning safd's credentials down.
+pub(crate) fn missing_grant<T>(
+    settled: Result<T, SessionError>,
+    denied: bool,
+) -> Result<T, SessionError> {
+    match settled {
+        Err(SessionError::Connector(ConnectorError::Unauthorized(reason))) if denied => {
+            Err(SessionError::NotGranted(reason))
+        }
+        other => other,
+    }
+}
 
 /// Owns one session's live instance (of type `L`); the restart history is
 /// the connector instance's ([`InstanceSpec`]).

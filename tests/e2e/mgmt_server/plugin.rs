@@ -244,8 +244,9 @@ async fn an_authority_that_is_not_granted_is_denied() {
     let server = Server::start(dir.path(), &[]);
     let mut session = open(&server, TOKEN, Some("127.0.0.1:1".into())).await;
     let err = session.register(&info(1)).await.unwrap_err();
-    let SessionError::Connector(ConnectorError::Unauthorized(message)) = &err else {
-        panic!("expected a denial, got {err:?}");
+    // The sandbox's refusal, told apart from a receiver's 401.
+    let SessionError::NotGranted(message) = &err else {
+        panic!("expected a missing grant, got {err:?}");
     };
     assert!(message.contains("grants.http"), "{message}");
     // Nothing reached the server.

@@ -8,7 +8,7 @@ use crate::common::fakes::{
 };
 use safd_connector::event_ids::{
     ALL_MEMBERS_DOWN, CATCH_UP_REFUSED, CATCH_UP_STARTED, DELIVERY_RESUMED, FAILED_BACK,
-    FAILED_OVER, MEMBER_UNAUTHORIZED,
+    FAILED_OVER, MEMBER_NOT_GRANTED, MEMBER_UNAUTHORIZED,
 };
 use safd_engine::failover::MemberHealth;
 use safd_engine::{Engine, GroupConfig, GroupMode, MemberConfig, PumpTuning, QueueOptions};
@@ -360,4 +360,22 @@ async fn a_wrong_token_on_every_member_is_an_outage_said_once_not_a_stream_of_re
     })
     .await;
     assert!(notice_ids(&pair.engine).contains(&DELIVERY_RESUMED));
+}
+
+/// A member the sandbox keeps the plugin from (a missing grant) gets its
+/// own event, 1012, naming the grant — not 1010's "fix the member's
+/// token" — and the group fails over.
+#[tokio::test]
+async fn a_member_kept_out_by_the_sandbox_is_said_as_a_missing_grant_not_a_wrong_token() {
+    let pair = pair().await;
+    pair.primary.with(|s| s.not_granted = true);
+    pair.source.append(5, "g");
+    eventually("delivery to the backup", WAIT, || {
+        active(&pair.engine, "mgmt").as_deref() == Some("backup")
+            && pair.backup.with(|s| s.count("ems")) == 5
+    })
+    .await;
+    let ids = notice_ids(&pair.engine);
+    assert!(ids.contains(&MEMBER_NOT_GRANTED), "{ids:?}");
+    assert!(!ids.contains(&MEMBER_UNAUTHORIZED), "{ids:?}");
 }

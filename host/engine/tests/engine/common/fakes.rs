@@ -26,6 +26,8 @@ pub struct ServerState {
     pub refuses_token: bool,
     /// How often it did.
     pub token_refusals: u64,
+    /// safd's sandbox keeps the plugin from its address (a missing grant).
+    pub not_granted: bool,
     /// Its event service runs (otherwise it spools into its inbox).
     pub service_up: bool,
     /// Like the reference server: on register, ask for catch-up from its
@@ -96,6 +98,7 @@ impl Default for ServerState {
             silent: false,
             refuses_token: false,
             token_refusals: 0,
+            not_granted: false,
             service_up: true,
             asks_catch_up: true,
             events: BTreeMap::new(),
@@ -219,10 +222,18 @@ struct FakeSession {
 impl FakeSession {
     /// Fail like a refused connection, or hang like a stopped process.
     async fn reach(&self) -> Result<(), SessionError> {
-        let (link_up, silent, refuses_token) =
-            self.server.with(|s| (s.link_up, s.silent, s.refuses_token));
+        let (link_up, silent, refuses_token, not_granted) = self
+            .server
+            .with(|s| (s.link_up, s.silent, s.refuses_token, s.not_granted));
         if silent {
             std::future::pending::<()>().await;
+        }
+        if not_granted {
+            return Err(SessionError::NotGranted(
+                "safd's sandbox refused the request to http://fake: add `fake` to this \
+                 destination's grants.http"
+                    .into(),
+            ));
         }
         if refuses_token && link_up {
             self.server.with(|s| s.token_refusals += 1);
