@@ -35,7 +35,8 @@ fn disable_transparent_huge_pages() {
 /// Reference management server for safd: stores the events safd delivers,
 /// durably and deduplicated, and shows them in a web console.
 ///
-/// On start it prints one line `listening on http://ADDR` (with the real port
+/// On start it prints one line `listening on http://ADDR` (`https://` with
+/// --tls-cert; with the real port
 /// when `--listen` asks for port 0), then serves until SIGINT or SIGTERM.
 #[derive(Debug, Parser)]
 #[command(name = "safd-mgmt", version)]

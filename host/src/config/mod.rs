@@ -539,6 +539,117 @@ fn key_at(text: &str, span: std::ops::Range<usize>) -> String {
 mod tests {
     use super::*;
 
+    /// The field names serde gives `T`, caught where its derived
+    /// `Deserialize` names them (`deserialize_struct`).
+    fn fields_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        struct Catch(std::rc::Rc<std::cell::Cell<&'static [&'static str]>>);
+        impl<'de> serde::Deserializer<'de> for Catch {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.set(fields);
+                Err(serde::de::Error::custom("caught"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+                bytes byte_buf option unit unit_struct newtype_struct seq tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        let caught = std::rc::Rc::new(std::cell::Cell::new(&[][..]));
+        let _ = T::deserialize(Catch(caught.clone()));
+        caught.get()
+    }
+
+    /// The keys in the first column of each table row of `section` (the
+    /// text under its `## ` heading) of docs/configuration.md.
+    fn documented_keys(section: &str) -> std::collections::BTreeSet<String> {
+        section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .flat_map(|row| {
+                let first_cell = row.split(" |").next().unwrap_or_default();
+                format!("`{first_cell}")
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every key the configuration reads is in docs/configuration.md's
+    /// table for its section, and every key a table shows is read.
+    #[test]
+    fn every_key_is_documented_and_every_documented_key_exists() {
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .unwrap();
+        let section = |heading: &str| -> String {
+            let start = docs
+                .find(&format!("## {heading}\n"))
+                .unwrap_or_else(|| panic!("no section `{heading}`"));
+            let body = &docs[start + heading.len() + 4..];
+            body[..body.find("\n## ").unwrap_or(body.len())].to_owned()
+        };
+        let tables = ["queue", "admin", "log", "sources", "groups"];
+        let top: Vec<&str> = fields_of::<ConfigFile>()
+            .iter()
+            .copied()
+            .filter(|f| !tables.contains(f))
+            .collect();
+        for (heading, fields) in [
+            ("Top level", top),
+            ("`[queue]`", fields_of::<QueueSection>().to_vec()),
+            ("`[admin]`", fields_of::<AdminSection>().to_vec()),
+            ("`[log]`", fields_of::<LogSection>().to_vec()),
+            ("`[sources.NAME]`", fields_of::<SourceSection>().to_vec()),
+            ("`[groups.NAME]`", fields_of::<GroupSection>().to_vec()),
+        ] {
+            assert!(!fields.is_empty(), "no fields caught for {heading}");
+            let read: std::collections::BTreeSet<String> =
+                fields.iter().map(|f| (*f).to_owned()).collect();
+            let documented = documented_keys(&section(heading));
+            assert_eq!(
+                documented, read,
+                "docs/configuration.md {heading}: documented (left) and read (right) differ"
+            );
+        }
+        // Members and grants are described inside their rows.
+        let groups = section("`[groups.NAME]`");
+        for field in fields_of::<MemberSection>() {
+            assert!(
+                groups.contains(&format!("{field} =")),
+                "member key `{field}` undocumented"
+            );
+        }
+        let plugins =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/plugins.md"))
+                .unwrap();
+        for field in fields_of::<Grants>()
+            .iter()
+            .chain(fields_of::<safd_runtime::TlsFiles>())
+        {
+            assert!(
+                plugins.contains(&format!("{field} = ")) || plugins.contains(&format!("`{field}`")),
+                "grant key `{field}` undocumented in docs/plugins.md"
+            );
+        }
+    }
+
     #[test]
     fn lines_are_counted_from_one() {
         let text = "a = 1\nb = 2\n";

@@ -430,8 +430,11 @@ fn slow_and_silent_clients_are_cut_at_their_limits() {
     let server = Server::start(
         dir.path(),
         &[
+            // Two seconds: the fourth connection below must come while
+            // the three silent ones still hold their places, on a busy
+            // machine too.
             "--header-timeout-secs",
-            "1",
+            "2",
             "--request-timeout-secs",
             "1",
             "--max-connections",
