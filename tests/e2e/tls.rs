@@ -133,11 +133,16 @@ fn mgmt_http_over_tls_trusts_the_operators_ca_only_and_names_every_refusal() {
     let said = member_error_containing(&admin, "not issued for the name `127.0.0.1`");
     assert!(said.contains("reissue it"), "{said}");
 
-    // A certificate from a CA safd does not trust.
+    // A certificate from a CA safd does not trust (reloaded while no
+    // server listens, so that nothing reaches the server before).
     server.kill();
-    let server = start(&listen, args(&good, &[]));
-    write_config(dir.path(), &server.base, &tls_table(&stranger.pem, None));
+    write_config(
+        dir.path(),
+        &format!("https://{listen}"),
+        &tls_table(&stranger.pem, None),
+    );
     assert!(reload(&admin).0);
+    let server = start(&listen, args(&good, &[]));
     let said = member_error_containing(&admin, "signed by a CA safd does not trust");
     assert!(said.contains("grants.tls.ca_file"), "{said}");
     assert_eq!(acknowledged(&admin), 0);
