@@ -322,6 +322,10 @@ fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed()
     let (mut daemon, _admin, _rest) = run_with_admin(&path);
     let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let may_reconnect = restarted.clone();
+    // The last tenth is written only once safd was killed, so that the
+    // kill lands while the sender writes, however busy the machine.
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let may_go_on = killed.clone();
     let address = listen.clone();
     // Returns the first message of the write that failed: every message
     // before it was accepted by the sender's kernel.
@@ -335,6 +339,11 @@ fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed()
         let mut broke_at = None;
         let mut chunk = 0;
         while chunk * 50 < MESSAGES {
+            if chunk * 50 == MESSAGES * 9 / 10 {
+                wait_for(Duration::from_secs(60), "safd killed", || {
+                    may_go_on.load(std::sync::atomic::Ordering::SeqCst)
+                });
+            }
             let lines: String = (chunk * 50..(chunk + 1) * 50).map(line).collect();
             if input.write_all(lines.as_bytes()).is_err() {
                 broke_at.get_or_insert(chunk * 50);
@@ -361,6 +370,7 @@ fn plain_tcp_loses_at_most_one_poll_and_the_socket_buffers_when_safd_is_killed()
     );
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
     let (mut daemon, _admin, rest) = run_with_admin(&path);
     restarted.store(true, std::sync::atomic::Ordering::SeqCst);
     let broke_at = writer
