@@ -280,16 +280,7 @@ fn bench_runs_at_a_tiny_size_and_counts_by_event_id() {
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
-    let median = |label: &str| {
-        report["figures"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["figure"].as_str().unwrap().starts_with(label))
-            .unwrap_or_else(|| panic!("no `{label}` in {report}"))["median"]
-            .as_f64()
-            .unwrap()
-    };
+    let median = crate::support::bench::medians(report.clone());
     assert_eq!(median("events lost across both failovers"), 0.0);
     assert_eq!(median("events a server stored twice"), 0.0);
     for rate in ["end to end", "ingest with no server up", "backlog replay"] {

@@ -61,28 +61,16 @@ pub(crate) struct ConnectionPool {
 }
 
 /// The public web roots, no client certificate: HTTPS without
-/// `grants.tls`.
-fn public_roots() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+/// `grants.tls` (built once, as `grants.tls = {}` would be).
+fn public_roots() -> Result<Arc<rustls::ClientConfig>, Error> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            Arc::new(
-                rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::ring::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-                // The ring provider supports the default versions.
-                .unwrap_or_else(|_| {
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth()
-                }),
-            )
+            crate::tls::client_config(&crate::tls::TlsFiles::default()).map_err(|e| e.to_string())
         })
         .clone()
+        .map_err(|e| Error::InternalError(Some(e)))
 }
 
 impl std::fmt::Debug for ConnectionPool {
@@ -191,7 +179,11 @@ impl ConnectionPool {
             let (mut sender, reused) = match self.checkout(&pool_key) {
                 Some(sender) => (sender, true),
                 None => {
-                    let tls = https.then(|| self.tls.clone().unwrap_or_else(public_roots));
+                    let tls = match (https, &self.tls) {
+                        (false, _) => None,
+                        (true, Some(granted)) => Some(granted.clone()),
+                        (true, None) => Some(public_roots()?),
+                    };
                     (
                         connect(&authority, &host, tls, timeouts.connect).await?,
                         false,

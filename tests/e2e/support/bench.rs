@@ -33,6 +33,12 @@ pub fn run_tiny(
         &std::fs::read_to_string(out.join(format!("{command}.json"))).unwrap(),
     )
     .unwrap();
+    medians(report)
+}
+
+/// The median of a bench report's figure whose label starts with the
+/// given text.
+pub fn medians(report: serde_json::Value) -> impl Fn(&str) -> f64 {
     move |label: &str| {
         report["figures"]
             .as_array()
