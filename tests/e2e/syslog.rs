@@ -1,17 +1,19 @@
 //! The `syslog` destination plugin, run by safd's real runtime, against a
 //! real rsyslog (imtcp + imrelp) on loopback: RFC 5424 fields and
 //! structured data as rsyslog parsed them, both TCP framings, RELP through
-//! a `kill -9` of rsyslog, long messages, and the sandbox's grant check.
+//! a `kill -9` of rsyslog, long messages, the sandbox's grant check, and
+//! both over TLS (made by safd) against rsyslog's GnuTLS driver.
 
 use crate::support::plugins::{plugin_path, runtime};
 
-use crate::support::rsyslog::Rsyslog;
+use crate::support::certs::{Issued, TestCa};
+use crate::support::rsyslog::{Rsyslog, ServerTls};
 use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch,
 };
-use safd_runtime::Grants;
+use safd_runtime::{Grants, TlsFiles};
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,8 +25,6 @@ async fn open(
     address: SocketAddr,
     granted: bool,
 ) -> Box<dyn DestinationSession> {
-    let runtime = runtime();
-    let plugin = runtime.load(&plugin_path("syslog")).unwrap();
     let grants = Grants {
         tcp: if granted {
             vec![address.to_string()]
@@ -33,14 +33,24 @@ async fn open(
         },
         ..Grants::default()
     };
+    open_with(config, &address.to_string(), &grants).await
+}
+
+async fn open_with(
+    config: serde_json::Value,
+    address: &str,
+    grants: &Grants,
+) -> Box<dyn DestinationSession> {
+    let runtime = runtime();
+    let plugin = runtime.load(&plugin_path("syslog")).unwrap();
     let destination = plugin
-        .destination("siem", config.to_string(), &grants)
+        .destination("siem", config.to_string(), grants)
         .await
         .unwrap();
     destination
         .open(Endpoint {
             member: "primary".into(),
-            address: address.to_string(),
+            address: address.to_owned(),
             role: MemberRole::Primary,
         })
         .await
@@ -271,6 +281,155 @@ async fn relp_loses_nothing_when_rsyslog_is_killed_mid_stream_and_restarted() {
         (1..=last).collect::<Vec<_>>(),
         "every acknowledged event is at rsyslog after the kill ({received} messages with resends)"
     );
+}
+
+/// A CA, a certificate for `localhost` for rsyslog, a client certificate
+/// for safd, and a TLS rsyslog using them.
+fn tls_rsyslog(dir: &Path) -> (Rsyslog, TestCa, Issued) {
+    let ca = TestCa::new(dir, "site");
+    let server = ca.server(dir, "rsyslog", &["localhost"]);
+    let client = ca.client(dir, "safd");
+    let rsyslog = Rsyslog::start_tls(
+        &dir.join("rsyslog"),
+        ServerTls {
+            ca: ca.pem.clone(),
+            cert: server.cert,
+            key: server.key,
+        },
+    );
+    (rsyslog, ca, client)
+}
+
+/// `grants.tcp` naming `address`, and the TLS files.
+fn tls_grants(address: &str, ca: &Path, client: Option<&Issued>) -> Grants {
+    Grants {
+        tcp: vec![address.to_owned()],
+        tls: Some(TlsFiles {
+            ca_file: Some(ca.to_owned()),
+            cert_file: client.map(|c| c.cert.clone()),
+            key_file: client.map(|c| c.key.clone()),
+        }),
+        ..Grants::default()
+    }
+}
+
+#[tokio::test]
+async fn syslog_over_tls_reaches_rsyslog_by_name_with_every_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca, _) = tls_rsyslog(dir.path());
+    // By name: safd resolves it and checks the certificate for it.
+    let address = format!("localhost:{}", server.tcp.port());
+    let grants = tls_grants(&address, &ca.pem, None);
+    let mut session = open_with(serde_json::json!({"transport": "tls"}), &address, &grants).await;
+    let health = session.probe().await.unwrap();
+    assert!(health.detail.contains("(tls)"), "{}", health.detail);
+    let last = 5_000;
+    deliver_all(&mut session, last, 500).await;
+    let messages = server.wait_for(last as usize, Duration::from_secs(20));
+    let mut seqs: Vec<u64> = messages.iter().map(seq_of).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every line once");
+    // The structured data crossed intact.
+    let first = messages.iter().find(|m| seq_of(m) == 1).unwrap();
+    assert_eq!(sd(first)["process"], "$ZTM00", "{first}");
+}
+
+#[tokio::test]
+async fn relp_over_tls_loses_nothing_when_rsyslog_is_killed_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, ca, client) = tls_rsyslog(dir.path());
+    let address = format!("localhost:{}", server.relp.port());
+    // rsyslog's RELP input requires a client certificate its CA signed.
+    let grants = tls_grants(&address, &ca.pem, Some(&client));
+    let config = serde_json::json!({"transport": "relp", "tls": true, "relp_window": 64, "timeout_ms": 3000});
+    let mut session = open_with(config, &address, &grants).await;
+    let last = 10_000;
+    let killer = {
+        let messages = dir.path().join("rsyslog/messages.jsonl");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while std::fs::metadata(&messages).map_or(0, |m| m.len()) < 1_000_000 {
+                assert!(Instant::now() < deadline, "delivery never got going");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            server.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            server.restart();
+            server
+        })
+    };
+    deliver_all(&mut session, last, 500).await;
+    let server = killer.join().unwrap();
+    let messages = server.wait_for(last as usize, Duration::from_secs(20));
+    let mut seqs: Vec<u64> = messages.iter().map(seq_of).collect();
+    let received = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every acknowledged event is at rsyslog after the kill ({received} messages with resends)"
+    );
+}
+
+#[tokio::test]
+async fn tls_refusals_name_the_member_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca, client) = tls_rsyslog(dir.path());
+    let unavailable = async |config: serde_json::Value, address: &str, grants: &Grants| {
+        let mut session = open_with(config, address, grants).await;
+        match session.register(&info()).await {
+            Err(SessionError::Connector(ConnectorError::Unavailable(message))) => message,
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    };
+    let tls = serde_json::json!({"transport": "tls"});
+    let by_name = format!("localhost:{}", server.tcp.port());
+
+    // A CA safd was not told to trust.
+    let other = TestCa::new(dir.path(), "other");
+    let message = unavailable(
+        tls.clone(),
+        &by_name,
+        &tls_grants(&by_name, &other.pem, None),
+    )
+    .await;
+    assert!(message.contains("grants.tls.ca_file"), "{message}");
+
+    // The certificate is for `localhost`, not for the IP address.
+    let by_ip = server.tcp.to_string();
+    let message = unavailable(tls.clone(), &by_ip, &tls_grants(&by_ip, &ca.pem, None)).await;
+    assert!(message.contains("not issued for the name"), "{message}");
+
+    // RELP over TLS without the client certificate rsyslog requires.
+    let relp = format!("localhost:{}", server.relp.port());
+    let message = unavailable(
+        serde_json::json!({"transport": "relp", "tls": true}),
+        &relp,
+        &tls_grants(&relp, &ca.pem, None),
+    )
+    .await;
+    assert!(message.contains("grants.tls.cert_file"), "{message}");
+
+    // A plain-text port: the handshake never completes.
+    let plain = Rsyslog::start(&dir.path().join("plain"));
+    let plain_address = plain.tcp.to_string();
+    let message = unavailable(
+        serde_json::json!({"transport": "tls", "connect_timeout_ms": 500}),
+        &plain_address,
+        &tls_grants(&plain_address, &ca.pem, Some(&client)),
+    )
+    .await;
+    assert!(message.contains("TLS"), "{message}");
+
+    // A name not granted as written.
+    let mut session = open_with(tls, &by_name, &tls_grants(&by_ip, &ca.pem, None)).await;
+    match session.register(&info()).await {
+        Err(SessionError::NotGranted(message)) => {
+            assert!(message.contains("grants.tcp"), "{message}");
+        }
+        other => panic!("expected a missing grant, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -83,6 +83,7 @@ fn main() -> Result<()> {
                 ("chromedriver", "chromium-driver"),
                 ("rsyslogd", "rsyslog"),
                 ("", "rsyslog-relp"),
+                ("", "rsyslog-gnutls"),
             ])?;
             let dir = build_plugins(&root)?;
             test_plugins_natively(&root)?;
@@ -214,7 +215,8 @@ fn ensure_wasm_target() -> Result<()> {
 }
 
 /// Install the Debian packages whose programs the tests drive (a headless
-/// browser for the console test, rsyslog with RELP for the syslog plugin)
+/// browser for the console test, rsyslog with RELP and TLS for the syslog
+/// plugin)
 /// when missing: `(command, package)` pairs; a package without a command of
 /// its own (a module) is looked up in dpkg's records.
 fn ensure_system_packages(needed: &[(&str, &str)]) -> Result<()> {

@@ -5,7 +5,19 @@ pub(crate) mod source_world {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "safd:connector/source",
+        imports: {
+            "safd:connector/tls.connect": async | trappable,
+            "safd:connector/tls.listen": trappable,
+            "safd:connector/tls.[method]listener.accept": trappable,
+            "safd:connector/tls.[method]listener.subscribe": trappable,
+        },
         exports: { default: async },
+        with: {
+            // wasmtime-wasi's own, already in the linker.
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "safd:connector/tls.listener": crate::tls_socket::Listener,
+        },
     });
 }
 
@@ -17,6 +29,9 @@ pub(crate) mod destination_world {
         with: {
             "safd:connector/types": super::source_world::safd::connector::types,
             "safd:connector/log": super::source_world::safd::connector::log,
+            "safd:connector/tls": super::source_world::safd::connector::tls,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         },
     });
 }

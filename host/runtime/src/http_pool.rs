@@ -61,16 +61,9 @@ pub(crate) struct ConnectionPool {
 }
 
 /// The public web roots, no client certificate: HTTPS without
-/// `grants.tls` (built once, as `grants.tls = {}` would be).
+/// `grants.tls`.
 fn public_roots() -> Result<Arc<rustls::ClientConfig>, Error> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            crate::tls::client_config(&crate::tls::TlsFiles::default()).map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|e| Error::InternalError(Some(e)))
+    crate::tls::public_roots().map_err(|e| Error::InternalError(Some(e)))
 }
 
 impl std::fmt::Debug for ConnectionPool {

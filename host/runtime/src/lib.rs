@@ -29,6 +29,7 @@ mod source;
 mod state;
 mod supervisor;
 mod tls;
+mod tls_socket;
 
 pub use cache::CompileOrigin;
 pub use config::{Grants, Limits, RestartPolicy, RuntimeConfig};

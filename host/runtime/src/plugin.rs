@@ -84,6 +84,12 @@ impl Runtime {
                 |state| state,
             ),
         )?;
+        link(
+            bindings::source_world::safd::connector::tls::add_to_linker::<_, HasSelf<_>>(
+                &mut linker,
+                |state| state,
+            ),
+        )?;
         // wasi:http only for plugins whose manifest asks for it: the rest
         // cannot even create its resources (header fields, bodies).
         let mut http_linker = linker.clone();

@@ -46,10 +46,18 @@ pub struct Sandbox {
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) http: Arc<HashSet<Authority>>,
     pub(crate) tcp: Arc<HashSet<SocketAddr>>,
+    /// The `grants.tcp` entries as written: a TLS connection (made by safd)
+    /// may name one (`name:port`), to have its certificate checked for
+    /// that name.
+    pub(crate) tcp_entries: Arc<HashSet<String>>,
     pub(crate) listen: Arc<HashSet<SocketAddr>>,
-    /// TLS for HTTPS requests, from `grants.tls`; without it, the public
-    /// web roots and no client certificate.
+    /// TLS for HTTPS requests and TLS connections, from `grants.tls`;
+    /// without it, the public web roots and no client certificate.
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS for listeners, from `grants.tls` (the certificate and key; the
+    /// CA of the clients, if they must present certificates). Without a
+    /// certificate and key, a plugin cannot listen with TLS.
+    pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
     /// Accesses refused so far (any instance of this connector): a call
     /// during which it grew failed for a missing grant.
     pub(crate) denials: Arc<AtomicU64>,
@@ -156,6 +164,7 @@ impl Sandbox {
                 set.extend(addrs);
             }
             sandbox.tcp = Arc::new(set);
+            sandbox.tcp_entries = Arc::new(grants.tcp.iter().cloned().collect());
         }
         if !grants.listen.is_empty() && !requested.listen {
             ignored("listen");
@@ -175,12 +184,14 @@ impl Sandbox {
             sandbox.listen = Arc::new(set);
         }
         if let Some(files) = &grants.tls {
-            if requested.http {
-                sandbox.tls = Some(
-                    crate::tls::client_config(files)
-                        .map_err(|err| GrantError::Tls(err.to_string()))?,
-                );
-            } else {
+            let tls_error = |err: crate::tls::TlsError| GrantError::Tls(err.to_string());
+            if requested.http || requested.tcp {
+                sandbox.tls = Some(crate::tls::client_config(files).map_err(tls_error)?);
+            }
+            if requested.listen && files.cert_file.is_some() && files.key_file.is_some() {
+                sandbox.tls_server = Some(crate::tls::server_config(files).map_err(tls_error)?);
+            }
+            if !(requested.http || requested.tcp || requested.listen) {
                 ignored("tls");
             }
         }
@@ -227,22 +238,34 @@ impl Sandbox {
                 _ => false,
             };
             if !permitted {
-                denials.fetch_add(1, Ordering::Relaxed);
                 let grant = match use_ {
                     SocketAddrUse::TcpBind | SocketAddrUse::TcpListen => "grants.listen",
                     _ => "grants.tcp",
                 };
-                reporter.emit(
-                    Notice::new(
-                        event_ids::PLUGIN_ACCESS_DENIED,
-                        format!("socket access denied: {use_:?} {addr} is not granted ({grant})"),
-                    )
-                    .with("connector", &name),
+                report_denial(
+                    &reporter,
+                    &denials,
+                    &name,
+                    format!("socket access denied: {use_:?} {addr} is not granted ({grant})"),
                 );
             }
             Box::pin(async move { permitted })
         });
         Ok(builder.build())
+    }
+
+    /// What the instance's `tls` interface may do.
+    pub(crate) fn tls_sockets(&self, connector: &Arc<str>) -> crate::tls_socket::TlsSockets {
+        crate::tls_socket::TlsSockets {
+            connector: connector.clone(),
+            tcp: self.tcp.clone(),
+            tcp_entries: self.tcp_entries.clone(),
+            listen: self.listen.clone(),
+            client: self.tls.clone(),
+            server: self.tls_server.clone(),
+            denials: self.denials.clone(),
+            reporter: self.reporter.clone(),
+        }
     }
 
     pub(crate) fn http_policy(&self, connector: &Arc<str>) -> HttpPolicy {
@@ -254,6 +277,18 @@ impl Sandbox {
             reporter: self.reporter.clone(),
         }
     }
+}
+
+/// Count a refused access and report it (3007).
+pub(crate) fn report_denial(
+    reporter: &Reporter,
+    denials: &AtomicU64,
+    connector: &str,
+    message: String,
+) {
+    denials.fetch_add(1, Ordering::Relaxed);
+    reporter
+        .emit(Notice::new(event_ids::PLUGIN_ACCESS_DENIED, message).with("connector", connector));
 }
 
 /// Whether `grants` let a destination reach the member `address`: a URL's
@@ -280,6 +315,16 @@ pub fn grant_covering(grants: &Grants, address: &str) -> Result<(), String> {
     let Ok(uri) = address.parse::<http::Uri>() else {
         return Ok(());
     };
+    // `name:port`: a TLS connection safd makes, granted as written.
+    if uri.scheme().is_none() && uri.authority().is_some_and(|a| a.port().is_some()) {
+        return if grants.tcp.iter().any(|entry| entry == address) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{address}` is not granted: add \"{address}\" to grants.tcp"
+            ))
+        };
+    }
     // Other schemes (a plugin's own, like `fixture://`) are its business.
     let web = [http::uri::Scheme::HTTP, http::uri::Scheme::HTTPS];
     let (Some(authority), true) = (
@@ -422,6 +467,14 @@ mod tests {
         let err = grant_covering(&grants, "10.0.0.9:6515").unwrap_err();
         assert!(err.contains("grants.tcp"), "{err}");
         assert!(grant_covering(&grants, "fixture://only").is_ok());
+        // A name (for TLS made by safd) is granted as written.
+        let named = Grants {
+            tcp: vec!["siem.example:6514".into()],
+            ..Grants::default()
+        };
+        assert!(grant_covering(&named, "siem.example:6514").is_ok());
+        let err = grant_covering(&named, "siem.example:6515").unwrap_err();
+        assert!(err.contains("grants.tcp"), "{err}");
     }
 
     #[test]

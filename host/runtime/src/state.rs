@@ -19,6 +19,8 @@ pub(crate) struct InstanceState {
     pub(crate) deadline: Option<Instant>,
     /// The sandbox's count of refused accesses.
     pub(crate) denials: Arc<std::sync::atomic::AtomicU64>,
+    /// What the `tls` interface may connect to and listen on.
+    pub(crate) tls_sockets: crate::tls_socket::TlsSockets,
 }
 
 /// The error an epoch callback raises when a call runs past its deadline;
@@ -45,6 +47,7 @@ impl InstanceState {
             memory: MemoryCap::new(memory_bytes),
             deadline: None,
             denials: sandbox.denials.clone(),
+            tls_sockets: sandbox.tls_sockets(&connector),
             connector,
         })
     }
@@ -62,6 +65,13 @@ impl InstanceState {
         });
         store.set_epoch_deadline(1);
         store
+    }
+}
+
+impl InstanceState {
+    /// The instance's host objects (streams, pollables, listeners).
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 

@@ -56,50 +56,107 @@ pub enum TlsError {
 /// The client configuration for `files` (without a `ca_file`, the public
 /// web roots are trusted).
 pub(crate) fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &files.ca_file {
-        Some(path) => {
-            let certificates = certificates("ca_file", path)?;
-            let (added, ignored) = roots.add_parsable_certificates(certificates);
-            if added == 0 {
-                return Err(TlsError::Content {
-                    key: "ca_file",
-                    path: path.clone(),
-                    problem: format!(
-                        "none of its {ignored} certificates can be a trust anchor; give the \
-                         CA's certificate (PEM)"
-                    ),
-                });
-            }
+    let roots = match &files.ca_file {
+        Some(path) => trust_anchors(path)?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            roots
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|err| TlsError::Rejected(err.to_string()))?
-    .with_root_certificates(roots);
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError::Rejected(err.to_string()))?
+        .with_root_certificates(roots);
     let config = match (&files.cert_file, &files.key_file) {
         (Some(cert_path), Some(key_path)) => {
             let chain = certificates("cert_file", cert_path)?;
             let key = private_key(key_path)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|err| TlsError::Content {
-                    key: "key_file",
-                    path: key_path.clone(),
-                    problem: format!(
-                        "does not go with cert_file `{}` ({err}); give the key the \
-                         certificate was issued for",
-                        cert_path.display()
-                    ),
-                })?
+                .map_err(|err| mismatched_key(cert_path, key_path, &err))?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => return Err(TlsError::HalfIdentity),
     };
     Ok(Arc::new(config))
+}
+
+/// The client configuration without `grants.tls`: the public web roots,
+/// no client certificate (built once).
+pub(crate) fn public_roots() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| client_config(&TlsFiles::default()).map_err(|e| e.to_string()))
+        .clone()
+}
+
+/// The server configuration of a TLS listener: `cert_file` and `key_file`
+/// are its identity; with `ca_file`, every client must present a
+/// certificate that CA signed (mutual TLS).
+pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (Some(cert_path), Some(key_path)) = (&files.cert_file, &files.key_file) else {
+        return Err(TlsError::HalfIdentity);
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| TlsError::Rejected(err.to_string()))?;
+    let builder = match &files.ca_file {
+        Some(path) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                trust_anchors(path)?.into(),
+                provider(),
+            )
+            .build()
+            .map_err(|err| TlsError::Content {
+                key: "ca_file",
+                path: path.clone(),
+                problem: format!("cannot check client certificates with it: {err}"),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let chain = certificates("cert_file", cert_path)?;
+    let key = private_key(key_path)?;
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|err| mismatched_key(cert_path, key_path, &err))?;
+    Ok(Arc::new(config))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The CAs of a `ca_file`: at least one usable.
+fn trust_anchors(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(certificates("ca_file", path)?);
+    if added == 0 {
+        return Err(TlsError::Content {
+            key: "ca_file",
+            path: path.to_owned(),
+            problem: format!(
+                "none of its {ignored} certificates can be a trust anchor; give the CA's \
+                 certificate (PEM)"
+            ),
+        });
+    }
+    Ok(roots)
+}
+
+fn mismatched_key(cert_path: &Path, key_path: &Path, err: &rustls::Error) -> TlsError {
+    TlsError::Content {
+        key: "key_file",
+        path: key_path.to_owned(),
+        problem: format!(
+            "does not go with cert_file `{}` ({err}); give the key the certificate was issued \
+             for",
+            cert_path.display()
+        ),
+    }
 }
 
 /// The certificates of a PEM file; at least one.
@@ -320,6 +377,19 @@ mod tests {
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
         client_config(&TlsFiles {
             ca_file: None,
+            cert_file: Some(cert_file.clone()),
+            key_file: Some(key_file.clone()),
+        })
+        .unwrap();
+
+        // A listener needs its certificate and key; a CA makes client
+        // certificates required.
+        let err = server_config(&TlsFiles::default()).unwrap_err();
+        assert!(matches!(err, TlsError::HalfIdentity), "{err}");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, cert.pem()).unwrap();
+        server_config(&TlsFiles {
+            ca_file: Some(ca_file),
             cert_file: Some(cert_file),
             key_file: Some(key_file),
         })

@@ -40,6 +40,7 @@ pub mod log;
 pub mod net;
 pub mod syslog;
 pub mod time;
+pub mod tls;
 
 /// Bindings of the `source` world. Plugin authors normally use [`source`] and
 /// [`types`] instead of this module.
@@ -75,6 +76,11 @@ pub mod destination_bindings {
         with: {
             "safd:connector/types@0.1.0": crate::source_bindings::safd::connector::types,
             "safd:connector/log@0.1.0": crate::source_bindings::safd::connector::log,
+            "safd:connector/tls@0.1.0": crate::source_bindings::safd::connector::tls,
+            "wasi:io/poll@0.2.12": crate::source_bindings::wasi::io::poll,
+            "wasi:io/error@0.2.12": crate::source_bindings::wasi::io::error,
+            "wasi:io/streams@0.2.12": crate::source_bindings::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::source_bindings::wasi::clocks::monotonic_clock,
         },
     });
 }

@@ -9,6 +9,9 @@ use serde::Deserialize;
 pub(crate) enum Transport {
     /// Plain TCP; delivered = written and flushed.
     Tcp,
+    /// TCP inside TLS (RFC 5425), made by safd; delivered = written and
+    /// flushed, as with plain TCP.
+    Tls,
     /// RELP; delivered = acknowledged by the server.
     Relp,
 }
@@ -45,6 +48,8 @@ struct RawConfig {
     timeout_ms: u32,
     #[serde(default = "default_relp_window")]
     relp_window: u32,
+    #[serde(default)]
+    tls: bool,
 }
 
 fn default_transport() -> Transport {
@@ -89,6 +94,8 @@ pub(crate) struct Config {
     pub(crate) connect_timeout: std::time::Duration,
     pub(crate) timeout: std::time::Duration,
     pub(crate) relp_window: usize,
+    /// The connection is TLS (made and checked by safd).
+    pub(crate) tls: bool,
 }
 
 pub(crate) const SCHEMA: &str = r#"{
@@ -96,8 +103,9 @@ pub(crate) const SCHEMA: &str = r#"{
   "type": "object",
   "additionalProperties": false,
   "properties": {
-    "transport": {"enum": ["tcp", "relp"], "default": "tcp", "description": "tcp: delivered once written and flushed; relp: delivered once the server acknowledged"},
-    "framing": {"enum": ["octet-counting", "newline"], "default": "octet-counting", "description": "TCP only (RFC 6587): octet-counting keeps line breaks; newline escapes them as #012"},
+    "transport": {"enum": ["tcp", "tls", "relp"], "default": "tcp", "description": "tcp: delivered once written and flushed; tls: the same inside TLS (RFC 5425); relp: delivered once the server acknowledged"},
+    "tls": {"type": "boolean", "default": false, "description": "relp only: RELP inside TLS (for syslog over TLS, transport = \"tls\"); certificates come from grants.tls"},
+    "framing": {"enum": ["octet-counting", "newline"], "default": "octet-counting", "description": "tcp and tls only (RFC 6587): octet-counting keeps line breaks; newline escapes them as #012"},
     "hostname": {"type": "string", "description": "HOSTNAME field; default: the event's `system` attribute, else safd's agent id"},
     "app_name": {"type": "string", "default": "safd", "maxLength": 48},
     "facility": {"type": "string", "default": "local0", "description": "kern, user, daemon, auth, syslog, local0 … local7, or a number 0-23"},
@@ -159,6 +167,13 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             "applies to transport = \"tcp\" only (RELP frames every message itself); remove it",
         ));
     }
+    if raw.tls && raw.transport != Transport::Relp {
+        problems.push(ConfigProblem::new(
+            "tls",
+            "applies to transport = \"relp\" only; for syslog over TLS (RFC 5425) write \
+             transport = \"tls\" instead",
+        ));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -173,6 +188,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         connect_timeout: std::time::Duration::from_millis(u64::from(raw.connect_timeout_ms)),
         timeout: std::time::Duration::from_millis(u64::from(raw.timeout_ms)),
         relp_window: raw.relp_window as usize,
+        tls: raw.tls || raw.transport == Transport::Tls,
     })
 }
 

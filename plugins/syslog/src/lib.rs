@@ -59,7 +59,7 @@ impl GuestWriter for Writer {
     fn new(config: String, endpoint: Endpoint) -> Result<Self, ConnectorError> {
         let config = config::parse(&config)
             .map_err(|p| ConnectorError::Fatal(safd_plugin_sdk::config::describe_problems(&p)))?;
-        let address = connection::parse_address(&endpoint.address)
+        let address = connection::parse_address(&endpoint.address, config.tls)
             .map_err(|why| ConnectorError::Fatal(format!("member `{}`: {why}", endpoint.member)))?;
         Ok(Self(Sender::new(config, address)))
     }

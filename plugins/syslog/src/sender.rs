@@ -11,7 +11,6 @@ use crate::{message, relp};
 use safd_plugin_sdk::destination::DeliveryReport;
 use safd_plugin_sdk::types::{ConnectorError, StreamBatch, StreamPosition};
 use std::cell::RefCell;
-use std::net::SocketAddr;
 
 /// The open connection of a session.
 enum Link {
@@ -21,7 +20,8 @@ enum Link {
 
 pub(crate) struct Sender {
     config: Config,
-    address: SocketAddr,
+    /// `ip:port`, or with TLS also `name:port`.
+    address: String,
     /// HOSTNAME fallback, learnt at registration.
     agent_id: RefCell<String>,
     link: RefCell<Option<Link>>,
@@ -32,7 +32,7 @@ pub(crate) struct Sender {
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
 impl Sender {
-    pub(crate) fn new(config: Config, address: SocketAddr) -> Self {
+    pub(crate) fn new(config: Config, address: String) -> Self {
         Self {
             config,
             address,
@@ -78,9 +78,11 @@ impl Sender {
         Ok(format!(
             "connected to {} ({})",
             self.address,
-            match self.config.transport {
-                Transport::Tcp => "tcp",
-                Transport::Relp => "relp",
+            match (self.config.transport, self.config.tls) {
+                (Transport::Tcp, _) => "tcp",
+                (Transport::Tls, _) => "tls",
+                (Transport::Relp, false) => "relp",
+                (Transport::Relp, true) => "relp over tls",
             }
         ))
     }
@@ -109,12 +111,13 @@ impl Sender {
         if stale {
             *slot = None;
             let connection = Connection::open(
-                self.address,
+                &self.address,
+                self.config.tls,
                 self.config.connect_timeout,
                 self.config.timeout,
             )?;
             *slot = Some(match self.config.transport {
-                Transport::Tcp => Link::Tcp(connection),
+                Transport::Tcp | Transport::Tls => Link::Tcp(connection),
                 Transport::Relp => Link::Relp(relp::Session::open(connection)?),
             });
         }
@@ -125,7 +128,7 @@ impl Sender {
     fn header(&self) -> (std::cell::Ref<'_, String>, bool) {
         (
             self.agent_id.borrow(),
-            self.config.transport == Transport::Tcp && self.config.framing == Framing::Newline,
+            self.config.transport != Transport::Relp && self.config.framing == Framing::Newline,
         )
     }
 
@@ -341,7 +344,7 @@ mod tests {
     fn sender(listener: &TcpListener, extra: &str) -> Sender {
         let text = format!(r#"{{"connect_timeout_ms": 2000, "timeout_ms": 5000 {extra}}}"#);
         let config = crate::config::parse(&text).unwrap_or_else(|p| panic!("{}", p[0].message));
-        Sender::new(config, listener.local_addr().unwrap())
+        Sender::new(config, listener.local_addr().unwrap().to_string())
     }
 
     /// One batch of stream `stream` holding `(seq, body)` events.

@@ -7,6 +7,10 @@
 //! so what rsyslog acknowledges over RELP is in the file before the ack
 //! leaves: a `kill -9` loses nothing it acknowledged.
 //!
+//! [`Rsyslog::start_tls`] is the same server with TLS on both ports
+//! (rsyslog's GnuTLS driver: RFC 5425 on imtcp, RELP over TLS on imrelp,
+//! where a client certificate signed by the CA is required).
+//!
 //! [`Rsyslog::forwarder`] is the other side: an rsyslog that takes lines
 //! on `imtcp` and forwards them with `omrelp` (RFC 5424), holding what is
 //! not acknowledged in its queue and sending it again after a reconnect.
@@ -24,6 +28,16 @@ pub struct Rsyslog {
     /// What `restart` waits for.
     listening: Vec<SocketAddr>,
     child: Option<Child>,
+    tls: Option<ServerTls>,
+}
+
+/// The files of a TLS rsyslog: its certificate and key, and the CA whose
+/// client certificates RELP accepts.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn free_port() -> SocketAddr {
@@ -47,12 +61,22 @@ fn rsyslogd() -> PathBuf {
 
 impl Rsyslog {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    /// The server with TLS on both ports.
+    pub fn start_tls(dir: &Path, tls: ServerTls) -> Self {
+        Self::start_with(dir, Some(tls))
+    }
+
+    fn start_with(dir: &Path, tls: Option<ServerTls>) -> Self {
         let mut server = Self {
             dir: dir.to_owned(),
             tcp: free_port(),
             relp: free_port(),
             listening: Vec::new(),
             child: None,
+            tls,
         };
         server.listening = vec![server.tcp, server.relp];
         std::fs::create_dir_all(dir.join("work")).unwrap();
@@ -71,6 +95,7 @@ impl Rsyslog {
             relp: target,
             listening: Vec::new(),
             child: None,
+            tls: None,
         };
         forwarder.listening = vec![forwarder.tcp];
         std::fs::create_dir_all(dir.join("work")).unwrap();
@@ -98,9 +123,30 @@ input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="forward")
 
     fn config(&self) -> String {
         let dir = self.dir.display();
+        let (global_tls, imtcp_tls, imrelp_tls) = match &self.tls {
+            None => Default::default(),
+            Some(tls) => (
+                format!(
+                    r#" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}"
+       DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}""#,
+                    ca = tls.ca.display(),
+                    cert = tls.cert.display(),
+                    key = tls.key.display(),
+                ),
+                r#" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon""#
+                    .to_owned(),
+                format!(
+                    r#" tls="on" tls.caCert="{ca}" tls.myCert="{cert}" tls.myPrivKey="{key}"
+       tls.authMode="certvalid""#,
+                    ca = tls.ca.display(),
+                    cert = tls.cert.display(),
+                    key = tls.key.display(),
+                ),
+            ),
+        };
         format!(
-            r#"global(workDirectory="{dir}/work" maxMessageSize="64k")
-module(load="imtcp")
+            r#"global(workDirectory="{dir}/work" maxMessageSize="64k"{global_tls})
+module(load="imtcp"{imtcp_tls})
 module(load="imrelp")
 module(load="mmpstrucdata")
 template(name="json" type="list" option.jsonf="on") {{
@@ -118,7 +164,7 @@ ruleset(name="store" queue.type="direct") {{
   action(type="omfile" file="{dir}/messages.jsonl" template="json" flushOnTXEnd="on" asyncWriting="off")
 }}
 input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="store" supportOctetCountedFraming="on")
-input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="store" maxDataSize="64k")
+input(type="imrelp" address="127.0.0.1" port="{relp}" ruleset="store" maxDataSize="64k"{imrelp_tls})
 "#,
             tcp = self.tcp.port(),
             relp = self.relp.port(),
