@@ -2,9 +2,10 @@
 //! address it was granted, the events reach a real `safd-mgmt`; without the
 //! grant `safd check` refuses it, and the sandbox refuses to listen.
 
+use crate::support::certs::TestCa;
 use crate::support::mgmt;
 use crate::support::plugins::{plugin_dir, plugin_path, runtime};
-use crate::support::rsyslog::Rsyslog;
+use crate::support::rsyslog::{ForwardTls, Rsyslog};
 use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
 use safd_connector::{PollLimits, SourceConnector};
 use safd_runtime::Grants;
@@ -22,26 +23,39 @@ fn free_address() -> String {
 
 /// net-in on `listen` (granted `grant`) → mgmt-http → `server`.
 fn config(dir: &Path, listen: &str, grant: &str, server: &mgmt::Server) -> PathBuf {
-    config_with(dir, listen, grant, server, "")
+    config_with(dir, listen, grant, server, "", "")
 }
 
 /// A safd-mgmt in `dir/server` and a configuration of net-in on a free
 /// address (granted) with `net_in` keys added, to it: (server, address,
 /// configuration file).
 fn granted_net_in(dir: &Path, net_in: &str) -> (mgmt::Server, String, PathBuf) {
+    granted_net_in_with(dir, net_in, "")
+}
+
+/// The same, with more grants (`, key = value`).
+fn granted_net_in_with(dir: &Path, net_in: &str, grants: &str) -> (mgmt::Server, String, PathBuf) {
     let server = mgmt::Server::start(&dir.join("server"), &[]);
     let listen = free_address();
-    let path = config_with(dir, &listen, &format!("\"{listen}\""), &server, net_in);
+    let path = config_with(
+        dir,
+        &listen,
+        &format!("\"{listen}\""),
+        &server,
+        net_in,
+        grants,
+    );
     (server, listen, path)
 }
 
-/// The same, with more keys for net-in (`, key = value`).
+/// The same, with more keys for net-in and its grants (`, key = value`).
 fn config_with(
     dir: &Path,
     listen: &str,
     grant: &str,
     server: &mgmt::Server,
     net_in: &str,
+    grants: &str,
 ) -> PathBuf {
     let text = format!(
         r#"agent_id = "test-safd"
@@ -54,7 +68,7 @@ listen = "127.0.0.1:0"
 [sources.net]
 plugin = "net-in"
 config = {{ listen = "{listen}"{net_in} }}
-grants = {{ listen = [{grant}] }}
+grants = {{ listen = [{grant}]{grants} }}
 
 [groups.mgmt]
 mode = "failover"
@@ -303,6 +317,96 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     let lost = lost_once_the_last_arrives(&server, MESSAGES);
     assert!(lost.is_empty(), "lost: {lost:?}");
     stop_cleanly(&mut daemon, rest);
+}
+
+/// RELP over TLS (done by safd, the certificate and key from
+/// `grants.tls`, client certificates required by its `ca_file`): rsyslog
+/// forwards with its certificate through a kill -9 of safd, every message
+/// is stored once; a forwarder without a certificate is refused and
+/// nothing of it is stored.
+#[test]
+fn relp_over_tls_from_rsyslog_survives_a_kill_and_a_client_without_certificate_is_refused() {
+    const MESSAGES: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "site");
+    let identity = ca.server(dir.path(), "safd", &["localhost", "127.0.0.1"]);
+    let client = ca.client(dir.path(), "rsyslog");
+    let grants = format!(
+        ", tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}",
+        ca.pem.display(),
+        identity.cert.display(),
+        identity.key.display()
+    );
+    let (server, listen, path) = granted_net_in_with(
+        dir.path(),
+        ", transport = \"relp\", tls = true, max_events = 200",
+        &grants,
+    );
+    let (mut daemon, _admin, _rest) = run_with_admin(&path);
+    let forwarder = Rsyslog::tls_forwarder(
+        &dir.path().join("rsyslog"),
+        listen.parse().unwrap(),
+        ForwardTls {
+            ca: ca.pem.clone(),
+            client: Some((client.cert, client.key)),
+        },
+    );
+    let tcp = forwarder.tcp;
+    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_may_finish = restarted.clone();
+    let writer = std::thread::spawn(move || {
+        let mut input = TcpStream::connect(tcp).unwrap();
+        for chunk in 0..MESSAGES / 100 {
+            if chunk == MESSAGES / 100 - 1 {
+                wait_for(Duration::from_secs(60), "safd restarted", || {
+                    writer_may_finish.load(std::sync::atomic::Ordering::SeqCst)
+                });
+            }
+            let lines: String = (chunk * 100..(chunk + 1) * 100)
+                .map(|i| format!("<13>1 2024-03-11T01:17:10Z prod1 ems - - - message {i:05}\n"))
+                .collect();
+            input.write_all(lines.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "the first messages at the server",
+        || stored_bodies(&server).len() >= MESSAGES / 5,
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // Without a certificate: refused at the handshake, never read.
+    let intruder = Rsyslog::tls_forwarder(
+        &dir.path().join("intruder"),
+        listen.parse().unwrap(),
+        ForwardTls {
+            ca: ca.pem.clone(),
+            client: None,
+        },
+    );
+    TcpStream::connect(intruder.tcp)
+        .unwrap()
+        .write_all(b"<13>1 2024-03-11T01:17:10Z prod1 ems - - - intruder\n")
+        .unwrap();
+
+    writer.join().unwrap();
+    let lost = lost_once_the_last_arrives(&server, MESSAGES);
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    let log = stop_cleanly(&mut daemon, rest);
+    assert!(
+        log.contains("TLS client 127.0.0.1:") && log.contains("refused"),
+        "the refusal is logged: {log}"
+    );
+    assert!(
+        !stored_bodies(&server)
+            .iter()
+            .any(|b| b.contains("intruder")),
+        "nothing of the client without a certificate is stored"
+    );
 }
 
 /// Plain TCP acknowledges nothing: a sender writes while safd is killed

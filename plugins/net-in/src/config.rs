@@ -33,6 +33,8 @@ struct RawConfig {
     severity_overrides: Vec<SeverityOverride>,
     #[serde(default)]
     parse_ems: bool,
+    #[serde(default)]
+    tls: bool,
     #[serde(default = "default_max_events")]
     max_events: u32,
     #[serde(default = "default_max_bytes")]
@@ -128,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) overrides: Overrides,
     /// A syslog message whose text is an EMS event becomes that event.
     pub(crate) parse_ems: bool,
+    /// Senders connect with TLS (done by safd with `grants.tls`).
+    pub(crate) tls: bool,
     pub(crate) max_events: u32,
     pub(crate) max_bytes: u32,
 }
@@ -141,6 +145,7 @@ pub(crate) const SCHEMA: &str = concat!(
   "properties": {
     "listen": {"type": "string", "description": "ip:port to listen on, e.g. 0.0.0.0:1514; must also be in this source's grants.listen"},
     "transport": {"enum": ["tcp", "relp"], "default": "tcp", "description": "tcp: messages framed by line or octet count, nothing acknowledged; relp: rsyslog's RELP, each message acknowledged only once safd's queue stored it"},
+    "tls": {"type": "boolean", "default": false, "description": "senders connect with TLS (syslog over TLS, RFC 5425, or RELP over TLS): safd does the TLS with the certificate and key of this source's grants.tls, and with grants.tls.ca_file requires client certificates that CA signed"},
     "framing": {"enum": ["auto", "newline", "octet-counting"], "default": "auto", "description": "transport tcp only (RFC 6587): auto decides per connection (a digit first means octet counting)"},
     "format": {"enum": ["auto", "rfc5424", "rfc3164", "raw", "ems"], "default": "auto", "description": "auto: RFC 5424 when a message starts <PRI>1, RFC 3164 when it starts <PRI>, else a raw line; ems: NonStop EMS format A (the printing distributor's text), events as ems-reader makes them"},
     "time_zone": {"type": "string", "default": "UTC", "description": "format ems: the zone of the printed local times: IANA name, UTC or +hh:mm"},
@@ -291,6 +296,7 @@ pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             collector: raw.collector,
             overrides,
             parse_ems: raw.parse_ems,
+            tls: raw.tls,
             max_events: raw.max_events,
             max_bytes: raw.max_bytes,
         }),

@@ -17,16 +17,19 @@ mod receiver;
 mod relp;
 mod resend;
 mod syslog;
+mod transport;
 
-use receiver::{Budget, OpenError, Receiver};
+use receiver::{Budget, Receiver};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::log;
 use safd_plugin_sdk::source::{Batch, Guest, GuestReader, PollLimits};
+use safd_plugin_sdk::tls::TlsError;
 use safd_plugin_sdk::types::{
     ConfigProblem, ConnectorError, ConnectorKind, Cursor, Description, Timestamp,
 };
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
+use transport::OpenError;
 
 /// How long a poll waits for the frames a RELP sender sends once
 /// answered.
@@ -72,18 +75,26 @@ impl GuestReader for Reader {
             ConnectorError::Fatal(safd_plugin_sdk::config::describe_problems(&problems))
         })?;
         let receiver =
-            Receiver::open(config.listen, resume_from.as_deref()).map_err(|err| match err {
-                OpenError::NotGranted(address) => ConnectorError::Fatal(format!(
-                    "safd's sandbox refused to listen on {address}: add \"{address}\" to this \
-                 source's grants.listen"
-                )),
-                OpenError::Io(address, err) => {
-                    ConnectorError::Transient(format!("cannot listen on {address}: {err}"))
+            Receiver::open(config.listen, config.tls, resume_from.as_deref()).map_err(|err| {
+                match err {
+                    OpenError::NotGranted(address) => ConnectorError::Fatal(format!(
+                        "safd's sandbox refused to listen on {address}: add \"{address}\" to this \
+                     source's grants.listen"
+                    )),
+                    OpenError::Io(address, err) => {
+                        ConnectorError::Transient(format!("cannot listen on {address}: {err}"))
+                    }
+                    OpenError::Tls(TlsError::Failed(message)) => ConnectorError::Transient(message),
+                    OpenError::Tls(TlsError::Denied(message) | TlsError::Settings(message)) => {
+                        ConnectorError::Fatal(message)
+                    }
                 }
             })?;
-        let transport = match config.transport {
-            config::Transport::Tcp => "plain TCP",
-            config::Transport::Relp => "RELP",
+        let transport = match (config.transport, config.tls) {
+            (config::Transport::Tcp, false) => "plain TCP",
+            (config::Transport::Tcp, true) => "TCP over TLS",
+            (config::Transport::Relp, false) => "RELP",
+            (config::Transport::Relp, true) => "RELP over TLS",
         };
         log::info(&format!("listening on {} ({transport})", config.listen));
         Ok(Self {

@@ -13,14 +13,14 @@ use crate::framing::{Frame, Framer};
 use crate::relp::{self, Command};
 use crate::resend::{ResendGuard, message_hash};
 use crate::syslog::{self, Message};
+use crate::transport::{Listener, OpenError, Stream};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::log;
 use safd_plugin_sdk::syslog::FACILITIES;
 use safd_plugin_sdk::types::Severity;
 use std::borrow::Cow;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// What one poll may take.
@@ -35,17 +35,8 @@ impl Budget {
     }
 }
 
-/// Why the listener could not be opened.
-#[derive(Debug)]
-pub(crate) enum OpenError {
-    /// The sandbox refused (the address is not in `grants.listen`).
-    NotGranted(SocketAddr),
-    /// Anything else (address in use, no such interface).
-    Io(SocketAddr, std::io::Error),
-}
-
 pub(crate) struct Receiver {
-    listener: TcpListener,
+    listener: Listener,
     connections: Vec<Connection>,
     /// Where the next poll begins (round robin when a poll's budget runs
     /// out, so one busy sender cannot starve the others).
@@ -61,7 +52,7 @@ pub(crate) struct Receiver {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     /// `PEER/ACCEPTED_AT_µs/`: with a message's offset in the connection,
     /// an id no other message has had, across connections and restarts.
@@ -104,14 +95,12 @@ const READ_CHUNK: usize = 64 * 1024;
 impl Receiver {
     /// Listen on `address`; `resume_from` is the last cursor safd stored
     /// (it names the RELP messages that may come again).
-    pub(crate) fn open(address: SocketAddr, resume_from: Option<&[u8]>) -> Result<Self, OpenError> {
-        let listener = TcpListener::bind(address).map_err(|err| match err.kind() {
-            ErrorKind::PermissionDenied => OpenError::NotGranted(address),
-            _ => OpenError::Io(address, err),
-        })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| OpenError::Io(address, err))?;
+    pub(crate) fn open(
+        address: SocketAddr,
+        tls: bool,
+        resume_from: Option<&[u8]>,
+    ) -> Result<Self, OpenError> {
+        let listener = Listener::bind(address, tls)?;
         let resend = resume_from
             .map(ResendGuard::from_cursor)
             .unwrap_or_default();
@@ -147,13 +136,12 @@ impl Receiver {
     /// Sleep until a sender writes, connects or closes, or `timeout` has
     /// passed.
     pub(crate) fn wait_readable(&self, timeout: Duration) {
-        let sockets = std::iter::once(self.listener.as_fd()).chain(
-            self.connections
-                .iter()
-                .filter(|c| !c.closed)
-                .map(|c| c.stream.as_fd()),
-        );
-        if let Err(err) = safd_plugin_sdk::net::wait_readable(sockets, timeout) {
+        let streams = self
+            .connections
+            .iter()
+            .filter(|c| !c.closed)
+            .map(|c| &c.stream);
+        if let Err(err) = self.listener.wait(streams, timeout) {
             // Looking again at once is all a failed wait costs.
             log::debug(&format!("waiting for senders failed: {err}"));
         }
@@ -253,17 +241,13 @@ impl Receiver {
     fn accept(&mut self, config: &Config) {
         loop {
             match self.listener.accept() {
-                Ok((stream, peer)) => {
+                Ok(Some((stream, peer))) => {
                     if self.connections.len() >= config.max_connections {
                         log::warn(&format!(
                             "connection from {peer} refused: already {} connections \
                              (max_connections)",
                             self.connections.len()
                         ));
-                        continue;
-                    }
-                    if let Err(err) = stream.set_nonblocking(true) {
-                        log::warn(&format!("connection from {peer} dropped: {err}"));
                         continue;
                     }
                     log::debug(&format!("connection from {peer}"));
@@ -285,8 +269,7 @@ impl Receiver {
                         dead: false,
                     });
                 }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == ErrorKind::Interrupted => {}
+                Ok(None) => return,
                 Err(err) => {
                     log::warn(&format!("accepting a connection failed: {err}"));
                     return;
@@ -446,7 +429,7 @@ impl Connection {
         if self.out.is_empty() {
             self.answering.clear();
             if self.closing {
-                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                self.stream.shutdown();
             }
         }
     }
@@ -569,7 +552,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
     use std::time::Duration;
 
     #[derive(Debug)]
@@ -592,8 +576,11 @@ mod tests {
     fn setup(extra: &str) -> (Config, Receiver, SocketAddr) {
         let config =
             crate::config::parse(&format!(r#"{{"listen": "127.0.0.1:1" {extra}}}"#)).unwrap();
-        let receiver = Receiver::open("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        let address = receiver.listener.local_addr().unwrap();
+        let receiver = Receiver::open("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
+        let crate::transport::Listener::Plain(listener) = &receiver.listener else {
+            unreachable!("a plain listener")
+        };
+        let address = listener.local_addr().unwrap();
         (config, receiver, address)
     }
 
@@ -863,7 +850,7 @@ mod tests {
         // gets no answer, reconnects and sends the three again, then more.
         drop(receiver);
         drop(client);
-        let mut receiver = Receiver::open(address, Some(&cursor)).unwrap();
+        let mut receiver = Receiver::open(address, false, Some(&cursor)).unwrap();
         let mut client = TcpStream::connect(address).unwrap();
         let again: String = (0..4)
             .map(|i| syslog_frame(i + 1, &format!("<13>1 - h app - - - m{i}")))

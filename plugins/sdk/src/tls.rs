@@ -91,6 +91,23 @@ impl TlsStream {
         }
     }
 
+    /// Write what safd takes now, without waiting: `Ok(None)` when it
+    /// takes nothing (its buffer for this connection is full).
+    pub fn try_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        if buf.is_empty() {
+            return Ok(Some(0));
+        }
+        let permitted = self.output.check_write().map_err(|e| write_error(&e))?;
+        if permitted == 0 {
+            return Ok(None);
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(permitted).unwrap_or(usize::MAX));
+        self.output.write(&buf[..n]).map_err(|e| write_error(&e))?;
+        Ok(Some(n))
+    }
+
     /// Ready when a read would not wait (data, or the peer's close).
     pub fn readable(&self) -> Pollable {
         self.input.subscribe()
@@ -121,12 +138,7 @@ impl io::Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let deadline = self.write_timeout.map(|t| Instant::now() + t);
         loop {
-            let permitted = self.output.check_write().map_err(|e| write_error(&e))?;
-            if permitted > 0 {
-                let n = buf
-                    .len()
-                    .min(usize::try_from(permitted).unwrap_or(usize::MAX));
-                self.output.write(&buf[..n]).map_err(|e| write_error(&e))?;
+            if let Some(n) = self.try_write(buf)? {
                 return Ok(n);
             }
             if !wait_until(&self.output.subscribe(), deadline) {

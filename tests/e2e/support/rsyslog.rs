@@ -31,6 +31,14 @@ pub struct Rsyslog {
     tls: Option<ServerTls>,
 }
 
+/// The TLS of a forwarder: the CA its server's certificate must come from,
+/// and its own certificate and key, if it has one.
+#[derive(Clone, Debug)]
+pub struct ForwardTls {
+    pub ca: PathBuf,
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// The files of a TLS rsyslog: its certificate and key, and the CA whose
 /// client certificates RELP accepts.
 #[derive(Clone, Debug)]
@@ -89,6 +97,17 @@ impl Rsyslog {
     /// `target` over RELP, retrying forever while `target` is down (its
     /// queue in memory, as large as a test needs).
     pub fn forwarder(dir: &Path, target: SocketAddr) -> Self {
+        Self::forwarder_with(dir, target, None)
+    }
+
+    /// The same over RELP inside TLS: the server's certificate must be
+    /// for `localhost` and signed by `tls.ca`; rsyslog presents
+    /// `tls.client` (certificate, key) when given.
+    pub fn tls_forwarder(dir: &Path, target: SocketAddr, tls: ForwardTls) -> Self {
+        Self::forwarder_with(dir, target, Some(tls))
+    }
+
+    fn forwarder_with(dir: &Path, target: SocketAddr, tls: Option<ForwardTls>) -> Self {
         let mut forwarder = Self {
             dir: dir.to_owned(),
             tcp: free_port(),
@@ -99,12 +118,29 @@ impl Rsyslog {
         };
         forwarder.listening = vec![forwarder.tcp];
         std::fs::create_dir_all(dir.join("work")).unwrap();
+        let tls = match tls {
+            None => String::new(),
+            Some(tls) => {
+                let mut text = format!(
+                    r#" tls="on" tls.caCert="{}" tls.authMode="name" tls.permittedPeer="localhost""#,
+                    tls.ca.display()
+                );
+                if let Some((cert, key)) = &tls.client {
+                    text.push_str(&format!(
+                        r#" tls.myCert="{}" tls.myPrivKey="{}""#,
+                        cert.display(),
+                        key.display()
+                    ));
+                }
+                text
+            }
+        };
         let config = format!(
             r#"global(workDirectory="{dir}/work" maxMessageSize="64k")
 module(load="imtcp")
 module(load="omrelp")
 ruleset(name="forward") {{
-  action(type="omrelp" target="{host}" port="{port}" template="RSYSLOG_SyslogProtocol23Format"
+  action(type="omrelp" target="{host}" port="{port}" template="RSYSLOG_SyslogProtocol23Format"{tls}
          timeout="5" conn.timeout="2" windowSize="128"
          action.resumeRetryCount="-1" action.resumeInterval="1"
          queue.type="LinkedList" queue.size="1000000" queue.dequeueBatchSize="256")
