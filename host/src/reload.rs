@@ -15,7 +15,6 @@ use safd_connector::event_ids::{CONFIG_RELOAD_REFUSED, CONFIG_RELOADED};
 use safd_engine::{Engine, Notice, QueueOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ pub struct Applied {
     agent_id: String,
     data_dir: PathBuf,
     queue: QueueOptions,
-    admin: (SocketAddr, Option<String>),
+    admin: crate::config::AdminOptions,
     cache_dir: Option<PathBuf>,
     log_format: crate::config::LogFormat,
     /// Per `sources.NAME` / `groups.NAME` that runs: its fingerprint.
@@ -66,11 +65,14 @@ impl Applied {
         if next.engine.queue != self.queue {
             changed.push("queue".to_owned());
         }
-        if next.admin.0 != self.admin.0 {
-            changed.push(format!("admin.listen (running: {})", self.admin.0));
+        if next.admin.listen != self.admin.listen {
+            changed.push(format!("admin.listen (running: {})", self.admin.listen));
         }
-        if next.admin.1 != self.admin.1 {
+        if next.admin.token != self.admin.token {
             changed.push("admin.token".to_owned());
+        }
+        if next.admin.tls_files != self.admin.tls_files {
+            changed.push("admin.tls".to_owned());
         }
         if next.cache_dir != self.cache_dir {
             changed.push("cache_dir".to_owned());

@@ -315,7 +315,7 @@ impl Safd {
         });
         Ok(Self {
             child,
-            admin: AdminClient::new(&admin, None),
+            admin: AdminClient::new(&admin, None, &Default::default())?,
             started,
         })
     }

@@ -290,6 +290,14 @@ fn check_refuses_an_ungranted_member_address_and_source_directory() {
 fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     const EVENTS: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
+    // Data directories that exist already, open to everyone: both
+    // programs close them at start.
+    for data in ["data", "server"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(data);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let logs = ems_logs(dir.path(), EVENTS);
     let (server, path) = one_server(dir.path(), &logs);
 

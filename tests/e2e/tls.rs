@@ -201,3 +201,87 @@ fn mgmt_http_over_tls_trusts_the_operators_ca_only_and_names_every_refusal() {
     expected.sort();
     assert_eq!(bodies, expected);
 }
+
+/// `[admin] tls`: the admin API over HTTPS with client certificates
+/// required (its `ca_file`): `safd status` with the CA and a client
+/// certificate works; without the certificate, or over plain HTTP, it is
+/// refused; `safd check` names a key that is not the certificate's.
+#[test]
+fn the_admin_api_over_tls_wants_a_client_certificate_its_ca_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let ca = TestCa::new(dir.path(), "ops");
+    let server = ca.server(dir.path(), "admin", &["localhost", "127.0.0.1"]);
+    let client = ca.client(dir.path(), "operator");
+    let admin = format!(
+        "tls = {{ cert_file = \"{}\", key_file = \"{}\", ca_file = \"{}\" }}",
+        server.cert.display(),
+        server.key.display(),
+        ca.pem.display()
+    );
+    let path = mgmt::tail_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &mgmt::TailConfig {
+            admin: &admin,
+            ..mgmt::TailConfig::default()
+        },
+    );
+    let (mut daemon, address, rest) = run_with_admin(&path);
+    assert!(address.starts_with("https://"), "{address}");
+    let status_with = |extra: &[&str]| {
+        safd()
+            .args(["status", "--json", "--admin", &address])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ca_file = ca.pem.display().to_string();
+    let cert = client.cert.display().to_string();
+    let key = client.key.display().to_string();
+    let ok = status_with(&[
+        "--admin-ca",
+        &ca_file,
+        "--admin-cert",
+        &cert,
+        "--admin-key",
+        &key,
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(status["agent_id"], "tail-agent", "{status}");
+
+    // Without the client certificate: refused in the handshake.
+    let refused = status_with(&["--admin-ca", &ca_file]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot reach safd's admin API"), "{said}");
+
+    // Plain HTTP to the TLS port gets no answer it can read.
+    let plain = address.replace("https://", "http://");
+    let refused = safd()
+        .args(["status", "--json", "--admin", &plain])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    stop_cleanly(&mut daemon, rest);
+
+    // A key that is not the certificate's: `safd check` names it.
+    let other = ca.client(dir.path(), "other");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        &server.key.display().to_string(),
+        &other.key.display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    let check = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    assert!(!check.status.success());
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("admin.tls.key_file") && said.contains("does not go with cert_file"),
+        "{said}"
+    );
+}

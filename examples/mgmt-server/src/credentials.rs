@@ -87,65 +87,50 @@ struct TokensFile {
     agents: BTreeMap<String, String>,
 }
 
-/// Every token the server accepts, with who it stands for.
+/// Every token the server accepts, with who it stands for. Clones share
+/// one set: a reload of the tokens file changes it for all of them.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    tokens: Arc<Vec<(String, Caller)>>,
+    tokens: Arc<std::sync::RwLock<Arc<Tokens>>>,
 }
 
+type Tokens = Vec<(String, Caller)>;
+
 impl Credentials {
+    fn of(tokens: Tokens) -> Self {
+        Self {
+            tokens: Arc::new(std::sync::RwLock::new(Arc::new(tokens))),
+        }
+    }
+
     /// The operator's token alone (no tokens file).
     pub fn operator_only(token: &str) -> Self {
-        Self {
-            tokens: Arc::new(vec![(token.to_owned(), Caller::Operator)]),
-        }
+        Self::of(vec![(token.to_owned(), Caller::Operator)])
     }
 
     /// The operator's token and those of the tokens file at `path`.
     pub fn load(operator: &str, path: &Path) -> anyhow::Result<Self> {
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("--tokens {}: cannot read it", path.display()))?;
-        if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
-            bail!(
-                "--tokens {}: not a regular file of at most 1 MiB",
-                path.display()
-            );
+        Ok(Self::of(read_tokens(operator, path)?))
+    }
+
+    /// Read the tokens file at `path` again and accept its tokens from
+    /// now on (SIGHUP); a file that cannot be used changes nothing. The
+    /// number of agents with a token.
+    pub fn reload(&self, operator: &str, path: &Path) -> anyhow::Result<usize> {
+        let tokens = Arc::new(read_tokens(operator, path)?);
+        let agents = count_agents(&tokens);
+        match self.tokens.write() {
+            Ok(mut current) => *current = tokens,
+            Err(poisoned) => *poisoned.into_inner() = tokens,
         }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--tokens {}: cannot read it", path.display()))?;
-        let file: TokensFile = toml::from_str(&text)
-            .with_context(|| format!("--tokens {}: not a tokens file", path.display()))?;
-        let mut tokens = vec![(operator.to_owned(), Caller::Operator)];
-        if let Some(console) = file.console {
-            tokens.push((console, Caller::Console));
+        Ok(agents)
+    }
+
+    fn current(&self) -> Arc<Tokens> {
+        match self.tokens.read() {
+            Ok(tokens) => tokens.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
-        for (agent, token) in file.agents {
-            if let Err(problem) = safd_event_block::names::check(&agent) {
-                bail!("--tokens {}: agent id: {problem}", path.display());
-            }
-            tokens.push((token, Caller::Agent(Arc::from(agent))));
-        }
-        for (i, (token, caller)) in tokens.iter().enumerate() {
-            let from_file = *caller != Caller::Operator;
-            if from_file && (token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic())) {
-                bail!(
-                    "--tokens {}: the token of {} must be at least 16 printable ASCII \
-                     characters without spaces",
-                    path.display(),
-                    describe(caller)
-                );
-            }
-            if tokens[..i].iter().any(|(other, _)| other == token) {
-                bail!(
-                    "--tokens {}: the token of {} is also another's; give each its own",
-                    path.display(),
-                    describe(caller)
-                );
-            }
-        }
-        Ok(Self {
-            tokens: Arc::new(tokens),
-        })
     }
 
     /// Who `presented` belongs to. Every token is compared, each in
@@ -153,7 +138,7 @@ impl Credentials {
     /// came close.
     pub fn caller(&self, presented: &str) -> Option<Caller> {
         let mut found = None;
-        for (token, caller) in self.tokens.iter() {
+        for (token, caller) in self.current().iter() {
             if constant_time_eq(token.as_bytes(), presented.as_bytes()) && found.is_none() {
                 found = Some(caller.clone());
             }
@@ -163,11 +148,60 @@ impl Credentials {
 
     /// How many agents have their own token.
     pub fn agents(&self) -> usize {
-        self.tokens
-            .iter()
-            .filter(|(_, caller)| matches!(caller, Caller::Agent(_)))
-            .count()
+        count_agents(&self.current())
     }
+}
+
+/// The operator's token and those of the tokens file at `path`, checked.
+fn read_tokens(operator: &str, path: &Path) -> anyhow::Result<Tokens> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("--tokens {}: cannot read it", path.display()))?;
+    if !meta.is_file() || meta.len() > MAX_FILE_BYTES {
+        bail!(
+            "--tokens {}: not a regular file of at most 1 MiB",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--tokens {}: cannot read it", path.display()))?;
+    let file: TokensFile = toml::from_str(&text)
+        .with_context(|| format!("--tokens {}: not a tokens file", path.display()))?;
+    let mut tokens = vec![(operator.to_owned(), Caller::Operator)];
+    if let Some(console) = file.console {
+        tokens.push((console, Caller::Console));
+    }
+    for (agent, token) in file.agents {
+        if let Err(problem) = safd_event_block::names::check(&agent) {
+            bail!("--tokens {}: agent id: {problem}", path.display());
+        }
+        tokens.push((token, Caller::Agent(Arc::from(agent))));
+    }
+    for (i, (token, caller)) in tokens.iter().enumerate() {
+        let from_file = *caller != Caller::Operator;
+        if from_file && (token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic())) {
+            bail!(
+                "--tokens {}: the token of {} must be at least 16 printable ASCII \
+                 characters without spaces",
+                path.display(),
+                describe(caller)
+            );
+        }
+        if tokens[..i].iter().any(|(other, _)| other == token) {
+            bail!(
+                "--tokens {}: the token of {} is also another's; give each its own",
+                path.display(),
+                describe(caller)
+            );
+        }
+    }
+    Ok(tokens)
+}
+
+fn count_agents(tokens: &Tokens) -> usize {
+    tokens
+        .iter()
+        .filter(|(_, caller)| matches!(caller, Caller::Agent(_)))
+        .count()
 }
 
 fn describe(caller: &Caller) -> String {
@@ -186,6 +220,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_reload_replaces_the_tokens_for_every_clone_and_a_bad_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, "[agents]\nprod1 = \"prod1-token-0123456\"\n").unwrap();
+        let credentials = Credentials::load("operator-token", &path).unwrap();
+        let serving = credentials.clone();
+        std::fs::write(&path, "[agents]\nprod2 = \"prod2-token-0123456\"\n").unwrap();
+        assert_eq!(credentials.reload("operator-token", &path).unwrap(), 1);
+        assert_eq!(serving.caller("prod1-token-0123456"), None);
+        assert_eq!(
+            serving.caller("prod2-token-0123456"),
+            Some(Caller::Agent(Arc::from("prod2")))
+        );
+        std::fs::write(&path, "agents = 3").unwrap();
+        let err = credentials.reload("operator-token", &path).unwrap_err();
+        assert!(format!("{err:#}").contains("not a tokens file"), "{err:#}");
+        assert!(serving.caller("prod2-token-0123456").is_some());
+        assert_eq!(serving.caller("operator-token"), Some(Caller::Operator));
+    }
 
     #[test]
     fn each_token_stands_for_its_caller_and_bad_files_are_named() {

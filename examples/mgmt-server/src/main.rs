@@ -145,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
+    if let Some(path) = args.tokens.clone() {
+        reload_tokens_on_sighup(credentials.clone(), args.token.clone(), path);
+    }
     let (listener, router) = safd_mgmt::bind(
         &args.data,
         args.listen,
@@ -181,6 +184,37 @@ async fn main() -> anyhow::Result<()> {
         None => serve(listener, router, limits, shutdown_signal()).await,
     }
     Ok(())
+}
+
+/// SIGHUP reads the tokens file again: an agent added (or a token
+/// replaced or withdrawn) takes effect without a restart. A file that
+/// cannot be used is logged and the tokens in force stay.
+fn reload_tokens_on_sighup(
+    credentials: safd_mgmt::credentials::Credentials,
+    operator: String,
+    path: PathBuf,
+) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("SIGHUP cannot be caught: the tokens file is read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match credentials.reload(&operator, &path) {
+                Ok(agents) => tracing::info!(
+                    agents,
+                    "SIGHUP: per-agent tokens read again from {}",
+                    path.display()
+                ),
+                Err(err) => {
+                    tracing::error!("SIGHUP: {err:#}; the tokens in force stay")
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

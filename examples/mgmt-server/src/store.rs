@@ -32,6 +32,11 @@ pub enum StoreError {
     Encode(#[from] serde_json::Error),
     #[error("it is in use by another process (is another safd-mgmt running on it?)")]
     Locked,
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(
@@ -39,6 +44,29 @@ pub enum StoreError {
          server (it reads the log back and continues after the last complete record)"
     )]
     Poisoned,
+}
+
+/// The data directory, readable by the server's user only: it holds every
+/// event's text. Created 0700; an existing one open to others is closed
+/// (and said so). Files inside are created 0600 (the server's umask).
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path),
+        Err(err) => Err(err),
+        Ok(meta) if meta.is_dir() && meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(
+                path = %path.display(),
+                "the data directory was open to other users (mode {:o}); made 0700",
+                meta.permissions().mode() & 0o777
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Key prefixes; all records live in one tree so one batch covers them.
@@ -399,6 +427,10 @@ impl Store {
         service_ready: Option<bool>,
         cache_bytes: u64,
     ) -> Result<Self, StoreError> {
+        make_private(path).map_err(|err| StoreError::Io {
+            path: path.to_owned(),
+            source: err,
+        })?;
         let db = sled::Config::new()
             .path(path)
             .segment_size(SLED_SEGMENT_BYTES)

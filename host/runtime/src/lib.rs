@@ -29,6 +29,7 @@ mod source;
 mod state;
 mod supervisor;
 mod tls;
+mod tls_listener;
 mod tls_socket;
 
 pub use cache::CompileOrigin;
@@ -41,4 +42,5 @@ pub use manifest::{
 pub use plugin::{ConfigProblem, LoadReport, Plugin, PluginDescription, Runtime};
 pub use sandbox::{GrantError, Sandbox, grant_covering};
 pub use source::{WasmSource, WasmSourceSession};
-pub use tls::{TlsError, TlsFiles};
+pub use tls::{TlsError, TlsFiles, server_config};
+pub use tls_listener::TlsListener;

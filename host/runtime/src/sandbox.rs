@@ -189,7 +189,8 @@ impl Sandbox {
                 sandbox.tls = Some(crate::tls::client_config(files).map_err(tls_error)?);
             }
             if requested.listen && files.cert_file.is_some() && files.key_file.is_some() {
-                sandbox.tls_server = Some(crate::tls::server_config(files).map_err(tls_error)?);
+                sandbox.tls_server =
+                    Some(crate::tls::server_config(files, "grants.tls").map_err(tls_error)?);
             }
             if !(requested.http || requested.tcp || requested.listen) {
                 ignored("tls");

@@ -29,28 +29,63 @@ pub struct TlsFiles {
     pub key_file: Option<PathBuf>,
 }
 
-/// A TLS file that cannot be used, with what to do about it.
+/// A TLS file that cannot be used, with what to do about it. `at` is the
+/// place in the configuration (`grants.tls`, `admin.tls`).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("grants.tls.{key} `{}`: cannot read it: {source}", path.display())]
+    #[error("{at}.{key} `{}`: cannot read it: {source}", path.display())]
     Read {
+        at: &'static str,
         key: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("grants.tls.{key} `{}`: {problem}", path.display())]
+    #[error("{at}.{key} `{}`: {problem}", path.display())]
     Content {
+        at: &'static str,
         key: &'static str,
         path: PathBuf,
         problem: String,
     },
     #[error(
-        "grants.tls: cert_file and key_file go together (a client certificate and its key); \
-         set both or neither"
+        "{at}: cert_file and key_file go together (a certificate and its key); set both or \
+         neither"
     )]
-    HalfIdentity,
-    #[error("grants.tls: {0}")]
-    Rejected(String),
+    HalfIdentity { at: &'static str },
+    #[error("{at}: a TLS listener needs its certificate: set cert_file and key_file")]
+    NoIdentity { at: &'static str },
+    #[error("{at}: {reason}")]
+    Rejected { at: &'static str, reason: String },
+}
+
+/// Where a plugin's TLS files are configured.
+const GRANTS: &str = "grants.tls";
+
+impl TlsError {
+    /// The same error, said of `at` instead.
+    fn placed(self, at: &'static str) -> Self {
+        match self {
+            Self::Read {
+                key, path, source, ..
+            } => Self::Read {
+                at,
+                key,
+                path,
+                source,
+            },
+            Self::Content {
+                key, path, problem, ..
+            } => Self::Content {
+                at,
+                key,
+                path,
+                problem,
+            },
+            Self::HalfIdentity { .. } => Self::HalfIdentity { at },
+            Self::NoIdentity { .. } => Self::NoIdentity { at },
+            Self::Rejected { reason, .. } => Self::Rejected { at, reason },
+        }
+    }
 }
 
 /// The client configuration for `files` (without a `ca_file`, the public
@@ -66,7 +101,10 @@ pub(crate) fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|err| TlsError::Rejected(err.to_string()))?
+        .map_err(|err| TlsError::Rejected {
+            at: GRANTS,
+            reason: err.to_string(),
+        })?
         .with_root_certificates(roots);
     let config = match (&files.cert_file, &files.key_file) {
         (Some(cert_path), Some(key_path)) => {
@@ -77,7 +115,7 @@ pub(crate) fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig
                 .map_err(|err| mismatched_key(cert_path, key_path, &err))?
         }
         (None, None) => builder.with_no_client_auth(),
-        _ => return Err(TlsError::HalfIdentity),
+        _ => return Err(TlsError::HalfIdentity { at: GRANTS }),
     };
     Ok(Arc::new(config))
 }
@@ -94,14 +132,28 @@ pub(crate) fn public_roots() -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// The server configuration of a TLS listener: `cert_file` and `key_file`
 /// are its identity; with `ca_file`, every client must present a
-/// certificate that CA signed (mutual TLS).
-pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// certificate that CA signed (mutual TLS). Errors name `at`, where the
+/// files are configured.
+pub fn server_config(
+    files: &TlsFiles,
+    at: &'static str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    build_server_config(files).map_err(|err| err.placed(at))
+}
+
+fn build_server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (Some(cert_path), Some(key_path)) = (&files.cert_file, &files.key_file) else {
-        return Err(TlsError::HalfIdentity);
+        return Err(match (&files.cert_file, &files.key_file) {
+            (None, None) => TlsError::NoIdentity { at: GRANTS },
+            _ => TlsError::HalfIdentity { at: GRANTS },
+        });
     };
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|err| TlsError::Rejected(err.to_string()))?;
+        .map_err(|err| TlsError::Rejected {
+            at: GRANTS,
+            reason: err.to_string(),
+        })?;
     let builder = match &files.ca_file {
         Some(path) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -110,6 +162,7 @@ pub(crate) fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig
             )
             .build()
             .map_err(|err| TlsError::Content {
+                at: GRANTS,
                 key: "ca_file",
                 path: path.clone(),
                 problem: format!("cannot check client certificates with it: {err}"),
@@ -136,6 +189,7 @@ fn trust_anchors(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let (added, ignored) = roots.add_parsable_certificates(certificates("ca_file", path)?);
     if added == 0 {
         return Err(TlsError::Content {
+            at: GRANTS,
             key: "ca_file",
             path: path.to_owned(),
             problem: format!(
@@ -149,6 +203,7 @@ fn trust_anchors(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 
 fn mismatched_key(cert_path: &Path, key_path: &Path, err: &rustls::Error) -> TlsError {
     TlsError::Content {
+        at: GRANTS,
         key: "key_file",
         path: key_path.to_owned(),
         problem: format!(
@@ -168,12 +223,14 @@ pub fn certificates(
     let certificates = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| TlsError::Content {
+            at: GRANTS,
             key,
             path: path.to_owned(),
             problem: format!("not a PEM certificate file ({err})"),
         })?;
     if certificates.is_empty() {
         return Err(TlsError::Content {
+            at: GRANTS,
             key,
             path: path.to_owned(),
             problem: "holds no certificate (no `-----BEGIN CERTIFICATE-----` block)".into(),
@@ -186,6 +243,7 @@ pub fn certificates(
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let text = read("key_file", path)?;
     PrivateKeyDer::from_pem_slice(&text).map_err(|err| TlsError::Content {
+        at: GRANTS,
         key: "key_file",
         path: path.to_owned(),
         problem: format!("holds no usable private key in PEM ({err})"),
@@ -194,6 +252,7 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
+        at: GRANTS,
         key,
         path: path.to_owned(),
         source,
@@ -353,7 +412,7 @@ mod tests {
             ..TlsFiles::default()
         })
         .unwrap_err();
-        assert!(matches!(err, TlsError::HalfIdentity), "{err}");
+        assert!(matches!(err, TlsError::HalfIdentity { .. }), "{err}");
 
         // A key that is not the certificate's.
         let key = rcgen::KeyPair::generate().unwrap();
@@ -384,15 +443,19 @@ mod tests {
 
         // A listener needs its certificate and key; a CA makes client
         // certificates required.
-        let err = server_config(&TlsFiles::default()).unwrap_err();
-        assert!(matches!(err, TlsError::HalfIdentity), "{err}");
+        let err = server_config(&TlsFiles::default(), "admin.tls").unwrap_err();
+        assert!(err.to_string().starts_with("admin.tls:"), "{err}");
+        assert!(matches!(err, TlsError::NoIdentity { .. }), "{err}");
         let ca_file = dir.path().join("ca.pem");
         std::fs::write(&ca_file, cert.pem()).unwrap();
-        server_config(&TlsFiles {
-            ca_file: Some(ca_file),
-            cert_file: Some(cert_file),
-            key_file: Some(key_file),
-        })
+        server_config(
+            &TlsFiles {
+                ca_file: Some(ca_file),
+                cert_file: Some(cert_file),
+                key_file: Some(key_file),
+            },
+            "admin.tls",
+        )
         .unwrap();
     }
 }

@@ -21,23 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
-use wasmtime_wasi::runtime::AbortOnDropJoinHandle;
-
-/// How long a client may take over its handshake before it is cut: a
-/// client that connects and says nothing holds a place no longer.
-const ACCEPT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes a listener runs at once; more clients wait in the kernel's
-/// backlog. Each costs a socket and rustls' buffers, so a flood of silent
-/// clients costs at most this many.
-const CONCURRENT_HANDSHAKES: usize = 64;
-
-/// Connections whose handshake is done, waiting for the plugin's `accept`.
-const READY_CONNECTIONS: usize = 16;
 
 /// Bytes the plugin may have written and safd not yet sent: what
 /// `check-write` allows at most.
@@ -200,17 +186,12 @@ impl TlsSockets {
         })?;
         let listener = bind(addr)
             .map_err(|err| TlsError::Failed(format!("cannot listen on {addr}: {err}")))?;
-        let (ready, waiting) = mpsc::channel(READY_CONNECTIONS);
-        let task = wasmtime_wasi::runtime::spawn(accept_loop(
-            listener,
-            tokio_rustls::TlsAcceptor::from(config),
-            ready,
-            self.connector.clone(),
-        ));
+        let listener =
+            crate::tls_listener::TlsListener::new(listener, config, self.connector.clone())
+                .map_err(|err| TlsError::Failed(format!("cannot listen on {addr}: {err}")))?;
         Ok(Listener {
-            waiting,
+            listener,
             next: None,
-            _task: task,
         })
     }
 }
@@ -228,6 +209,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// A connection whose handshake is done.
+#[derive(Debug)]
 struct Established {
     stream: tokio_rustls::TlsStream<TcpStream>,
     peer: String,
@@ -313,16 +295,20 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Explained<S> {
 
 /// A TLS listener of one instance: connections come from its accept loop
 /// once their handshake is done.
+#[derive(Debug)]
 pub struct Listener {
-    waiting: mpsc::Receiver<Established>,
-    /// One taken off the channel by a wait and not yet accepted.
+    listener: crate::tls_listener::TlsListener,
+    /// One taken by a wait and not yet accepted.
     next: Option<Established>,
-    _task: AbortOnDropJoinHandle<()>,
 }
 
-impl std::fmt::Debug for Listener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listener").finish_non_exhaustive()
+fn established(
+    (stream, peer): (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr),
+) -> Established {
+    Established {
+        stream: tokio_rustls::TlsStream::Server(stream),
+        peer: peer.to_string(),
+        explain: None,
     }
 }
 
@@ -330,66 +316,8 @@ impl std::fmt::Debug for Listener {
 impl Pollable for Listener {
     async fn ready(&mut self) {
         if self.next.is_none() {
-            match self.waiting.recv().await {
-                Some(connection) => self.next = Some(connection),
-                // The loop never ends while the listener lives.
-                None => std::future::pending().await,
-            }
+            self.next = Some(established(self.listener.accept().await));
         }
-    }
-}
-
-/// Accept clients and complete their handshakes, a bounded number at once,
-/// handing each finished one to the plugin (waiting while it has
-/// [`READY_CONNECTIONS`] not yet accepted: that backs up into the kernel's
-/// backlog, not into memory).
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    ready: mpsc::Sender<Established>,
-    connector: Arc<str>,
-) {
-    let handshakes = Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
-    loop {
-        let Ok(permit) = handshakes.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors and the like: pass, and try again.
-                tracing::warn!(connector = &*connector, "TLS listener cannot accept: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        let connector = connector.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(ACCEPT_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    drop(permit);
-                    let _ = ready
-                        .send(Established {
-                            stream: tokio_rustls::TlsStream::Server(stream),
-                            peer: peer.to_string(),
-                            explain: None,
-                        })
-                        .await;
-                }
-                Ok(Err(err)) => tracing::warn!(
-                    connector = &*connector,
-                    "TLS client {peer} refused: {}",
-                    crate::tls::explain_handshake_error(&peer.to_string(), &err)
-                ),
-                Err(_) => tracing::warn!(
-                    connector = &*connector,
-                    "TLS client {peer} cut: no handshake within {ACCEPT_HANDSHAKE_TIMEOUT:?}"
-                ),
-            }
-        });
     }
 }
 
@@ -447,7 +375,7 @@ impl HostListener for InstanceState {
         let listener = self.table().get_mut(&listener)?;
         let next = match listener.next.take() {
             Some(connection) => Some(connection),
-            None => listener.waiting.try_recv().ok(),
+            None => listener.listener.try_accept().map(established),
         };
         next.map(|established| self.streams(established))
             .transpose()

@@ -9,6 +9,7 @@ pub mod client;
 mod health;
 mod metrics;
 mod status;
+pub mod tls;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};

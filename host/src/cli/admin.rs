@@ -15,11 +15,29 @@ pub(crate) struct AdminArgs {
     /// Its token (`[admin] token`), if it has one.
     #[arg(long, env = "SAFD_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// An API served over TLS (`[admin] tls`): the CA that signed its
+    /// certificate (PEM). Implies https.
+    #[arg(long, env = "SAFD_ADMIN_CA")]
+    admin_ca: Option<std::path::PathBuf>,
+    /// A client certificate for an API that requires one (PEM).
+    #[arg(long, env = "SAFD_ADMIN_CERT", requires = "admin_key")]
+    admin_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "SAFD_ADMIN_KEY", requires = "admin_cert")]
+    admin_key: Option<std::path::PathBuf>,
 }
 
 impl AdminArgs {
-    fn client(&self) -> AdminClient {
-        AdminClient::new(&self.admin, self.token.clone())
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        AdminClient::new(
+            &self.admin,
+            self.token.clone(),
+            &crate::admin::client::ClientTls {
+                ca_file: self.admin_ca.clone(),
+                cert_file: self.admin_cert.clone(),
+                key_file: self.admin_key.clone(),
+            },
+        )
     }
 }
 
@@ -89,7 +107,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.admin.client();
+    let client = args.admin.client()?;
     let status = blocking(move || client.status()).await?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -198,7 +216,7 @@ pub(crate) async fn catch_up(args: CatchUpArgs) -> anyhow::Result<ExitCode> {
         from_seq,
         from_time: args.from_time.clone(),
     };
-    let client = args.admin.client();
+    let client = args.admin.client()?;
     blocking(move || client.catch_up(&request)).await?;
     println!(
         "catch-up of group `{}` started (see `safd status` and events 4001/4002)",
@@ -210,7 +228,7 @@ pub(crate) async fn catch_up(args: CatchUpArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
     match command {
         DlqCommand::List { admin, group } => {
-            let client = admin.client();
+            let client = admin.client()?;
             let letters = blocking(move || client.dead_letters(&group)).await?;
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -228,7 +246,7 @@ pub(crate) async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
             writeln!(out, "{} dead letter(s)", letters.len())?;
         }
         DlqCommand::Replay { admin, group } => {
-            let client = admin.client();
+            let client = admin.client()?;
             let answer = blocking(move || client.replay(&group)).await?;
             println!("{} dead letter(s) queued for replay", answer["queued"]);
         }
@@ -239,7 +257,7 @@ pub(crate) async fn dlq(command: DlqCommand) -> anyhow::Result<ExitCode> {
 /// Exit status 1 when the file was refused or something could not be
 /// applied, so scripts notice.
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
-    let client = args.admin.client();
+    let client = args.admin.client()?;
     let report = blocking(move || client.reload()).await?;
     let mut out = std::io::stdout().lock();
     if args.json {

@@ -77,7 +77,8 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             warning.message
         );
     }
-    let (admin_listen, admin_token) = checked.admin.clone();
+    let admin_options = checked.admin.clone();
+    let admin_listen = admin_options.listen;
     let agent_id = checked.engine.agent_id.clone();
     let mut applied = Applied::of(&checked);
     let engine = start_engine(checked)?;
@@ -86,7 +87,7 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         engine.clone(),
         &agent_id,
         admin_listen,
-        admin_token,
+        admin_options.token.clone(),
         reload_tx,
     )
     .await
@@ -98,18 +99,26 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = admin_stopped.await;
-            })
-            .await;
-        if let Err(err) = served {
-            tracing::error!("admin API stopped: {err}");
+    let stopped = async {
+        let _ = admin_stopped.await;
+    };
+    let scheme = if admin_options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let admin = match admin_options.tls {
+        None => tokio::spawn(serve_admin(listener, router, stopped)),
+        Some(config) => {
+            let listener = crate::admin::tls::AdminTlsListener(
+                safd_runtime::TlsListener::new(listener, config, "admin API".into())
+                    .context("admin.tls: serving the admin API over TLS")?,
+            );
+            tokio::spawn(serve_admin(listener, router, stopped))
         }
-    });
+    };
     super::log::say(&format!(
-        "safd running: {summary}; admin API on http://{admin_addr}"
+        "safd running: {summary}; admin API on {scheme}://{admin_addr}"
     ));
 
     let signal = serve(&args, &engine, &mut applied, &mut reload_rx).await?;
@@ -124,6 +133,23 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let _ = admin.await;
     super::log::say("safd: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serve the admin API on `listener` until `stopped`.
+async fn serve_admin<L>(
+    listener: L,
+    router: axum::Router,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(stopped)
+        .await;
+    if let Err(err) = served {
+        tracing::error!("admin API stopped: {err}");
+    }
 }
 
 /// Open the queue and start the sources and groups of a checked

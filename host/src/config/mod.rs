@@ -6,7 +6,7 @@
 
 mod check;
 
-pub use check::{Checked, check};
+pub use check::{AdminOptions, Checked, check};
 
 use safd_runtime::Grants;
 use serde::Deserialize;
@@ -152,6 +152,10 @@ pub struct AdminSection {
     /// dropped).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP: `cert_file` and `key_file`, and `ca_file`
+    /// to require client certificates that CA signed.
+    #[serde(default)]
+    pub tls: Option<safd_runtime::TlsFiles>,
 }
 
 impl Default for AdminSection {
@@ -160,6 +164,7 @@ impl Default for AdminSection {
             listen: defaults::admin_listen(),
             token: None,
             token_file: None,
+            tls: None,
         }
     }
 }

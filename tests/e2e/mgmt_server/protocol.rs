@@ -226,6 +226,32 @@ fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
     assert!(server.events("agent=a2").is_empty());
     // The operator's token still does everything.
     assert_eq!(server.post("events", &deliver("a2", 1)).0, 200);
+
+    // SIGHUP reads the file again: a3 added, a1 withdrawn.
+    const A3: &str = "a3-token-0123456789";
+    assert_eq!(
+        server.post_with("register", &register("a3"), Some(A3)).0,
+        401
+    );
+    std::fs::write(
+        &tokens,
+        format!("console = \"{CONSOLE}\"\n[agents]\na3 = \"{A3}\"\n"),
+    )
+    .unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    crate::support::safd_process::wait_for(
+        std::time::Duration::from_secs(20),
+        "a3's token accepted after SIGHUP",
+        || server.post_with("register", &register("a3"), Some(A3)).0 == 200,
+    );
+    assert_eq!(
+        server.post_with("events", &deliver("a1", 3), Some(A1)).0,
+        401
+    );
 }
 
 /// A query answers its `limit` newest events, whatever the log holds

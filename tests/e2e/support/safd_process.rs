@@ -110,8 +110,9 @@ pub fn run_with_admin_env(
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or(line);
-        if let Some((_, address)) = message.trim().rsplit_once("admin API on http://") {
-            break address.to_owned();
+        // `ip:port` for HTTP, `https://ip:port` for HTTPS.
+        if let Some((_, address)) = message.trim().rsplit_once("admin API on ") {
+            break address.trim_start_matches("http://").to_owned();
         }
     };
     // Keep draining stderr so safd never blocks on a full pipe.

@@ -22,12 +22,23 @@ use ids::colliding_ids;
 use paths::{file_system_mib, usable_data_dir};
 use plugins::SectionPlugins;
 
+/// How the admin API is served.
+#[derive(Debug, Clone)]
+pub struct AdminOptions {
+    pub listen: std::net::SocketAddr,
+    pub token: Option<String>,
+    /// `[admin] tls` as written (what a reload compares).
+    pub tls_files: Option<safd_runtime::TlsFiles>,
+    /// Its server configuration, read from those files.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 /// A checked configuration, its plugin instances created (not started).
 #[derive(Debug)]
 pub struct Checked {
     pub engine: EngineOptions,
-    /// The admin API's address and token.
-    pub admin: (std::net::SocketAddr, Option<String>),
+    /// The admin API's address, token and TLS.
+    pub admin: AdminOptions,
     pub sources: Vec<(String, WasmSource, PumpTuning)>,
     pub groups: Vec<GroupConfig>,
     /// The file's `cache_dir`, if it sets one.
@@ -185,6 +196,11 @@ async fn check_file(
             ),
         );
     }
+    let admin_tls = file.admin.tls.as_ref().and_then(|files| {
+        safd_runtime::server_config(files, "admin.tls")
+            .map_err(|err| findings.whole("admin.tls", err.to_string()))
+            .ok()
+    });
     if let Some(token) = &admin_token {
         if token.trim().is_empty() {
             findings.whole("admin.token", "is empty; remove it or set a token");
@@ -278,7 +294,12 @@ async fn check_file(
     warnings.extend(group_warnings);
 
     Checked {
-        admin: (admin_listen, admin_token),
+        admin: AdminOptions {
+            listen: admin_listen,
+            token: admin_token,
+            tls_files: file.admin.tls.clone(),
+            tls: admin_tls,
+        },
         log_format: file.log.format,
         engine: EngineOptions {
             agent_id: file.agent_id.get_ref().clone(),
