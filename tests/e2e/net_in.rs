@@ -6,9 +6,12 @@ use crate::support::certs::TestCa;
 use crate::support::mgmt;
 use crate::support::plugins::{plugin_dir, plugin_path, runtime};
 use crate::support::rsyslog::{ForwardTls, Rsyslog};
-use crate::support::safd_process::{run_with_admin, safd, stop_cleanly, wait_for};
-use safd_connector::{PollLimits, SourceConnector};
-use safd_runtime::Grants;
+use crate::support::safd_process::{Daemon, run_with_admin, safd, stop_cleanly, wait_for};
+use safd_connector::{
+    DestinationConnector, Endpoint, Event, MemberRole, PollLimits, SequencedEvent, SessionInfo,
+    Severity, SourceConnector, StreamBatch,
+};
+use safd_runtime::{Grants, TlsFiles};
 use serde_json::Value;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -280,18 +283,33 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let (server, listen, path) =
         granted_net_in(dir.path(), ", transport = \"relp\", max_events = 200");
-    let (mut daemon, _admin, _rest) = run_with_admin(&path);
+    let (daemon, _admin, _rest) = run_with_admin(&path);
     let forwarder = Rsyslog::forwarder(&dir.path().join("rsyslog"), listen.parse().unwrap());
+    let (mut daemon, rest) =
+        forward_through_a_kill(&forwarder, &server, &path, daemon, MESSAGES, || {});
+    stop_cleanly(&mut daemon, rest);
+}
 
-    // Written at a pace, so that the kill lands in the middle of the flow;
-    // the last hundred only once safd runs again.
+/// `messages` lines written to `forwarder` at a pace while safd (`daemon`,
+/// run on `path`) is killed (-9) once a fifth are at `server` and started
+/// again (the last hundred only then); `after_restart` runs once it runs
+/// again. Returns the new safd and its stderr once every message is at the
+/// server, each once.
+fn forward_through_a_kill(
+    forwarder: &Rsyslog,
+    server: &mgmt::Server,
+    path: &Path,
+    mut daemon: Daemon,
+    messages: usize,
+    after_restart: impl FnOnce(),
+) -> (Daemon, std::thread::JoinHandle<String>) {
     let tcp = forwarder.tcp;
     let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer_may_finish = restarted.clone();
     let writer = std::thread::spawn(move || {
         let mut input = TcpStream::connect(tcp).unwrap();
-        for chunk in 0..MESSAGES / 100 {
-            if chunk == MESSAGES / 100 - 1 {
+        for chunk in 0..messages / 100 {
+            if chunk == messages / 100 - 1 {
                 wait_for(Duration::from_secs(60), "safd restarted", || {
                     writer_may_finish.load(std::sync::atomic::Ordering::SeqCst)
                 });
@@ -306,17 +324,17 @@ fn relp_from_rsyslog_survives_a_kill_with_every_message_stored_once() {
     wait_for(
         Duration::from_secs(60),
         "the first messages at the server",
-        || stored_bodies(&server).len() >= MESSAGES / 5,
+        || stored_bodies(server).len() >= messages / 5,
     );
     daemon.kill().unwrap();
     daemon.wait().unwrap();
-    let (mut daemon, _admin, rest) = run_with_admin(&path);
+    let (daemon, _admin, rest) = run_with_admin(path);
     restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+    after_restart();
     writer.join().unwrap();
-
-    let lost = lost_once_the_last_arrives(&server, MESSAGES);
+    let lost = lost_once_the_last_arrives(server, messages);
     assert!(lost.is_empty(), "lost: {lost:?}");
-    stop_cleanly(&mut daemon, rest);
+    (daemon, rest)
 }
 
 /// RELP over TLS (done by safd, the certificate and key from
@@ -342,7 +360,7 @@ fn relp_over_tls_from_rsyslog_survives_a_kill_and_a_client_without_certificate_i
         ", transport = \"relp\", tls = true, max_events = 200",
         &grants,
     );
-    let (mut daemon, _admin, _rest) = run_with_admin(&path);
+    let (daemon, _admin, _rest) = run_with_admin(&path);
     let forwarder = Rsyslog::tls_forwarder(
         &dir.path().join("rsyslog"),
         listen.parse().unwrap(),
@@ -351,51 +369,24 @@ fn relp_over_tls_from_rsyslog_survives_a_kill_and_a_client_without_certificate_i
             client: Some((client.cert, client.key)),
         },
     );
-    let tcp = forwarder.tcp;
-    let restarted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer_may_finish = restarted.clone();
-    let writer = std::thread::spawn(move || {
-        let mut input = TcpStream::connect(tcp).unwrap();
-        for chunk in 0..MESSAGES / 100 {
-            if chunk == MESSAGES / 100 - 1 {
-                wait_for(Duration::from_secs(60), "safd restarted", || {
-                    writer_may_finish.load(std::sync::atomic::Ordering::SeqCst)
-                });
-            }
-            let lines: String = (chunk * 100..(chunk + 1) * 100)
-                .map(|i| format!("<13>1 2024-03-11T01:17:10Z prod1 ems - - - message {i:05}\n"))
-                .collect();
-            input.write_all(lines.as_bytes()).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
-    wait_for(
-        Duration::from_secs(60),
-        "the first messages at the server",
-        || stored_bodies(&server).len() >= MESSAGES / 5,
-    );
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-    let (mut daemon, _admin, rest) = run_with_admin(&path);
-    restarted.store(true, std::sync::atomic::Ordering::SeqCst);
-
     // Without a certificate: refused at the handshake, never read.
-    let intruder = Rsyslog::tls_forwarder(
-        &dir.path().join("intruder"),
-        listen.parse().unwrap(),
-        ForwardTls {
-            ca: ca.pem.clone(),
-            client: None,
-        },
-    );
-    TcpStream::connect(intruder.tcp)
-        .unwrap()
-        .write_all(b"<13>1 2024-03-11T01:17:10Z prod1 ems - - - intruder\n")
-        .unwrap();
-
-    writer.join().unwrap();
-    let lost = lost_once_the_last_arrives(&server, MESSAGES);
-    assert!(lost.is_empty(), "lost: {lost:?}");
+    let mut intruder = None;
+    let (mut daemon, rest) =
+        forward_through_a_kill(&forwarder, &server, &path, daemon, MESSAGES, || {
+            let forwarder = Rsyslog::tls_forwarder(
+                &dir.path().join("intruder"),
+                listen.parse().unwrap(),
+                ForwardTls {
+                    ca: ca.pem.clone(),
+                    client: None,
+                },
+            );
+            TcpStream::connect(forwarder.tcp)
+                .unwrap()
+                .write_all(b"<13>1 2024-03-11T01:17:10Z prod1 ems - - - intruder\n")
+                .unwrap();
+            intruder = Some(forwarder);
+        });
     let log = stop_cleanly(&mut daemon, rest);
     assert!(
         log.contains("TLS client 127.0.0.1:") && log.contains("refused"),
@@ -407,6 +398,125 @@ fn relp_over_tls_from_rsyslog_survives_a_kill_and_a_client_without_certificate_i
             .any(|b| b.contains("intruder")),
         "nothing of the client without a certificate is stored"
     );
+    drop(intruder);
+}
+
+/// Both ends of TLS in safd's plugins: the syslog destination
+/// (`transport = "tls"`, by name, with a client certificate) sends to
+/// net-in listening with TLS (client certificates required); every event
+/// arrives once, in order, with its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_from_the_syslog_plugin_reaches_net_in_listening_with_tls() {
+    const EVENTS: u64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "site");
+    let identity = ca.server(dir.path(), "net-in", &["localhost"]);
+    let client = ca.client(dir.path(), "sender");
+    let listen = free_address();
+    let port = listen.rsplit_once(':').unwrap().1.to_owned();
+    let runtime = runtime();
+
+    let net_in = runtime.load(&plugin_path("net-in")).unwrap();
+    let source = net_in
+        .source(
+            "net",
+            serde_json::json!({ "listen": listen, "tls": true, "max_events": 500 }).to_string(),
+            &Grants {
+                listen: vec![listen.clone()],
+                tls: Some(TlsFiles {
+                    ca_file: Some(ca.pem.clone()),
+                    cert_file: Some(identity.cert.clone()),
+                    key_file: Some(identity.key.clone()),
+                }),
+                ..Grants::default()
+            },
+        )
+        .unwrap();
+    let mut reader = source.open(None).await.unwrap();
+
+    let syslog = runtime.load(&plugin_path("syslog")).unwrap();
+    let address = format!("localhost:{port}");
+    let destination = syslog
+        .destination(
+            "siem",
+            serde_json::json!({ "transport": "tls" }).to_string(),
+            &Grants {
+                tcp: vec![address.clone()],
+                tls: Some(TlsFiles {
+                    ca_file: Some(ca.pem.clone()),
+                    cert_file: Some(client.cert.clone()),
+                    key_file: Some(client.key.clone()),
+                }),
+                ..Grants::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut writer = destination
+        .open(Endpoint {
+            member: "primary".into(),
+            address,
+            role: MemberRole::Primary,
+        })
+        .await
+        .unwrap();
+
+    let sending = async {
+        writer.register(&SessionInfo::default()).await.unwrap();
+        for first in (1..=EVENTS).step_by(250) {
+            let events = (first..first + 250)
+                .map(|seq| SequencedEvent {
+                    seq,
+                    event: Event {
+                        id: format!("e{seq}"),
+                        time: 1_763_800_000_000_000,
+                        severity: Severity::Info,
+                        attributes: Vec::new(),
+                        body: format!("tls event {seq:05}"),
+                    },
+                })
+                .collect();
+            let batches = [StreamBatch {
+                stream: "app".into(),
+                events,
+            }];
+            let report = writer.deliver(&batches).await.unwrap();
+            assert_eq!(report.acknowledged[0].seq, first + 249);
+        }
+    };
+    let receiving = async {
+        let mut bodies = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (bodies.len() as u64) < EVENTS {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} arrived",
+                bodies.len()
+            );
+            let batch = reader
+                .poll(PollLimits {
+                    max_events: 500,
+                    max_bytes: 1 << 20,
+                })
+                .await
+                .unwrap();
+            for event in batch.events.to_events() {
+                bodies.push(event.body);
+            }
+            if let Some(cursor) = &batch.cursor {
+                reader.commit(cursor).await.unwrap();
+            }
+            if batch.events.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        bodies
+    };
+    let ((), bodies) = tokio::join!(sending, receiving);
+    let expected: Vec<String> = (1..=EVENTS)
+        .map(|seq| format!("tls event {seq:05}"))
+        .collect();
+    assert_eq!(bodies, expected, "every event once, in order");
 }
 
 /// Plain TCP acknowledges nothing: a sender writes while safd is killed

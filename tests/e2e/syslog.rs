@@ -249,27 +249,42 @@ async fn deliver_all(session: &mut Box<dyn DestinationSession>, last: u64, chunk
 #[tokio::test]
 async fn relp_loses_nothing_when_rsyslog_is_killed_mid_stream_and_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Rsyslog::start(dir.path());
+    let server = Rsyslog::start(dir.path());
     let config = serde_json::json!({"transport": "relp", "relp_window": 64, "timeout_ms": 3000});
     let mut session = open(config, server.relp, true).await;
-    let last = 20_000;
-    let killer = {
-        let messages = dir.path().join("messages.jsonl");
-        std::thread::spawn(move || {
-            // Kill once a few thousand messages are in, while the stream
-            // is flowing, then restart on the same port.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::fs::metadata(&messages).map_or(0, |m| m.len()) < 2_000_000 {
-                assert!(Instant::now() < deadline, "delivery never got going");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            server.kill();
-            std::thread::sleep(Duration::from_millis(300));
-            server.restart();
-            server
-        })
-    };
-    deliver_all(&mut session, last, 500).await;
+    deliver_through_a_kill(
+        &mut session,
+        server,
+        dir.path().join("messages.jsonl"),
+        20_000,
+        2_000_000,
+    )
+    .await;
+}
+
+/// Deliver 1..=`last` over RELP while `server` is killed (-9) once its
+/// file holds `kill_at` bytes and started again on the same ports; then
+/// every event is at the server (some twice: resends).
+async fn deliver_through_a_kill(
+    session: &mut Box<dyn DestinationSession>,
+    mut server: Rsyslog,
+    messages: PathBuf,
+    last: u64,
+    kill_at: u64,
+) {
+    let killer = std::thread::spawn(move || {
+        // Kill while the stream is flowing, then restart on the same port.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&messages).map_or(0, |m| m.len()) < kill_at {
+            assert!(Instant::now() < deadline, "delivery never got going");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        server.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart();
+        server
+    });
+    deliver_all(session, last, 500).await;
     let server = killer.join().unwrap();
     let messages = server.wait_for(last as usize, Duration::from_secs(20));
     let mut seqs: Vec<u64> = messages.iter().map(seq_of).collect();
@@ -337,39 +352,20 @@ async fn syslog_over_tls_reaches_rsyslog_by_name_with_every_line_once() {
 #[tokio::test]
 async fn relp_over_tls_loses_nothing_when_rsyslog_is_killed_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, ca, client) = tls_rsyslog(dir.path());
+    let (server, ca, client) = tls_rsyslog(dir.path());
     let address = format!("localhost:{}", server.relp.port());
     // rsyslog's RELP input requires a client certificate its CA signed.
     let grants = tls_grants(&address, &ca.pem, Some(&client));
     let config = serde_json::json!({"transport": "relp", "tls": true, "relp_window": 64, "timeout_ms": 3000});
     let mut session = open_with(config, &address, &grants).await;
-    let last = 10_000;
-    let killer = {
-        let messages = dir.path().join("rsyslog/messages.jsonl");
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while std::fs::metadata(&messages).map_or(0, |m| m.len()) < 1_000_000 {
-                assert!(Instant::now() < deadline, "delivery never got going");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            server.kill();
-            std::thread::sleep(Duration::from_millis(300));
-            server.restart();
-            server
-        })
-    };
-    deliver_all(&mut session, last, 500).await;
-    let server = killer.join().unwrap();
-    let messages = server.wait_for(last as usize, Duration::from_secs(20));
-    let mut seqs: Vec<u64> = messages.iter().map(seq_of).collect();
-    let received = seqs.len();
-    seqs.sort_unstable();
-    seqs.dedup();
-    assert_eq!(
-        seqs,
-        (1..=last).collect::<Vec<_>>(),
-        "every acknowledged event is at rsyslog after the kill ({received} messages with resends)"
-    );
+    deliver_through_a_kill(
+        &mut session,
+        server,
+        dir.path().join("rsyslog/messages.jsonl"),
+        10_000,
+        1_000_000,
+    )
+    .await;
 }
 
 #[tokio::test]

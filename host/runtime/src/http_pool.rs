@@ -257,12 +257,7 @@ async fn connect(
             })?;
             // Without a client certificate of its own, note whether the
             // server asks for one (and will refuse the connection).
-            let (config, watcher) = if config.client_auth_cert_resolver.has_certs() {
-                (config, None)
-            } else {
-                let (config, watcher) = crate::tls::NoClientCertificate::watching(&config);
-                (config, Some(watcher))
-            };
+            let (config, watcher) = crate::tls::NoClientCertificate::watching(config);
             let connector = tokio_rustls::TlsConnector::from(config);
             let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
                 .await

@@ -269,14 +269,18 @@ pub(crate) struct NoClientCertificate {
 }
 
 impl NoClientCertificate {
-    /// `config` with a fresh one as its (empty) client certificate.
+    /// `config` as it is when it has a client certificate; else with a
+    /// fresh watcher as its (empty) one.
     pub(crate) fn watching(
-        config: &Arc<rustls::ClientConfig>,
-    ) -> (Arc<rustls::ClientConfig>, Arc<Self>) {
+        config: Arc<rustls::ClientConfig>,
+    ) -> (Arc<rustls::ClientConfig>, Option<Arc<Self>>) {
+        if config.client_auth_cert_resolver.has_certs() {
+            return (config, None);
+        }
         let watcher = Arc::new(Self::default());
-        let mut config = (**config).clone();
+        let mut config = (*config).clone();
         config.client_auth_cert_resolver = watcher.clone();
-        (Arc::new(config), watcher)
+        (Arc::new(config), Some(watcher))
     }
 
     pub(crate) fn was_asked(&self) -> bool {

@@ -133,12 +133,7 @@ impl TlsSockets {
             .map_or_else(|_| address.to_owned(), |a| a.to_string());
         // Without a client certificate of its own, note whether the server
         // asks for one (it will refuse the connection after the handshake).
-        let (config, watcher) = if config.client_auth_cert_resolver.has_certs() {
-            (config, None)
-        } else {
-            let (config, watcher) = crate::tls::NoClientCertificate::watching(&config);
-            (config, Some(watcher))
-        };
+        let (config, watcher) = crate::tls::NoClientCertificate::watching(config);
         let connector = tokio_rustls::TlsConnector::from(config);
         let left = timeout.saturating_sub(started.elapsed());
         let stream = tokio::time::timeout(left, connector.connect(name, tcp))

@@ -120,13 +120,24 @@ impl Stream {
         }
     }
 
-    /// No more of this connection (a TLS one ends when it is dropped).
-    pub(crate) fn shutdown(&self) {
-        if let Self::Plain(stream) = self {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+    /// No more of this connection. A TLS one ends when it is dropped,
+    /// and what safd still holds of it would go with it: wait (a moment at
+    /// most) until safd has sent the last answers.
+    pub(crate) fn shutdown(&mut self) {
+        match self {
+            Self::Plain(stream) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+            Self::Tls(stream) => {
+                stream.set_write_timeout(Some(CLOSING_FLUSH));
+                let _ = stream.flush();
+            }
         }
     }
 }
+
+/// How long a closing TLS connection may take to send its last answers.
+const CLOSING_FLUSH: Duration = Duration::from_secs(1);
 
 fn would_block() -> io::Error {
     io::Error::from(ErrorKind::WouldBlock)
