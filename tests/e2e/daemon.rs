@@ -346,6 +346,31 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
             .contains("safd_member_state{cursor=\"mgmt\",member=\"primary\",health=\"active\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(&format!(
+            "safd_events_delivered_total{{group=\"mgmt\",member=\"primary\",stream=\"ems\"}} {EVENTS}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "safd_events_ingested_total{{stream=\"ems\"}} {EVENTS}"
+        )),
+        "{metrics}"
+    );
+    for sample in [
+        "safd_build_info{version=",
+        "safd_queue_capacity_bytes ",
+        "safd_data_disk_free_bytes ",
+        "safd_oldest_unacknowledged_age_seconds{cursor=\"mgmt\",stream=\"ems\"} 0",
+        "safd_delivery_latency_seconds_count{group=\"mgmt\"} ",
+        "safd_numbered_events_total{event_id=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(metrics.contains(sample), "no `{sample}` in {metrics}");
+    }
+    dashboards_and_alerts_name_metrics_that_exist(&metrics);
     let output = safd()
         .args(["dlq", "list", "--group", "mgmt", "--admin", &admin])
         .output()
@@ -368,6 +393,58 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     // safd's and the server's data are their users' alone.
     for data in [dir.path().join("data"), dir.path().join("server")] {
         assert_private(&data);
+    }
+}
+
+/// Every metric the shipped Grafana dashboard and Prometheus alert rules
+/// query is one safd serves (`metrics`: a running safd's /metrics).
+fn dashboards_and_alerts_name_metrics_that_exist(metrics: &str) {
+    let mut kinds = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some((name, kind)) = rest.split_once(' ')
+        {
+            kinds.insert(name.to_owned(), kind.to_owned());
+        }
+    }
+    let exists = |name: &str| {
+        kinds.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| kinds.get(base).is_some_and(|k| k == "histogram"))
+            })
+    };
+    let named = |expr: &str| -> Vec<String> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|token| token.starts_with("safd_") || token.starts_with("process_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(configs.join("safd-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let rules = std::fs::read_to_string(configs.join("safd-alerts.yml")).unwrap();
+    let alerts: Vec<String> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("expr:").map(str::to_owned))
+        .collect();
+    assert!(alerts.len() >= 8, "{alerts:?}");
+    for expr in exprs.iter().chain(&alerts) {
+        for name in named(expr) {
+            assert!(
+                exists(&name),
+                "`{name}` (in `{expr}`) is not a metric safd serves"
+            );
+        }
     }
 }
 

@@ -355,8 +355,29 @@ impl Lane {
         });
     }
 
+    /// From the time of the event `seq` of `events` (the last of an
+    /// acknowledged run) to now, into the group's latency histogram.
+    fn observe_latency(&self, events: &safd_connector::SequencedBlock, seq: u64) {
+        let Some(index) = events.seqs().iter().position(|&s| s == seq) else {
+            return;
+        };
+        if let Some(event) = events.get(index) {
+            let micros = crate::clock::now_micros().saturating_sub(event.event.time);
+            let latency = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+            self.metrics.delivery_latency.observe(&self.group, latency);
+        }
+    }
+
     fn spawn_deliver(&mut self, index: usize, plan: Plan, calls: &mut JoinSet<CallDone>) {
         Metrics::add(&self.metrics.delivery_calls, 1);
+        self.metrics.labelled.add(
+            "safd_delivery_calls_total",
+            &[
+                ("group", &self.group),
+                ("member", &self.members[index].name),
+            ],
+            1,
+        );
         self.spawn_call(index, calls, move |session| {
             Box::pin(async move {
                 let result = session.deliver(&plan.batches).await;
@@ -568,6 +589,11 @@ impl Lane {
             }
             CatchUpDecision::Refuse(reason) => {
                 Metrics::add(&self.metrics.catch_ups_refused, 1);
+                self.metrics.labelled.add(
+                    "safd_catch_ups_refused_total",
+                    &[("group", &self.group)],
+                    1,
+                );
                 self.notices.emit(
                     Notice::new(
                         CATCH_UP_REFUSED,
@@ -654,6 +680,16 @@ impl Lane {
             if settled >= first {
                 progressed = true;
                 Metrics::add(&self.metrics.events_delivered, settled - first + 1);
+                self.metrics.labelled.add(
+                    "safd_events_delivered_total",
+                    &[
+                        ("group", &self.group),
+                        ("member", &member_name),
+                        ("stream", stream),
+                    ],
+                    settled - first + 1,
+                );
+                self.observe_latency(&batch.events, settled);
             }
             if plan.dead_letters {
                 // Replayed letters the receiver neither took nor rejected
@@ -731,6 +767,11 @@ impl Lane {
             return false;
         }
         Metrics::add(&self.metrics.dead_lettered, 1);
+        self.metrics.labelled.add(
+            "safd_dead_lettered_total",
+            &[("group", &self.group), ("member", member)],
+            1,
+        );
         let what = if id == POISON_EVENT {
             "made the destination fail twice on its own"
         } else {
@@ -785,6 +826,16 @@ impl Lane {
     /// it unreachable (which fails over).
     async fn call_failed(&mut self, index: usize, err: &SessionError, plan: Option<Plan>) {
         Metrics::add(&self.metrics.delivery_retries, u64::from(plan.is_some()));
+        if plan.is_some() {
+            self.metrics.labelled.add(
+                "safd_delivery_retries_total",
+                &[
+                    ("group", &self.group),
+                    ("member", &self.members[index].name),
+                ],
+                1,
+            );
+        }
         if err.instance_was_reset() {
             // The plugin instance behind the session was rebuilt: it knows
             // nothing of the registration, so the member registers again
@@ -1155,12 +1206,25 @@ impl Lane {
             }
             (Some(from), Some(to)) => {
                 self.state.window_open = false;
-                let (id, counter, verb) = if to > from {
-                    (FAILED_OVER, &self.metrics.failovers, "failed over")
+                let (id, counter, family, verb) = if to > from {
+                    (
+                        FAILED_OVER,
+                        &self.metrics.failovers,
+                        "safd_failovers_total",
+                        "failed over",
+                    )
                 } else {
-                    (FAILED_BACK, &self.metrics.failbacks, "failed back")
+                    (
+                        FAILED_BACK,
+                        &self.metrics.failbacks,
+                        "safd_failbacks_total",
+                        "failed back",
+                    )
                 };
                 Metrics::add(counter, 1);
+                self.metrics
+                    .labelled
+                    .add(family, &[("group", &self.group)], 1);
                 Notice::new(
                     id,
                     format!(
@@ -1232,6 +1296,9 @@ impl Lane {
             through.insert(head.name.clone(), acked);
         }
         Metrics::add(&self.metrics.catch_ups, 1);
+        self.metrics
+            .labelled
+            .add("safd_catch_ups_total", &[("group", &self.group)], 1);
         self.notices.emit(
             Notice::new(
                 CATCH_UP_STARTED,

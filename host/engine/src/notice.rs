@@ -9,7 +9,7 @@
 //! `safd_connector::event_ids` and documented in `docs/events.md`.
 
 pub use safd_connector::{Notice, NoticeSink};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
@@ -24,6 +24,9 @@ const HISTORY: usize = 200;
 pub struct Notices {
     inject: Option<mpsc::UnboundedSender<Notice>>,
     history: Arc<Mutex<VecDeque<Notice>>>,
+    /// How many of each id, per connector for the plugins' own (the
+    /// metrics count restarts and disabled plugins from these).
+    counts: Arc<Mutex<BTreeMap<(u32, String), u64>>>,
 }
 
 impl std::fmt::Debug for Notices {
@@ -37,7 +40,7 @@ impl Notices {
     pub fn with_injection(inject: mpsc::UnboundedSender<Notice>) -> Self {
         Self {
             inject: Some(inject),
-            history: Arc::default(),
+            ..Self::default()
         }
     }
 
@@ -48,6 +51,20 @@ impl Notices {
     }
 
     fn keep_and_inject(&self, notice: Notice) {
+        {
+            let connector = notice
+                .fields
+                .iter()
+                .find(|(key, _)| *key == "connector")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
+            *self
+                .counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry((notice.id, connector))
+                .or_default() += 1;
+        }
         {
             let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
             if history.len() == HISTORY {
@@ -60,6 +77,17 @@ impl Notices {
             // notice has been logged either way.
             let _ = inject.send(notice);
         }
+    }
+
+    /// How many notices of each id were emitted since the start, per
+    /// connector (empty for notices about no connector).
+    pub fn counts(&self) -> Vec<(u32, String, u64)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((id, connector), n)| (*id, connector.clone(), *n))
+            .collect()
     }
 
     /// The most recent notices, oldest first.

@@ -25,70 +25,110 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Label pairs as Prometheus writes them: `k="v",…`.
+fn labels(pairs: &[(&str, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}=\"{}\"", label(value)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A histogram family: cumulative buckets (µs bounds, shown in seconds),
+/// sum and count, each sample with `with` labels.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: &[(String, safd_engine::metrics::HistogramSnapshot)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (with, snapshot) in series {
+        let sep = if with.is_empty() { "" } else { "," };
+        for (bound, count) in &snapshot.buckets {
+            let le = bound.map_or_else(
+                || "+Inf".to_owned(),
+                |micros| (micros as f64 / 1e6).to_string(),
+            );
+            let _ = writeln!(out, "{name}_bucket{{{with}{sep}le=\"{le}\"}} {count}");
+        }
+        let braces = if with.is_empty() {
+            String::new()
+        } else {
+            format!("{{{with}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            snapshot.sum_micros as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{braces} {}", snapshot.count);
+    }
+}
+
 pub async fn render(engine: &Engine) -> String {
     let metrics = engine.metrics();
     let mut out = String::new();
-    let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 10] = [
+    family(
+        &mut out,
+        "safd_build_info",
+        "gauge",
+        "Always 1; the labels say which safd this is.",
+        &[(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
+    );
+    // Counters by stream, group and member: sum them for totals.
+    let labelled = [
         (
             "safd_events_ingested_total",
-            "Events stored durably (fsync) from sources.",
-            &metrics.events_ingested,
+            "Events stored durably (fsync) from sources, per stream.",
         ),
         (
             "safd_events_delivered_total",
-            "Events acknowledged by destination members.",
-            &metrics.events_delivered,
+            "Events acknowledged, per group, member and stream.",
         ),
         (
             "safd_delivery_calls_total",
-            "Delivery calls made to destination members.",
-            &metrics.delivery_calls,
+            "Delivery calls made, per group and member.",
         ),
         (
             "safd_delivery_retries_total",
-            "Failed delivery calls that will be retried.",
-            &metrics.delivery_retries,
+            "Failed delivery calls that will be retried, per group and member.",
         ),
         (
             "safd_failovers_total",
-            "Changes of active member to a lower-priority member (event 1002).",
-            &metrics.failovers,
+            "Changes of active member to a lower-priority member (event 1002), per group.",
         ),
         (
             "safd_failbacks_total",
-            "Changes of active member back to a higher-priority member (event 1003).",
-            &metrics.failbacks,
+            "Changes of active member back to a higher-priority member (event 1003), per group.",
         ),
-        (
-            "safd_catch_ups_total",
-            "Catch-ups started.",
-            &metrics.catch_ups,
-        ),
+        ("safd_catch_ups_total", "Catch-ups started, per group."),
         (
             "safd_catch_ups_refused_total",
-            "Catch-up requests refused by fencing (event 4003).",
-            &metrics.catch_ups_refused,
+            "Catch-up requests refused by fencing (event 4003), per group.",
         ),
         (
             "safd_dead_lettered_total",
-            "Events permanently rejected and kept in a dead-letter queue.",
-            &metrics.dead_lettered,
-        ),
-        (
-            "safd_events_dropped_total",
-            "Events dropped by when_full = \"drop_oldest\" (event 2003).",
-            &metrics.events_dropped,
+            "Events permanently rejected and kept as dead letters, per group and member.",
         ),
     ];
-    for (name, help, counter) in counters {
-        family(
-            &mut out,
-            name,
-            "counter",
-            help,
-            &[(String::new(), Metrics::get(counter))],
-        );
+    for (name, help) in labelled {
+        let samples: Vec<(String, u64)> = metrics
+            .labelled
+            .samples(name)
+            .into_iter()
+            .map(|(pairs, n)| (labels(&pairs), n))
+            .collect();
+        family(&mut out, name, "counter", help, &samples);
     }
+    family(
+        &mut out,
+        "safd_events_dropped_total",
+        "counter",
+        "Events dropped by when_full = \"drop_oldest\" (event 2003).",
+        &[(String::new(), Metrics::get(&metrics.events_dropped))],
+    );
 
     let streams = engine.streams().await;
     family(
@@ -116,6 +156,30 @@ pub async fn render(engine: &Engine) -> String {
             .map(|s| (format!("stream=\"{}\"", label(&s.name)), s.bytes))
             .collect::<Vec<_>>(),
     );
+    let queue = engine.queue();
+    family(
+        &mut out,
+        "safd_queue_capacity_bytes",
+        "gauge",
+        "The queue's capacity (queue.capacity_mib): stored bytes, acknowledged or not.",
+        &[(String::new(), queue.options().capacity_bytes)],
+    );
+    if let Some(free) = queue.free_space() {
+        family(
+            &mut out,
+            "safd_data_disk_free_bytes",
+            "gauge",
+            "Free space on the data directory's file system.",
+            &[(String::new(), free)],
+        );
+    }
+    family(
+        &mut out,
+        "safd_data_disk_min_free_bytes",
+        "gauge",
+        "Free space the queue keeps (queue.min_free_mib): below it, sources wait.",
+        &[(String::new(), queue.options().min_free_bytes)],
+    );
     let lag = engine.lag().await;
     family(
         &mut out,
@@ -127,6 +191,26 @@ pub async fn render(engine: &Engine) -> String {
                 (
                     format!("cursor=\"{}\",stream=\"{}\"", label(cursor), label(stream)),
                     n,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "safd_oldest_unacknowledged_age_seconds",
+        "gauge",
+        "Per cursor (group) and stream: how old the oldest event not yet acknowledged is, by \
+         the event's own time (0 when all are acknowledged).",
+        &oldest_unacknowledged(engine, &streams)
+            .into_iter()
+            .map(|((cursor, stream), age)| {
+                (
+                    format!(
+                        "cursor=\"{}\",stream=\"{}\"",
+                        label(&cursor),
+                        label(&stream)
+                    ),
+                    age,
                 )
             })
             .collect::<Vec<_>>(),
@@ -210,24 +294,102 @@ pub async fn render(engine: &Engine) -> String {
         "The group's epoch: bumped at every change of active member.",
         &epochs,
     );
-    let fsync = metrics.fsync.snapshot();
-    let _ = writeln!(
-        out,
-        "# HELP safd_fsync_seconds Time of the queue's fsyncs (one may serve many ingests)."
+    histogram(
+        &mut out,
+        "safd_fsync_seconds",
+        "Time of the queue's fsyncs (one may serve many ingests).",
+        &[(String::new(), metrics.fsync.snapshot())],
     );
-    let _ = writeln!(out, "# TYPE safd_fsync_seconds histogram");
-    for (bound, count) in &fsync.buckets {
-        let le = bound.map_or_else(
-            || "+Inf".to_owned(),
-            |micros| (micros as f64 / 1e6).to_string(),
-        );
-        let _ = writeln!(out, "safd_fsync_seconds_bucket{{le=\"{le}\"}} {count}");
+    histogram(
+        &mut out,
+        "safd_delivery_latency_seconds",
+        "Per group: from an event's own time to its acknowledgement, for the last event of \
+         every acknowledged run (a catch-up of old events shows as long latencies).",
+        &metrics
+            .delivery_latency
+            .snapshot()
+            .into_iter()
+            .map(|(group, snapshot)| (format!("group=\"{}\"", label(&group)), snapshot))
+            .collect::<Vec<_>>(),
+    );
+    let notices = engine.notices().counts();
+    let per_connector = |id: u32| -> Vec<(String, u64)> {
+        notices
+            .iter()
+            .filter(|(n, connector, _)| *n == id && !connector.is_empty())
+            .map(|(_, connector, count)| (format!("connector=\"{}\"", label(connector)), *count))
+            .collect()
+    };
+    family(
+        &mut out,
+        "safd_plugin_restarts_total",
+        "counter",
+        "Plugin instances rebuilt after a trap, a timeout or a fatal error (event 3003), per \
+         connector.",
+        &per_connector(safd_connector::event_ids::PLUGIN_RESTARTED),
+    );
+    family(
+        &mut out,
+        "safd_plugin_disabled_total",
+        "counter",
+        "Plugin instances disabled after repeated failures (event 3004), per connector; one \
+         stays disabled until a reload.",
+        &per_connector(safd_connector::event_ids::PLUGIN_DISABLED),
+    );
+    let mut by_id: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for (id, _, count) in &notices {
+        *by_id.entry(*id).or_default() += count;
     }
-    let _ = writeln!(
-        out,
-        "safd_fsync_seconds_sum {}",
-        fsync.sum_micros as f64 / 1e6
+    family(
+        &mut out,
+        "safd_numbered_events_total",
+        "counter",
+        "safd's numbered events emitted since the start, per id (docs/events.md).",
+        &by_id
+            .iter()
+            .map(|(id, count)| (format!("event_id=\"{id}\""), *count))
+            .collect::<Vec<_>>(),
     );
-    let _ = writeln!(out, "safd_fsync_seconds_count {}", fsync.count);
+    for (name, kind, help, value) in super::process::samples() {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
+/// Per cursor and stream, the age in seconds of the oldest stored event
+/// the cursor has not acknowledged (0 when it has them all): one event
+/// read from the queue per pair with a backlog.
+fn oldest_unacknowledged(
+    engine: &Engine,
+    streams: &[safd_engine::StreamStatus],
+) -> Vec<((String, String), u64)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mut out = Vec::new();
+    for group in engine.groups() {
+        for lane in group.lanes {
+            for stream in streams {
+                let acked = lane.acked.get(&stream.name).copied().unwrap_or(0);
+                let first = (acked + 1).max(stream.first_seq);
+                let age = if first >= stream.next_seq {
+                    0
+                } else {
+                    match engine.queue().read(&stream.name, first, 1, 0) {
+                        Ok(events) => events.first().map_or(0, |e| {
+                            u64::try_from(now.saturating_sub(e.event.time) / 1_000_000).unwrap_or(0)
+                        }),
+                        Err(err) => {
+                            tracing::debug!("oldest unacknowledged of {}: {err}", stream.name);
+                            0
+                        }
+                    }
+                };
+                out.push(((lane.cursor.clone(), stream.name.clone()), age));
+            }
+        }
+    }
     out
 }

@@ -8,6 +8,7 @@
 pub mod client;
 mod health;
 mod metrics;
+mod process;
 mod status;
 pub mod tls;
 

@@ -131,6 +131,11 @@ impl Queue {
             .map_err(|e| self.failed(e))?;
         self.metrics.fsync.observe(durable_after);
         Metrics::add(&self.metrics.events_ingested, events.len() as u64);
+        self.metrics.labelled.add(
+            "safd_events_ingested_total",
+            &[("stream", stream)],
+            events.len() as u64,
+        );
         self.check_high_water();
         Ok(IngestReceipt {
             first_seq,
@@ -210,6 +215,12 @@ impl Queue {
     /// Stored bytes of all event chunks.
     pub fn used_bytes(&self) -> u64 {
         self.used_bytes.load(Ordering::Acquire)
+    }
+
+    /// Free space on the data directory's file system, if it can be
+    /// told.
+    pub fn free_space(&self) -> Option<u64> {
+        fs2::available_space(&self.path).ok()
     }
 
     pub fn options(&self) -> &QueueOptions {
