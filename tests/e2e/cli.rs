@@ -39,7 +39,15 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let header = stdout.lines().next().unwrap();
-    for column in ["NAME", "VERSION", "KIND", "API", "CAPABILITIES", "COMPILED"] {
+    for column in [
+        "NAME",
+        "VERSION",
+        "KIND",
+        "API",
+        "CAPABILITIES",
+        "COMPILED",
+        "SHA256",
+    ] {
         assert!(header.contains(column), "{header}");
     }
     for name in [
@@ -55,6 +63,14 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
             .unwrap_or_else(|| panic!("{name} missing:\n{stdout}"));
         assert!(row.contains("safd:connector@0.1.0"), "{row}");
         assert!(row.contains("compiled now"), "{row}");
+        // The digest sha256sum gives of the file.
+        let summed = Command::new("sha256sum")
+            .arg(dir.join(format!("{name}.wasm")))
+            .output()
+            .unwrap();
+        let digest = text(&summed.stdout);
+        let digest = digest.split_whitespace().next().unwrap();
+        assert!(row.ends_with(digest), "{row} / {digest}");
     }
     let again = safd(
         &["plugins", "list", "--dir", dir.to_str().unwrap()],

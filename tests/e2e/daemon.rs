@@ -244,6 +244,55 @@ members = []
 /// a member whose address is not granted, a source directory outside the
 /// granted ones — both in one run, each with the grant to add, and with
 /// an unknown key in the same file (reported with them, not alone).
+/// A source pinned to its plugin's SHA-256 is accepted; pinned to another
+/// digest it is refused, naming both.
+#[test]
+fn a_pinned_plugin_digest_must_match_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ems_logs(dir.path(), 0);
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".into()],
+    );
+    let summed = Command::new("sha256sum")
+        .arg(plugin_dir().join("ems-reader.wasm"))
+        .output()
+        .unwrap();
+    let digest = String::from_utf8_lossy(&summed.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let pin = |digest: &str| {
+        std::fs::write(
+            &path,
+            text.replacen(
+                "plugin = \"ems-reader\"",
+                &format!("plugin = \"ems-reader\"\nsha256 = \"{digest}\""),
+                1,
+            ),
+        )
+        .unwrap();
+        safd().arg("check").arg("-c").arg(&path).output().unwrap()
+    };
+    let output = pin(&digest.to_uppercase());
+    assert!(output.status.success(), "{}", text_of(&output).1);
+    let other = "0".repeat(64);
+    let output = pin(&other);
+    let (_, stderr) = text_of(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("sources.ems.sha256")
+            && stderr.contains(&digest)
+            && stderr.contains(&other)
+            && stderr.contains("the file was replaced"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_refuses_an_ungranted_member_address_and_source_directory() {
     let dir = tempfile::tempdir().unwrap();

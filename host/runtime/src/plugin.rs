@@ -239,10 +239,15 @@ impl Runtime {
             hasher.update(&wasm);
             hex::encode(&hasher.finalize()[..16])
         };
+        let sha256 = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&wasm))
+        };
         Ok(Arc::new(Plugin {
             manifest,
             wasm_path,
             fingerprint,
+            sha256,
             origin,
             pre,
             runtime: self.inner.clone(),
@@ -305,6 +310,9 @@ pub struct Plugin {
     /// Changes whenever the component or its manifest does: how a reload
     /// tells a replaced plugin file from the one running.
     pub fingerprint: String,
+    /// SHA-256 of the `.wasm` file, in hex (what `sha256sum` prints): what
+    /// a configuration pins.
+    pub sha256: String,
     /// Whether the component came from the compiled-code cache.
     pub origin: CompileOrigin,
     pre: PluginPre,

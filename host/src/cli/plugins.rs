@@ -44,8 +44,16 @@ fn list(args: PluginDirArgs) -> anyhow::Result<ExitCode> {
     let mut plugins: Vec<&Plugin> = report.plugins.iter().map(AsRef::as_ref).collect();
     plugins.sort_by(|a, b| a.name().cmp(b.name()));
 
-    let header = ["NAME", "VERSION", "KIND", "API", "CAPABILITIES", "COMPILED"];
-    let rows: Vec<[String; 6]> = plugins
+    let header = [
+        "NAME",
+        "VERSION",
+        "KIND",
+        "API",
+        "CAPABILITIES",
+        "COMPILED",
+        "SHA256",
+    ];
+    let rows: Vec<[String; 7]> = plugins
         .iter()
         .map(|p| {
             [
@@ -55,6 +63,7 @@ fn list(args: PluginDirArgs) -> anyhow::Result<ExitCode> {
                 p.manifest.api.clone(),
                 p.manifest.capabilities.to_string(),
                 compiled(p.origin).to_owned(),
+                p.sha256.clone(),
             ]
         })
         .collect();
@@ -114,6 +123,7 @@ async fn inspect(file: PathBuf, cache: CacheArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|_| description.config_schema.clone());
     let mut out = std::io::stdout().lock();
     writeln!(out, "file:          {}", plugin.wasm_path.display())?;
+    writeln!(out, "sha256:        {}", plugin.sha256)?;
     writeln!(out, "name:          {}", description.name)?;
     writeln!(out, "version:       {}", description.version)?;
     writeln!(out, "kind:          {}", description.kind)?;

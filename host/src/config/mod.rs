@@ -182,6 +182,10 @@ pub enum WhenFull {
 pub struct SourceSection {
     /// Plugin name (the file `<plugin>.wasm` in `plugin_dir`).
     pub plugin: Spanned<String>,
+    /// The plugin file's SHA-256 (hex), when pinned: another file is
+    /// refused.
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
     /// Handed to the plugin as JSON.
     #[serde(default = "defaults::table")]
     pub config: Spanned<toml::Table>,
@@ -210,6 +214,10 @@ pub struct GroupSection {
     pub mode: GroupMode,
     /// Destination plugin serving every member.
     pub plugin: Spanned<String>,
+    /// The plugin file's SHA-256 (hex), when pinned: another file is
+    /// refused.
+    #[serde(default)]
+    pub sha256: Option<Spanned<String>>,
     #[serde(default = "defaults::table")]
     pub config: Spanned<toml::Table>,
     #[serde(default)]

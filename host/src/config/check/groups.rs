@@ -74,6 +74,7 @@ pub(super) async fn check_groups(
             .section(
                 plugin_dir,
                 &section.plugin,
+                section.sha256.as_ref(),
                 &section.config,
                 PluginKind::Destination,
                 &key,

@@ -93,6 +93,7 @@ impl<'r> SectionPlugins<'r> {
         &mut self,
         plugin_dir: &Path,
         name: &Spanned<String>,
+        sha256: Option<&Spanned<String>>,
         config: &Spanned<toml::Table>,
         kind: PluginKind,
         key: &str,
@@ -105,6 +106,23 @@ impl<'r> SectionPlugins<'r> {
                 return None;
             }
         };
+        if let Some(pinned) = sha256
+            && !pinned.get_ref().eq_ignore_ascii_case(&plugin.sha256)
+        {
+            findings.at(
+                pinned,
+                format!("{key}.sha256"),
+                format!(
+                    "{} has SHA-256 {}, not the pinned {}: the file was replaced. Check where \
+                     it came from; if it is the one you want, pin its digest \
+                     (`safd plugins list` shows it)",
+                    plugin.wasm_path.display(),
+                    plugin.sha256,
+                    pinned.get_ref()
+                ),
+            );
+            return None;
+        }
         if plugin.kind() != kind {
             findings.at(
                 name,

@@ -46,6 +46,7 @@ pub(super) async fn check_sources(
             .section(
                 plugin_dir,
                 &section.plugin,
+                section.sha256.as_ref(),
                 &section.config,
                 PluginKind::Source,
                 &key,
