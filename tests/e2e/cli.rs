@@ -304,3 +304,90 @@ fn bench_runs_at_a_tiny_size_and_counts_by_event_id() {
     }
     assert!(out.join("bench.md").is_file());
 }
+
+/// `safd top` in a real terminal (tmux): the stream of a running safd fed
+/// by a log being written shows an ingest rate and a count that moves, the
+/// member its state; `q` quits.
+#[test]
+fn top_shows_live_rates_in_a_terminal_and_quits_on_q() {
+    use crate::support::mgmt;
+    use crate::support::safd_process::{run_with_admin, stop_cleanly, wait_for};
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = mgmt::Server::start(&dir.path().join("server"), &[]);
+    let path = mgmt::tail_config(dir.path(), &server.base, &mgmt::TailConfig::default());
+    let (mut daemon, admin, rest) = run_with_admin(&path);
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = writing.clone();
+        let log = logs.join("app.log");
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(&log).unwrap();
+            let mut n = 0;
+            while writing.load(Ordering::SeqCst) {
+                for _ in 0..50 {
+                    n += 1;
+                    writeln!(file, "line {n}").unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    let session = format!("safd-top-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().unwrap();
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &format!("{} top --admin {admin}", binary("safd").display()),
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let screen = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+    // The `app` row: STREAM, IN/S, STORED, …
+    let app_row = |screen: &str| -> Option<(u64, u64)> {
+        screen.lines().find_map(|line| {
+            let cells: Vec<&str> = line
+                .trim_matches(|c: char| c == '│' || c.is_whitespace())
+                .split_whitespace()
+                .collect();
+            (cells.first() == Some(&"app"))
+                .then(|| Some((cells.get(1)?.parse().ok()?, cells.get(2)?.parse().ok()?)))
+                .flatten()
+        })
+    };
+    let mut first = (0, 0);
+    let mut last = String::new();
+    wait_for(Duration::from_secs(30), "an ingest rate for `app`", || {
+        last = screen();
+        app_row(&last).is_some_and(|(rate, stored)| {
+            first = (rate, stored);
+            rate > 0
+        })
+    });
+    assert!(last.contains("safd top — agent tail-agent"), "{last}");
+    assert!(last.contains("primary") && last.contains("ready"), "{last}");
+    wait_for(Duration::from_secs(30), "the stored count moving", || {
+        last = screen();
+        app_row(&last).is_some_and(|(_, stored)| stored > first.1)
+    });
+
+    tmux(&["send-keys", "-t", &session, "q"]);
+    wait_for(Duration::from_secs(10), "safd top to quit on q", || {
+        !tmux(&["has-session", "-t", &session]).status.success()
+    });
+    writing.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    stop_cleanly(&mut daemon, rest);
+}

@@ -379,6 +379,20 @@ fn run_delivers_every_simulated_event_and_stops_cleanly_on_sigterm() {
     let output = safd().args(["status", "--admin", &admin]).output().unwrap();
     let (table, _) = text_of(&output);
     assert!(table.contains("active primary"), "{table}");
+    assert!(
+        table.contains("queue ") && table.contains(" of 1.0 GiB") && table.contains("free"),
+        "{table}"
+    );
+    assert!(table.contains("unacknowledged 0 (oldest 0s)"), "{table}");
+    assert!(
+        status["queue"]["capacity_bytes"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert_eq!(
+        status["groups"][0]["lanes"][0]["oldest_unacknowledged_secs"]["ems"], 0,
+        "{status}"
+    );
+    assert_eq!(status["sources"][0]["restarts"], 0, "{status}");
     assert!(table.contains("ready"), "{table}");
     let metrics = ureq::get(&format!("http://{admin}/metrics"))
         .call()

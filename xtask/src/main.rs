@@ -84,6 +84,7 @@ fn main() -> Result<()> {
                 ("rsyslogd", "rsyslog"),
                 ("", "rsyslog-relp"),
                 ("", "rsyslog-gnutls"),
+                ("tmux", "tmux"),
             ])?;
             let dir = build_plugins(&root)?;
             test_plugins_natively(&root)?;

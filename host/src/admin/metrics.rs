@@ -201,7 +201,7 @@ pub async fn render(engine: &Engine) -> String {
         "gauge",
         "Per cursor (group) and stream: how old the oldest event not yet acknowledged is, by \
          the event's own time (0 when all are acknowledged).",
-        &oldest_unacknowledged(engine, &streams)
+        &super::status::oldest_unacknowledged(engine, &streams)
             .into_iter()
             .map(|((cursor, stream), age)| {
                 (
@@ -354,42 +354,6 @@ pub async fn render(engine: &Engine) -> String {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {value}");
-    }
-    out
-}
-
-/// Per cursor and stream, the age in seconds of the oldest stored event
-/// the cursor has not acknowledged (0 when it has them all): one event
-/// read from the queue per pair with a backlog.
-fn oldest_unacknowledged(
-    engine: &Engine,
-    streams: &[safd_engine::StreamStatus],
-) -> Vec<((String, String), u64)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    let mut out = Vec::new();
-    for group in engine.groups() {
-        for lane in group.lanes {
-            for stream in streams {
-                let acked = lane.acked.get(&stream.name).copied().unwrap_or(0);
-                let first = (acked + 1).max(stream.first_seq);
-                let age = if first >= stream.next_seq {
-                    0
-                } else {
-                    match engine.queue().read(&stream.name, first, 1, 0) {
-                        Ok(events) => events.first().map_or(0, |e| {
-                            u64::try_from(now.saturating_sub(e.event.time) / 1_000_000).unwrap_or(0)
-                        }),
-                        Err(err) => {
-                            tracing::debug!("oldest unacknowledged of {}: {err}", stream.name);
-                            0
-                        }
-                    }
-                };
-                out.push(((lane.cursor.clone(), stream.name.clone()), age));
-            }
-        }
     }
     out
 }

@@ -28,7 +28,7 @@ pub(crate) struct AdminArgs {
 }
 
 impl AdminArgs {
-    fn client(&self) -> anyhow::Result<AdminClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<AdminClient> {
         AdminClient::new(
             &self.admin,
             self.token.clone(),
@@ -119,6 +119,7 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "agent {}   up {} s",
         status.agent_id, status.uptime_secs
     )?;
+    writeln!(out, "queue {}", queue_line(&status.queue))?;
     writeln!(out)?;
     writeln!(
         out,
@@ -136,17 +137,18 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         writeln!(
             out,
-            "{:<20} {:<10} {:>8} {:>9}  LAST ERROR",
-            "SOURCE", "STATE", "SINCE", "FAILURES"
+            "{:<20} {:<10} {:>8} {:>9} {:>9}  LAST ERROR",
+            "SOURCE", "STATE", "SINCE", "FAILURES", "RESTARTS"
         )?;
         for s in &status.sources {
             writeln!(
                 out,
-                "{:<20} {:<10} {:>7}s {:>9}  {}",
+                "{:<20} {:<10} {:>7}s {:>9} {:>9}  {}",
                 s.stream,
                 s.state,
                 s.since_secs,
                 s.failures,
+                s.restarts,
                 s.last_error.as_deref().unwrap_or("-")
             )?;
         }
@@ -155,13 +157,20 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         for lane in &group.lanes {
             writeln!(out)?;
             let lag: u64 = lane.lag.values().sum();
+            let oldest = lane
+                .oldest_unacknowledged_secs
+                .values()
+                .max()
+                .copied()
+                .unwrap_or(0);
             writeln!(
                 out,
-                "group {} ({})   active {}   epoch {}   unacknowledged {lag}{}",
+                "group {} ({})   active {}   epoch {}   unacknowledged {lag} (oldest {}){}",
                 lane.cursor,
                 group.mode,
                 lane.active.as_deref().unwrap_or("none"),
                 lane.epoch,
+                age(oldest),
                 if lane.catching_up {
                     "   catching up"
                 } else {
@@ -194,6 +203,57 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `12.0 MiB of 1.0 GiB (1 %); disk 40.2 GiB free, 64.0 MiB kept`.
+pub(crate) fn queue_line(queue: &crate::admin::QueueView) -> String {
+    let percent = if queue.capacity_bytes == 0 {
+        0.0
+    } else {
+        queue.stored_bytes as f64 * 100.0 / queue.capacity_bytes as f64
+    };
+    let disk = match queue.disk_free_bytes {
+        Some(free) => format!(
+            "disk {} free, {} kept",
+            bytes(free),
+            bytes(queue.min_free_bytes)
+        ),
+        None => format!(
+            "disk: free space unknown, {} kept",
+            bytes(queue.min_free_bytes)
+        ),
+    };
+    format!(
+        "{} of {} ({percent:.0} %); {disk}",
+        bytes(queue.stored_bytes),
+        bytes(queue.capacity_bytes)
+    )
+}
+
+/// Bytes in binary units, one decimal.
+pub(crate) fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Seconds as `0s`, `42s`, `3m12s`, `5h03m`, `2d04h`.
+pub(crate) fn age(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..86400 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86400, secs % 86400 / 3600),
+    }
 }
 
 pub(crate) async fn catch_up(args: CatchUpArgs) -> anyhow::Result<ExitCode> {

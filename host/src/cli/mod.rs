@@ -6,6 +6,7 @@ mod demo;
 pub mod harness;
 pub mod log;
 mod plugins;
+mod top;
 
 use clap::{Args, Parser, Subcommand};
 use safd_runtime::{Limits, Runtime, RuntimeConfig};
@@ -48,6 +49,10 @@ enum Command {
     /// Show a running safd's sources, queue, groups, member states and
     /// recent failover / catch-up events (its admin API).
     Status(admin::StatusArgs),
+    /// A live view of a running safd, refreshed every second: ingest and
+    /// delivery rates, queue fill, backlog age, member and source states
+    /// (`q` quits).
+    Top(top::TopArgs),
     /// Ask a running safd to replay to a group's active member, from a seq
     /// per stream or from a time.
     #[command(name = "catchup")]
@@ -147,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => daemon::run(args).await,
         Command::Check(args) => daemon::check(args).await,
         Command::Status(args) => admin::status(args).await,
+        Command::Top(args) => top::run(args).await,
         Command::CatchUp(args) => admin::catch_up(args).await,
         Command::Dlq(command) => admin::dlq(command).await,
         Command::Reload(args) => admin::reload(args).await,
