@@ -293,6 +293,49 @@ fn a_pinned_plugin_digest_must_match_the_file() {
     );
 }
 
+/// `streams` on a group: `safd check` names the streams no group delivers
+/// (a source's, safd's own) and refuses a pattern that is not a glob.
+#[test]
+fn check_names_the_streams_no_group_delivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ems_logs(dir.path(), 0);
+    let path = config(
+        dir.path(),
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".into()],
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let route = |streams: &str| {
+        std::fs::write(
+            &path,
+            text.replacen(
+                "mode = \"failover\"",
+                &format!("mode = \"failover\"\nstreams = {streams}"),
+                1,
+            ),
+        )
+        .unwrap();
+        let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+        let (stdout, stderr) = text_of(&output);
+        (output.status.success(), format!("{stdout}{stderr}"))
+    };
+    let (ok, said) = route("[\"app-*\"]");
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("sources.ems") && said.contains("no group delivers stream `ems`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("no group delivers safd's own stream"),
+        "{said}"
+    );
+    let (ok, said) = route("[\"ems\", \"safd\"]");
+    assert!(ok && !said.contains("no group delivers"), "{said}");
+    let (ok, said) = route("[\"ems-[\"]");
+    assert!(!ok && said.contains("groups.mgmt.streams"), "{said}");
+}
+
 #[test]
 fn check_refuses_an_ungranted_member_address_and_source_directory() {
     let dir = tempfile::tempdir().unwrap();
@@ -698,6 +741,23 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     wait_for(Duration::from_secs(30), "failback to the primary", || {
         has_notice(&primary, "1003")
     });
+    // The backup is told it is no longer active, and its console shows
+    // what it holds now, not what it held when it registered.
+    let session_at = |server: &mgmt::Server| {
+        let (_, sessions) = server.get("query/sessions");
+        sessions
+            .as_array()
+            .and_then(|s| s.first().cloned())
+            .unwrap_or_default()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the backup's session no longer active",
+        || session_at(&backup)["active"] == false,
+    );
+    let backup_session = session_at(&backup);
+    assert_eq!(backup_session["holds"]["ems"], EVENTS, "{backup_session}");
+    assert_eq!(session_at(&primary)["active"], true);
     drop(daemon);
 }
 

@@ -193,6 +193,7 @@ async fn register(
         registered_at: jiff::Timestamp::now().to_string(),
         high_water: high_water.clone(),
         asked_catch_up: catch_up.is_some(),
+        holds: Default::default(),
     };
     state.store.record_session(&session).await?;
     tracing::info!(
@@ -257,7 +258,11 @@ async fn query_events(
 }
 
 async fn query_sessions(State(state): State<AppState>) -> Result<Json<Vec<Session>>, ApiError> {
-    Ok(Json(state.store.sessions()?))
+    let mut sessions = state.store.sessions()?;
+    for session in &mut sessions {
+        session.holds = state.store.high_water(&session.agent_id).await;
+    }
+    Ok(Json(sessions))
 }
 
 async fn switch_service(

@@ -187,6 +187,10 @@ pub struct Session {
     pub high_water: Positions,
     /// Whether a catch-up was asked for.
     pub asked_catch_up: bool,
+    /// What the server holds now, per stream (its high-water at the time
+    /// of the query, not of the registration): filled in by queries.
+    #[serde(default)]
+    pub holds: Positions,
 }
 
 /// Filters of the query API.

@@ -104,6 +104,7 @@ fn bench_dispatch(c: &mut Criterion) {
                                 connector: Arc::new(Null),
                             }],
                             tuning: Tuning::default(),
+                            streams: safd_engine::Routes::all(),
                         })
                         .unwrap();
                     loop {

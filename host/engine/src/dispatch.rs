@@ -85,6 +85,8 @@ struct CallDone {
 enum Outcome {
     Registered {
         epoch: u64,
+        /// What the registration told the member.
+        active: bool,
         result: Result<Registration, SessionError>,
     },
     Delivered {
@@ -123,6 +125,8 @@ pub(crate) struct Lane {
     pub(crate) sources: SourceDirectory,
     pub(crate) members: Vec<Member>,
     pub(crate) tuning: Tuning,
+    /// The streams this group delivers.
+    pub(crate) routes: crate::group::Routes,
     pub(crate) status: Arc<Mutex<LaneStatus>>,
     pub(crate) commands: mpsc::Receiver<LaneCommand>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -175,6 +179,7 @@ impl Lane {
         let mut appended = self.queue.subscribe();
         let mut calls: JoinSet<CallDone> = JoinSet::new();
         loop {
+            self.pass_over_unrouted().await;
             if let Err(err) = self.launch_calls(&mut calls).await {
                 tracing::error!(group = %self.group, "cannot read the queue: {err}");
             }
@@ -219,8 +224,12 @@ impl Lane {
                 Some(due) => member.probe_due.min(due),
                 None => member.probe_due,
             };
+            // Registered again: at a new epoch when it is active, and
+            // when it is no longer the active member it was told it was
+            // (a failback or failover leaves it).
             if member.registered_epoch.is_none()
                 || (is_active && member.registered_epoch != Some(self.state.epoch))
+                || (!is_active && member.told_active)
             {
                 self.spawn_register(index, calls).await;
             } else if is_active && let Some(plan) = self.next_plan().await? {
@@ -344,11 +353,13 @@ impl Lane {
     async fn spawn_register(&mut self, index: usize, calls: &mut JoinSet<CallDone>) {
         let info = self.session_info(index).await;
         let epoch = info.epoch;
+        let active = info.active;
         self.members[index].registering = true;
         self.spawn_call(index, calls, move |session| {
             Box::pin(async move {
                 Outcome::Registered {
                     epoch,
+                    active,
                     result: session.register(&info).await,
                 }
             })
@@ -392,8 +403,28 @@ impl Lane {
         });
     }
 
+    /// Streams the group does not deliver count as acknowledged up to
+    /// what is stored: nothing of them waits for it.
+    async fn pass_over_unrouted(&mut self) {
+        if self.routes.is_all() {
+            return;
+        }
+        for head in self.queue.streams().await {
+            if !self.routes.routes(&head.name) {
+                self.advance(&head.name, head.next_seq - 1).await;
+            }
+        }
+    }
+
     async fn session_info(&mut self, index: usize) -> SessionInfo {
-        let heads = self.queue.streams().await;
+        let routes = self.routes.clone();
+        let heads: Vec<_> = self
+            .queue
+            .streams()
+            .await
+            .into_iter()
+            .filter(|head| routes.routes(&head.name))
+            .collect();
         SessionInfo {
             agent_id: self.agent_id.clone(),
             group: self.group.clone(),
@@ -410,6 +441,7 @@ impl Lane {
                 .state
                 .acked
                 .iter()
+                .filter(|(stream, _)| routes.routes(stream))
                 .map(|(stream, seq)| StreamPosition {
                     stream: stream.clone(),
                     seq: *seq,
@@ -451,6 +483,9 @@ impl Lane {
         for head in self.queue.streams().await {
             if events_left == 0 || bytes_left == 0 {
                 break;
+            }
+            if !self.routes.routes(&head.name) {
+                continue;
             }
             let stored = head.next_seq - 1;
             let from = self.send_from(&head.name);
@@ -509,8 +544,15 @@ impl Lane {
             self.confirm_lingering(index, done.started).await;
         }
         match done.outcome {
-            Outcome::Registered { epoch, result } => match result {
-                Ok(registration) => self.registered(index, epoch, registration).await,
+            Outcome::Registered {
+                epoch,
+                active,
+                result,
+            } => match result {
+                Ok(registration) => {
+                    self.members[index].told_active = active;
+                    self.registered(index, epoch, registration).await
+                }
                 Err(err) => self.call_failed(index, &err, None).await,
             },
             Outcome::Delivered { plan, result } => match result {
@@ -1252,6 +1294,10 @@ impl Lane {
         let mut through = BTreeMap::new();
         let mut replayed = 0u64;
         for head in self.queue.streams().await {
+            // A catch-up replays what the group delivers, nothing else.
+            if !self.routes.routes(&head.name) {
+                continue;
+            }
             let acked = self.state.acked.get(&head.name).copied().unwrap_or(0);
             let start = match from {
                 CatchUpFrom::Positions(positions) => {

@@ -323,6 +323,7 @@ impl Engine {
                 sources: self.sources.clone(),
                 members,
                 tuning: config.tuning,
+                routes: config.streams.clone(),
                 status: status.clone(),
                 commands: rx,
                 shutdown: running.stop.subscribe(),

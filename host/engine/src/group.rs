@@ -80,6 +80,60 @@ impl Default for Tuning {
     }
 }
 
+/// Which streams a group delivers: all, or those whose name matches one
+/// of its globs (`*`, `?`, `[…]`, as a shell's).
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    /// `None`: every stream.
+    set: Option<Arc<globset::GlobSet>>,
+    patterns: Vec<String>,
+}
+
+impl Routes {
+    /// Every stream.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// The streams `patterns` match; an empty list would route nothing and
+    /// is refused, as is a pattern that is not a glob.
+    pub fn matching(patterns: &[String]) -> Result<Self, String> {
+        if patterns.is_empty() {
+            return Err(
+                "routes no stream; remove `streams` to deliver them all, or name some".to_owned(),
+            );
+        }
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| format!("`{pattern}` is not a glob: {e}"))?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            set: Some(Arc::new(set)),
+            patterns: patterns.to_vec(),
+        })
+    }
+
+    /// Whether the group delivers `stream`.
+    pub fn routes(&self, stream: &str) -> bool {
+        self.set.as_ref().is_none_or(|set| set.is_match(stream))
+    }
+
+    /// Whether it delivers every stream.
+    pub fn is_all(&self) -> bool {
+        self.set.is_none()
+    }
+
+    /// The globs as written (empty for all).
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
 /// A destination group.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -87,6 +141,10 @@ pub struct GroupConfig {
     pub mode: GroupMode,
     pub members: Vec<MemberConfig>,
     pub tuning: Tuning,
+    /// The streams it delivers; the others it passes over (acknowledged as
+    /// nothing to deliver, so they neither wait in its backlog nor hold
+    /// back retention).
+    pub streams: Routes,
 }
 
 impl GroupConfig {
@@ -97,5 +155,21 @@ impl GroupConfig {
             (GroupMode::Failover, 0) => MemberRole::Primary,
             (GroupMode::Failover, _) => MemberRole::Backup,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_stream_names_like_a_shell() {
+        assert!(Routes::all().routes("anything"));
+        let routes = Routes::matching(&["ems-*".into(), "safd".into()]).unwrap();
+        assert!(routes.routes("ems-prod1") && routes.routes("safd"));
+        assert!(!routes.routes("app") && !routes.routes("safd2"));
+        assert!(Routes::matching(&[]).is_err());
+        let err = Routes::matching(&["ems-[".into()]).unwrap_err();
+        assert!(err.contains("`ems-[` is not a glob"), "{err}");
     }
 }

@@ -32,7 +32,7 @@ pub use engine::{
     StreamStatus,
 };
 pub use failover::MemberHealth;
-pub use group::{GroupConfig, GroupMode, MemberConfig, Tuning};
+pub use group::{GroupConfig, GroupMode, MemberConfig, Routes, Tuning};
 pub use metrics::Metrics;
 pub use notice::{Notice, Notices, SAFD_STREAM};
 pub use queue::codec::RecordError;

@@ -29,6 +29,10 @@ pub(crate) struct Member {
     /// The epoch this member last registered at; `None` until it has
     /// registered since it was last found unreachable.
     pub(crate) registered_epoch: Option<u64>,
+    /// Its last registration said it was the active member: once it is
+    /// not, it is told so (registered again), so that its server stops
+    /// showing it active.
+    pub(crate) told_active: bool,
     /// Consecutive successful probes or registrations (failback damping).
     pub(crate) healthy_probes: u32,
     /// Consecutive failed calls (retry backoff).
@@ -66,6 +70,7 @@ impl Member {
             // Unknown until the first registration answers.
             health: MemberHealth::Unreachable,
             registered_epoch: None,
+            told_active: false,
             healthy_probes: 0,
             failures: 0,
             transient: 0,

@@ -222,6 +222,9 @@ pub struct GroupSection {
     pub config: Spanned<toml::Table>,
     #[serde(default)]
     pub grants: Grants,
+    /// The streams the group delivers (globs); default: all.
+    #[serde(default)]
+    pub streams: Option<Spanned<Vec<String>>>,
     pub members: Spanned<Vec<MemberSection>>,
     #[serde(default = "defaults::batch_events")]
     pub batch_max_events: Spanned<u64>,

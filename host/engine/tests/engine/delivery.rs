@@ -11,7 +11,7 @@ use safd_connector::event_ids::{
     MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{CatchUpFrom, StreamPosition};
-use safd_engine::{Engine, GroupConfig, GroupMode, PumpTuning, QueueOptions, Retention};
+use safd_engine::{Engine, GroupConfig, GroupMode, PumpTuning, QueueOptions, Retention, Routes};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,7 @@ fn group(
         mode,
         members: crate::common::fakes::fake_members(members, destination),
         tuning: fast_tuning(),
+        streams: Routes::all(),
     }
 }
 
@@ -678,5 +679,78 @@ async fn a_source_failing_to_open_says_why_and_recovers() {
     let s = state(&engine);
     assert_eq!((s.stream.as_str(), s.failures), ("ems", 0));
     assert!(s.last_error.unwrap().contains("port 1514 in use"));
+    engine.shutdown().await.unwrap();
+}
+
+/// `streams`: each group receives exactly the streams it routes, passes
+/// over the others (acknowledged as nothing to deliver: no backlog, no
+/// hold on retention), and a catch-up replays only what it routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_deliver_only_the_streams_they_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ems, app) = (FakeSource::default(), FakeSource::default());
+    let (to_mgmt, to_siem) = (FakeDestination::default(), FakeDestination::default());
+    let engine = open(dir.path(), QueueOptions::default());
+    engine
+        .add_source("ems", Arc::new(ems.clone()), pump())
+        .unwrap();
+    engine
+        .add_source("app-1", Arc::new(app.clone()), pump())
+        .unwrap();
+    let mut mgmt = group("mgmt", GroupMode::Failover, &["primary"], &to_mgmt);
+    mgmt.streams = Routes::matching(&["ems".into(), "safd".into()]).unwrap();
+    let mut siem = group("siem", GroupMode::Failover, &["collector"], &to_siem);
+    siem.streams = Routes::matching(&["app-*".into()]).unwrap();
+    engine.add_group(mgmt).unwrap();
+    engine.add_group(siem).unwrap();
+    ems.append(20, "e");
+    app.append(30, "a");
+    eventually(
+        "each group has its share and passed over the rest",
+        WAIT,
+        || {
+            acked(&engine, "mgmt", "ems") == 20
+                && acked(&engine, "mgmt", "app-1") == 30
+                && acked(&engine, "siem", "app-1") == 30
+                && acked(&engine, "siem", "ems") == 20
+        },
+    )
+    .await;
+    let (primary, collector) = (to_mgmt.server("primary"), to_siem.server("collector"));
+    assert!(holds_all(&[&primary], "ems", 20));
+    assert!(holds_all(&[&collector], "app-1", 30));
+    assert_eq!(primary.with(|s| s.count("app-1")), 0);
+    assert_eq!(collector.with(|s| s.count("ems")), 0);
+    assert_eq!(collector.with(|s| s.count("safd")), 0);
+    // Nothing waits for a group that does not route it.
+    let lag = engine.lag().await;
+    assert!(lag.values().all(|n| *n == 0), "{lag:?}");
+
+    // A catch-up from the start replays ems only.
+    let replays =
+        |stream: &str| primary.with(|s| s.duplicates_by_stream.get(stream).copied().unwrap_or(0));
+    engine
+        .catch_up(
+            "mgmt",
+            None,
+            CatchUpFrom::Positions(vec![
+                StreamPosition {
+                    stream: "ems".into(),
+                    seq: 1,
+                },
+                StreamPosition {
+                    stream: "app-1".into(),
+                    seq: 1,
+                },
+            ]),
+        )
+        .await
+        .unwrap();
+    eventually("ems replayed", WAIT, || replays("ems") == 20).await;
+    assert_eq!(
+        primary.with(|s| s.count("app-1")),
+        0,
+        "a catch-up replays only what is routed"
+    );
     engine.shutdown().await.unwrap();
 }

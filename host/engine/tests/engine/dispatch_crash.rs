@@ -92,6 +92,7 @@ async fn dispatch_crash_child() {
                 retry_max: Duration::from_millis(50),
                 ..Tuning::default()
             },
+            streams: safd_engine::Routes::all(),
         })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

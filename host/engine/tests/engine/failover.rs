@@ -55,6 +55,7 @@ async fn pair() -> Pair {
             mode: GroupMode::Failover,
             members: vec![member("primary"), member("backup")],
             tuning: fast_tuning(),
+            streams: safd_engine::Routes::all(),
         })
         .unwrap();
     Pair {

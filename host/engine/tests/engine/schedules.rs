@@ -62,6 +62,7 @@ fn start(dir: &Path, source: &FakeSource, destination: &FakeDestination) -> Engi
                 retry_max: Duration::from_millis(20),
                 ..Tuning::default()
             },
+            streams: safd_engine::Routes::all(),
         })
         .unwrap();
     engine

@@ -5,7 +5,7 @@ use super::findings::{Findings, ranges};
 use super::plugins::SectionPlugins;
 use super::{fingerprint, to_usize};
 use safd_connector::Acknowledgement;
-use safd_engine::{GroupConfig, MemberConfig, Tuning};
+use safd_engine::{GroupConfig, MemberConfig, Routes, Tuning};
 use safd_event_block::names;
 use safd_runtime::PluginKind;
 use std::collections::{BTreeMap, HashSet};
@@ -148,6 +148,13 @@ pub(super) async fn check_groups(
                 ),
             });
         }
+        let streams = match &section.streams {
+            None => Routes::all(),
+            Some(patterns) => Routes::matching(patterns.get_ref()).unwrap_or_else(|problem| {
+                findings.at(patterns, format!("{key}.streams"), problem);
+                Routes::all()
+            }),
+        };
         groups.push(GroupConfig {
             name: name.clone(),
             mode: match section.mode {
@@ -165,6 +172,7 @@ pub(super) async fn check_groups(
                 linger: Duration::from_millis(*section.linger_ms.get_ref()),
                 ..Tuning::default()
             },
+            streams,
         });
     }
     (groups, warnings)

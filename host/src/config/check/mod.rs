@@ -292,6 +292,7 @@ async fn check_file(
     )
     .await;
     warnings.extend(group_warnings);
+    warnings.extend(unrouted_streams(file, &groups, findings.text));
 
     Checked {
         admin: AdminOptions {
@@ -385,4 +386,38 @@ pub(super) fn fingerprint(
         resolved.finish(),
         plugin.fingerprint
     )
+}
+
+/// A warning for each stream (every source's, and safd's own) that no
+/// group delivers: its events are stored and, in time, trimmed unread.
+fn unrouted_streams(file: &ConfigFile, groups: &[GroupConfig], text: &str) -> Vec<Problem> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let routed = |stream: &str| groups.iter().any(|g| g.streams.routes(stream));
+    let mut out: Vec<Problem> = file
+        .sources
+        .iter()
+        .filter(|(name, _)| !routed(name))
+        .map(|(name, section)| Problem {
+            line: super::line_of(text, section.plugin.span().start),
+            key: format!("sources.{name}"),
+            message: format!(
+                "no group delivers stream `{name}` (every group's `streams` leaves it out): its \
+                 events are stored and trimmed by retention, never delivered"
+            ),
+        })
+        .collect();
+    if !routed(safd_engine::SAFD_STREAM) {
+        out.push(Problem {
+            line: 0,
+            key: "groups".to_owned(),
+            message: format!(
+                "no group delivers safd's own stream `{}` (failovers, catch-ups, queue \
+                 alarms): add it to a group's `streams` so a server sees them",
+                safd_engine::SAFD_STREAM
+            ),
+        });
+    }
+    out
 }
