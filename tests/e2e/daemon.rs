@@ -1465,3 +1465,55 @@ fn a_full_data_disk_holds_the_source_back_and_delivery_resumes_when_it_clears() 
     assert_eq!(stored_ems_events(&server), EVENTS);
     stop_cleanly(&mut daemon, rest);
 }
+
+/// Under systemd (`Type=notify`): safd says READY=1 once it runs,
+/// RELOADING=1 and READY=1 around a reload, STOPPING=1 at SIGTERM, on the
+/// socket `$NOTIFY_SOCKET` names.
+#[test]
+fn safd_tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .expect("a notification within a minute");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let path = mgmt::tail_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &mgmt::TailConfig::default(),
+    );
+    let (mut daemon, admin, rest) = crate::support::safd_process::run_with_admin_env(
+        &path,
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    let ready = next();
+    assert!(ready.starts_with("READY=1\nSTATUS=running: "), "{ready}");
+    let (applied, _) = reload(&admin);
+    assert!(applied);
+    assert!(next().starts_with("RELOADING=1"));
+    let ready = next();
+    assert!(ready.starts_with("READY=1\nSTATUS="), "{ready}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let stopping = next();
+    assert!(
+        stopping.starts_with("STOPPING=1\nSTATUS=SIGTERM"),
+        "{stopping}"
+    );
+    let mut exited = None;
+    wait_for(Duration::from_secs(20), "safd to exit", || {
+        exited = daemon.try_wait().unwrap();
+        exited.is_some()
+    });
+    let log = rest.join().unwrap();
+    assert!(exited.unwrap().success(), "{log}");
+}

@@ -120,8 +120,14 @@ pub(crate) async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     super::log::say(&format!(
         "safd running: {summary}; admin API on {scheme}://{admin_addr}"
     ));
+    super::systemd::notify(&format!(
+        "READY=1\nSTATUS=running: {summary}; admin API on {scheme}://{admin_addr}"
+    ));
 
     let signal = serve(&args, &engine, &mut applied, &mut reload_rx).await?;
+    super::systemd::notify(&format!(
+        "STOPPING=1\nSTATUS={signal}: settling deliveries in flight, flushing"
+    ));
     super::log::say(&format!(
         "safd: {signal}: stopping sources, settling deliveries in flight, flushing"
     ));
@@ -197,10 +203,12 @@ async fn serve(
             _ = hangup.recv() => None,
             Some(reply) = reloads.recv() => Some(reply),
         };
+        super::systemd::notify("RELOADING=1\nSTATUS=reloading the configuration");
         let runtime = applied.runtime().clone();
         let next = config::check(&args.config, |_| Ok(runtime)).await;
         let report = reload::apply(engine, applied, next).await;
         let summary = report.summary();
+        super::systemd::notify(&format!("READY=1\nSTATUS={summary}"));
         if report.applied() {
             super::log::say(&format!("safd: {summary}"));
         } else {

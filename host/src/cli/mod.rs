@@ -6,6 +6,7 @@ mod demo;
 pub mod harness;
 pub mod log;
 mod plugins;
+mod systemd;
 mod top;
 
 use clap::{Args, Parser, Subcommand};
