@@ -96,7 +96,9 @@ fn main() -> Result<()> {
         }
         Task::Demo { args } => {
             let dir = build_plugins(&root)?;
-            build_binaries(&root, &["--quiet"])?;
+            // Not quiet: a first build takes minutes, and cargo's progress
+            // says that something is happening.
+            build_binaries(&root, &[])?;
             let safd = root.join("target").join("debug").join("safd");
             let mut cmd = Command::new(&safd);
             cmd.args(["demo", "--plugins"]).arg(&dir).args(args);
@@ -104,7 +106,9 @@ fn main() -> Result<()> {
         }
         Task::Soak { args } => {
             let dir = build_plugins(&root)?;
-            build_binaries(&root, &["--quiet"])?;
+            // Not quiet: a first build takes minutes, and cargo's progress
+            // says that something is happening.
+            build_binaries(&root, &[])?;
             let target = root.join("target");
             let mut cmd = Command::new(target.join("debug").join("safd-tools"));
             cmd.args(["soak", "--plugins"])
