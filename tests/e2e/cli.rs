@@ -64,13 +64,8 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
         assert!(row.contains("safd:connector@0.1.0"), "{row}");
         assert!(row.contains("compiled now"), "{row}");
         // The digest sha256sum gives of the file.
-        let summed = Command::new("sha256sum")
-            .arg(dir.join(format!("{name}.wasm")))
-            .output()
-            .unwrap();
-        let digest = text(&summed.stdout);
-        let digest = digest.split_whitespace().next().unwrap();
-        assert!(row.ends_with(digest), "{row} / {digest}");
+        let digest = crate::support::sha256_of(&dir.join(format!("{name}.wasm")));
+        assert!(row.ends_with(&digest), "{row} / {digest}");
     }
     let again = safd(
         &["plugins", "list", "--dir", dir.to_str().unwrap()],

@@ -240,85 +240,66 @@ members = []
     );
 }
 
-/// What the sandbox would refuse at the first call is refused by `check`:
-/// a member whose address is not granted, a source directory outside the
-/// granted ones — both in one run, each with the grant to add, and with
-/// an unknown key in the same file (reported with them, not alone).
 /// A source pinned to its plugin's SHA-256 is accepted; pinned to another
 /// digest it is refused, naming both.
 #[test]
 fn a_pinned_plugin_digest_must_match_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
-    let summed = Command::new("sha256sum")
-        .arg(plugin_dir().join("ems-reader.wasm"))
-        .output()
-        .unwrap();
-    let digest = String::from_utf8_lossy(&summed.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let text = std::fs::read_to_string(&path).unwrap();
+    let digest = crate::support::sha256_of(&plugin_dir().join("ems-reader.wasm"));
     let pin = |digest: &str| {
-        std::fs::write(
-            &path,
+        check_one_member_config(|text| {
             text.replacen(
                 "plugin = \"ems-reader\"",
                 &format!("plugin = \"ems-reader\"\nsha256 = \"{digest}\""),
                 1,
-            ),
-        )
-        .unwrap();
-        safd().arg("check").arg("-c").arg(&path).output().unwrap()
+            )
+        })
     };
-    let output = pin(&digest.to_uppercase());
-    assert!(output.status.success(), "{}", text_of(&output).1);
+    let (ok, said) = pin(&digest.to_uppercase());
+    assert!(ok, "{said}");
     let other = "0".repeat(64);
-    let output = pin(&other);
-    let (_, stderr) = text_of(&output);
-    assert!(!output.status.success());
+    let (ok, said) = pin(&other);
+    assert!(!ok);
     assert!(
-        stderr.contains("sources.ems.sha256")
-            && stderr.contains(&digest)
-            && stderr.contains(&other)
-            && stderr.contains("the file was replaced"),
-        "{stderr}"
+        said.contains("sources.ems.sha256")
+            && said.contains(&digest)
+            && said.contains(&other)
+            && said.contains("the file was replaced"),
+        "{said}"
     );
+}
+
+/// `safd check` of an EMS → one-member configuration (in a directory of
+/// its own), as `edit` changes its text: whether it passed, and what it
+/// said.
+fn check_one_member_config(edit: impl Fn(&str) -> String) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let logs = ems_logs(dir, 0);
+    let path = config(
+        dir,
+        &logs,
+        &[("primary", "http://127.0.0.1:9")],
+        &["127.0.0.1:9".into()],
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+    let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
+    let (stdout, stderr) = text_of(&output);
+    (output.status.success(), format!("{stdout}{stderr}"))
 }
 
 /// `streams` on a group: `safd check` names the streams no group delivers
 /// (a source's, safd's own) and refuses a pattern that is not a glob.
 #[test]
 fn check_names_the_streams_no_group_delivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = ems_logs(dir.path(), 0);
-    let path = config(
-        dir.path(),
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
     let route = |streams: &str| {
-        std::fs::write(
-            &path,
+        check_one_member_config(|text| {
             text.replacen(
                 "mode = \"failover\"",
                 &format!("mode = \"failover\"\nstreams = {streams}"),
                 1,
-            ),
-        )
-        .unwrap();
-        let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
-        let (stdout, stderr) = text_of(&output);
-        (output.status.success(), format!("{stdout}{stderr}"))
+            )
+        })
     };
     let (ok, said) = route("[\"app-*\"]");
     assert!(ok, "{said}");
@@ -336,6 +317,10 @@ fn check_names_the_streams_no_group_delivers() {
     assert!(!ok && said.contains("groups.mgmt.streams"), "{said}");
 }
 
+/// What the sandbox would refuse at the first call is refused by `check`:
+/// a member whose address is not granted, a source directory outside the
+/// granted ones — both in one run, each with the grant to add, and with
+/// an unknown key in the same file (reported with them, not alone).
 #[test]
 fn check_refuses_an_ungranted_member_address_and_source_directory() {
     let dir = tempfile::tempdir().unwrap();

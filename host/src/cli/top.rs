@@ -92,6 +92,22 @@ fn rate(now: u64, before: Option<u64>, seconds: f64) -> String {
     }
 }
 
+/// A bordered table titled `title`: its columns as (header, width), a
+/// width of 0 taking the rest of the line.
+fn table<'a>(title: &'a str, rows: Vec<Row<'a>>, columns: &[(&'a str, u16)]) -> Table<'a> {
+    let widths: Vec<Constraint> = columns
+        .iter()
+        .map(|&(_, width)| match width {
+            0 => Constraint::Min(20),
+            width => Constraint::Length(width),
+        })
+        .collect();
+    let header: Vec<&str> = columns.iter().map(|&(name, _)| name).collect();
+    Table::new(rows, widths)
+        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::bordered().title(title))
+}
+
 fn draw(
     frame: &mut ratatui::Frame<'_>,
     current: Option<&Sample>,
@@ -154,24 +170,18 @@ fn draw(
             ])
         })
         .collect();
-    let streams = Table::new(
+    let streams = table(
+        "streams",
         stream_rows,
-        [
-            Constraint::Length(20),
-            Constraint::Length(10),
-            Constraint::Length(12),
-            Constraint::Length(11),
-            Constraint::Length(12),
-            Constraint::Length(10),
+        &[
+            ("STREAM", 20),
+            ("IN/S", 10),
+            ("STORED", 12),
+            ("BYTES", 11),
+            ("UNACKED", 12),
+            ("OLDEST", 10),
         ],
-    )
-    .header(
-        Row::new(vec![
-            "STREAM", "IN/S", "STORED", "BYTES", "UNACKED", "OLDEST",
-        ])
-        .style(bold),
-    )
-    .block(Block::bordered().title("streams"));
+    );
 
     // Members: the delivery rate of a lane is its active member's.
     let mut member_rows = Vec::new();
@@ -203,31 +213,19 @@ fn draw(
             }
         }
     }
-    let members = Table::new(
+    let members = table(
+        "groups",
         member_rows,
-        [
-            Constraint::Length(16),
-            Constraint::Length(12),
-            Constraint::Length(12),
-            Constraint::Length(7),
-            Constraint::Length(6),
-            Constraint::Length(9),
-            Constraint::Min(20),
+        &[
+            ("GROUP", 16),
+            ("MEMBER", 12),
+            ("HEALTH", 12),
+            ("ACTIVE", 7),
+            ("EPOCH", 6),
+            ("OUT/S", 9),
+            ("LAST ERROR", 0),
         ],
-    )
-    .header(
-        Row::new(vec![
-            "GROUP",
-            "MEMBER",
-            "HEALTH",
-            "ACTIVE",
-            "EPOCH",
-            "OUT/S",
-            "LAST ERROR",
-        ])
-        .style(bold),
-    )
-    .block(Block::bordered().title("groups"));
+    );
 
     let source_rows: Vec<Row<'_>> = status
         .sources
@@ -243,29 +241,18 @@ fn draw(
             ])
         })
         .collect();
-    let sources = Table::new(
+    let sources = table(
+        "sources",
         source_rows,
-        [
-            Constraint::Length(20),
-            Constraint::Length(10),
-            Constraint::Length(8),
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Min(20),
+        &[
+            ("SOURCE", 20),
+            ("STATE", 10),
+            ("SINCE", 8),
+            ("FAILURES", 9),
+            ("RESTARTS", 9),
+            ("LAST ERROR", 0),
         ],
-    )
-    .header(
-        Row::new(vec![
-            "SOURCE",
-            "STATE",
-            "SINCE",
-            "FAILURES",
-            "RESTARTS",
-            "LAST ERROR",
-        ])
-        .style(bold),
-    )
-    .block(Block::bordered().title("sources"));
+    );
 
     let heights = [
         Constraint::Length(header.len() as u16),

@@ -66,3 +66,17 @@ fn build_binaries() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A file's SHA-256 as `sha256sum` prints it (lowercase hex).
+pub fn sha256_of(path: &Path) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    assert!(output.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
