@@ -273,14 +273,7 @@ fn a_pinned_plugin_digest_must_match_the_file() {
 /// said.
 fn check_one_member_config(edit: impl Fn(&str) -> String) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    let logs = ems_logs(dir, 0);
-    let path = config(
-        dir,
-        &logs,
-        &[("primary", "http://127.0.0.1:9")],
-        &["127.0.0.1:9".into()],
-    );
+    let (_, path) = config_to_nowhere(dir.path());
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, edit(&text)).unwrap();
     let output = safd().arg("check").arg("-c").arg(&path).output().unwrap();
