@@ -1332,7 +1332,7 @@ grants = {{ dirs = ["{more}"] }}
 
 /// A small tmpfs mounted for a test, unmounted when dropped. Mounting needs
 /// CAP_SYS_ADMIN (root in the CI container); `None` where that is not
-/// permitted, unless SAFD_REQUIRE_MOUNT_TESTS is set (CI sets it), which
+/// permitted, unless SAFD_REQUIRE_ROOT_TESTS is set (CI sets it), which
 /// turns the skip into a failure.
 struct SmallDisk {
     path: PathBuf,
@@ -1355,7 +1355,7 @@ impl SmallDisk {
                     Err(e) => e.to_string(),
                 };
                 assert!(
-                    std::env::var_os("SAFD_REQUIRE_MOUNT_TESTS").is_none(),
+                    std::env::var_os("SAFD_REQUIRE_ROOT_TESTS").is_none(),
                     "cannot mount a tmpfs: {why}"
                 );
                 eprintln!(

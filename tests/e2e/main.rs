@@ -12,6 +12,7 @@ mod ems_reader;
 mod file_tail;
 mod mgmt_server;
 mod net_in;
+mod package;
 mod secrets;
 mod syslog;
 mod tls;

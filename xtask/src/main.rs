@@ -9,8 +9,13 @@
 //! - `bench`: `plugins`, then the criterion benchmarks;
 //! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
 //!   ems-sim, then `safd-tools bench` (the whole pipeline against its targets);
+//! - `dist`: `plugins`, release builds of safd and safd-mgmt, then their
+//!   Debian packages, a tarball of both and `SHA256SUMS` in `target/dist/`
+//!   (`dist.rs`);
 //! - `soak`: `plugins`, then `safd-tools soak` (the demo pipeline under random
 //!   faults for `--minutes N`, every event counted at the end).
+
+mod dist;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -62,6 +67,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the plugins and release binaries, then the Debian packages of
+    /// safd and safd-mgmt, a tarball of both and SHA256SUMS.
+    Dist {
+        /// Package the debug binaries (quick; what the package test installs).
+        #[arg(long)]
+        debug: bool,
+        /// Where the files go (emptied first). Default: target/dist.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Build the plugins, then run `safd-tools soak` (extra args go to it, e.g.
     /// `--minutes 30`; the report lands in target/soak-report).
     Soak {
@@ -89,9 +104,14 @@ fn main() -> Result<()> {
             let dir = build_plugins(&root)?;
             test_plugins_natively(&root)?;
             build_binaries(&root, &[])?;
+            // The packages of the debug binaries, which the package test
+            // installs (as root) and removes.
+            let dist_dir = root.join("target").join("dist-test");
+            dist::dist(&root, &dir, dist::Profile::Debug, &dist_dir)?;
             let mut cmd = cargo(&root);
             cmd.args(["test", "--workspace"]).args(args);
             cmd.env("SAFD_PLUGIN_DIR", &dir);
+            cmd.env("SAFD_DIST_DIR", &dist_dir);
             run(&mut cmd)
         }
         Task::Demo { args } => {
@@ -126,6 +146,16 @@ fn main() -> Result<()> {
         Task::BenchPipeline { args } => bench_release(&root, "bench", &args),
         Task::BenchSyslog { args } => bench_release(&root, "bench-syslog", &args),
         Task::BenchNetIn { args } => bench_release(&root, "bench-net-in", &args),
+        Task::Dist { debug, out } => {
+            let dir = build_plugins(&root)?;
+            let profile = if debug {
+                dist::Profile::Debug
+            } else {
+                dist::Profile::Release
+            };
+            let out = out.unwrap_or_else(|| root.join("target").join("dist"));
+            dist::dist(&root, &dir, profile, &out).map(drop)
+        }
         Task::Bench { args } => {
             let dir = build_plugins(&root)?;
             let mut cmd = cargo(&root);
@@ -172,7 +202,7 @@ fn bench_release(root: &Path, command: &str, args: &[String]) -> Result<()> {
 /// the test targets so that dependency features resolve exactly as for
 /// `cargo test --workspace`: a plain `cargo build -p safd` would resolve
 /// them differently and compile wasmtime a second time.
-fn build_binaries(root: &Path, extra: &[&str]) -> Result<()> {
+pub(crate) fn build_binaries(root: &Path, extra: &[&str]) -> Result<()> {
     run(cargo(root)
         .args(["build", "--workspace", "--bins", "--tests"])
         .args(extra))
@@ -186,13 +216,13 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo(root: &Path) -> Command {
+pub(crate) fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root);
     cmd
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {cmd:?}"))?;
@@ -336,7 +366,7 @@ fn test_plugins_natively(root: &Path) -> Result<()> {
     run(&mut cmd)
 }
 
-fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut pending = vec![plugins_root.to_path_buf()];
     while let Some(dir) = pending.pop() {

@@ -50,8 +50,13 @@ struct Args {
     data: PathBuf,
     /// Bearer token every request must carry (`Authorization: Bearer …`).
     /// With --tokens it is the operator's: good for every endpoint.
-    #[arg(long, env = "SAFD_MGMT_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        env = "SAFD_MGMT_TOKEN",
+        hide_env_values = true,
+        required_unless_present_any = ["completions", "man_page"]
+    )]
+    token: Option<String>,
     /// Tokens file (TOML): `[agents]` maps each agent id to its own token,
     /// good for registering and delivering as that agent only; `console`
     /// is a read-only token. See docs/mgmt-server.md.
@@ -103,6 +108,35 @@ struct Args {
     /// every client: mutual TLS. Needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) on stdout and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) on stdout and exit; packages ship it.
+    #[arg(long, hide = true)]
+    man_page: bool,
+}
+
+/// `--completions` and `--man-page`: generated from the argument
+/// definition itself, so a package ships what the binary accepts.
+fn print_assets(args: &Args) -> anyhow::Result<bool> {
+    use clap::CommandFactory as _;
+    if let Some(shell) = args.completions {
+        clap_complete::generate(
+            shell,
+            &mut Args::command(),
+            "safd-mgmt",
+            &mut std::io::stdout(),
+        );
+        return Ok(true);
+    }
+    if args.man_page {
+        clap_mangen::Man::new(Args::command())
+            .render(&mut std::io::stdout())
+            .context("writing the man page")?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 #[tokio::main]
@@ -116,7 +150,11 @@ async fn main() -> anyhow::Result<()> {
     private_by_default();
     disable_transparent_huge_pages();
     let args = Args::parse();
-    if args.token.is_empty() {
+    if print_assets(&args)? {
+        return Ok(());
+    }
+    let token = args.token.clone().unwrap_or_default();
+    if token.is_empty() {
         anyhow::bail!("--token is empty; give the token agents will present");
     }
     let service_ready = if args.service_down {
@@ -132,8 +170,8 @@ async fn main() -> anyhow::Result<()> {
         max_new_streams_per_delivery: args.max_new_streams_per_delivery,
     };
     let credentials = match &args.tokens {
-        Some(path) => safd_mgmt::credentials::Credentials::load(&args.token, path)?,
-        None => safd_mgmt::credentials::Credentials::operator_only(&args.token),
+        Some(path) => safd_mgmt::credentials::Credentials::load(&token, path)?,
+        None => safd_mgmt::credentials::Credentials::operator_only(&token),
     };
     if args.tokens.is_some() {
         tracing::info!(
@@ -146,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if let Some(path) = args.tokens.clone() {
-        reload_tokens_on_sighup(credentials.clone(), args.token.clone(), path);
+        reload_tokens_on_sighup(credentials.clone(), token.clone(), path);
     }
     let (listener, router) = safd_mgmt::bind(
         &args.data,

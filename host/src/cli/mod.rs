@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 mod admin;
+mod assets;
 mod daemon;
 mod demo;
 pub mod harness;
@@ -75,6 +76,12 @@ enum Command {
     /// primary (failover), restarts it (failback), stops both (catch-up by
     /// exactly one), and counts every event.
     Demo(demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) on stdout.
+    Completions(assets::CompletionsArgs),
+    /// Write the man pages (safd.1, safd-COMMAND.1) into a directory.
+    #[command(hide = true)]
+    ManPages(assets::ManPagesArgs),
 }
 
 impl Cli {
@@ -159,5 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => admin::reload(args).await,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Completions(args) => Ok(assets::completions(args)),
+        Command::ManPages(args) => assets::man_pages(args),
     }
 }

@@ -9,7 +9,7 @@
 //!   source's events land exactly once.
 //!
 //! Mounting needs the right to mount (root in CI). Where that is missing
-//! the tests say SKIPPED, unless SAFD_REQUIRE_MOUNT_TESTS is set (CI's
+//! the tests say SKIPPED, unless SAFD_REQUIRE_ROOT_TESTS is set (CI's
 //! `.ci/run` sets it), which makes the skip a failure.
 
 use crate::common::fakes::{FakeSource, eventually};
@@ -54,8 +54,8 @@ impl<'a> Tmpfs<'a> {
                     Err(e) => e.to_string(),
                 };
                 assert!(
-                    std::env::var_os("SAFD_REQUIRE_MOUNT_TESTS").is_none(),
-                    "cannot mount a tmpfs, and SAFD_REQUIRE_MOUNT_TESTS says this test must \
+                    std::env::var_os("SAFD_REQUIRE_ROOT_TESTS").is_none(),
+                    "cannot mount a tmpfs, and SAFD_REQUIRE_ROOT_TESTS says this test must \
                      run: {why}"
                 );
                 eprintln!("SKIPPED: cannot mount a tmpfs: {why}");
