@@ -434,6 +434,25 @@ pub(super) fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::
     Ok(started.elapsed())
 }
 
+/// `wait_until` with progress: `count` of `total` shown while waiting
+/// (a bar on a terminal, a line every few seconds otherwise); `done` is
+/// asked with each count.
+pub(super) fn wait_counting(
+    what: &str,
+    total: u64,
+    mut count: impl FnMut() -> u64,
+    mut done: impl FnMut(u64) -> bool,
+) -> anyhow::Result<Duration> {
+    let mut progress = crate::progress::Progress::new(what, total);
+    let waited = wait_until(what, || {
+        let counted = count();
+        progress.set(counted);
+        done(counted)
+    });
+    progress.finish();
+    waited
+}
+
 fn now_micros() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
@@ -498,9 +517,13 @@ impl Tools {
         self.simulate(&logs, self.args.events)?;
         let server = self.server(dir, "primary")?;
         let safd = self.safd(dir, &logs, &[&server])?;
-        wait_until("every event at the server", || {
-            server.high_water() >= self.args.events
-        })?;
+        let events = self.args.events;
+        wait_counting(
+            "events at the server",
+            events,
+            || server.high_water(),
+            |held| held >= events,
+        )?;
         let took = safd.started.elapsed().as_secs_f64();
         run.insert("end_to_end_events_per_sec", self.args.events as f64 / took);
         safd.stop()
@@ -612,9 +635,13 @@ impl Tools {
         // Its address is known, nothing answers there.
         server.kill();
         let safd = self.safd(dir, &logs, &[&server])?;
-        let ingest = wait_until("the backlog in safd's queue", || {
-            safd.stored() >= self.args.backlog
-        })?;
+        let backlog = self.args.backlog;
+        let ingest = wait_counting(
+            "the backlog in safd's queue",
+            backlog,
+            || safd.stored(),
+            |stored| stored >= backlog,
+        )?;
         run.insert(
             "backlog_ingest_events_per_sec",
             self.args.backlog as f64 / ingest.as_secs_f64(),
@@ -623,9 +650,12 @@ impl Tools {
         run.insert("rss_with_backlog_mib", with_backlog);
 
         server.restart()?;
-        let replay = wait_until("the backlog at the server", || {
-            server.high_water() >= self.args.backlog
-        })?;
+        let replay = wait_counting(
+            "the backlog at the server",
+            backlog,
+            || server.high_water(),
+            |held| held >= backlog,
+        )?;
         run.insert(
             "catch_up_events_per_sec",
             self.args.backlog as f64 / replay.as_secs_f64(),

@@ -8,7 +8,9 @@
 //! gives events/s, safd's CPU seconds per million events and what the
 //! receiver got (every event once), median of the runs.
 
-use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
+use crate::bench::{
+    Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_counting, wait_until,
+};
 use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -182,9 +184,12 @@ fn one_run(
             Transport::Relp => send_relp(connection, events, record_bytes, window),
         })
     };
-    wait_until("the last event at the receiver", || {
-        receiver.completed().is_some()
-    })?;
+    wait_counting(
+        "lines at the receiver",
+        args.events,
+        || receiver.lines.load(Ordering::Relaxed),
+        |_| receiver.completed().is_some(),
+    )?;
     let cpu = safd.cpu_secs();
     let done = receiver.completed().unwrap_or_else(Instant::now);
     let elapsed = done.duration_since(started).as_secs_f64();

@@ -5,7 +5,7 @@
 //! the last line. The report gives events/s, safd's CPU seconds and what
 //! the receiver got (every line once), median of the runs.
 
-use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_until};
+use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_counting};
 use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::bail;
 use clap::Args;
@@ -115,9 +115,12 @@ fn one_run(args: &BenchSyslogArgs, safd: &Path, dir: &Path) -> anyhow::Result<Ru
     let config = dir.join("safd.toml");
     std::fs::write(&config, config_text(dir, &args.plugins, &logs, &receiver))?;
     let safd = Safd::start(safd, &config, args.runs.cache_dir.as_deref())?;
-    wait_until("the last line at the receiver", || {
-        receiver.completed().is_some()
-    })?;
+    wait_counting(
+        "lines at the receiver",
+        args.lines,
+        || receiver.lines.load(Ordering::Relaxed),
+        |_| receiver.completed().is_some(),
+    )?;
     let cpu = safd.cpu_secs();
     let done = receiver.completed().unwrap_or_else(Instant::now);
     let elapsed = done.duration_since(safd.started()).as_secs_f64();

@@ -7,6 +7,7 @@
 mod bench;
 mod bench_net_in;
 mod bench_syslog;
+mod progress;
 mod soak;
 mod syslog_receiver;
 

@@ -5,7 +5,8 @@ use std::path::Path;
 /// Run `safd-tools COMMAND --plugins PLUGINS ARGS…` with its report and
 /// work directory in `dir`, and return each figure's median by the start
 /// of its label. Exit status 1 (a target missed, expected of a debug
-/// build) is accepted; anything else fails.
+/// build) is accepted; anything else fails. Its stderr, not a terminal
+/// here, must show the progress of its waits as plain lines.
 pub fn run_tiny(
     dir: &Path,
     command: &str,
@@ -13,7 +14,7 @@ pub fn run_tiny(
     args: &[&str],
 ) -> impl Fn(&str) -> f64 + use<> {
     let out = dir.join("report");
-    let status = std::process::Command::new(super::binary("safd-tools"))
+    let output = std::process::Command::new(super::binary("safd-tools"))
         .env("SAFD_CACHE_DIR", super::plugin_cache())
         .arg(command)
         .arg("--plugins")
@@ -25,9 +26,21 @@ pub fn run_tiny(
         .arg("--work-dir")
         .arg(dir.join("work"))
         .stdout(std::process::Stdio::null())
-        .status()
+        .output()
         .unwrap();
-    assert!(matches!(status.code(), Some(0 | 1)), "{status}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        matches!(output.status.code(), Some(0 | 1)),
+        "{}: {stderr}",
+        output.status
+    );
+    // "  events at the server: 2000 in 1.3 s"
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.starts_with("  ") && line.contains(" in ") && line.ends_with(" s")),
+        "no progress line in:\n{stderr}"
+    );
     assert!(out.join(format!("{command}.md")).is_file());
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join(format!("{command}.json"))).unwrap(),
