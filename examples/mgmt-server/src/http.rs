@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/query/events", get(query_events))
         .route("/query/sessions", get(query_sessions))
         .route("/stats", get(stats))
+        .route("/stats/history", get(stats_history))
         .route("/admin/service", post(switch_service))
         .layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
@@ -136,7 +137,7 @@ async fn authorize(State(state): State<AppState>, mut request: Request, next: Ne
     let need = match path.strip_prefix("/safd/v1").unwrap_or(path) {
         "/health" => Need::Any,
         "/register" | "/events" => Need::Agent,
-        "/query/events" | "/query/sessions" | "/stats" => Need::Read,
+        "/query/events" | "/query/sessions" | "/stats" | "/stats/history" => Need::Read,
         _ => Need::Operator,
     };
     if let Some(refusal) = caller.refusal(need) {
@@ -241,6 +242,15 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
         "service_ready": state.store.service_ready(),
         "counters": counters,
         "streams": state.store.streams().await,
+    }))
+}
+
+/// Events stored per second and their lag, 5-second buckets over the
+/// last 15 minutes: the console's plots.
+async fn stats_history(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "bucket_secs": crate::history::BUCKET_MICROS / 1_000_000,
+        "points": state.store.history(),
     }))
 }
 

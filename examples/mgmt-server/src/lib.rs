@@ -10,6 +10,7 @@
 
 pub mod credentials;
 mod held;
+pub mod history;
 pub mod http;
 mod id_index;
 mod journal;

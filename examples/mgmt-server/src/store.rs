@@ -204,7 +204,38 @@ pub struct EventQuery {
     pub since: Option<String>,
     /// RFC 3339, exclusive.
     pub until: Option<String>,
+    /// Text the body or an attribute value contains (ignoring case).
+    pub text: Option<String>,
     pub limit: Option<usize>,
+}
+
+/// The longest `text` filter: a query string is the client's to size.
+const MAX_TEXT_FILTER: usize = 256;
+
+/// `text` of a query, lowercased once: matched against every event's body
+/// and attribute values, ignoring case.
+#[derive(Debug)]
+struct TextFilter(Option<String>);
+
+impl TextFilter {
+    fn new(text: Option<&str>) -> Result<Self, String> {
+        match text {
+            Some(text) if text.len() > MAX_TEXT_FILTER => Err(format!(
+                "text is {} bytes; at most {MAX_TEXT_FILTER}",
+                text.len()
+            )),
+            Some(text) if !text.is_empty() => Ok(Self(Some(text.to_lowercase()))),
+            _ => Ok(Self(None)),
+        }
+    }
+
+    fn matches<'a>(&self, body: &str, mut values: impl Iterator<Item = &'a str>) -> bool {
+        let Some(needle) = &self.0 else {
+            return true;
+        };
+        let contains = |haystack: &str| haystack.to_lowercase().contains(needle.as_str());
+        contains(body) || values.any(contains)
+    }
 }
 
 /// Counters shown by `/health`, `/stats` and the console; persisted with
@@ -329,6 +360,8 @@ pub struct Store {
     writer: Arc<Mutex<WriterState>>,
     /// A copy of the counters for readers that must not wait for a flush.
     counters: std::sync::Mutex<Counters>,
+    /// The last 15 minutes of intake, for the console's plots.
+    history: std::sync::Mutex<crate::history::History>,
     service_ready: AtomicBool,
     limits: Limits,
 }
@@ -517,6 +550,7 @@ impl Store {
             log_dir,
             poisoned: Arc::default(),
             counters: std::sync::Mutex::new(state.counters),
+            history: std::sync::Mutex::default(),
             writer: Arc::new(Mutex::new(state)),
             service_ready: AtomicBool::new(service_ready.unwrap_or(persisted)),
             limits: Limits::default(),
@@ -545,6 +579,14 @@ impl Store {
             .counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = counters;
+    }
+
+    /// Events stored per second and their lag over the last 15 minutes.
+    pub fn history(&self) -> Vec<crate::history::Point> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .points(now_micros())
     }
 
     pub fn service_ready(&self) -> bool {
@@ -655,6 +697,7 @@ impl Store {
         let received_at = now_micros();
         let into_inbox = !self.service_ready();
         let mut counters = state.counters;
+        let mut intake = crate::history::Intake::default();
         let mut response = DeliverResponse::default();
         // The log records of this delivery, each with the counters as they
         // stand once it is indexed.
@@ -767,6 +810,7 @@ impl Store {
                                 .push((seq, stream.to_owned(), earlier_seq));
                         } else {
                             counters.stored += 1;
+                            intake.add(received_at, time);
                             if into_inbox {
                                 counters.inbox += 1;
                             }
@@ -815,6 +859,10 @@ impl Store {
             }
         };
         self.publish_counters(counters);
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(received_at, intake);
         // The delivery is durable in the log: answer now, and index it
         // (memory and sled) while the agent prepares its next batch. The
         // writer lock goes with the indexing, so the next delivery, and
@@ -920,6 +968,7 @@ impl Store {
         };
         let since = parse_time("since", &query.since)?;
         let until = parse_time("until", &query.until)?;
+        let text = TextFilter::new(query.text.as_deref())?;
         let limit = query.limit.unwrap_or(200).min(10_000);
         let scan_prefix = match (&query.agent, &query.stream) {
             (Some(agent), Some(stream)) => {
@@ -987,6 +1036,7 @@ impl Store {
                 if usize::from(event.severity) < min_severity
                     || since.is_some_and(|t| event.time < t)
                     || until.is_some_and(|t| event.time >= t)
+                    || !text.matches(event.body, event.attributes.iter().map(|(_, v)| v))
                 {
                     continue;
                 }
@@ -1066,6 +1116,25 @@ fn split_agent_stream(key: &[u8]) -> Result<(String, String), StoreError> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn the_text_filter_ignores_case_and_looks_at_attribute_values_too() {
+        let filter = TextFilter::new(Some("Line Not")).unwrap();
+        assert!(filter.matches("LDEV 1: LINE NOT READY", std::iter::empty()));
+        assert!(filter.matches("x", ["line not ready"].into_iter()));
+        assert!(!filter.matches("LINE READY", ["ok"].into_iter()));
+        assert!(
+            TextFilter::new(Some(""))
+                .unwrap()
+                .matches("x", std::iter::empty())
+        );
+        let long = "x".repeat(MAX_TEXT_FILTER + 1);
+        assert!(
+            TextFilter::new(Some(&long))
+                .unwrap_err()
+                .contains("at most 256")
+        );
+    }
 
     fn request(agent: &str, events: &[(u64, &str)]) -> String {
         let events: Vec<_> = events
