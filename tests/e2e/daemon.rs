@@ -676,7 +676,7 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
         &[("primary", &primary_address), ("backup", &backup.base)],
         &authorities,
     );
-    let daemon = run(&path, Stdio::null());
+    let (daemon, admin, _stderr) = run_with_admin(&path);
 
     wait_for(
         Duration::from_secs(60),
@@ -736,6 +736,45 @@ fn a_killed_primary_fails_over_to_the_backup_and_back_without_loss() {
     let backup_session = session_at(&backup);
     assert_eq!(backup_session["holds"]["ems"], EVENTS, "{backup_session}");
     assert_eq!(session_at(&primary)["active"], true);
+
+    // `safd verify`: the pair together holds every acknowledged event.
+    let verify = || {
+        let output = safd()
+            .args(["verify", "--admin", &admin, "--server-token", mgmt::TOKEN])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text_of(&output);
+        (output.status.code(), format!("{stdout}{stderr}"))
+    };
+    let (code, said) = verify();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&format!("mgmt  ems: acknowledged 1–{EVENTS}"))
+            && said.contains("verify: complete"),
+        "{said}"
+    );
+
+    // Events deleted from one server's store (the backup's, which alone
+    // held what the primary missed): verify names exactly those.
+    let backup_data = dir.path().join("backup");
+    let backup_address = backup.base.clone();
+    backup.kill();
+    std::fs::remove_dir_all(&backup_data).unwrap();
+    let _backup = mgmt::Server::start_on(
+        backup_address.trim_start_matches("http://"),
+        &backup_data,
+        &[],
+    );
+    let (code, said) = verify();
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "mgmt  ems: acknowledged 1–{EVENTS}, held 1–{primary_through}: MISSING {}–{EVENTS}",
+            primary_through + 1
+        )),
+        "{said}"
+    );
+    assert!(said.contains("held by no server"), "{said}");
     drop(daemon);
 }
 

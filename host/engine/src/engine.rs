@@ -81,6 +81,8 @@ pub struct StreamStatus {
 pub struct GroupStatus {
     pub name: String,
     pub mode: GroupMode,
+    /// The `streams` globs it delivers (empty: every stream).
+    pub streams: Vec<String>,
     /// One per cursor: the group (failover) or each member (broadcast).
     pub lanes: Vec<LaneStatus>,
 }
@@ -90,6 +92,7 @@ struct GroupHandle {
     mode: GroupMode,
     /// Member names, in the configured order.
     members: Vec<String>,
+    streams: Vec<String>,
     lanes: Vec<LaneHandle>,
     running: Running,
 }
@@ -339,6 +342,7 @@ impl Engine {
         }
         groups.push(GroupHandle {
             members: config.members.iter().map(|m| m.name.clone()).collect(),
+            streams: config.streams.patterns().to_vec(),
             name: config.name,
             mode: config.mode,
             lanes: handles,
@@ -562,6 +566,7 @@ impl Engine {
             .map(|g| GroupStatus {
                 name: g.name.clone(),
                 mode: g.mode,
+                streams: g.streams.clone(),
                 lanes: g
                     .lanes
                     .iter()

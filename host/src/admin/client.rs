@@ -40,7 +40,7 @@ impl AdminClient {
         if base.starts_with("http://") && wants_tls {
             bail!("--admin {address} is plain http but TLS files are given: write https://");
         }
-        let tls = wants_tls.then(|| tls_config(tls)).transpose()?;
+        let tls = wants_tls.then(|| tls_config(tls, "admin")).transpose()?;
         Ok(Self { base, token, tls })
     }
 
@@ -142,14 +142,15 @@ impl AdminClient {
 
 /// ureq's TLS for `tls`: rustls with ring (as the rest of safd), the CA of
 /// `ca_file` (else the public roots), the client certificate if given.
-fn tls_config(tls: &ClientTls) -> anyhow::Result<ureq::tls::TlsConfig> {
+/// `flag`: the options' prefix the errors name (`admin` for `--admin-ca`…).
+pub(crate) fn tls_config(tls: &ClientTls, flag: &str) -> anyhow::Result<ureq::tls::TlsConfig> {
     use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("{flag} {}: cannot read it", path.display()))
     };
     let roots = match &tls.ca_file {
         Some(path) => {
-            let pem = read("--admin-ca", path)?;
+            let pem = read(&format!("--{flag}-ca"), path)?;
             let certs = ureq::tls::parse_pem(&pem)
                 .filter_map(|item| match item {
                     Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
@@ -157,7 +158,7 @@ fn tls_config(tls: &ClientTls) -> anyhow::Result<ureq::tls::TlsConfig> {
                 })
                 .collect::<Vec<Certificate<'static>>>();
             if certs.is_empty() {
-                bail!("--admin-ca {}: holds no PEM certificate", path.display());
+                bail!("--{flag}-ca {}: holds no PEM certificate", path.display());
             }
             RootCerts::new_with_certs(&certs)
         }
@@ -165,18 +166,18 @@ fn tls_config(tls: &ClientTls) -> anyhow::Result<ureq::tls::TlsConfig> {
     };
     let client = match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            let chain = ureq::tls::parse_pem(&read("--admin-cert", cert)?)
+            let chain = ureq::tls::parse_pem(&read(&format!("--{flag}-cert"), cert)?)
                 .filter_map(|item| match item {
                     Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
                     _ => None,
                 })
                 .collect::<Vec<_>>();
-            let key = PrivateKey::from_pem(&read("--admin-key", key)?)
-                .with_context(|| format!("--admin-key {}: no usable PEM key", key.display()))?;
+            let key = PrivateKey::from_pem(&read(&format!("--{flag}-key"), key)?)
+                .with_context(|| format!("--{flag}-key {}: no usable PEM key", key.display()))?;
             Some(ClientCert::new_with_certs(&chain, key))
         }
         (None, None) => None,
-        _ => bail!("--admin-cert and --admin-key go together"),
+        _ => bail!("--{flag}-cert and --{flag}-key go together"),
     };
     Ok(TlsConfig::builder()
         .provider(TlsProvider::Rustls)

@@ -34,7 +34,7 @@ use crate::reload::ReloadReport;
 pub type ReloadRequest = oneshot::Sender<ReloadReport>;
 
 pub use health::Health;
-pub use status::{QueueView, Status};
+pub use status::{GroupView, LaneView, QueueView, Status};
 
 #[derive(Debug, Clone)]
 struct AdminState {

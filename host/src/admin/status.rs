@@ -84,6 +84,9 @@ impl SourceView {
 pub struct GroupView {
     pub name: String,
     pub mode: String,
+    /// The `streams` globs it delivers (empty: every stream).
+    #[serde(default)]
+    pub streams: Vec<String>,
     pub lanes: Vec<LaneView>,
 }
 
@@ -149,6 +152,7 @@ impl Status {
             .into_iter()
             .map(|group| GroupView {
                 name: group.name,
+                streams: group.streams,
                 mode: match group.mode {
                     GroupMode::Failover => "failover",
                     GroupMode::Broadcast => "broadcast",

@@ -9,6 +9,7 @@ pub mod log;
 mod plugins;
 mod systemd;
 mod top;
+mod verify;
 
 use clap::{Args, Parser, Subcommand};
 use safd_runtime::{Limits, Runtime, RuntimeConfig};
@@ -59,6 +60,10 @@ enum Command {
     /// per stream or from a time.
     #[command(name = "catchup")]
     CatchUp(admin::CatchUpArgs),
+    /// Check that a group's servers together hold every event safd counts
+    /// as acknowledged (safd-mgmt servers): lists the seqs none holds.
+    /// Exit status 1 when some are missing.
+    Verify(verify::VerifyArgs),
     /// Make a running safd re-read its configuration file (like SIGHUP) and
     /// say what it changed: sources and groups added, restarted (their
     /// section or plugin file changed) or removed, and what needs a restart.
@@ -164,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CatchUp(args) => admin::catch_up(args).await,
         Command::Dlq(command) => admin::dlq(command).await,
         Command::Reload(args) => admin::reload(args).await,
+        Command::Verify(args) => tokio::task::spawn_blocking(move || verify::run(args)).await?,
         Command::Plugins(command) => plugins::run(command).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Completions(args) => Ok(assets::completions(args)),
