@@ -13,6 +13,7 @@ mod file_tail;
 mod mgmt_server;
 mod net_in;
 mod package;
+mod plugin_sdk;
 mod secrets;
 mod syslog;
 mod tls;

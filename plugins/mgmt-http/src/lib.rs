@@ -7,15 +7,14 @@
 //! Config (JSON): `token` (required), `connect_timeout_ms` (default 1000),
 //! `timeout_ms` (default 10000).
 
-mod http;
 mod wire;
 
-use http::{BaseUrl, Reply, Timeouts, TransportError};
 use safd_plugin_sdk::config;
 use safd_plugin_sdk::destination::{
     Acknowledgement, DeliveryReport, Endpoint, Guest, GuestWriter, Health, MemberRole,
     Registration, SessionInfo,
 };
+use safd_plugin_sdk::http::{self, BaseUrl, Reply, Request, Timeouts};
 use safd_plugin_sdk::types::{
     Backpressure, ConfigProblem, ConnectorError, ConnectorKind, Description, StreamBatch,
 };
@@ -23,7 +22,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 use std::time::Duration;
-use wasi::http::types::Method;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,21 +136,14 @@ impl Writer {
     }
 
     /// One request; any answer but 200 becomes the matching error.
-    fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&[u8]>,
-    ) -> Result<T, ConnectorError> {
+    fn call<T: DeserializeOwned>(&self, request: Request<'_>) -> Result<T, ConnectorError> {
+        let path = request.path;
         let reply = http::exchange(
             &self.base,
-            method,
-            path,
-            &self.config.token,
-            body,
+            request.bearer(&self.config.token),
             self.timeouts(),
         )
-        .map_err(|err| self.transport_error(err))?;
+        .map_err(|err| err.into_connector_error(&self.base))?;
         if reply.status == 200 {
             return serde_json::from_slice(&reply.body).map_err(|e| {
                 ConnectorError::Fatal(format!(
@@ -162,19 +153,6 @@ impl Writer {
             });
         }
         Err(self.status_error(path, &reply))
-    }
-
-    fn transport_error(&self, err: TransportError) -> ConnectorError {
-        match err {
-            TransportError::Denied => ConnectorError::Unauthorized(format!(
-                "safd's sandbox refused the request to {}: add `{}` to this destination's \
-                 grants.http",
-                self.endpoint.address, self.base.authority
-            )),
-            TransportError::Unreachable(why) => {
-                ConnectorError::Unavailable(format!("{}: {why}", self.endpoint.address))
-            }
-        }
     }
 
     /// The error table of docs/protocol.md.
@@ -242,8 +220,11 @@ impl GuestWriter for Writer {
         body.push_str(",\"acknowledged\":");
         wire::positions(&mut body, &info.acknowledged);
         body.push('}');
-        let answer: wire::RegisterAnswer =
-            self.call(Method::Post, "/safd/v1/register", Some(body.as_bytes()))?;
+        let answer: wire::RegisterAnswer = self.call(Request::post(
+            "/safd/v1/register",
+            "application/json",
+            body.as_bytes(),
+        ))?;
         let (high_water, service_ready, catch_up) = answer
             .into_parts()
             .map_err(|why| ConnectorError::Fatal(format!("{}: {why}", self.endpoint.address)))?;
@@ -286,13 +267,16 @@ impl GuestWriter for Writer {
             body.push_str("]}");
         }
         body.push_str("]}");
-        let answer: wire::DeliverAnswer =
-            self.call(Method::Post, "/safd/v1/events", Some(body.as_bytes()))?;
+        let answer: wire::DeliverAnswer = self.call(Request::post(
+            "/safd/v1/events",
+            "application/json",
+            body.as_bytes(),
+        ))?;
         Ok(answer.into())
     }
 
     fn probe(&self) -> Result<Health, ConnectorError> {
-        let answer: wire::HealthAnswer = self.call(Method::Get, "/safd/v1/health", None)?;
+        let answer: wire::HealthAnswer = self.call(Request::get("/safd/v1/health"))?;
         Ok(answer.into())
     }
 }

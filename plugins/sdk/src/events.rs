@@ -119,6 +119,20 @@ impl EventBlock {
 }
 
 impl StreamBatch {
+    /// A batch of `events` of `stream` numbered from `first_seq`, as safd
+    /// hands them to `deliver`: for a destination's native unit tests.
+    pub fn sequenced(stream: &str, first_seq: u64, events: &[Event]) -> Self {
+        let mut block = BlockWriter::default();
+        for (seq, event) in (first_seq..).zip(events) {
+            event.write_sequenced_to(seq, &mut block);
+        }
+        let (count, bytes) = block.finish();
+        Self {
+            stream: stream.to_owned(),
+            events: EventBlock { count, bytes },
+        }
+    }
+
     /// `(seq, event)` pairs of this batch, borrowed from its block. The
     /// host always sends well-formed blocks; an error here means a host
     /// bug, best answered with `connector-error.fatal`.
@@ -141,5 +155,31 @@ impl StreamBatch {
 impl From<BlockError> for ConnectorError {
     fn from(err: BlockError) -> Self {
         ConnectorError::Fatal(format!("malformed event block from the host: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::types::Attribute;
+
+    #[test]
+    fn a_sequenced_test_batch_reads_back_as_the_host_would_send_it() {
+        let event = |id: &str| Event {
+            id: id.to_owned(),
+            time: 1_700_000_000_000_000,
+            severity: Severity::Major,
+            attributes: vec![Attribute::new("system", "\\PROD1")],
+            body: format!("body of {id}"),
+        };
+        let batch = StreamBatch::sequenced("ems", 41, &[event("a"), event("b")]);
+        let read: Vec<(u64, String)> = batch
+            .events()
+            .map(|e| e.map(|(seq, e)| (seq, e.body.to_owned())))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read, [(41, "body of a".into()), (42, "body of b".into())]);
+        assert_eq!(batch.last_seq().unwrap(), Some(42));
     }
 }

@@ -36,6 +36,7 @@ extern crate self as safd_plugin_sdk;
 
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod log;
 pub mod net;
 pub mod syslog;
