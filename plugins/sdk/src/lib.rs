@@ -40,6 +40,7 @@ pub mod http;
 pub mod log;
 pub mod net;
 pub mod syslog;
+pub mod tcp;
 pub mod time;
 pub mod tls;
 

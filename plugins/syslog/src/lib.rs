@@ -7,7 +7,6 @@
 //! addresses the operator granted (`grants.tcp`). See `docs/syslog.md`.
 
 mod config;
-mod connection;
 mod message;
 mod relp;
 mod sender;
@@ -59,7 +58,7 @@ impl GuestWriter for Writer {
     fn new(config: String, endpoint: Endpoint) -> Result<Self, ConnectorError> {
         let config = config::parse(&config)
             .map_err(|p| ConnectorError::Fatal(safd_plugin_sdk::config::describe_problems(&p)))?;
-        let address = connection::parse_address(&endpoint.address, config.tls)
+        let address = safd_plugin_sdk::tcp::parse_address(&endpoint.address, config.tls)
             .map_err(|why| ConnectorError::Fatal(format!("member `{}`: {why}", endpoint.member)))?;
         Ok(Self(Sender::new(config, address)))
     }

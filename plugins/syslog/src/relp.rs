@@ -3,7 +3,7 @@
 //! command per message, each answered by `rsp` with `200 OK` once the
 //! server has taken the message.
 
-use crate::connection::Connection;
+use safd_plugin_sdk::tcp::Connection;
 use safd_plugin_sdk::types::ConnectorError;
 
 /// What the server answered to one transaction.

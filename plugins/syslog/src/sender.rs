@@ -6,9 +6,9 @@
 //! against receivers on loopback.
 
 use crate::config::{Config, Framing, Transport};
-use crate::connection::Connection;
 use crate::{message, relp};
 use safd_plugin_sdk::destination::DeliveryReport;
+use safd_plugin_sdk::tcp::Connection;
 use safd_plugin_sdk::types::{ConnectorError, StreamBatch, StreamPosition};
 use std::cell::RefCell;
 

@@ -1,17 +1,30 @@
-//! A connection to the receiver: plain TCP through wasi:sockets, or TLS
-//! made by safd (the SDK's `TlsStream`), with the I/O errors mapped onto
-//! safd's error cases.
+//! A destination's connection to its receiver over TCP: plain through
+//! wasi:sockets, or TLS made by safd ([`crate::tls::TlsStream`]), with
+//! what every such plugin needs and gets wrong alone:
+//!
+//! - connect with a timeout, and see a refusal: on `wasm32-wasip2` a
+//!   refused `connect_timeout` returns `Ok` and leaves the refusal in
+//!   `SO_ERROR`;
+//! - read and write timeouts, so a receiver that stops reading cannot hold
+//!   a call until safd's wall-clock limit rebuilds the plugin;
+//! - [`Connection::peer_closed`]: whether a receiver that never writes has
+//!   closed its end, before writing into the void;
+//! - I/O errors mapped onto the WIT cases: a refusal by the sandbox is
+//!   `unauthorized` naming the grant, anything else `unavailable` (the
+//!   group fails over).
+//!
+//! The syslog destination (RFC 5424 and RELP) is built on it.
 
-use safd_plugin_sdk::tls::{TlsError, TlsStream};
-use safd_plugin_sdk::types::ConnectorError;
+use crate::tls::{TlsError, TlsStream};
+use crate::types::ConnectorError;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Where the receiver listens: an `ip:port` (the sandbox resolves no
+/// Check a member's address: an `ip:port` (the sandbox resolves no
 /// names), or with TLS also `name:port` (safd resolves it and checks the
 /// certificate for that name).
-pub(crate) fn parse_address(address: &str, tls: bool) -> Result<String, String> {
+pub fn parse_address(address: &str, tls: bool) -> Result<String, String> {
     if address.parse::<SocketAddr>().is_ok() {
         return Ok(address.to_owned());
     }
@@ -41,13 +54,15 @@ enum Stream {
 }
 
 #[derive(Debug)]
-pub(crate) struct Connection {
+pub struct Connection {
     stream: Stream,
     address: String,
 }
 
 impl Connection {
-    pub(crate) fn open(
+    /// Connect to `address` (see [`parse_address`]), with TLS by safd when
+    /// `tls`; `timeout` bounds every later read and write.
+    pub fn open(
         address: &str,
         tls: bool,
         connect_timeout: Duration,
@@ -68,11 +83,11 @@ impl Connection {
         })
     }
 
-    pub(crate) fn address(&self) -> &str {
+    pub fn address(&self) -> &str {
         &self.address
     }
 
-    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnectorError> {
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<(), ConnectorError> {
         let written = match &mut self.stream {
             Stream::Plain(stream) => stream.write_all(bytes).and_then(|()| stream.flush()),
             Stream::Tls(stream) => stream.write_all(bytes).and_then(|()| stream.flush()),
@@ -80,7 +95,7 @@ impl Connection {
         written.map_err(|err| io_error(&self.address, "writing to", &err))
     }
 
-    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectorError> {
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectorError> {
         loop {
             let read = match &mut self.stream {
                 Stream::Plain(stream) => stream.read(buf),
@@ -105,7 +120,7 @@ impl Connection {
     /// is a close (or a reset): writing into such a connection would
     /// "succeed" into the void. A close that happened a moment ago may not
     /// be visible yet; that is plain TCP's weakness, and RELP's reason to be.
-    pub(crate) fn peer_closed(&mut self) -> bool {
+    pub fn peer_closed(&mut self) -> bool {
         match &mut self.stream {
             Stream::Plain(stream) => plain_peer_closed(stream),
             Stream::Tls(stream) => {
@@ -186,4 +201,53 @@ fn tls_error(err: &TlsError) -> ConnectorError {
 
 fn io_error(address: &str, doing: &str, err: &std::io::Error) -> ConnectorError {
     ConnectorError::Unavailable(format!("{doing} {address}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn addresses_are_ip_port_or_with_tls_a_name() {
+        assert_eq!(
+            parse_address("10.0.0.9:514", false).unwrap(),
+            "10.0.0.9:514"
+        );
+        assert!(
+            parse_address("siem:514", false)
+                .unwrap_err()
+                .contains("not resolved")
+        );
+        assert_eq!(parse_address("siem:6514", true).unwrap(), "siem:6514");
+        assert!(parse_address("siem", true).is_err());
+    }
+
+    #[test]
+    fn a_refused_connection_is_unavailable_and_a_close_is_seen() {
+        let second = Duration::from_secs(1);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let mut connection = Connection::open(&address, false, second, second).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        assert!(!connection.peer_closed());
+        connection.write_all(b"<13>1 - - - - - - hello\n").unwrap();
+        drop(peer);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !connection.peer_closed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the close never showed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(listener);
+        match Connection::open(&address, false, second, second) {
+            Err(ConnectorError::Unavailable(message)) => {
+                assert!(message.contains(&address), "{message}");
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
 }
