@@ -386,3 +386,105 @@ fn top_shows_live_rates_in_a_terminal_and_quits_on_q() {
     writer.join().unwrap();
     stop_cleanly(&mut daemon, rest);
 }
+
+/// `safd plugins new` for both kinds: each crate passes its own native
+/// test, builds for wasm32-wasip2 unchanged, and safd loads it; bad names
+/// and an existing directory are refused.
+#[test]
+fn plugins_new_makes_crates_that_test_build_and_load_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let made = dir.path().join("crates");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // One target directory for both crates and every run: the SDK and its
+    // dependencies compile once.
+    let target = crate::support::target_dir().join("scaffold-test");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for (name, kind) in [("new-src", "source"), ("new-dest", "destination")] {
+        let out = safd(
+            &[
+                "plugins",
+                "new",
+                name,
+                "--kind",
+                kind,
+                "--dir",
+                made.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let crate_dir = made.join(name);
+        for args in [
+            &["test", "--quiet"][..],
+            &["build", "--release", "--quiet", "--target", "wasm32-wasip2"],
+        ] {
+            let built = Command::new(&cargo)
+                .args(args)
+                .current_dir(&crate_dir)
+                .env("CARGO_TARGET_DIR", &target)
+                .env_remove("RUSTFLAGS")
+                .output()
+                .unwrap();
+            assert!(
+                built.status.success(),
+                "cargo {args:?} in {name}: {}",
+                text(&built.stderr)
+            );
+        }
+        let wasm = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        std::fs::copy(&wasm, plugins.join(format!("{name}.wasm"))).unwrap();
+        std::fs::copy(
+            crate_dir.join(format!("{name}.toml")),
+            plugins.join(format!("{name}.toml")),
+        )
+        .unwrap();
+    }
+    let list = safd(
+        &["plugins", "list", "--dir", plugins.to_str().unwrap()],
+        &cache,
+    );
+    let listed = text(&list.stdout);
+    assert!(list.status.success(), "{listed}{}", text(&list.stderr));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("new-src ") && l.contains(" source ")),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("new-dest ") && l.contains(" destination ")),
+        "{listed}"
+    );
+
+    let refused = safd(&["plugins", "new", "Bad_Name", "--kind", "source"], &cache);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("lowercase letters"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let again = safd(
+        &[
+            "plugins",
+            "new",
+            "new-src",
+            "--kind",
+            "source",
+            "--dir",
+            made.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("exists already"),
+        "{}",
+        text(&again.stderr)
+    );
+}

@@ -7,6 +7,7 @@ mod demo;
 pub mod harness;
 pub mod log;
 mod plugins;
+mod scaffold;
 mod systemd;
 mod top;
 mod verify;

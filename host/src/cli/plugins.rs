@@ -15,6 +15,10 @@ pub(crate) enum PluginsCommand {
     /// requested capabilities, and whether compiled code is cached. Files that
     /// cannot be used are reported one line each on stderr (exit status 1).
     List(PluginDirArgs),
+    /// Create a new plugin crate that builds as it is: the manifest, a typed
+    /// config, every WIT function in its simplest correct form (commented
+    /// with what it must guarantee), a native unit test and a README.
+    New(super::scaffold::NewArgs),
     /// Show what one plugin says about itself, including its config schema.
     Inspect {
         /// The plugin's `.wasm` file (its `.toml` manifest must be beside it).
@@ -27,6 +31,7 @@ pub(crate) enum PluginsCommand {
 pub(crate) async fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginsCommand::List(args) => list(args),
+        PluginsCommand::New(args) => super::scaffold::new(args),
         PluginsCommand::Inspect { file, cache } => inspect(file, cache).await,
     }
 }
