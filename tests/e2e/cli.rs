@@ -388,8 +388,9 @@ fn top_shows_live_rates_in_a_terminal_and_quits_on_q() {
 }
 
 /// `safd plugins new` for both kinds: each crate passes its own native
-/// test, builds for wasm32-wasip2 unchanged, and safd loads it; bad names
-/// and an existing directory are refused.
+/// test, `safd plugins build` builds it for wasm32-wasip2 unchanged into a
+/// plugin directory (printing the digest to pin), and safd loads it; bad
+/// names and an existing directory are refused.
 #[test]
 fn plugins_new_makes_crates_that_test_build_and_load_unchanged() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,32 +417,34 @@ fn plugins_new_makes_crates_that_test_build_and_load_unchanged() {
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let crate_dir = made.join(name);
-        for args in [
-            &["test", "--quiet"][..],
-            &["build", "--release", "--quiet", "--target", "wasm32-wasip2"],
-        ] {
-            let built = Command::new(&cargo)
-                .args(args)
-                .current_dir(&crate_dir)
-                .env("CARGO_TARGET_DIR", &target)
-                .env_remove("RUSTFLAGS")
-                .output()
-                .unwrap();
-            assert!(
-                built.status.success(),
-                "cargo {args:?} in {name}: {}",
-                text(&built.stderr)
-            );
-        }
-        let wasm = target
-            .join("wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
-        std::fs::copy(&wasm, plugins.join(format!("{name}.wasm"))).unwrap();
-        std::fs::copy(
-            crate_dir.join(format!("{name}.toml")),
-            plugins.join(format!("{name}.toml")),
-        )
-        .unwrap();
+        let tested = Command::new(&cargo)
+            .args(["test", "--quiet"])
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(tested.status.success(), "{name}: {}", text(&tested.stderr));
+        // `safd plugins build`: the component and its manifest where safd
+        // looks for plugins, loaded once, its digest printed.
+        let built = Command::new(binary("safd"))
+            .args(["plugins", "build"])
+            .arg(&crate_dir)
+            .arg("--out")
+            .arg(&plugins)
+            .env("SAFD_CACHE_DIR", &cache)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        let said = text(&built.stdout);
+        assert!(
+            built.status.success(),
+            "{name}: {said}{}",
+            text(&built.stderr)
+        );
+        let digest = crate::support::sha256_of(&plugins.join(format!("{name}.wasm")));
+        assert!(said.contains(&format!("sha256 = \"{digest}\"")), "{said}");
+        assert!(plugins.join(format!("{name}.toml")).is_file());
     }
     let list = safd(
         &["plugins", "list", "--dir", plugins.to_str().unwrap()],

@@ -6,6 +6,7 @@ mod daemon;
 mod demo;
 pub mod harness;
 pub mod log;
+mod plugin_build;
 mod plugins;
 mod scaffold;
 mod systemd;

@@ -19,6 +19,9 @@ pub(crate) enum PluginsCommand {
     /// config, every WIT function in its simplest correct form (commented
     /// with what it must guarantee), a native unit test and a README.
     New(super::scaffold::NewArgs),
+    /// Build a plugin crate for wasm32-wasip2 into NAME.wasm + NAME.toml,
+    /// load it as safd would, and print its SHA-256 for pinning.
+    Build(super::plugin_build::BuildArgs),
     /// Show what one plugin says about itself, including its config schema.
     Inspect {
         /// The plugin's `.wasm` file (its `.toml` manifest must be beside it).
@@ -32,6 +35,7 @@ pub(crate) async fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginsCommand::List(args) => list(args),
         PluginsCommand::New(args) => super::scaffold::new(args),
+        PluginsCommand::Build(args) => super::plugin_build::build(args).await,
         PluginsCommand::Inspect { file, cache } => inspect(file, cache).await,
     }
 }
