@@ -491,3 +491,91 @@ fn plugins_new_makes_crates_that_test_build_and_load_unchanged() {
         text(&again.stderr)
     );
 }
+
+/// `safd plugins try`: ems-reader on ems-sim logs prints every event as a
+/// JSON line and restarts from its cursor without reading one again;
+/// mgmt-http against a safd-mgmt registers, delivers and probes, and a
+/// wrong token comes back as the error case the plugin chose.
+#[test]
+fn plugins_try_runs_a_source_through_a_restart_and_a_destination_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = crate::support::plugin_cache();
+    let logs = dir.path().join("logs");
+    let simulated = Command::new(binary("ems-sim"))
+        .arg("--dir")
+        .arg(&logs)
+        .args(["--events", "1200"])
+        .output()
+        .unwrap();
+    assert!(simulated.status.success());
+    let reader = plugin_dir().join("ems-reader.wasm");
+    let config = serde_json::json!({"directory": logs, "format": "a", "system": "\\PROD1"});
+    let out = safd(
+        &[
+            "plugins",
+            "try",
+            reader.to_str().unwrap(),
+            "--config",
+            &config.to_string(),
+            "--grant-dir",
+            logs.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let said = text(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // The last record is held until the reader knows it is complete.
+    assert!((1199..=1200).contains(&events.len()), "{}", events.len());
+    let ids: std::collections::HashSet<&str> =
+        events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "an event printed twice");
+    assert!(
+        events[0]["attributes"]["system"] == "\\PROD1",
+        "{}",
+        events[0]
+    );
+    assert!(
+        said.contains("restarted from the committed cursor: nothing read again"),
+        "{said}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::mgmt::Server::start(dir.path(), &[]);
+    let http = plugin_dir().join("mgmt-http.wasm");
+    let try_with = |token: &str| {
+        safd(
+            &[
+                "plugins",
+                "try",
+                http.to_str().unwrap(),
+                "--config",
+                &serde_json::json!({"token": token}).to_string(),
+                "--grant-http",
+                &server.authority(),
+                "--address",
+                &server.base,
+                "--count",
+                "7",
+            ],
+            &cache,
+        )
+    };
+    let out = try_with(crate::support::mgmt::TOKEN);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("register: service ready true"), "{said}");
+    assert!(said.contains("acknowledged try through 7"), "{said}");
+    assert!(said.contains("probe: service ready true"), "{said}");
+    assert_eq!(server.stored(), 7);
+    let out = try_with("wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("register: error: unauthorized"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -7,6 +7,7 @@ mod demo;
 pub mod harness;
 pub mod log;
 mod plugin_build;
+mod plugin_try;
 mod plugins;
 mod scaffold;
 mod systemd;

@@ -22,6 +22,10 @@ pub(crate) enum PluginsCommand {
     /// Build a plugin crate for wasm32-wasip2 into NAME.wasm + NAME.toml,
     /// load it as safd would, and print its SHA-256 for pinning.
     Build(super::plugin_build::BuildArgs),
+    /// Run one plugin on its own in safd's sandbox: a source's events as
+    /// JSON lines and a restart from its cursor, or a destination's
+    /// register, deliver and probe against `--address`.
+    Try(super::plugin_try::TryArgs),
     /// Show what one plugin says about itself, including its config schema.
     Inspect {
         /// The plugin's `.wasm` file (its `.toml` manifest must be beside it).
@@ -36,6 +40,7 @@ pub(crate) async fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::List(args) => list(args),
         PluginsCommand::New(args) => super::scaffold::new(args),
         PluginsCommand::Build(args) => super::plugin_build::build(args).await,
+        PluginsCommand::Try(args) => super::plugin_try::run(args).await,
         PluginsCommand::Inspect { file, cache } => inspect(file, cache).await,
     }
 }
