@@ -61,7 +61,7 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("{name} missing:\n{stdout}"));
-        assert!(row.contains("safd:connector@0.1.0"), "{row}");
+        assert!(row.contains("safd:connector@0.2.0"), "{row}");
         assert!(row.contains("compiled now"), "{row}");
         // The digest sha256sum gives of the file.
         let digest = crate::support::sha256_of(&dir.join(format!("{name}.wasm")));
@@ -88,7 +88,7 @@ fn plugins_list_reports_a_corrupt_plugin_in_one_line_and_loads_the_rest() {
     std::fs::write(dir.path().join("broken.wasm"), b"\0asmnot really").unwrap();
     std::fs::write(
         dir.path().join("broken.toml"),
-        "name = \"broken\"\nversion = \"1.0.0\"\nkind = \"source\"\napi = \"safd:connector@0.1.0\"\n",
+        "name = \"broken\"\nversion = \"1.0.0\"\nkind = \"source\"\napi = \"safd:connector@0.2.0\"\n",
     )
     .unwrap();
     std::fs::write(

@@ -1534,3 +1534,140 @@ fn safd_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     let log = rest.join().unwrap();
     assert!(exited.unwrap().success(), "{log}");
 }
+
+/// Routing by severity: one group takes every event, another only majors
+/// and criticals (`min_severity = "major"`). The second server stores
+/// exactly the first one's majors and criticals, yet holds the stream as one
+/// run (the left-out seqs come as ranges); a catch-up from seq 1 replays
+/// only that share; `safd verify` finds nothing missing for either group.
+#[test]
+fn a_group_with_min_severity_receives_exactly_its_share_and_a_catch_up_replays_only_that() {
+    const EVENTS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = ems_logs(dir.path(), EVENTS);
+    let all = mgmt::Server::start(&dir.path().join("all"), &[]);
+    let majors = mgmt::Server::start(&dir.path().join("majors"), &[]);
+    let path = dir.path().join("safd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"agent_id = "test-safd"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.ems]
+plugin = "ems-reader"
+config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
+grants = {{ dirs = ["{logs}"] }}
+
+[groups.all]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{token}" }}
+grants = {{ http = ["{all_authority}"] }}
+members = [{{ name = "all", address = "{all_base}" }}]
+
+[groups.majors]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{token}" }}
+grants = {{ http = ["{majors_authority}"] }}
+members = [{{ name = "majors", address = "{majors_base}" }}]
+streams = ["ems"]
+min_severity = "major"
+"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir().display(),
+            logs = logs.display(),
+            token = mgmt::TOKEN,
+            all_authority = all.authority(),
+            all_base = all.base,
+            majors_authority = majors.authority(),
+            majors_base = majors.base,
+        ),
+    )
+    .unwrap();
+    let (daemon, admin, _stderr) = run_with_admin(&path);
+    wait_for(
+        Duration::from_secs(60),
+        "every event at both servers",
+        || ems_stream(&all)["high_water"] == EVENTS && ems_stream(&majors)["high_water"] == EVENTS,
+    );
+    // One run at the second server: the seqs left out are held as settled.
+    let held = ems_stream(&majors);
+    assert_eq!(held["held"], serde_json::json!([[1, EVENTS]]), "{held}");
+
+    let ids = |events: Vec<serde_json::Value>| -> std::collections::BTreeSet<String> {
+        events
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let share = ids(all.events("stream=ems&severity=major&limit=10000"));
+    let stored = majors.events("stream=ems&limit=10000");
+    assert!(
+        stored
+            .iter()
+            .all(|e| e["severity"] == "major" || e["severity"] == "critical")
+    );
+    assert_eq!(ids(stored), share, "exactly the majors and criticals");
+    assert!(
+        !share.is_empty() && (share.len() as u64) < EVENTS,
+        "{}",
+        share.len()
+    );
+
+    // A catch-up from the start replays only the group's share (each one
+    // recognised as held), not the events it leaves out.
+    let duplicates = || {
+        majors.get("stats").1["counters"]["duplicates"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = duplicates();
+    let asked = safd()
+        .args([
+            "catchup",
+            "--group",
+            "majors",
+            "--from-seq",
+            "ems=1",
+            "--admin",
+            &admin,
+        ])
+        .output()
+        .unwrap();
+    assert!(asked.status.success(), "{}", text_of(&asked).1);
+    let lane = || {
+        status(&admin)["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "majors")
+            .unwrap()["lanes"][0]
+            .clone()
+    };
+    wait_for(Duration::from_secs(60), "the catch-up to end", || {
+        duplicates() >= before + share.len() as u64 && lane()["catching_up"] == false
+    });
+    assert_eq!(duplicates() - before, share.len() as u64);
+    assert_eq!(majors.events("stream=ems&limit=10000").len(), share.len());
+
+    // Nothing missing: the left-out seqs count as held.
+    let verified = safd()
+        .args(["verify", "--admin", &admin, "--server-token", mgmt::TOKEN])
+        .output()
+        .unwrap();
+    let (said, _) = text_of(&verified);
+    assert!(verified.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "majors  ems: acknowledged 1–{EVENTS}, held 1–{EVENTS}: complete"
+        )),
+        "{said}"
+    );
+    drop(daemon);
+}

@@ -479,6 +479,7 @@ async fn syslog_over_tls_from_the_syslog_plugin_reaches_net_in_listening_with_tl
             let batches = [StreamBatch {
                 stream: "app".into(),
                 events,
+                left_out: Vec::new(),
             }];
             let report = writer.deliver(&batches).await.unwrap();
             assert_eq!(report.acknowledged[0].seq, first + 249);

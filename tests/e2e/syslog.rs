@@ -94,6 +94,7 @@ fn batch(seqs: std::ops::RangeInclusive<u64>) -> [StreamBatch; 1] {
     [StreamBatch {
         stream: "ems".into(),
         events: seqs.map(event).collect(),
+        left_out: Vec::new(),
     }]
 }
 
@@ -202,6 +203,7 @@ async fn a_message_longer_than_the_limit_is_cut_and_marked_never_split_or_droppe
         .deliver(&[StreamBatch {
             stream: "ems".into(),
             events: vec![long, event(2)].into(),
+            left_out: Vec::new(),
         }])
         .await
         .unwrap();

@@ -168,6 +168,7 @@ fn bench_server(
                     let batch = [StreamBatch {
                         stream: "ems".into(),
                         events: (next_seq..next_seq + size).map(event).collect(),
+                        left_out: Vec::new(),
                     }];
                     next_seq += size;
                     let started = Instant::now();

@@ -47,6 +47,68 @@ impl HeldSeqs {
         true
     }
 
+    /// Mark every seq from `first` to `last` held, joining the runs it
+    /// touches.
+    pub fn insert_range(&mut self, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        let mut start = first;
+        let mut end = last;
+        // A run that reaches into or touches the range from below.
+        if let Some((&s, &e)) = self.ranges.range(..=first).next_back()
+            && e.saturating_add(1) >= first
+        {
+            start = s;
+            end = end.max(e);
+        }
+        // Runs that begin inside it or right after it.
+        let inside: Vec<u64> = self
+            .ranges
+            .range(start..=end.saturating_add(1))
+            .map(|(&s, _)| s)
+            .collect();
+        for s in inside {
+            if let Some(e) = self.ranges.remove(&s) {
+                end = end.max(e);
+            }
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// The parts of `first..=last` not held yet, as inclusive ranges.
+    pub fn missing_within(&self, first: u64, last: u64) -> Vec<(u64, u64)> {
+        let mut parts = Vec::new();
+        let mut next = first;
+        if let Some((_, &end)) = self.ranges.range(..=first).next_back()
+            && end >= first
+        {
+            next = end.saturating_add(1);
+        }
+        for (&start, &end) in self.ranges.range(first..=last) {
+            if start > next {
+                parts.push((next, start - 1));
+            }
+            next = next.max(end.saturating_add(1));
+        }
+        if next <= last && next >= first {
+            parts.push((next, last));
+        }
+        parts
+    }
+
+    /// Whether holding `first..=last` would add a separate run.
+    pub fn range_opens_run(&self, first: u64, last: u64) -> bool {
+        let below = first
+            .checked_sub(1)
+            .is_some_and(|before| self.contains(before));
+        let above = last
+            .checked_add(1)
+            .is_some_and(|after| self.contains(after));
+        let within = self.ranges.range(first..=last).next().is_some() || self.contains(first);
+        !(below || above || within)
+    }
+
     /// Whether holding `seq` would add a separate run: neither it nor a
     /// neighbour is held.
     pub fn opens_range(&self, seq: u64) -> bool {
@@ -85,6 +147,28 @@ impl HeldSeqs {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ranges_join_what_they_touch() {
+        let mut held = HeldSeqs::default();
+        held.insert(1);
+        held.insert(10);
+        held.insert(20);
+        assert!(held.range_opens_run(13, 15));
+        assert!(!held.range_opens_run(2, 5));
+        held.insert_range(2, 9);
+        assert_eq!(held.ranges().collect::<Vec<_>>(), [(1, 10), (20, 20)]);
+        held.insert_range(12, 25);
+        assert_eq!(held.ranges().collect::<Vec<_>>(), [(1, 10), (12, 25)]);
+        held.insert_range(11, 11);
+        assert_eq!(held.ranges().collect::<Vec<_>>(), [(1, 25)]);
+        assert_eq!(held.high_water(), 25);
+        held.insert_range(5, 3);
+        assert_eq!(held.range_count(), 1);
+        assert!(held.missing_within(3, 20).is_empty());
+        held.insert(40);
+        assert_eq!(held.missing_within(20, 45), [(26, 39), (41, 45)]);
+    }
 
     #[test]
     fn ranges_merge_as_gaps_fill() {

@@ -91,6 +91,11 @@ pub struct StreamBatch<'a> {
     pub stream: Text<'a>,
     #[serde(borrow)]
     pub events: Vec<WireEvent<'a>>,
+    /// Seqs the agent's group leaves out for this server (its
+    /// `min_severity`), inclusive `[first, last]` ranges: held as settled,
+    /// so the high-water stays whole.
+    #[serde(default)]
+    pub left_out: Vec<[u64; 2]>,
 }
 
 /// An event as it travels. Fields are checked one by one (see

@@ -51,6 +51,10 @@ pub struct SegmentHeader {
     /// (seq, reason): refused for good.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<(u64, String)>,
+    /// (first, last): seqs the agent's group left out for this server
+    /// (its `min_severity`), held as settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<(u64, u64)>,
 }
 
 /// A segment being filled by a delivery.

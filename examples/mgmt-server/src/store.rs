@@ -317,6 +317,9 @@ impl WriterState {
             for &(seq, _) in &header.rejected {
                 held.insert(seq);
             }
+            for &(first, last) in &header.left_out {
+                held.insert_range(first, last);
+            }
             batch.insert(
                 key(prefix::STREAM, &[agent.as_bytes(), stream.as_bytes()]),
                 serde_json::to_vec(held)?,
@@ -830,6 +833,37 @@ impl Store {
                 segment.note_seq(seq);
                 if segment.is_full() {
                     seal(std::mem::take(&mut segment), stream, counters)?;
+                }
+            }
+            // What the agent's routing left out for this server: held as
+            // settled, so the stream stays one run.
+            for &[first, last] in &stream_batch.left_out {
+                if first > last || first == 0 {
+                    tracing::warn!(
+                        agent,
+                        stream,
+                        first,
+                        last,
+                        "left_out range ignored: not a range of seqs"
+                    );
+                    continue;
+                }
+                // Only what is not held yet is recorded: a seq is settled
+                // into one record only (the first one keys its segment).
+                let mut recorded_all = true;
+                for (from, through) in held.missing_within(first, last) {
+                    if held.range_count() >= MAX_HELD_RANGES && held.range_opens_run(from, through)
+                    {
+                        // Not held, so not acknowledged: sent again later.
+                        recorded_all = false;
+                        break;
+                    }
+                    held.insert_range(from, through);
+                    segment.note_seq(from);
+                    segment.header.left_out.push((from, through));
+                }
+                if recorded_all {
+                    accepted_through = Some(accepted_through.map_or(last, |s| s.max(last)));
                 }
             }
             seal(segment, stream, counters)?;

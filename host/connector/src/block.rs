@@ -186,6 +186,26 @@ impl SequencedBlock {
         })
     }
 
+    /// The events of at least `min` severity, and the seqs of the others
+    /// as inclusive ranges in order: what a group with `min_severity`
+    /// delivers and leaves out. It decodes and copies the kept events;
+    /// groups without `min_severity` never come here.
+    pub fn split_by_severity(&self, min: safd_event_block::Severity) -> (Self, Vec<(u64, u64)>) {
+        let mut kept = Vec::new();
+        let mut left_out: Vec<(u64, u64)> = Vec::new();
+        for event in self.to_events() {
+            if event.event.severity >= min {
+                kept.push(event);
+                continue;
+            }
+            match left_out.last_mut() {
+                Some(range) if range.1 + 1 == event.seq => range.1 = event.seq,
+                _ => left_out.push((event.seq, event.seq)),
+            }
+        }
+        (kept.into(), left_out)
+    }
+
     /// The events, owned. An event whose text is not UTF-8 (possible only
     /// if a stored chunk was damaged under an intact checksum) ends the
     /// list: the error is the caller's to see in the count.

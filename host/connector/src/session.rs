@@ -8,6 +8,35 @@ use std::time::Duration;
 pub struct StreamBatch {
     pub stream: String,
     pub events: SequencedBlock,
+    /// Seqs the group's routing left out (`min_severity`), inclusive
+    /// ranges in order: settled for this receiver without being sent.
+    pub left_out: Vec<(u64, u64)>,
+}
+
+impl StreamBatch {
+    /// A batch of `events` with nothing left out.
+    pub fn new(stream: impl Into<String>, events: SequencedBlock) -> Self {
+        Self {
+            stream: stream.into(),
+            events,
+            left_out: Vec::new(),
+        }
+    }
+
+    /// The first and last seq the batch accounts for: its events and the
+    /// ranges it left out. `None` for an empty batch.
+    pub fn span(&self) -> Option<(u64, u64)> {
+        let events = self.events.first_seq().zip(self.events.last_seq());
+        let left_out = self
+            .left_out
+            .first()
+            .map(|r| r.0)
+            .zip(self.left_out.last().map(|r| r.1));
+        match (events, left_out) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (one, other) => one.or(other),
+        }
+    }
 }
 
 /// How much one `poll` may return.

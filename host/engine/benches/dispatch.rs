@@ -105,6 +105,7 @@ fn bench_dispatch(c: &mut Criterion) {
                             }],
                             tuning: Tuning::default(),
                             streams: safd_engine::Routes::all(),
+                            min_severity: None,
                         })
                         .unwrap();
                     loop {

@@ -127,6 +127,8 @@ pub(crate) struct Lane {
     pub(crate) tuning: Tuning,
     /// The streams this group delivers.
     pub(crate) routes: crate::group::Routes,
+    /// Events below it are left out (`min_severity`).
+    pub(crate) min_severity: Option<safd_connector::Severity>,
     pub(crate) status: Arc<Mutex<LaneStatus>>,
     pub(crate) commands: mpsc::Receiver<LaneCommand>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -469,10 +471,7 @@ impl Lane {
             return Ok(Some(Plan {
                 batches: by_stream
                     .into_iter()
-                    .map(|(stream, events)| StreamBatch {
-                        stream,
-                        events: events.into(),
-                    })
+                    .map(|(stream, events)| StreamBatch::new(stream, events.into()))
                     .collect(),
                 dead_letters: true,
             }));
@@ -507,9 +506,20 @@ impl Lane {
             }
             events_left -= events.len();
             bytes_left = bytes_left.saturating_sub(events.text_bytes());
-            batches.push(StreamBatch {
-                stream: head.name,
-                events,
+            batches.push(match self.min_severity {
+                None => StreamBatch::new(head.name, events),
+                Some(min) => {
+                    // Left-out events go with the batch as ranges: the
+                    // receiver counts them as settled, so its held seqs
+                    // stay one run and a batch of nothing but them still
+                    // moves the group on.
+                    let (kept, left_out) = events.split_by_severity(min);
+                    StreamBatch {
+                        stream: head.name,
+                        events: kept,
+                        left_out,
+                    }
+                }
             });
             if isolate {
                 break;
@@ -690,16 +700,29 @@ impl Lane {
         // Transport-write members: what was written, to confirm later.
         let mut written: BTreeMap<String, u64> = BTreeMap::new();
         for batch in &plan.batches {
-            let (Some(first), Some(last)) = (batch.events.first_seq(), batch.events.last_seq())
-            else {
+            let Some((first, last)) = batch.span() else {
                 continue;
             };
             let stream = batch.stream.as_str();
-            let mut settled = acknowledged
-                .get(stream)
-                .copied()
-                .unwrap_or(0)
-                .max(first - 1);
+            // Seqs the group left out are settled once everything before
+            // them is: a receiver that knows nothing of them acknowledges
+            // its last event, and a batch of nothing but them is settled
+            // whole.
+            let over_left_out = |mut settled: u64| {
+                for &(from, through) in &batch.left_out {
+                    if from <= settled + 1 && through > settled {
+                        settled = through;
+                    }
+                }
+                settled
+            };
+            let mut settled = over_left_out(
+                acknowledged
+                    .get(stream)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(first - 1),
+            );
             for (i, &seq) in batch.events.seqs().iter().enumerate() {
                 if let Some(reason) = rejected.get(&(stream, seq)) {
                     // Rejections are rare: only the rejected event is
@@ -712,7 +735,7 @@ impl Lane {
                     if !kept {
                         settled = settled.min(seq - 1);
                     } else if seq == settled + 1 {
-                        settled = seq;
+                        settled = over_left_out(seq);
                     }
                 } else if seq <= settled && plan.dead_letters {
                     self.forget_dead_letter(stream, seq);
@@ -721,7 +744,13 @@ impl Lane {
             let settled = settled.min(last);
             if settled >= first {
                 progressed = true;
-                Metrics::add(&self.metrics.events_delivered, settled - first + 1);
+                let delivered = batch
+                    .events
+                    .seqs()
+                    .iter()
+                    .take_while(|&&seq| seq <= settled)
+                    .count() as u64;
+                Metrics::add(&self.metrics.events_delivered, delivered);
                 self.metrics.labelled.add(
                     "safd_events_delivered_total",
                     &[
@@ -729,7 +758,7 @@ impl Lane {
                         ("member", &member_name),
                         ("stream", stream),
                     ],
-                    settled - first + 1,
+                    delivered,
                 );
                 self.observe_latency(&batch.events, settled);
             }

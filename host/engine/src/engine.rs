@@ -327,6 +327,7 @@ impl Engine {
                 members,
                 tuning: config.tuning,
                 routes: config.streams.clone(),
+                min_severity: config.min_severity,
                 status: status.clone(),
                 commands: rx,
                 shutdown: running.stop.subscribe(),

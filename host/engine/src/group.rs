@@ -145,6 +145,10 @@ pub struct GroupConfig {
     /// nothing to deliver, so they neither wait in its backlog nor hold
     /// back retention).
     pub streams: Routes,
+    /// Events below it are not delivered (`min_severity`): the group's
+    /// receivers are told which seqs were left out, so their held
+    /// positions stay whole.
+    pub min_severity: Option<safd_connector::Severity>,
 }
 
 impl GroupConfig {

@@ -120,6 +120,7 @@ fn bench_deliver(c: &mut Criterion) {
                     event: realistic_event(seq),
                 })
                 .collect(),
+            left_out: Vec::new(),
         }];
         group.throughput(Throughput::Elements(u64::from(size)));
         group.bench_function(BenchmarkId::from_parameter(size), |b| {

@@ -90,6 +90,11 @@ pub(crate) fn stream_batches_to_wit(batches: &[api::StreamBatch]) -> Vec<wit::St
                 count: b.events.len() as u32,
                 bytes: b.events.bytes().to_vec(),
             },
+            left_out: b
+                .left_out
+                .iter()
+                .map(|&(first, last)| wit::SeqRange { first, last })
+                .collect(),
         })
         .collect()
 }

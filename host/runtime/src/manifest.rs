@@ -5,9 +5,9 @@ use std::fmt;
 
 /// The WIT package version this host implements.
 pub const API_PACKAGE: &str = "safd:connector";
-pub const API_VERSION: (u64, u64, u64) = (0, 1, 0);
+pub const API_VERSION: (u64, u64, u64) = (0, 2, 0);
 
-/// The API version string this host implements, e.g. `safd:connector@0.1.0`.
+/// The API version string this host implements, e.g. `safd:connector@0.2.0`.
 pub fn supported_api() -> String {
     let (major, minor, patch) = API_VERSION;
     format!("{API_PACKAGE}@{major}.{minor}.{patch}")
@@ -75,7 +75,7 @@ pub struct Manifest {
     pub version: String,
     pub kind: PluginKind,
     /// The WIT package the plugin was built against, e.g.
-    /// `safd:connector@0.1.0`.
+    /// `safd:connector@0.2.0`.
     pub api: String,
     #[serde(default)]
     pub description: String,
@@ -182,7 +182,7 @@ impl Manifest {
     }
 }
 
-/// Within 0.1.x new interfaces may be added, so a plugin built against a
+/// Within 0.2.x new interfaces may be added, so a plugin built against a
 /// newer patch release might import one this host lacks: accept the same
 /// major.minor with a patch no newer than ours.
 fn api_supported(api: &str) -> bool {
@@ -215,7 +215,7 @@ mod tests {
         name = "ems-reader"
         version = "0.1.0"
         kind = "source"
-        api = "safd:connector@0.1.0"
+        api = "safd:connector@0.2.0"
         [capabilities]
         files = true
     "#;
@@ -231,20 +231,22 @@ mod tests {
     #[test]
     fn refuses_other_api_versions() {
         for api in [
-            "safd:connector@0.2.0",
-            "safd:connector@0.1.9",
+            "safd:connector@0.3.0",
+            "safd:connector@0.2.9",
+            // Built for the contract before `left-out`: rebuilt, not loaded.
+            "safd:connector@0.1.0",
             "safd:connector@1.0.0",
-            "other:pkg@0.1.0",
+            "other:pkg@0.2.0",
             "safd:connector",
-            "safd:connector@0.1",
+            "safd:connector@0.2",
         ] {
-            let text = GOOD.replace("safd:connector@0.1.0", api);
+            let text = GOOD.replace("safd:connector@0.2.0", api);
             let err = Manifest::parse(&text, "ems-reader").unwrap_err();
             assert!(
                 matches!(err, ManifestError::UnsupportedApi { .. }),
                 "{api}: {err}"
             );
-            assert!(err.to_string().contains("safd:connector@0.1.0"));
+            assert!(err.to_string().contains("safd:connector@0.2.0"));
         }
     }
 

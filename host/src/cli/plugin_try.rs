@@ -209,15 +209,15 @@ async fn try_destination(
         ),
         Err(err) => return failed("register", &err),
     }
-    let batch = StreamBatch {
-        stream: STREAM.to_owned(),
-        events: events
+    let batch = StreamBatch::new(
+        STREAM,
+        events
             .into_iter()
             .zip(1..)
             .map(|(event, seq)| SequencedEvent { seq, event })
             .collect::<Vec<_>>()
             .into(),
-    };
+    );
     match session.deliver(std::slice::from_ref(&batch)).await {
         Ok(report) => {
             println!(

@@ -225,6 +225,9 @@ pub struct GroupSection {
     /// The streams the group delivers (globs); default: all.
     #[serde(default)]
     pub streams: Option<Spanned<Vec<String>>>,
+    /// The least severity it delivers (`debug` … `critical`); default: all.
+    #[serde(default)]
+    pub min_severity: Option<Spanned<String>>,
     pub members: Spanned<Vec<MemberSection>>,
     #[serde(default = "defaults::batch_events")]
     pub batch_max_events: Spanned<u64>,

@@ -264,7 +264,20 @@ impl GuestWriter for Writer {
                 }
                 wire::event(&mut body, seq, &event);
             }
-            body.push_str("]}");
+            body.push(']');
+            // Seqs the group left out (its min_severity): the server
+            // counts them as held (docs/protocol.md, "left_out").
+            if !batch.left_out.is_empty() {
+                body.push_str(",\"left_out\":[");
+                for (n, range) in batch.left_out.iter().enumerate() {
+                    if n > 0 {
+                        body.push(',');
+                    }
+                    body.push_str(&format!("[{},{}]", range.first, range.last));
+                }
+                body.push(']');
+            }
+            body.push('}');
         }
         body.push_str("]}");
         let answer: wire::DeliverAnswer = self.call(Request::post(

@@ -130,6 +130,7 @@ impl StreamBatch {
         Self {
             stream: stream.to_owned(),
             events: EventBlock { count, bytes },
+            left_out: Vec::new(),
         }
     }
 

@@ -357,6 +357,7 @@ mod tests {
         StreamBatch {
             stream: stream.to_owned(),
             events: EventBlock { count, bytes },
+            left_out: Vec::new(),
         }
     }
 

@@ -62,6 +62,7 @@ fn batch(events: Vec<SequencedEvent>) -> [StreamBatch; 1] {
     [StreamBatch {
         stream: "ems".into(),
         events: events.into(),
+        left_out: Vec::new(),
     }]
 }
 

@@ -41,6 +41,7 @@ fn group(
         members: crate::common::fakes::fake_members(members, destination),
         tuning: fast_tuning(),
         streams: Routes::all(),
+        min_severity: None,
     }
 }
 
@@ -753,4 +754,64 @@ async fn groups_deliver_only_the_streams_they_route() {
         "a catch-up replays only what is routed"
     );
     engine.shutdown().await.unwrap();
+}
+
+/// A group with `min_severity` is sent only the events of at least that
+/// severity, with the seqs it left out as ranges: together they cover the
+/// stream, and a run of nothing but left-out events (at the end here)
+/// still moves the group on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_min_severity_gets_its_share_and_the_ranges_it_left_out() {
+    use safd_connector::Severity;
+    let dir = tempfile::tempdir().unwrap();
+    let ems = FakeSource::default();
+    let to_siem = FakeDestination::default();
+    let engine = open(dir.path(), QueueOptions::default());
+    engine
+        .add_source("ems", Arc::new(ems.clone()), pump())
+        .unwrap();
+    let mut siem = group("siem", GroupMode::Failover, &["collector"], &to_siem);
+    siem.streams = Routes::matching(&["ems".into()]).unwrap();
+    siem.min_severity = Some(Severity::Major);
+    engine.add_group(siem).unwrap();
+    // Every fifth a major or a critical, then a long run of infos.
+    let severities: Vec<Severity> = (1..=60u64)
+        .map(|n| match n {
+            _ if n > 40 => Severity::Info,
+            _ if n % 10 == 0 => Severity::Critical,
+            _ if n % 5 == 0 => Severity::Major,
+            _ => Severity::Minor,
+        })
+        .collect();
+    ems.append_severities(&severities, "e");
+    eventually("every seq settled for the group", WAIT, || {
+        acked(&engine, "siem", "ems") == 60
+    })
+    .await;
+    let collector = to_siem.server("collector");
+    let (delivered, left_out) = collector.with(|s| {
+        let delivered: Vec<u64> = s
+            .events
+            .keys()
+            .filter(|(stream, _)| stream == "ems")
+            .map(|(_, seq)| *seq)
+            .collect();
+        (delivered, s.left_out.clone())
+    });
+    assert_eq!(delivered, (1..=8).map(|n| n * 5).collect::<Vec<u64>>());
+    let mut covered: Vec<u64> = delivered.clone();
+    for (stream, first, last) in &left_out {
+        assert_eq!(stream, "ems");
+        covered.extend(*first..=*last);
+    }
+    covered.sort_unstable();
+    covered.dedup();
+    assert_eq!(covered, (1..=60).collect::<Vec<u64>>(), "{left_out:?}");
+    assert!(
+        left_out.iter().any(|(_, _, last)| *last == 60),
+        "{left_out:?}"
+    );
+    // Nothing left out of the stream waits: no lag.
+    let lag = engine.lag().await;
+    assert!(lag.values().all(|n| *n == 0), "{lag:?}");
 }

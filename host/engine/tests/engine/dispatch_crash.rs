@@ -93,6 +93,7 @@ async fn dispatch_crash_child() {
                 ..Tuning::default()
             },
             streams: safd_engine::Routes::all(),
+            min_severity: None,
         })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -56,6 +56,7 @@ async fn pair() -> Pair {
             members: vec![member("primary"), member("backup")],
             tuning: fast_tuning(),
             streams: safd_engine::Routes::all(),
+            min_severity: None,
         })
         .unwrap();
     Pair {

@@ -63,6 +63,7 @@ fn start(dir: &Path, source: &FakeSource, destination: &FakeDestination) -> Engi
                 ..Tuning::default()
             },
             streams: safd_engine::Routes::all(),
+            min_severity: None,
         })
         .unwrap();
     engine

@@ -21,6 +21,7 @@ fn batch(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> StreamBatch {
                 },
             })
             .collect(),
+        left_out: Vec::new(),
     }
 }
 

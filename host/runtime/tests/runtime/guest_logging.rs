@@ -75,6 +75,7 @@ async fn log_import_and_stdout_are_tagged_with_the_instance() {
         .deliver(&[StreamBatch {
             stream: "hello".into(),
             events,
+            left_out: Vec::new(),
         }])
         .await
         .unwrap();

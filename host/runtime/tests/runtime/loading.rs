@@ -41,19 +41,19 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
         d,
         "future-api",
         &fixture_wasm(),
-        &manifest("future-api", "source", "safd:connector@0.2.0"),
+        &manifest("future-api", "source", "safd:connector@0.3.0"),
     );
     add_plugin(
         d,
         "corrupt",
         b"\0asm\x0d\0\x01\0garbage",
-        &manifest("corrupt", "source", "safd:connector@0.1.0"),
+        &manifest("corrupt", "source", "safd:connector@0.2.0"),
     );
     add_plugin(
         d,
         "not-wasm",
         b"#!/bin/sh\necho hi\n",
-        &manifest("not-wasm", "source", "safd:connector@0.1.0"),
+        &manifest("not-wasm", "source", "safd:connector@0.2.0"),
     );
     add_plugin(
         d,
@@ -65,7 +65,7 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
         d,
         "wrong-kind",
         &fixture_wasm(),
-        &manifest("wrong-kind", "destination", "safd:connector@0.1.0"),
+        &manifest("wrong-kind", "destination", "safd:connector@0.2.0"),
     );
     // It uses wasi:http, but its manifest does not ask for it: wasi:http is
     // not linked for it, and the refusal says what to add.
@@ -75,13 +75,13 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
         &fixture_wasm(),
         &format!(
             "{}[capabilities]\nfiles = true\ntcp = true\n",
-            manifest("no-http", "source", "safd:connector@0.1.0")
+            manifest("no-http", "source", "safd:connector@0.2.0")
         ),
     );
     std::fs::write(d.join("orphan.wasm"), fixture_wasm()).unwrap();
     std::fs::write(
         d.join("lonely.toml"),
-        manifest("lonely", "source", "safd:connector@0.1.0"),
+        manifest("lonely", "source", "safd:connector@0.2.0"),
     )
     .unwrap();
 
@@ -104,10 +104,10 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
     };
     let future = line_for("future-api");
     assert!(
-        future.contains("unsupported API version `safd:connector@0.2.0`"),
+        future.contains("unsupported API version `safd:connector@0.3.0`"),
         "{future}"
     );
-    assert!(future.contains("supports safd:connector@0.1.0"), "{future}");
+    assert!(future.contains("supports safd:connector@0.2.0"), "{future}");
     assert!(line_for("corrupt").contains("not a valid WebAssembly component"));
     assert!(line_for("not-wasm").contains("not a valid WebAssembly component"));
     let bad = line_for("bad-manifest");

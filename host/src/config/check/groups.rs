@@ -155,6 +155,20 @@ pub(super) async fn check_groups(
                 Routes::all()
             }),
         };
+        let min_severity = section.min_severity.as_ref().and_then(|name| {
+            let found = safd_connector::Severity::from_name(name.get_ref());
+            if found.is_none() {
+                findings.at(
+                    name,
+                    format!("{key}.min_severity"),
+                    format!(
+                        "`{}` is not a severity: use one of debug, info, warning, minor, major, critical",
+                        name.get_ref()
+                    ),
+                );
+            }
+            found
+        });
         groups.push(GroupConfig {
             name: name.clone(),
             mode: match section.mode {
@@ -173,6 +187,7 @@ pub(super) async fn check_groups(
                 ..Tuning::default()
             },
             streams,
+            min_severity,
         });
     }
     (groups, warnings)

@@ -43,6 +43,8 @@ pub struct ServerState {
     pub duplicates: u64,
     /// The same, per stream.
     pub duplicates_by_stream: BTreeMap<String, u64>,
+    /// (stream, first, last): seqs the group said it left out.
+    pub left_out: Vec<(String, u64, u64)>,
     pub registrations: Vec<SessionInfo>,
     /// Event ids it permanently rejects.
     pub rejects: HashSet<String>,
@@ -106,6 +108,7 @@ impl Default for ServerState {
             arrived_at: BTreeMap::new(),
             duplicates: 0,
             duplicates_by_stream: BTreeMap::new(),
+            left_out: Vec::new(),
             registrations: Vec::new(),
             rejects: HashSet::new(),
             reject_whole_batch: false,
@@ -343,7 +346,12 @@ impl DestinationSession for FakeSession {
                 return Err(ConnectorError::Rejected("malformed event".into()).into());
             }
             for batch in batches {
-                if batch.events.windows(2).any(|w| w[1].seq != w[0].seq + 1) {
+                for &(first, last) in &batch.left_out {
+                    s.left_out.push((batch.stream.clone(), first, last));
+                }
+                if batch.left_out.is_empty()
+                    && batch.events.windows(2).any(|w| w[1].seq != w[0].seq + 1)
+                {
                     s.disorder = Some(batch.events.iter().map(|e| e.seq).collect());
                 }
                 let mut through = 0;
@@ -407,6 +415,7 @@ impl DestinationSession for FakeSession {
 struct OwnedBatch {
     stream: String,
     events: Vec<SequencedEvent>,
+    left_out: Vec<(u64, u64)>,
 }
 
 impl OwnedBatch {
@@ -424,6 +433,7 @@ impl OwnedBatch {
         );
         Self {
             stream: batch.stream.clone(),
+            left_out: batch.left_out.clone(),
             events,
         }
     }
@@ -447,6 +457,18 @@ impl FakeSource {
         for _ in 0..count {
             let n = log.len() as u64;
             log.push(event(prefix, n));
+        }
+    }
+
+    /// One event per severity given, in order.
+    pub fn append_severities(&self, severities: &[Severity], prefix: &str) {
+        let mut log = self.log.lock().unwrap();
+        for &severity in severities {
+            let n = log.len() as u64;
+            log.push(Event {
+                severity,
+                ..event(prefix, n)
+            });
         }
     }
 
