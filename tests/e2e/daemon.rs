@@ -1547,49 +1547,25 @@ fn a_group_with_min_severity_receives_exactly_its_share_and_a_catch_up_replays_o
     let logs = ems_logs(dir.path(), EVENTS);
     let all = mgmt::Server::start(&dir.path().join("all"), &[]);
     let majors = mgmt::Server::start(&dir.path().join("majors"), &[]);
-    let path = dir.path().join("safd.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"agent_id = "test-safd"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.ems]
-plugin = "ems-reader"
-config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
-grants = {{ dirs = ["{logs}"] }}
-
-[groups.all]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ token = "{token}" }}
-grants = {{ http = ["{all_authority}"] }}
-members = [{{ name = "all", address = "{all_base}" }}]
-
+    // Group `mgmt` takes everything; group `majors` is added to it.
+    let path = config(dir.path(), &logs, &[("all", &all.base)], &[all.authority()]);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        r#"
 [groups.majors]
 mode = "failover"
 plugin = "mgmt-http"
 config = {{ token = "{token}" }}
-grants = {{ http = ["{majors_authority}"] }}
-members = [{{ name = "majors", address = "{majors_base}" }}]
+grants = {{ http = ["{authority}"] }}
+members = [{{ name = "majors", address = "{base}" }}]
 streams = ["ems"]
 min_severity = "major"
 "#,
-            data = dir.path().join("data").display(),
-            plugins = plugin_dir().display(),
-            logs = logs.display(),
-            token = mgmt::TOKEN,
-            all_authority = all.authority(),
-            all_base = all.base,
-            majors_authority = majors.authority(),
-            majors_base = majors.base,
-        ),
-    )
-    .unwrap();
+        token = mgmt::TOKEN,
+        authority = majors.authority(),
+        base = majors.base,
+    ));
+    std::fs::write(&path, text).unwrap();
     let (daemon, admin, _stderr) = run_with_admin(&path);
     wait_for(
         Duration::from_secs(60),
