@@ -39,6 +39,7 @@
 
 mod event;
 pub mod names;
+pub mod odd;
 
 pub use event::{Attribute, Event, Severity, Timestamp};
 

@@ -445,6 +445,32 @@ fn plugins_new_makes_crates_that_test_build_and_load_unchanged() {
         let digest = crate::support::sha256_of(&plugins.join(format!("{name}.wasm")));
         assert!(said.contains(&format!("sha256 = \"{digest}\"")), "{said}");
         assert!(plugins.join(format!("{name}.toml")).is_file());
+        // And it passes the conformance suite as generated.
+        let wasm = plugins.join(format!("{name}.wasm"));
+        let config = if kind == "source" {
+            r#"{"count": 100}"#
+        } else {
+            "{}"
+        };
+        let suite = safd(
+            &[
+                "plugins",
+                "test",
+                wasm.to_str().unwrap(),
+                "--config",
+                config,
+                "--address",
+                "log",
+            ],
+            &cache,
+        );
+        let report = text(&suite.stdout);
+        assert!(
+            suite.status.success(),
+            "{name}: {report}{}",
+            text(&suite.stderr)
+        );
+        assert!(report.contains("PASSED"), "{report}");
     }
     let list = safd(
         &["plugins", "list", "--dir", plugins.to_str().unwrap()],

@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod conformance;
 mod daemon;
 mod ems_reader;
 mod file_tail;

@@ -13,12 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The bodies of every POST, as received.
-type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
+pub(crate) type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// An HTTP receiver as small webhooks are written: it reads the headers,
 /// then exactly `Content-Length` bytes (none without it; it knows nothing
 /// of chunked bodies), and answers 200.
-fn content_length_only_receiver() -> (String, Bodies) {
+pub(crate) fn content_length_only_receiver() -> (String, Bodies) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let bodies: Bodies = Arc::default();

@@ -2,6 +2,7 @@
 
 mod admin;
 mod assets;
+mod conformance;
 mod daemon;
 mod demo;
 pub mod harness;

@@ -29,18 +29,8 @@ pub(crate) struct TryArgs {
     /// The instance's config, as JSON (what `config = { … }` holds).
     #[arg(long, default_value = "{}")]
     config: String,
-    /// A directory the plugin may read (repeatable).
-    #[arg(long = "grant-dir", value_name = "DIR")]
-    grant_dirs: Vec<PathBuf>,
-    /// An HTTP authority (`host:port`) the plugin may send to (repeatable).
-    #[arg(long = "grant-http", value_name = "AUTHORITY")]
-    grant_http: Vec<String>,
-    /// A TCP address (`ip:port`) the plugin may connect to (repeatable).
-    #[arg(long = "grant-tcp", value_name = "ADDRESS")]
-    grant_tcp: Vec<String>,
-    /// A local address (`ip:port`) a source may listen on (repeatable).
-    #[arg(long = "grant-listen", value_name = "ADDRESS")]
-    grant_listen: Vec<String>,
+    #[command(flatten)]
+    grants: GrantArgs,
     /// Sources: polls before the restart from the cursor (fewer when the
     /// source has nothing more).
     #[arg(long, default_value_t = 20)]
@@ -59,19 +49,42 @@ pub(crate) struct TryArgs {
     cache: CacheArgs,
 }
 
+/// What the plugin may reach: the `grants` of an instance, as flags.
+#[derive(Debug, Args)]
+pub(crate) struct GrantArgs {
+    /// A directory the plugin may read (repeatable).
+    #[arg(long = "grant-dir", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// An HTTP authority (`host:port`) the plugin may send to (repeatable).
+    #[arg(long = "grant-http", value_name = "AUTHORITY")]
+    http: Vec<String>,
+    /// A TCP address (`ip:port`) the plugin may connect to (repeatable).
+    #[arg(long = "grant-tcp", value_name = "ADDRESS")]
+    tcp: Vec<String>,
+    /// A local address (`ip:port`) a source may listen on (repeatable).
+    #[arg(long = "grant-listen", value_name = "ADDRESS")]
+    listen: Vec<String>,
+}
+
+impl GrantArgs {
+    pub(crate) fn grants(&self) -> Grants {
+        Grants {
+            dirs: self.dirs.clone(),
+            http: self.http.clone(),
+            tcp: self.tcp.clone(),
+            listen: self.listen.clone(),
+            tls: None,
+        }
+    }
+}
+
 /// The stream a destination is given.
 const STREAM: &str = "try";
 
 pub(crate) async fn run(args: TryArgs) -> anyhow::Result<ExitCode> {
     let runtime = args.cache.runtime()?;
     let plugin = runtime.load(&args.file)?;
-    let grants = Grants {
-        dirs: args.grant_dirs.clone(),
-        http: args.grant_http.clone(),
-        tcp: args.grant_tcp.clone(),
-        listen: args.grant_listen.clone(),
-        tls: None,
-    };
+    let grants = args.grants.grants();
     match plugin.manifest.kind {
         PluginKind::Source => {
             let source = plugin.source("try", args.config.clone(), &grants)?;
@@ -248,7 +261,7 @@ async fn try_destination(
     Ok(ExitCode::SUCCESS)
 }
 
-fn positions(positions: &[StreamPosition]) -> String {
+pub(crate) fn positions(positions: &[StreamPosition]) -> String {
     if positions.is_empty() {
         return "none".to_owned();
     }
@@ -275,7 +288,7 @@ fn event_json(event: &Event) -> serde_json::Value {
     })
 }
 
-fn generated(count: u64) -> Vec<Event> {
+pub(crate) fn generated(count: u64) -> Vec<Event> {
     let now = jiff::Timestamp::now().as_microsecond();
     (1..=count)
         .map(|n| Event {

@@ -26,6 +26,12 @@ pub(crate) enum PluginsCommand {
     /// JSON lines and a restart from its cursor, or a destination's
     /// register, deliver and probe against `--address`.
     Try(super::plugin_try::TryArgs),
+    /// The conformance suite every connector must pass: describe and its
+    /// schema, config problems naming their keys, a source's cursors and
+    /// ids, a destination's acknowledged-through and error cases against
+    /// `--address`, odd inputs that must never make it trap. Exit status 1
+    /// when a check fails.
+    Test(super::conformance::TestArgs),
     /// Show what one plugin says about itself, including its config schema.
     Inspect {
         /// The plugin's `.wasm` file (its `.toml` manifest must be beside it).
@@ -41,6 +47,7 @@ pub(crate) async fn run(command: PluginsCommand) -> anyhow::Result<ExitCode> {
         PluginsCommand::New(args) => super::scaffold::new(args),
         PluginsCommand::Build(args) => super::plugin_build::build(args).await,
         PluginsCommand::Try(args) => super::plugin_try::run(args).await,
+        PluginsCommand::Test(args) => super::conformance::run(args).await,
         PluginsCommand::Inspect { file, cache } => inspect(file, cache).await,
     }
 }

@@ -15,6 +15,16 @@ use serde::de::DeserializeOwned;
 /// reported instead of silently ignored.
 pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigProblem> {
     let text = if text.trim().is_empty() { "{}" } else { text };
+    // serde reads a struct from a JSON array too (its fields in order), so
+    // `[]` would pass as a config of defaults: a config is an object.
+    if let Some(first) = text.trim_start().chars().next()
+        && first != '{'
+    {
+        return Err(ConfigProblem::new(
+            "",
+            "the config is not a JSON object: write it as a table (`config = { … }`)",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -101,5 +111,14 @@ mod tests {
             problem.message.contains("unknown field `limt`"),
             "{problem:?}"
         );
+        // A struct of defaults would read `[]` as itself; a config is an object.
+        #[derive(Debug, serde::Deserialize)]
+        struct Defaults {
+            #[serde(default)]
+            #[allow(dead_code)]
+            limit: u32,
+        }
+        assert!(parse::<Defaults>("[]").is_err());
+        assert!(parse::<Defaults>(" ").is_ok());
     }
 }

@@ -44,6 +44,16 @@ pub mod tcp;
 pub mod time;
 pub mod tls;
 
+/// Inputs for a plugin's native unit tests.
+pub mod testing {
+    /// Odd but valid events (empty and huge strings, control and
+    /// multi-byte characters, extreme times, many attributes), the same
+    /// ones `safd plugins test` delivers: a destination must deliver or
+    /// reject each, never trap. Build a batch of them with
+    /// [`StreamBatch::sequenced`](crate::types::StreamBatch::sequenced).
+    pub use safd_event_block::odd::odd_events;
+}
+
 /// Bindings of the `source` world. Plugin authors normally use [`source`] and
 /// [`types`] instead of this module.
 pub mod source_bindings {
