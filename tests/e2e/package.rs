@@ -59,6 +59,8 @@ fn the_packages_install_run_the_shipped_configuration_and_remove_cleanly() {
         "/usr/share/fish/vendor_completions.d/safd.fish",
         "/usr/share/doc/safd/operations.md",
         "/usr/share/doc/safd/examples/safd-alerts.yml",
+        "/usr/share/safd/wit/connector.wit",
+        "/usr/share/safd/wit/safd-connector-0.2.0.wasm",
     ] {
         assert!(Path::new(shipped).is_file(), "{shipped} is not installed");
     }
@@ -107,6 +109,7 @@ fn the_packages_install_run_the_shipped_configuration_and_remove_cleanly() {
         "/var/lib/safd-mgmt",
         "/usr/lib/systemd/system/safd.service",
         "/usr/share/man/man1/safd.1.gz",
+        "/usr/share/safd",
     ] {
         assert!(!Path::new(gone).exists(), "{gone} is left after a purge");
     }

@@ -140,3 +140,130 @@ streams = ["app"]
     assert_eq!(first["stream"], "app");
     assert!(first["seq"].as_u64().is_some() && first["time"].as_str().is_some());
 }
+
+/// The SDK as a plugin author outside this repository gets it: `cargo
+/// package` of the SDK and the event-block crate it depends on (the WIT
+/// inside the SDK's package), unpacked as a registry would, a plugin made
+/// by `safd plugins new` in a directory outside the tree against that
+/// package, built by `safd plugins build`, passing `safd plugins test`.
+#[test]
+fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
+    let repository = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = crate::support::target_dir();
+    let packaged = target.join("sdk-package");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(&cargo)
+        .args([
+            "package",
+            "-p",
+            "safd-event-block",
+            "-p",
+            "safd-plugin-sdk",
+            "--no-verify",
+            "--allow-dirty",
+            "--target-dir",
+        ])
+        .arg(&packaged)
+        .current_dir(repository.join("plugins"))
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let vendor = dir.path().join("vendor");
+    std::fs::create_dir_all(&vendor).unwrap();
+    for name in ["safd-event-block", "safd-plugin-sdk"] {
+        let file = packaged
+            .join("package")
+            .join(format!("{name}-{}.crate", env!("CARGO_PKG_VERSION")));
+        let unpacked = std::process::Command::new("tar")
+            .arg("xzf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&vendor)
+            .status()
+            .unwrap();
+        assert!(unpacked.success(), "{}", file.display());
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let sdk = vendor.join(format!("safd-plugin-sdk-{version}"));
+    assert!(
+        sdk.join("wit/connector.wit").is_file(),
+        "the WIT is not in the SDK's package"
+    );
+    assert!(sdk.join("wit/deps/io.wit").is_file());
+    let packaged_manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).unwrap();
+    assert!(
+        !packaged_manifest.contains("path = \"../"),
+        "the packaged SDK still points into the repository:\n{packaged_manifest}"
+    );
+
+    let safd = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(crate::support::binary("safd"))
+            .args(args)
+            .env("SAFD_CACHE_DIR", crate::support::plugin_cache())
+            // The scaffold test's target: the SDK's dependencies compile once.
+            .env("CARGO_TARGET_DIR", target.join("scaffold-test"))
+            .env_remove("RUSTFLAGS")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let made = safd(&[
+        &os("plugins"),
+        &os("new"),
+        &os("outside"),
+        &os("--kind"),
+        &os("destination"),
+        &os("--dir"),
+        dir.path().as_os_str(),
+        &os("--sdk"),
+        sdk.as_os_str(),
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // As if from crates.io: the packaged SDK names event-block by version.
+    let crate_dir = dir.path().join("outside");
+    std::fs::create_dir_all(crate_dir.join(".cargo")).unwrap();
+    std::fs::write(
+        crate_dir.join(".cargo/config.toml"),
+        format!(
+            "[patch.crates-io]\nsafd-event-block = {{ path = \"{}\" }}\n",
+            vendor.join(format!("safd-event-block-{version}")).display()
+        ),
+    )
+    .unwrap();
+    let plugins = dir.path().join("plugins");
+    let built = safd(&[
+        &os("plugins"),
+        &os("build"),
+        crate_dir.as_os_str(),
+        &os("--out"),
+        plugins.as_os_str(),
+    ]);
+    assert!(
+        built.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let tested = safd(&[
+        &os("plugins"),
+        &os("test"),
+        plugins.join("outside.wasm").as_os_str(),
+        &os("--address"),
+        &os("log"),
+    ]);
+    let report = String::from_utf8_lossy(&tested.stdout);
+    assert!(tested.status.success(), "{report}");
+    assert!(report.contains("PASSED"), "{report}");
+}

@@ -236,6 +236,17 @@ fn lay_out(
         ),
         0o644,
     )?;
+    if name == "safd" {
+        // The contract for plugin authors: the WIT files and the binary
+        // package of them.
+        let wit = tree.join("usr/share/safd/wit");
+        let source = crate::wit::wit_dir(root);
+        for file in ["connector.wit", "deps/io.wit", "deps/clocks.wit"] {
+            install(&source.join(file), &wit.join(file), 0o644)?;
+        }
+        let binary = crate::wit::write(root, &wit)?;
+        set_mode(&binary, 0o644)?;
+    }
     for (source, destination) in package.extra {
         install(&root.join(source), &tree.join(destination), 0o644)?;
     }

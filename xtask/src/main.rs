@@ -12,10 +12,12 @@
 //! - `dist`: `plugins`, release builds of safd and safd-mgmt, then their
 //!   Debian packages, a tarball of both and `SHA256SUMS` in `target/dist/`
 //!   (`dist.rs`);
+//! - `wit`: the WIT package as a binary package in `target/wit/` (`wit.rs`);
 //! - `soak`: `plugins`, then `safd-tools soak` (the demo pipeline under random
 //!   faults for `--minutes N`, every event counted at the end).
 
 mod dist;
+mod wit;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -77,6 +79,9 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write the connector WIT package as a binary package (as `wasm-tools
+    /// component wit --wasm` does) into target/wit/, for non-Rust tools.
+    Wit,
     /// Build the plugins, then run `safd-tools soak` (extra args go to it, e.g.
     /// `--minutes 30`; the report lands in target/soak-report).
     Soak {
@@ -92,6 +97,11 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Plugins => build_plugins(&root).map(drop),
+        Task::Wit => {
+            let path = wit::write(&root, &root.join("target").join("wit"))?;
+            eprintln!("xtask: {}", path.display());
+            Ok(())
+        }
         Task::Test { args } => {
             ensure_system_packages(&[
                 ("chromium", "chromium"),
@@ -153,7 +163,11 @@ fn main() -> Result<()> {
             } else {
                 dist::Profile::Release
             };
-            let out = out.unwrap_or_else(|| root.join("target").join("dist"));
+            // Absolute: the tarball is made with `tar -C` into each tree.
+            let out = match out {
+                Some(out) => std::env::current_dir()?.join(out),
+                None => root.join("target").join("dist"),
+            };
             dist::dist(&root, &dir, profile, &out).map(drop)
         }
         Task::Bench { args } => {

@@ -3,7 +3,7 @@
 
 pub(crate) mod source_world {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../plugins/sdk/wit",
         world: "safd:connector/source",
         imports: {
             "safd:connector/tls.connect": async | trappable,
@@ -23,7 +23,7 @@ pub(crate) mod source_world {
 
 pub(crate) mod destination_world {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "../../plugins/sdk/wit",
         world: "safd:connector/destination",
         exports: { default: async },
         with: {

@@ -186,6 +186,12 @@ impl Manifest {
 /// newer patch release might import one this host lacks: accept the same
 /// major.minor with a patch no newer than ours.
 fn api_supported(api: &str) -> bool {
+    api_supported_by(api, API_VERSION)
+}
+
+/// Whether a host implementing contract version `host` runs a plugin built
+/// for `api`.
+fn api_supported_by(api: &str, host: (u64, u64, u64)) -> bool {
     let Some((package, version)) = api.split_once('@') else {
         return false;
     };
@@ -193,7 +199,7 @@ fn api_supported(api: &str) -> bool {
     let [Some(major), Some(minor), Some(patch)] = parts[..] else {
         return false;
     };
-    let (our_major, our_minor, our_patch) = API_VERSION;
+    let (our_major, our_minor, our_patch) = host;
     package == API_PACKAGE && major == our_major && minor == our_minor && patch <= our_patch
 }
 
@@ -247,6 +253,19 @@ mod tests {
                 "{api}: {err}"
             );
             assert!(err.to_string().contains("safd:connector@0.2.0"));
+        }
+    }
+
+    #[test]
+    fn a_host_runs_plugins_of_its_minor_version_up_to_its_own_patch() {
+        let host = (0, 2, 3);
+        for built_for in ["0.2.0", "0.2.1", "0.2.3"] {
+            let api = format!("safd:connector@{built_for}");
+            assert!(api_supported_by(&api, host), "{api}");
+        }
+        for built_for in ["0.2.4", "0.1.0", "0.3.0", "1.2.0", "2.0.0"] {
+            let api = format!("safd:connector@{built_for}");
+            assert!(!api_supported_by(&api, host), "{api}");
         }
     }
 

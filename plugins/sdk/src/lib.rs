@@ -58,7 +58,7 @@ pub mod testing {
 /// [`types`] instead of this module.
 pub mod source_bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "safd:connector/source",
         pub_export_macro: true,
         export_macro_name: "export_source",
@@ -79,7 +79,7 @@ pub mod source_bindings {
 /// interfaces with [`source_bindings`] so that one `Event` type serves both.
 pub mod destination_bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "safd:connector/destination",
         pub_export_macro: true,
         export_macro_name: "export_destination",
