@@ -108,6 +108,15 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
     let syslog = draining_listener();
     let fixture = draining_listener();
     let listen = free_address();
+    let lines = crate::support::tls_lines::LineReceiver::start(dir.path(), "lines");
+    let tls_flags = [
+        "--address",
+        lines.address.as_str(),
+        "--grant-tcp",
+        lines.address.as_str(),
+        "--grant-tls-ca",
+        lines.ca.to_str().unwrap(),
+    ];
 
     let cases = [
         Case::new(
@@ -167,6 +176,8 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
             serde_json::json!({}),
             &["--address", "log"],
         ),
+        Case::new("python-jsonl", serde_json::json!({}), &tls_flags),
+        Case::new("js-jsonl", serde_json::json!({}), &tls_flags),
     ];
     let sender = send_when_listening(listen.clone(), 300);
     // Side by side: each run spends most of its time waiting on its
@@ -205,6 +216,7 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
         }
     }
     assert!(server.stored() > 0);
+    assert!(!lines.received().is_empty());
 }
 
 #[test]

@@ -267,3 +267,81 @@ fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
     assert!(tested.status.success(), "{report}");
     assert!(report.contains("PASSED"), "{report}");
 }
+
+/// The Python and JavaScript plugins (componentize-py, componentize-js,
+/// built by `cargo xtask plugins`) in a running safd: file-tail → two
+/// groups, one to each, → JSON lines over TLS at two receivers; every line
+/// of the file arrives at each, once, in order, with the lines' shape.
+#[test]
+fn python_and_javascript_plugins_deliver_every_event_from_a_running_safd() {
+    const LINES: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let text: String = (0..LINES).map(|n| format!("line {n:04} ü🙂\n")).collect();
+    std::fs::write(logs.join("app.log"), text).unwrap();
+    let python = crate::support::tls_lines::LineReceiver::start(dir.path(), "python");
+    let javascript = crate::support::tls_lines::LineReceiver::start(dir.path(), "javascript");
+    let group = |name: &str, plugin: &str, receiver: &crate::support::tls_lines::LineReceiver| {
+        format!(
+            r#"
+[groups.{name}]
+mode = "failover"
+plugin = "{plugin}"
+config = {{ timeout_ms = 3000 }}
+grants = {{ tcp = ["{address}"], tls = {{ ca_file = "{ca}" }} }}
+members = [{{ name = "receiver", address = "{address}" }}]
+streams = ["app"]
+"#,
+            address = receiver.address,
+            ca = receiver.ca.display(),
+        )
+    };
+    let config = dir.path().join("safd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"agent_id = "languages-test"
+data_dir = "{data}"
+plugin_dir = "{plugins}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[sources.app]
+plugin = "file-tail"
+config = {{ directory = "{logs}", pattern = "app.log", scan_interval_ms = 50 }}
+grants = {{ dirs = ["{logs}"] }}
+{python}{javascript}"#,
+            data = dir.path().join("data").display(),
+            plugins = plugin_dir().display(),
+            logs = logs.display(),
+            python = group("py", "python-jsonl", &python),
+            javascript = group("js", "js-jsonl", &javascript),
+        ),
+    )
+    .unwrap();
+    let _daemon = run(&config, Stdio::null());
+    wait_for(
+        // The first start compiles two large components (CPython, SpiderMonkey).
+        Duration::from_secs(240),
+        "every line at both receivers",
+        || python.received().len() >= LINES && javascript.received().len() >= LINES,
+    );
+    for (language, receiver) in [("python", &python), ("javascript", &javascript)] {
+        let lines = receiver.received();
+        assert_eq!(lines.len(), LINES, "{language}: a line twice");
+        for (n, line) in lines.iter().enumerate() {
+            assert_eq!(line["stream"], "app", "{language}: {line}");
+            assert_eq!(line["agent"], "languages-test");
+            assert_eq!(
+                line["seq"].as_u64(),
+                Some(n as u64 + 1),
+                "{language}: out of order"
+            );
+            assert_eq!(line["body"], format!("line {n:04} ü🙂"), "{language}");
+            assert!(line["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+            assert!(line["id"].as_str().is_some_and(|id| !id.is_empty()));
+        }
+    }
+}

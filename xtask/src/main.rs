@@ -1,8 +1,9 @@
 //! Developer tasks: `cargo xtask <task>`.
 //!
 //! - `plugins`: install the wasm32-wasip2 target if needed, build every
-//!   plugin in `plugins/` and assemble `target/plugins/` (`<name>.wasm` +
-//!   `<name>.toml`), a ready plugin directory;
+//!   plugin in `plugins/` (Rust, and Python and JavaScript ones with their
+//!   tools, `other_languages.rs`) and assemble `target/plugins/`
+//!   (`<name>.wasm` + `<name>.toml`), a ready plugin directory;
 //! - `test`: `plugins`, the plugins' native unit tests, then every test of
 //!   the host workspace;
 //! - `demo`: `plugins`, then safd's demo on the built plugins;
@@ -17,6 +18,7 @@
 //!   faults for `--minutes N`, every event counted at the end).
 
 mod dist;
+mod other_languages;
 mod wit;
 
 use anyhow::{Context, Result, bail};
@@ -361,6 +363,7 @@ fn build_plugins(root: &Path) -> Result<PathBuf> {
         copy_if_changed(&manifest, &out.join(format!("{name}.toml")))?;
         count += 1;
     }
+    count += other_languages::build(root, &out)?;
     eprintln!("xtask: {count} plugins in {}", out.display());
     Ok(out)
 }
@@ -377,7 +380,8 @@ fn test_plugins_natively(root: &Path) -> Result<()> {
         .arg("--manifest-path")
         .arg(plugins_root.join("Cargo.toml"));
     cmd.env_remove("RUSTFLAGS");
-    run(&mut cmd)
+    run(&mut cmd)?;
+    other_languages::test_natively(root)
 }
 
 pub(crate) fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
@@ -407,7 +411,7 @@ pub(crate) fn plugin_crates(plugins_root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Copy only when the content differs, so timestamps (and the host's
 /// compiled-code cache) stay put across rebuilds.
-fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
     if std::fs::read(to).is_ok_and(|old| old == bytes) {
         return Ok(());

@@ -16,7 +16,7 @@ use safd_connector::{
     Attribute, DestinationConnector, Endpoint, Event, MemberRole, PollLimits, SequencedEvent,
     SessionInfo, Severity, SourceConnector, StreamBatch, StreamPosition,
 };
-use safd_runtime::{Grants, PluginKind};
+use safd_runtime::{Grants, PluginKind, TlsFiles};
 use std::collections::HashSet;
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -64,6 +64,17 @@ pub(crate) struct GrantArgs {
     /// A local address (`ip:port`) a source may listen on (repeatable).
     #[arg(long = "grant-listen", value_name = "ADDRESS")]
     listen: Vec<String>,
+    /// TLS: the CA bundle (PEM) whose certificates are trusted
+    /// (`grants.tls.ca_file`).
+    #[arg(long = "grant-tls-ca", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the certificate chain (PEM) presented to peers
+    /// (`grants.tls.cert_file`).
+    #[arg(long = "grant-tls-cert", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM) of the certificate (`grants.tls.key_file`).
+    #[arg(long = "grant-tls-key", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 impl GrantArgs {
@@ -73,7 +84,13 @@ impl GrantArgs {
             http: self.http.clone(),
             tcp: self.tcp.clone(),
             listen: self.listen.clone(),
-            tls: None,
+            tls: (self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()).then(
+                || TlsFiles {
+                    ca_file: self.tls_ca.clone(),
+                    cert_file: self.tls_cert.clone(),
+                    key_file: self.tls_key.clone(),
+                },
+            ),
         }
     }
 }

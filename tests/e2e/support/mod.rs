@@ -11,6 +11,7 @@ pub mod mgmt;
 pub mod plugins;
 pub mod rsyslog;
 pub mod safd_process;
+pub mod tls_lines;
 
 use std::path::{Path, PathBuf};
 

@@ -26,8 +26,10 @@ pub(super) struct Setup<'a> {
 /// Ordinary deliveries: this many batches of this many events.
 const BATCHES: u64 = 3;
 const BATCH_EVENTS: u64 = 50;
-/// Odd events go in batches of this many.
+/// Odd events go in batches of at most this many events and bytes (a
+/// group's default `batch_max_bytes`).
 const ODD_BATCH: usize = 20;
+const BATCH_MAX_BYTES: usize = 1 << 20;
 /// A `transient` or `backpressure` answer is retried this often, as safd
 /// would, before the check gives up.
 const RETRIES: u32 = 3;
@@ -387,7 +389,7 @@ impl Run<'_> {
         let mut next_seq = BATCHES * BATCH_EVENTS + 31;
         let mut problems = Vec::new();
         let (mut acknowledged, mut rejected, mut batches_rejected) = (0, 0, 0);
-        for chunk in events.chunks(ODD_BATCH) {
+        for chunk in batches_as_safd_makes_them(&events) {
             let batch = self.batch(&self.stream.clone(), next_seq, chunk.to_vec());
             next_seq += chunk.len() as u64;
             match self.deliver(std::slice::from_ref(&batch)).await {
@@ -468,6 +470,26 @@ impl Run<'_> {
             ),
         }
     }
+}
+
+/// `events` cut into batches as a group with the default limits cuts
+/// them: at most [`ODD_BATCH`] events and [`BATCH_MAX_BYTES`] bytes, an
+/// event larger than that alone.
+fn batches_as_safd_makes_them(events: &[Event]) -> Vec<&[Event]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, event) in events.iter().enumerate() {
+        let size = event.byte_size();
+        if at > start && (at - start == ODD_BATCH || bytes + size > BATCH_MAX_BYTES) {
+            batches.push(&events[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        batches.push(&events[start..]);
+    }
+    batches
 }
 
 /// A member nobody listens on: `unavailable` (the group fails over) or
@@ -565,6 +587,18 @@ fn refused_address(address: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_events_are_batched_within_the_default_limits() {
+        let events = safd_event_block::odd::odd_events(3, 300);
+        let batches = batches_as_safd_makes_them(&events);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 300);
+        for batch in batches {
+            let bytes: usize = batch.iter().map(Event::byte_size).sum();
+            assert!(batch.len() <= ODD_BATCH);
+            assert!(batch.len() == 1 || bytes <= BATCH_MAX_BYTES, "{bytes}");
+        }
+    }
 
     #[test]
     fn the_refused_address_keeps_the_scheme_and_path() {
