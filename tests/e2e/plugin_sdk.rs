@@ -71,20 +71,15 @@ fn serve(connection: TcpStream, bodies: &Bodies) {
     }
 }
 
-#[test]
-fn the_webhook_example_delivers_whole_bodies_to_a_content_length_only_receiver() {
-    const LINES: usize = 300;
-    let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let text: String = (0..LINES).map(|n| format!("line {n:04}\n")).collect();
-    std::fs::write(logs.join("app.log"), text).unwrap();
-    let (address, bodies) = content_length_only_receiver();
-    let config = dir.path().join("safd.toml");
+/// A configuration in `dir`: file-tail on `dir/logs/app.log` as stream
+/// `app`, then `groups` (TOML text); returns its path.
+fn file_tail_config(dir: &std::path::Path, agent: &str, groups: &str) -> std::path::PathBuf {
+    let config = dir.join("safd.toml");
+    let logs = dir.join("logs");
     std::fs::write(
         &config,
         format!(
-            r#"agent_id = "sdk-test"
+            r#"agent_id = "{agent}"
 data_dir = "{data}"
 plugin_dir = "{plugins}"
 
@@ -95,7 +90,30 @@ listen = "127.0.0.1:0"
 plugin = "file-tail"
 config = {{ directory = "{logs}", pattern = "app.log", scan_interval_ms = 50 }}
 grants = {{ dirs = ["{logs}"] }}
+{groups}"#,
+            data = dir.join("data").display(),
+            plugins = plugin_dir().display(),
+            logs = logs.display(),
+        ),
+    )
+    .unwrap();
+    config
+}
 
+#[test]
+fn the_webhook_example_delivers_whole_bodies_to_a_content_length_only_receiver() {
+    const LINES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let text: String = (0..LINES).map(|n| format!("line {n:04}\n")).collect();
+    std::fs::write(logs.join("app.log"), text).unwrap();
+    let (address, bodies) = content_length_only_receiver();
+    let config = file_tail_config(
+        dir.path(),
+        "sdk-test",
+        &format!(
+            r#"
 [groups.hook]
 mode = "failover"
 plugin = "webhook"
@@ -103,13 +121,9 @@ config = {{ token = "t0ken", timeout_ms = 3000 }}
 grants = {{ http = ["{address}"] }}
 members = [{{ name = "receiver", address = "http://{address}/hook" }}]
 streams = ["app"]
-"#,
-            data = dir.path().join("data").display(),
-            plugins = plugin_dir().display(),
-            logs = logs.display(),
+"#
         ),
-    )
-    .unwrap();
+    );
     let _daemon = run(&config, Stdio::null());
 
     let received = || -> Vec<serde_json::Value> {
@@ -297,30 +311,11 @@ streams = ["app"]
             ca = receiver.ca.display(),
         )
     };
-    let config = dir.path().join("safd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"agent_id = "languages-test"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.app]
-plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log", scan_interval_ms = 50 }}
-grants = {{ dirs = ["{logs}"] }}
-{python}{javascript}"#,
-            data = dir.path().join("data").display(),
-            plugins = plugin_dir().display(),
-            logs = logs.display(),
-            python = group("py", "python-jsonl", &python),
-            javascript = group("js", "js-jsonl", &javascript),
-        ),
-    )
-    .unwrap();
+    let config = file_tail_config(
+        dir.path(),
+        "languages-test",
+        &(group("py", "python-jsonl", &python) + &group("js", "js-jsonl", &javascript)),
+    );
     let _daemon = run(&config, Stdio::null());
     wait_for(
         // The first start compiles two large components (CPython, SpiderMonkey).
