@@ -527,13 +527,7 @@ fn plugins_try_runs_a_source_through_a_restart_and_a_destination_against_a_serve
     let dir = tempfile::tempdir().unwrap();
     let cache = crate::support::plugin_cache();
     let logs = dir.path().join("logs");
-    let simulated = Command::new(binary("ems-sim"))
-        .arg("--dir")
-        .arg(&logs)
-        .args(["--events", "1200"])
-        .output()
-        .unwrap();
-    assert!(simulated.status.success());
+    crate::support::ems_sim_logs(&logs, 1200);
     let reader = plugin_dir().join("ems-reader.wasm");
     let config = serde_json::json!({"directory": logs, "format": "a", "system": "\\PROD1"});
     let out = safd(

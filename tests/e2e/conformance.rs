@@ -92,13 +92,7 @@ fn send_when_listening(address: String, lines: usize) -> std::thread::JoinHandle
 fn every_plugin_in_the_repository_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("ems");
-    let simulated = Command::new(binary("ems-sim"))
-        .arg("--dir")
-        .arg(&logs)
-        .args(["--events", "1500"])
-        .output()
-        .unwrap();
-    assert!(simulated.status.success());
+    crate::support::ems_sim_logs(&logs, 1500);
     let tail = dir.path().join("tail");
     std::fs::create_dir(&tail).unwrap();
     let lines: String = (0..700).map(|n| format!("line {n} of a log\n")).collect();

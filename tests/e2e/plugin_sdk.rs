@@ -71,11 +71,19 @@ fn serve(connection: TcpStream, bodies: &Bodies) {
     }
 }
 
-/// A configuration in `dir`: file-tail on `dir/logs/app.log` as stream
-/// `app`, then `groups` (TOML text); returns its path.
-fn file_tail_config(dir: &std::path::Path, agent: &str, groups: &str) -> std::path::PathBuf {
+/// A configuration in `dir`: file-tail on `dir/logs/app.log`, which holds
+/// `lines`, as stream `app`, then `groups` (TOML text); returns its path.
+fn file_tail_config(
+    dir: &std::path::Path,
+    lines: &[String],
+    agent: &str,
+    groups: &str,
+) -> std::path::PathBuf {
     let config = dir.join("safd.toml");
     let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    std::fs::write(logs.join("app.log"), text).unwrap();
     std::fs::write(
         &config,
         format!(
@@ -104,13 +112,11 @@ grants = {{ dirs = ["{logs}"] }}
 fn the_webhook_example_delivers_whole_bodies_to_a_content_length_only_receiver() {
     const LINES: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let text: String = (0..LINES).map(|n| format!("line {n:04}\n")).collect();
-    std::fs::write(logs.join("app.log"), text).unwrap();
     let (address, bodies) = content_length_only_receiver();
+    let lines: Vec<String> = (0..LINES).map(|n| format!("line {n:04}")).collect();
     let config = file_tail_config(
         dir.path(),
+        &lines,
         "sdk-test",
         &format!(
             r#"
@@ -290,10 +296,7 @@ fn the_packaged_sdk_builds_a_plugin_outside_the_repository() {
 fn python_and_javascript_plugins_deliver_every_event_from_a_running_safd() {
     const LINES: usize = 2_000;
     let dir = tempfile::tempdir().unwrap();
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let text: String = (0..LINES).map(|n| format!("line {n:04} ü🙂\n")).collect();
-    std::fs::write(logs.join("app.log"), text).unwrap();
+    let lines: Vec<String> = (0..LINES).map(|n| format!("line {n:04} ü🙂")).collect();
     let python = crate::support::tls_lines::LineReceiver::start(dir.path(), "python");
     let javascript = crate::support::tls_lines::LineReceiver::start(dir.path(), "javascript");
     let group = |name: &str, plugin: &str, receiver: &crate::support::tls_lines::LineReceiver| {
@@ -313,6 +316,7 @@ streams = ["app"]
     };
     let config = file_tail_config(
         dir.path(),
+        &lines,
         "languages-test",
         &(group("py", "python-jsonl", &python) + &group("js", "js-jsonl", &javascript)),
     );

@@ -68,6 +68,21 @@ fn build_binaries() {
     );
 }
 
+/// `events` EMS events (format A) written by ems-sim into `logs`.
+pub fn ems_sim_logs(logs: &Path, events: u32) {
+    let simulated = std::process::Command::new(binary("ems-sim"))
+        .arg("--dir")
+        .arg(logs)
+        .args(["--events", &events.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        simulated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&simulated.stderr)
+    );
+}
+
 /// A file's SHA-256 as `sha256sum` prints it (lowercase hex).
 pub fn sha256_of(path: &Path) -> String {
     let output = std::process::Command::new("sha256sum")

@@ -13,11 +13,16 @@ const UNKNOWN_KEY: &str = "conformance_unknown_key";
 /// Generated configs given to `validate-config`.
 const GENERATED_CONFIGS: usize = 40;
 
-pub(super) async fn describe(plugin: &Plugin, report: &mut Report) {
+/// Check what the plugin says about itself; returns its config schema (as
+/// text) when it answered, for the config checks.
+pub(super) async fn describe(plugin: &Plugin, report: &mut Report) -> Option<String> {
     let check = "describe";
     let description = match plugin.describe().await {
         Ok(description) => description,
-        Err(err) => return report.fail(check, format!("the call failed: {err}")),
+        Err(err) => {
+            report.fail(check, format!("the call failed: {err}"));
+            return None;
+        }
     };
     let manifest = &plugin.manifest;
     let mut problems = Vec::new();
@@ -54,6 +59,7 @@ pub(super) async fn describe(plugin: &Plugin, report: &mut Report) {
         "name, version and kind match the manifest; summary and config schema well-formed",
         &problems,
     );
+    Some(description.config_schema)
 }
 
 fn is_semver(version: &str) -> bool {
@@ -92,12 +98,11 @@ fn schema_problems(schema: &str) -> Vec<String> {
     problems
 }
 
-/// The properties of the plugin's schema with one simple `type`.
-async fn typed_properties(plugin: &Plugin) -> Vec<(String, String)> {
-    let Ok(description) = plugin.describe().await else {
-        return Vec::new();
-    };
-    let schema: Value = serde_json::from_str(&description.config_schema).unwrap_or(Value::Null);
+/// The properties of a config schema with one simple `type`.
+fn typed_properties(schema: Option<&str>) -> Vec<(String, String)> {
+    let schema: Value = schema
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or(Value::Null);
     schema["properties"]
         .as_object()
         .map(|properties| {
@@ -109,7 +114,13 @@ async fn typed_properties(plugin: &Plugin) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-pub(super) async fn configs(plugin: &Plugin, config: &str, seed: u64, report: &mut Report) {
+pub(super) async fn configs(
+    plugin: &Plugin,
+    schema: Option<&str>,
+    config: &str,
+    seed: u64,
+    report: &mut Report,
+) {
     match plugin.validate_config(config).await {
         Ok(problems) if problems.is_empty() => {
             report.pass("validate-config: the given config", "accepted")
@@ -167,7 +178,7 @@ pub(super) async fn configs(plugin: &Plugin, config: &str, seed: u64, report: &m
         &mut problems,
     )
     .await;
-    let properties = typed_properties(plugin).await;
+    let properties = typed_properties(schema);
     for (key, kind) in &properties {
         let Some(wrong) = wrong_value(kind) else {
             continue;

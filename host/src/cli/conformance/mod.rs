@@ -81,8 +81,8 @@ pub(crate) async fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         verdicts: Vec::new(),
         started: std::time::Instant::now(),
     };
-    common::describe(&plugin, &mut report).await;
-    common::configs(&plugin, &args.config, seed, &mut report).await;
+    let schema = common::describe(&plugin, &mut report).await;
+    common::configs(&plugin, schema.as_deref(), &args.config, seed, &mut report).await;
     let grants = args.grants.grants();
     match plugin.kind() {
         PluginKind::Source => {
