@@ -10,9 +10,9 @@ use crate::notice::{Notice, Notices, SAFD_STREAM};
 pub use crate::pump::PumpTuning;
 use crate::pump::{Pump, SourceDirectory};
 use crate::queue::dead_letter::DeadLetter;
-use crate::queue::{OpenReport, Queue, QueueError, QueueOptions};
+use crate::queue::{HeldBatch, OpenReport, Queue, QueueError, QueueOptions};
 use crate::source_state::{SourceState, SourceStatus};
-use safd_connector::{CatchUpFrom, SourceConnector};
+use safd_connector::{CatchUpFrom, Event, SourceConnector};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -642,7 +642,9 @@ async fn stop_all(stopping: impl Iterator<Item = Running>) {
 }
 
 /// Move safd's own notices into the `safd` stream, batching what arrives
-/// together.
+/// together. A batch the store cannot take yet (it failed and awaits its
+/// reopen) is kept and written once it can: "the store failed" (2007) is
+/// itself one of them.
 async fn inject(queue: Arc<Queue>, agent_id: String, mut rx: mpsc::UnboundedReceiver<Notice>) {
     let mut unique = 0u64;
     while let Some(first) = rx.recv().await {
@@ -652,9 +654,32 @@ async fn inject(queue: Arc<Queue>, agent_id: String, mut rx: mpsc::UnboundedRece
             events.push(more.to_event(&agent_id, unique));
             unique += 1;
         }
-        if let Err(err) = queue.ingest_internal(SAFD_STREAM, &events).await {
+        store_own_events(&queue, &events).await;
+    }
+}
+
+/// Store `events` in the `safd` stream, retrying while the store is down.
+/// Only a failure that a reopen cannot mend drops them (they were logged
+/// when emitted).
+async fn store_own_events(queue: &Queue, events: &[Event]) {
+    let mut held = HeldBatch::default();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let err = match queue.ingest_internal(SAFD_STREAM, events, &mut held).await {
+            Ok(_) => return,
+            Err(err) => err,
+        };
+        if !err.is_store_failure() {
             tracing::error!("cannot store safd's own events: {err}");
+            return;
         }
+        tracing::debug!("safd's own events wait for the store: {err}");
+        let mut failure = queue.failure();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = failure.wait_for(Option::is_none) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 

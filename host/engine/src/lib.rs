@@ -39,7 +39,7 @@ pub use queue::codec::RecordError;
 pub use queue::dead_letter::DeadLetter;
 pub use queue::retention::TrimReport;
 pub use queue::{
-    GroupState, IndexRebuilt, IngestReceipt, OpenReport, Queue, QueueError, QueueOptions,
-    Retention, StreamState, WhenFull,
+    GroupState, HeldBatch, IndexRebuilt, IngestReceipt, OpenReport, Queue, QueueError,
+    QueueOptions, Retention, StreamState, WhenFull,
 };
 pub use source_state::{SourceActivity, SourceStatus};

@@ -3,7 +3,7 @@
 //! a crash at any point re-reads at most what was not yet durable.
 
 use crate::notice::{Notice, Notices};
-use crate::queue::Queue;
+use crate::queue::{HeldBatch, Queue};
 use crate::source_state::{SourceActivity, SourceState};
 use safd_connector::event_ids::{QUEUE_WRITE_FAILED, SOURCE_FAILED};
 use safd_connector::{Cursor, PollLimits, SourceBatch, SourceConnector, SourceSession, Timestamp};
@@ -194,15 +194,19 @@ impl Pump {
         // The batch is held here until it is durable: a full or failing
         // disk delays the source, it never loses what it handed over.
         let mut attempt = 0u32;
+        let mut held = HeldBatch::default();
         let mut shutdown = self.shutdown.clone();
         loop {
             // A full queue (`when_full = "block"`) can hold this wait for
             // as long as delivery is down; shutdown must not. Giving up
             // here loses nothing: the source was not told to move on.
             let (stored, waiting) = {
-                let ingest =
-                    self.queue
-                        .ingest_block(&self.stream, &batch.events, batch.cursor.as_ref());
+                let ingest = self.queue.ingest_held(
+                    &self.stream,
+                    &batch.events,
+                    batch.cursor.as_ref(),
+                    &mut held,
+                );
                 tokio::pin!(ingest);
                 let mut waiting = false;
                 let stored = loop {

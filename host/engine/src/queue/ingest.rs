@@ -2,6 +2,7 @@
 //! with its cursor, synced (group commit), then indexed; the capacity and
 //! free-space checks that hold a source back.
 
+use super::held::Attempt;
 use super::*;
 
 impl Queue {
@@ -54,7 +55,23 @@ impl Queue {
         events: &EventBlock,
         cursor: Option<&Cursor>,
     ) -> Result<IngestReceipt, QueueError> {
-        self.ingest_inner(stream, events, cursor, true).await
+        self.ingest_held(stream, events, cursor, &mut HeldBatch::default())
+            .await
+    }
+
+    /// [`Queue::ingest_block`] for a batch its caller holds and hands over
+    /// again after a failure: pass the same `held` to every attempt. An
+    /// attempt that failed but was made durable by the reopen that followed
+    /// (see [`HeldBatch`]) is answered with where it landed, not stored
+    /// twice.
+    pub async fn ingest_held(
+        &self,
+        stream: &str,
+        events: &EventBlock,
+        cursor: Option<&Cursor>,
+        held: &mut HeldBatch,
+    ) -> Result<IngestReceipt, QueueError> {
+        self.ingest_inner(stream, events, cursor, true, held).await
     }
 
     /// Ingest safd's own events: they bypass the capacity limit, because
@@ -63,8 +80,9 @@ impl Queue {
         &self,
         stream: &str,
         events: &[Event],
+        held: &mut HeldBatch,
     ) -> Result<IngestReceipt, QueueError> {
-        self.ingest_inner(stream, &EventBlock::from_events(events), None, false)
+        self.ingest_inner(stream, &EventBlock::from_events(events), None, false, held)
             .await
     }
 
@@ -74,7 +92,15 @@ impl Queue {
         events: &EventBlock,
         cursor: Option<&Cursor>,
         limited: bool,
+        held: &mut HeldBatch,
     ) -> Result<IngestReceipt, QueueError> {
+        // Before waiting for room or space: a batch that already landed
+        // needs neither.
+        if held.attempts() > 0
+            && let Some(receipt) = self.landed(stream, held).await?
+        {
+            return Ok(receipt);
+        }
         let ingested_at = crate::clock::now_micros();
         let mut encoded: Vec<EncodedChunk> = events
             .runs(CHUNK_BYTES)
@@ -102,11 +128,24 @@ impl Queue {
             self.check_free_space(bytes)?;
         }
         let writing = self.writes.clone().read_owned().await;
-        let store = self.store()?;
+        let store = self.writable_store()?;
         // Per-stream order: seqs are assigned, and index entries written,
         // under the stream's lock, held across the segment sync (shared
         // with other streams) so index entries land in seq order.
         let entry = self.entry(stream)?.lock_owned().await;
+        // Asked again under the locks: nothing can reopen the store or
+        // write this stream between this answer and the write below.
+        if let Some(receipt) = held.landed(&store, &entry)? {
+            return Ok(receipt);
+        }
+        if !events.is_empty() {
+            let first_seq = entry.record.next_seq;
+            held.record(Attempt {
+                first_seq,
+                next_seq: first_seq + events.len() as u64,
+                ingested_at,
+            });
+        }
         let write = DurableWrite {
             store,
             entry,
@@ -142,6 +181,39 @@ impl Queue {
             next_seq,
             durable_after,
         })
+    }
+
+    /// Where an earlier attempt of `held` landed, if it did.
+    async fn landed(
+        &self,
+        stream: &str,
+        held: &HeldBatch,
+    ) -> Result<Option<IngestReceipt>, QueueError> {
+        let _writing = self.writes.read().await;
+        let store = self.writable_store()?;
+        let entry = self.entry(stream)?.lock_owned().await;
+        let landed = held.landed(&store, &entry)?;
+        if let Some(receipt) = &landed {
+            tracing::info!(
+                stream,
+                first_seq = receipt.first_seq,
+                next_seq = receipt.next_seq,
+                attempts = held.attempts(),
+                "a write reported as failed had reached the disk whole and was read back by \
+                 the reopen; it is not stored again"
+            );
+        }
+        Ok(landed)
+    }
+
+    /// The store, unless it failed and awaits its reopen: a write to it
+    /// would be refused by sled, or land after a torn tail, and the reopen
+    /// decides what of the failed write counts.
+    fn writable_store(&self) -> Result<Arc<Store>, QueueError> {
+        if let Some(reason) = self.failure.borrow().clone() {
+            return Err(QueueError::StoreDown(reason));
+        }
+        self.store()
     }
 
     /// Wait until `bytes` more fit under the capacity, reclaiming

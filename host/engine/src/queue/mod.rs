@@ -13,6 +13,7 @@
 pub(crate) mod codec;
 pub(crate) mod dead_letter;
 pub(crate) mod flush;
+mod held;
 pub(crate) mod index_damage;
 mod ingest;
 pub(crate) mod keys;
@@ -24,6 +25,7 @@ pub(crate) mod replay;
 pub(crate) mod retention;
 pub(crate) mod segments;
 
+pub use held::HeldBatch;
 use open::index_rebuilt_notice;
 pub(crate) use open::{load, unmatchable_epoch};
 
@@ -311,6 +313,25 @@ impl Queue {
     }
 }
 
+impl QueueError {
+    /// Why the store failed, if this is an I/O error after which it must
+    /// be reopened.
+    fn io_failure(&self) -> Option<String> {
+        match self {
+            QueueError::Storage(sled::Error::Io(e)) => Some(e.to_string()),
+            QueueError::Fsync(reason) => Some(reason.clone()),
+            QueueError::Segments(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The store failed or awaits its reopen: the same write may succeed
+    /// once it is reopened.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, QueueError::StoreDown(_)) || self.io_failure().is_some()
+    }
+}
+
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue").finish_non_exhaustive()
@@ -389,13 +410,7 @@ impl Queue {
     /// Pass `err` on, first marking the store failed if it is an I/O error
     /// (after which sled refuses all writes until reopened).
     pub(crate) fn failed(&self, err: QueueError) -> QueueError {
-        let io = match &err {
-            QueueError::Storage(sled::Error::Io(e)) => Some(e.to_string()),
-            QueueError::Fsync(reason) => Some(reason.clone()),
-            QueueError::Segments(e) => Some(e.to_string()),
-            _ => None,
-        };
-        if let Some(reason) = io {
+        if let Some(reason) = err.io_failure() {
             self.failure.send_if_modified(|failure| {
                 let first = failure.is_none();
                 if first {

@@ -14,9 +14,12 @@
 
 use crate::common::fakes::{FakeSource, eventually};
 use crate::common::seqs;
+use safd_connector::EventBlock;
 use safd_connector::event_ids::{QUEUE_STORE_FAILED, QUEUE_STORE_REOPENED};
 use safd_connector::{Attribute, Event, Severity};
-use safd_engine::{Engine, Notices, PumpTuning, Queue, QueueError, QueueOptions};
+use safd_engine::{
+    Engine, HeldBatch, Notices, PumpTuning, Queue, QueueError, QueueOptions, SAFD_STREAM,
+};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -247,5 +250,127 @@ async fn a_batch_made_durable_by_a_failed_write_is_not_stored_again() {
     .await;
     assert!(ids(&engine).contains(&QUEUE_STORE_FAILED));
     assert_exactly_once(engine.queue(), "s", EVENTS);
+    // "The store failed" is itself kept until the store takes it, and
+    // reaches the `safd` stream like every step.
+    eventually(
+        "2007 and 2008 in the safd stream",
+        Duration::from_secs(30),
+        || {
+            let stored = own_event_ids(engine.queue());
+            stored.contains(&QUEUE_STORE_FAILED) && stored.contains(&QUEUE_STORE_REOPENED)
+        },
+    )
+    .await;
     engine.shutdown().await.unwrap();
+}
+
+/// The numbered events stored in safd's own stream.
+fn own_event_ids(queue: &Queue) -> Vec<u32> {
+    queue
+        .read(SAFD_STREAM, 1, usize::MAX, usize::MAX)
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            e.event
+                .attributes
+                .iter()
+                .find(|a| a.key == "event_id")
+                .and_then(|a| a.value.parse().ok())
+        })
+        .collect()
+}
+
+fn batch(from: u64, count: u64) -> (EventBlock, Vec<u8>) {
+    let events: Vec<Event> = (from..from + count).map(event).collect();
+    (
+        EventBlock::from_events(&events),
+        (from + count).to_be_bytes().to_vec(),
+    )
+}
+
+/// The queue alone, as a pump uses it: a write that fails after its frames
+/// are durable fails the store, which then refuses writes (sled would, and
+/// the reopen decides what counts); after the reopen the held batch is
+/// answered with the seqs it got, and the next batch follows it.
+#[tokio::test]
+async fn a_held_batch_read_back_by_the_reopen_is_answered_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    let (first, cursor) = batch(0, 100);
+    queue
+        .ingest_block("s", &first, Some(&cursor))
+        .await
+        .unwrap();
+
+    queue.fail_next_index_write();
+    let (second, cursor) = batch(100, 100);
+    let mut held = HeldBatch::default();
+    let failed = queue
+        .ingest_held("s", &second, Some(&cursor), &mut held)
+        .await
+        .unwrap_err();
+    assert!(failed.is_store_failure(), "{failed}");
+    let refused = queue
+        .ingest_held("s", &second, Some(&cursor), &mut held)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, QueueError::StoreDown(_)), "{refused}");
+
+    queue.reopen().await.unwrap();
+    let receipt = queue
+        .ingest_held("s", &second, Some(&cursor), &mut held)
+        .await
+        .unwrap();
+    assert_eq!((receipt.first_seq, receipt.next_seq), (101, 201));
+    let (third, cursor) = batch(200, 100);
+    let receipt = queue
+        .ingest_block("s", &third, Some(&cursor))
+        .await
+        .unwrap();
+    assert_eq!((receipt.first_seq, receipt.next_seq), (201, 301));
+    assert_exactly_once(&queue, "s", 300);
+}
+
+/// The other outcome: the failed write's last frame never reached the disk
+/// whole (here torn by hand), so the reopen does not count it and the held
+/// batch is written again, with the seqs it would have had.
+#[tokio::test]
+async fn a_held_batch_whose_write_was_torn_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    let (first, cursor) = batch(0, 100);
+    queue
+        .ingest_block("s", &first, Some(&cursor))
+        .await
+        .unwrap();
+
+    queue.fail_next_index_write();
+    let (second, cursor) = batch(100, 100);
+    let mut held = HeldBatch::default();
+    queue
+        .ingest_held("s", &second, Some(&cursor), &mut held)
+        .await
+        .unwrap_err();
+    let newest = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 10).unwrap();
+
+    queue.reopen().await.unwrap();
+    let receipt = queue
+        .ingest_held("s", &second, Some(&cursor), &mut held)
+        .await
+        .unwrap();
+    assert_eq!((receipt.first_seq, receipt.next_seq), (101, 201));
+    assert_exactly_once(&queue, "s", 200);
+    drop(queue);
+    let (queue, _) = Queue::open(dir.path()).unwrap();
+    assert_exactly_once(&queue, "s", 200);
 }
