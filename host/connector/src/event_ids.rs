@@ -82,6 +82,9 @@ pub const PLUGIN_GRANT_IGNORED: u32 = 3006;
 pub const PLUGIN_ACCESS_DENIED: u32 = 3007;
 /// A plugin reported a fatal error; its instance will be rebuilt.
 pub const PLUGIN_FATAL: u32 = 3008;
+/// A plugin instance whose memory neared its limit was rebuilt between
+/// calls, before it could run out mid-call.
+pub const PLUGIN_RECYCLED: u32 = 3009;
 
 /// A catch-up started: events are replayed to a member from the queue.
 pub const CATCH_UP_STARTED: u32 = 4001;
@@ -117,6 +120,7 @@ pub fn severity(id: u32) -> Severity {
         | QUEUE_BELOW_HIGH_WATER
         | QUEUE_STORE_REOPENED
         | PLUGIN_RESTARTED
+        | PLUGIN_RECYCLED
         | CATCH_UP_STARTED
         | CATCH_UP_COMPLETED
         | CATCH_UP_REFUSED

@@ -2,11 +2,11 @@
 
 use crate::bindings::{self, destination_world::Destination};
 use crate::state::InstanceState;
-use crate::supervisor::{InstanceSpec, Supervisor, call_live};
+use crate::supervisor::{InstanceSpec, LiveInstance, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
-    Acknowledgement, DeliveryReport, DestinationConnector, DestinationSession, Endpoint, Health,
-    Registration, SessionError, SessionInfo, StreamBatch,
+    Acknowledgement, ConnectorError, DeliveryReport, DestinationConnector, DestinationSession,
+    Endpoint, Health, Registration, SessionError, SessionInfo, StreamBatch,
 };
 use std::sync::Arc;
 use wasmtime::Store;
@@ -43,6 +43,7 @@ impl WasmDestination {
         let mut session = WasmDestinationSession {
             supervisor: Supervisor::new(self.spec.clone()),
             endpoint,
+            registered: None,
         };
         session.live().await?;
         Ok(session)
@@ -66,11 +67,20 @@ struct LiveWriter {
     writer: ResourceAny,
 }
 
+impl LiveInstance for LiveWriter {
+    fn store(&self) -> &Store<InstanceState> {
+        &self.store
+    }
+}
+
 /// A session with one endpoint. After a failure the next call runs on a
 /// fresh instance, which the caller must `register` again.
 pub struct WasmDestinationSession {
     supervisor: Supervisor<LiveWriter>,
     endpoint: Endpoint,
+    /// What the engine registered with, and what the receiver answered:
+    /// a rebuilt instance registers again with the same.
+    registered: Option<(SessionInfo, Registration)>,
 }
 
 impl std::fmt::Debug for WasmDestinationSession {
@@ -104,21 +114,53 @@ impl WasmDestinationSession {
             )
             .await
     }
+
+    async fn register_live(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
+        let wit_info = bindings::session_info_to_wit(info);
+        let registration = call_live!(self, |live| live
+            .instance
+            .safd_connector_destination_connector()
+            .writer()
+            .call_register(&mut live.store, live.writer, &wit_info))?;
+        Ok(bindings::registration_from_wit(registration))
+    }
+
+    /// Between deliveries nothing of the instance is needed but its
+    /// registration: one near its memory limit is rebuilt and registers
+    /// again as the engine did. A receiver that answers differently now
+    /// (asks for a catch-up, is not ready) is reported unavailable, so the
+    /// engine registers it anew itself and acts on the answer.
+    async fn recycle_if_near_limit(&mut self) -> Result<(), SessionError> {
+        let Some((info, before)) = self.registered.clone() else {
+            return Ok(());
+        };
+        if !self.supervisor.recycle_if_near_limit() {
+            return Ok(());
+        }
+        let now = self.register_live(&info).await?;
+        if now.catch_up.is_some() || now.service_ready != before.service_ready {
+            self.registered = None;
+            return Err(SessionError::Connector(ConnectorError::Unavailable(
+                "the plugin instance was rebuilt near its memory limit and the receiver \
+                 answered its registration differently; registering again"
+                    .to_owned(),
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl DestinationSession for WasmDestinationSession {
     async fn register(&mut self, info: &SessionInfo) -> Result<Registration, SessionError> {
-        let info = bindings::session_info_to_wit(info);
-        let registration = call_live!(self, |live| live
-            .instance
-            .safd_connector_destination_connector()
-            .writer()
-            .call_register(&mut live.store, live.writer, &info))?;
-        Ok(bindings::registration_from_wit(registration))
+        self.registered = None;
+        let registration = self.register_live(info).await?;
+        self.registered = Some((info.clone(), registration.clone()));
+        Ok(registration)
     }
 
     async fn deliver(&mut self, batches: &[StreamBatch]) -> Result<DeliveryReport, SessionError> {
+        self.recycle_if_near_limit().await?;
         let batches = bindings::stream_batches_to_wit(batches);
         let report = call_live!(self, |live| live
             .instance

@@ -1,4 +1,4 @@
-//! Where the runtime's numbered events (3001–3008: a plugin trapped, timed
+//! Where the runtime's numbered events (3001–3009: a plugin trapped, timed
 //! out, rebuilt, disabled, refused, a grant ignored, an access denied) go:
 //! the sink the daemon gives the runtime (the engine's notices, which log
 //! them and inject them into the `safd` stream), or the log alone until it

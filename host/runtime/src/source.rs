@@ -2,7 +2,7 @@
 
 use crate::bindings::{self, source_world::Source};
 use crate::call::CallOutcome;
-use crate::supervisor::{InstanceSpec, Supervisor, call_live};
+use crate::supervisor::{InstanceSpec, LiveInstance, Supervisor, call_live};
 use async_trait::async_trait;
 use safd_connector::{
     Cursor, PollLimits, SessionError, SourceBatch, SourceConnector, SourceSession, Timestamp,
@@ -39,6 +39,7 @@ impl WasmSource {
         let mut session = WasmSourceSession {
             supervisor: Supervisor::new(self.spec.clone()),
             resume_from,
+            moved_on: false,
         };
         session.live().await?;
         Ok(session)
@@ -61,11 +62,21 @@ struct LiveReader {
     reader: ResourceAny,
 }
 
+impl LiveInstance for LiveReader {
+    fn store(&self) -> &Store<InstanceState> {
+        &self.store
+    }
+}
+
 /// A reading session. After a failure it rebuilds its instance and resumes
 /// from the last cursor passed to `commit` (which is durable by contract).
 pub struct WasmSourceSession {
     supervisor: Supervisor<LiveReader>,
     resume_from: Option<Cursor>,
+    /// The instance's position moved past `resume_from` (events polled, a
+    /// seek) and no commit caught up with it yet: until one does, a fresh
+    /// instance would not start where this one stands.
+    moved_on: bool,
 }
 
 impl std::fmt::Debug for WasmSourceSession {
@@ -103,12 +114,21 @@ impl WasmSourceSession {
 #[async_trait]
 impl SourceSession for WasmSourceSession {
     async fn poll(&mut self, limits: PollLimits) -> Result<SourceBatch, SessionError> {
+        // Where everything read was committed, a fresh instance resumes
+        // exactly where this one stands: the point to shed one near its
+        // memory limit.
+        if !self.moved_on {
+            self.supervisor.recycle_if_near_limit();
+        }
         let limits = bindings::poll_limits_to_wit(limits);
         let batch = call_live!(self, |live| live
             .instance
             .safd_connector_source_connector()
             .reader()
             .call_poll(&mut live.store, live.reader, limits))?;
+        if batch.cursor.is_some() || batch.events.count > 0 {
+            self.moved_on = true;
+        }
         bindings::batch_from_wit(batch).or_else(|err| {
             // A plugin that cannot encode its events is broken: treat it like
             // one that said so (rebuild it, and disable it if it keeps
@@ -129,10 +149,13 @@ impl SourceSession for WasmSourceSession {
             .instance
             .safd_connector_source_connector()
             .reader()
-            .call_commit(&mut live.store, live.reader, cursor))
+            .call_commit(&mut live.store, live.reader, cursor))?;
+        self.moved_on = false;
+        Ok(())
     }
 
     async fn seek(&mut self, from: Timestamp) -> Result<(), SessionError> {
+        self.moved_on = true;
         call_live!(self, |live| live
             .instance
             .safd_connector_source_connector()

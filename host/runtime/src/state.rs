@@ -175,6 +175,16 @@ impl MemoryCap {
         }
     }
 
+    /// Whether the instance's memories and tables hold `percent` % of the
+    /// limit or more.
+    pub(crate) fn at_least(&self, percent: usize) -> bool {
+        self.used >= self.max_bytes / 100 * percent
+    }
+
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
     /// Grow the instance's total from `current` to `desired` bytes of one
     /// memory or table, if the total stays under the limit.
     fn grow(&mut self, current: usize, desired: usize) -> bool {

@@ -97,6 +97,20 @@ pub(crate) fn missing_grant<T>(
     }
 }
 
+/// A live instance: its store, whatever else the session keeps of it.
+pub(crate) trait LiveInstance {
+    fn store(&self) -> &Store<InstanceState>;
+}
+
+/// The share of the memory limit (in %) past which a live instance is
+/// rebuilt at the next point where nothing of it is needed: memory a guest
+/// has grown never shrinks, and a guest that keeps growing (a leak in the
+/// plugin, or in its language's bindings: componentize-py 0.25 never frees
+/// a `list<u8>` it passes to the host) would otherwise run out in the
+/// middle of a call — a trap, and a delivery written twice to a receiver
+/// that cannot tell.
+const RECYCLE_AT_PERCENT: usize = 75;
+
 /// Owns one session's live instance (of type `L`); the restart history is
 /// the connector instance's ([`InstanceSpec`]).
 pub(crate) struct Supervisor<L> {
@@ -117,6 +131,39 @@ impl<L> Supervisor<L> {
 
     pub(crate) fn call_timeout(&self) -> Duration {
         self.spec.limits.call_timeout
+    }
+
+    /// Drop the live instance if its memory reached [`RECYCLE_AT_PERCENT`]
+    /// of the limit, so the next call builds a fresh one. Only for callers
+    /// at a point where the instance holds nothing the session still
+    /// needs; not a failure (no backoff, not counted towards disabling).
+    pub(crate) fn recycle_if_near_limit(&mut self) -> bool
+    where
+        L: LiveInstance,
+    {
+        let Some(live) = &self.live else {
+            return false;
+        };
+        let memory = &live.store().data().memory;
+        if !memory.at_least(RECYCLE_AT_PERCENT) {
+            return false;
+        }
+        let used = memory.used();
+        self.live = None;
+        self.spec.plugin.reporter().emit(
+            Notice::new(
+                event_ids::PLUGIN_RECYCLED,
+                format!(
+                    "plugin instance rebuilt between calls: it held {} MiB of its {} MiB memory \
+                     limit (its memory only grows; if this repeats often, the plugin leaks)",
+                    used >> 20,
+                    self.spec.limits.memory_bytes >> 20
+                ),
+            )
+            .with("connector", &self.spec.name)
+            .with("memory_bytes", used),
+        );
+        true
     }
 
     /// Wait out the backoff before (re)building the instance.

@@ -8,4 +8,5 @@ mod common;
 mod destination;
 mod guest_logging;
 mod loading;
+mod recycling;
 mod sandbox;
