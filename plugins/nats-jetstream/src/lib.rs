@@ -11,10 +11,12 @@
 //!   message headers;
 //! - [`subject`]: the subject template (`safd.{agent}.{stream}`) and the
 //!   characters a subject token may not hold;
+//! - [`nkey`]: an nkey seed read and the server's nonce signed with it;
 //! - [`ack`]: JetStream's publish acknowledgements and the window of
 //!   outstanding publishes, whose unbroken run of stored events is what
 //!   safd may count as acknowledged.
 
 pub mod ack;
+pub mod nkey;
 pub mod protocol;
 pub mod subject;
