@@ -112,6 +112,7 @@ fn main() -> Result<()> {
                 ("", "rsyslog-relp"),
                 ("", "rsyslog-gnutls"),
                 ("tmux", "tmux"),
+                ("nats-server", "nats-server"),
             ])?;
             let dir = build_plugins(&root)?;
             test_plugins_natively(&root)?;
@@ -267,7 +268,7 @@ fn ensure_wasm_target() -> Result<()> {
 
 /// Install the Debian packages whose programs the tests drive (a headless
 /// browser for the console test, rsyslog with RELP and TLS for the syslog
-/// plugin)
+/// plugin, nats-server for the JetStream destination)
 /// when missing: `(command, package)` pairs; a package without a command of
 /// its own (a module) is looked up in dpkg's records.
 fn ensure_system_packages(needed: &[(&str, &str)]) -> Result<()> {

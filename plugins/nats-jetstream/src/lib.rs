@@ -14,9 +14,12 @@
 //! - [`nkey`]: an nkey seed read and the server's nonce signed with it;
 //! - [`ack`]: JetStream's publish acknowledgements and the window of
 //!   outstanding publishes, whose unbroken run of stored events is what
-//!   safd may count as acknowledged.
+//!   safd may count as acknowledged;
+//! - [`client`]: one connection — the handshake, JetStream's stream API,
+//!   publishes and their answers — with its errors already the WIT cases.
 
 pub mod ack;
+pub mod client;
 pub mod nkey;
 pub mod protocol;
 pub mod subject;

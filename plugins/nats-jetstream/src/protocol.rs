@@ -381,6 +381,13 @@ pub fn write_pong(out: &mut Vec<u8>) {
     out.extend_from_slice(b"PONG\r\n");
 }
 
+/// `PUB subject reply size` with its payload (a request without headers).
+pub fn write_pub(out: &mut Vec<u8>, subject: &str, reply_to: &str, payload: &[u8]) {
+    out.extend_from_slice(format!("PUB {subject} {reply_to} {}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(CRLF);
+}
+
 /// The header block for `fields`: CR and LF in values (which would end the
 /// field) become spaces, and a name keeps only the characters a header
 /// name may hold.
