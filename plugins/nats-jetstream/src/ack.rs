@@ -44,14 +44,15 @@ struct PubAckJson {
     error: Option<ApiError>,
 }
 
-#[derive(Deserialize)]
-struct ApiError {
+/// An error in a JetStream API answer (a publish's or a request's).
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApiError {
     #[serde(default)]
-    code: u16,
+    pub(crate) code: u16,
     #[serde(default)]
-    err_code: u32,
+    pub(crate) err_code: u32,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
 }
 
 /// Read the answer to a publish.

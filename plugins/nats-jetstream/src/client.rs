@@ -78,17 +78,7 @@ struct StreamInfoJson {
     #[serde(default)]
     state: StreamState,
     #[serde(default)]
-    error: Option<ApiErrorJson>,
-}
-
-#[derive(Deserialize)]
-struct ApiErrorJson {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    err_code: u32,
-    #[serde(default)]
-    description: String,
+    error: Option<ack::ApiError>,
 }
 
 /// JetStream's "stream not found".

@@ -288,20 +288,16 @@ fn batch(from: u64, count: u64) -> (EventBlock, Vec<u8>) {
     )
 }
 
-/// The queue alone, as a pump uses it: a write that fails after its frames
-/// are durable fails the store, which then refuses writes (sled would, and
-/// the reopen decides what counts); after the reopen the held batch is
-/// answered with the seqs it got, and the next batch follows it.
-#[tokio::test]
-async fn a_held_batch_read_back_by_the_reopen_is_answered_not_stored_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let (queue, _) = Queue::open(dir.path()).unwrap();
+/// A queue in `dir` holding seqs 1–100, whose write of the next 100 (the
+/// batch, its cursor and the attempt are returned) failed after its frames
+/// were synced.
+async fn a_write_failed_after_its_frames(dir: &Path) -> (Queue, EventBlock, Vec<u8>, HeldBatch) {
+    let (queue, _) = Queue::open(dir).unwrap();
     let (first, cursor) = batch(0, 100);
     queue
         .ingest_block("s", &first, Some(&cursor))
         .await
         .unwrap();
-
     queue.fail_next_index_write();
     let (second, cursor) = batch(100, 100);
     let mut held = HeldBatch::default();
@@ -310,6 +306,17 @@ async fn a_held_batch_read_back_by_the_reopen_is_answered_not_stored_again() {
         .await
         .unwrap_err();
     assert!(failed.is_store_failure(), "{failed}");
+    (queue, second, cursor, held)
+}
+
+/// The queue alone, as a pump uses it: a write that fails after its frames
+/// are durable fails the store, which then refuses writes (sled would, and
+/// the reopen decides what counts); after the reopen the held batch is
+/// answered with the seqs it got, and the next batch follows it.
+#[tokio::test]
+async fn a_held_batch_read_back_by_the_reopen_is_answered_not_stored_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, second, cursor, mut held) = a_write_failed_after_its_frames(dir.path()).await;
     let refused = queue
         .ingest_held("s", &second, Some(&cursor), &mut held)
         .await
@@ -337,20 +344,7 @@ async fn a_held_batch_read_back_by_the_reopen_is_answered_not_stored_again() {
 #[tokio::test]
 async fn a_held_batch_whose_write_was_torn_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
-    let (queue, _) = Queue::open(dir.path()).unwrap();
-    let (first, cursor) = batch(0, 100);
-    queue
-        .ingest_block("s", &first, Some(&cursor))
-        .await
-        .unwrap();
-
-    queue.fail_next_index_write();
-    let (second, cursor) = batch(100, 100);
-    let mut held = HeldBatch::default();
-    queue
-        .ingest_held("s", &second, Some(&cursor), &mut held)
-        .await
-        .unwrap_err();
+    let (queue, second, cursor, mut held) = a_write_failed_after_its_frames(dir.path()).await;
     let newest = std::fs::read_dir(dir.path().join("segments"))
         .unwrap()
         .map(|e| e.unwrap().path())

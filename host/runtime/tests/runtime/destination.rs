@@ -2,28 +2,9 @@
 
 use crate::common::*;
 use safd_connector::{
-    Attribute, DestinationConnector, DestinationSession, Endpoint, Event, MemberRole,
-    SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
+    DestinationConnector, DestinationSession, Endpoint, MemberRole, SessionError, SessionInfo,
+    StreamPosition,
 };
-
-fn batch(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> StreamBatch {
-    StreamBatch {
-        stream: stream.to_owned(),
-        events: seqs
-            .map(|seq| SequencedEvent {
-                seq,
-                event: Event {
-                    id: format!("{stream}-{seq}"),
-                    time: 1_710_119_830_000_000,
-                    severity: Severity::Major,
-                    attributes: vec![Attribute::new("subsystem", "TMF")],
-                    body: "The MAT Audit Trail is critically full.".to_owned(),
-                },
-            })
-            .collect(),
-        left_out: Vec::new(),
-    }
-}
 
 async fn open(config: serde_json::Value) -> Box<dyn DestinationSession> {
     let runtime = runtime();

@@ -4,8 +4,8 @@
 use crate::common::*;
 use safd_connector::event_ids::{PLUGIN_RECYCLED, PLUGIN_TRAPPED};
 use safd_connector::{
-    Cursor, DestinationConnector, Endpoint, Event, MemberRole, Notice, NoticeSink, PollLimits,
-    SequencedEvent, SessionInfo, Severity, SourceConnector, StreamBatch,
+    Cursor, DestinationConnector, Endpoint, MemberRole, Notice, NoticeSink, PollLimits,
+    SessionInfo, SourceConnector,
 };
 use std::sync::{Arc, Mutex};
 
@@ -21,25 +21,6 @@ impl NoticeSink for Collected {
 impl Collected {
     fn count(&self, id: u32) -> usize {
         self.0.lock().unwrap().iter().filter(|n| n.id == id).count()
-    }
-}
-
-fn batch(seqs: std::ops::RangeInclusive<u64>) -> StreamBatch {
-    StreamBatch {
-        stream: "s".to_owned(),
-        events: seqs
-            .map(|seq| SequencedEvent {
-                seq,
-                event: Event {
-                    id: format!("e-{seq}"),
-                    time: 1_710_119_830_000_000,
-                    severity: Severity::Info,
-                    attributes: Vec::new(),
-                    body: "body".to_owned(),
-                },
-            })
-            .collect(),
-        left_out: Vec::new(),
     }
 }
 
@@ -70,7 +51,7 @@ async fn a_leaking_destination_is_rebuilt_between_deliveries_and_never_traps() {
     session.register(&SessionInfo::default()).await.unwrap();
     for n in 0..40u64 {
         let report = session
-            .deliver(&[batch(n * 2 + 1..=n * 2 + 2)])
+            .deliver(&[batch("s", n * 2 + 1..=n * 2 + 2)])
             .await
             .unwrap_or_else(|e| panic!("delivery {n}: {e}"));
         assert_eq!(report.acknowledged[0].seq, n * 2 + 2);

@@ -1,6 +1,7 @@
 //! Shared helpers of the runtime's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use safd_connector::{Attribute, Event, SequencedEvent, Severity, StreamBatch};
 use safd_runtime::{Grants, Limits, Plugin, RestartPolicy, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,4 +68,24 @@ pub fn no_grants() -> Grants {
 /// Source config with a per-poll script.
 pub fn source_config(script: &[&str]) -> String {
     serde_json::json!({ "script": script, "events_per_poll": 4 }).to_string()
+}
+
+/// A batch of stream `stream` with events of the given seqs.
+pub fn batch(stream: &str, seqs: std::ops::RangeInclusive<u64>) -> StreamBatch {
+    StreamBatch {
+        stream: stream.to_owned(),
+        events: seqs
+            .map(|seq| SequencedEvent {
+                seq,
+                event: Event {
+                    id: format!("{stream}-{seq}"),
+                    time: 1_710_119_830_000_000,
+                    severity: Severity::Major,
+                    attributes: vec![Attribute::new("subsystem", "TMF")],
+                    body: "The MAT Audit Trail is critically full.".to_owned(),
+                },
+            })
+            .collect(),
+        left_out: Vec::new(),
+    }
 }
