@@ -173,6 +173,17 @@ impl Window {
         true
     }
 
+    /// The publish `token` stands for, while it waits.
+    pub fn publish_of(&self, token: u64) -> Option<(&str, u64)> {
+        let stream = self.tokens.get(&token)?;
+        let entry = self
+            .streams
+            .get(stream)?
+            .iter()
+            .find(|e| e.token == token)?;
+        Some((stream.as_str(), entry.seq))
+    }
+
     /// Publishes not answered yet.
     pub fn unanswered(&self) -> usize {
         self.unanswered

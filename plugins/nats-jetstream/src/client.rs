@@ -87,8 +87,15 @@ const STREAM_NOT_FOUND: u32 = 10059;
 /// A publish whose answer said it was not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub token: u64,
+    pub stream: String,
+    pub seq: u64,
     pub reason: String,
+    /// No retry will store it (JetStream said so with a 4xx code): the
+    /// event is for the dead letters. Its place in the run counts as
+    /// settled.
+    pub permanent: bool,
+    /// No stream takes the subject at all.
+    pub no_stream: bool,
 }
 
 pub struct Client<T> {
@@ -367,28 +374,64 @@ impl<T: Transport> Client<T> {
             .strip_prefix(&self.inbox)
             .and_then(|rest| rest.strip_prefix('.'))
             .and_then(|token| token.parse::<u64>().ok())?;
-        let result = match ack::outcome(message) {
-            Ok(PubOutcome::Stored { .. }) => Ok(()),
-            Ok(PubOutcome::NoResponders) => Err(
-                "no stream takes its subject (check the stream's subjects and the \
-                 subject template)"
+        let (stream, seq) = self
+            .window
+            .publish_of(token)
+            .map(|(stream, seq)| (stream.to_owned(), seq))?;
+        let refusal = |reason: String, permanent: bool, no_stream: bool| Refusal {
+            stream: stream.clone(),
+            seq,
+            reason,
+            permanent,
+            no_stream,
+        };
+        let refusal = match ack::outcome(message) {
+            Ok(PubOutcome::Stored { .. }) => None,
+            Ok(PubOutcome::NoResponders) => Some(refusal(
+                "no stream takes its subject (check the stream's subjects and the subject \
+                 template)"
                     .to_owned(),
-            ),
+                false,
+                true,
+            )),
             Ok(PubOutcome::Refused {
                 code,
                 err_code,
                 description,
-            }) => Err(format!(
-                "JetStream refused it: {description} (code {code}, error {err_code})"
+            }) => Some(refusal(
+                format!("JetStream refused it: {description} (code {code}, error {err_code})"),
+                (400..500).contains(&code),
+                false,
             )),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Some(refusal(err.to_string(), false, false)),
         };
-        let refusal = result.as_ref().err().map(|reason| Refusal {
-            token,
-            reason: reason.clone(),
-        });
+        let settled = refusal.as_ref().is_none_or(|r| r.permanent);
+        let result = if settled {
+            Ok(())
+        } else {
+            Err(refusal
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default())
+        };
         self.window.answer(token, result);
         refusal
+    }
+
+    /// A round trip: the server is there and reads what we send.
+    pub fn ping(&mut self, timeout: Duration) -> Result<(), ConnectorError> {
+        protocol::write_ping(&mut self.out);
+        self.flush()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_op(deadline)? {
+                ServerOp::Pong => return Ok(()),
+                ServerOp::Msg(message) => {
+                    self.take_answer(&message);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// The next operation, answering the server's pings on the way.

@@ -37,6 +37,7 @@ extern crate self as safd_plugin_sdk;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod json;
 pub mod log;
 pub mod net;
 pub mod syslog;
