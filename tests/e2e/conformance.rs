@@ -103,6 +103,7 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
     let fixture = draining_listener();
     let listen = free_address();
     let lines = crate::support::tls_lines::LineReceiver::start(dir.path(), "lines");
+    let nats = crate::support::nats::NatsServer::start(&dir.path().join("nats"), &[]);
     let tls_flags = [
         "--address",
         lines.address.as_str(),
@@ -169,6 +170,11 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
             "log-destination",
             serde_json::json!({}),
             &["--address", "log"],
+        ),
+        Case::new(
+            "nats-jetstream",
+            serde_json::json!({"stream": "SUITE", "create_stream": {}}),
+            &["--address", &nats.address, "--grant-tcp", &nats.address],
         ),
         Case::new("python-jsonl", serde_json::json!({}), &tls_flags),
         Case::new("js-jsonl", serde_json::json!({}), &tls_flags),

@@ -12,6 +12,7 @@ mod daemon;
 mod ems_reader;
 mod file_tail;
 mod mgmt_server;
+mod nats;
 mod net_in;
 mod package;
 mod plugin_sdk;

@@ -4,7 +4,7 @@
 //! and such a receiver used to get empty bodies, answer 200, and the
 //! events counted as delivered).
 
-use crate::support::plugins::plugin_dir;
+use crate::support::plugins::file_tail_config;
 use crate::support::safd_process::{run, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -69,43 +69,6 @@ fn serve(connection: TcpStream, bodies: &Bodies) {
             return;
         }
     }
-}
-
-/// A configuration in `dir`: file-tail on `dir/logs/app.log`, which holds
-/// `lines`, as stream `app`, then `groups` (TOML text); returns its path.
-fn file_tail_config(
-    dir: &std::path::Path,
-    lines: &[String],
-    agent: &str,
-    groups: &str,
-) -> std::path::PathBuf {
-    let config = dir.join("safd.toml");
-    let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
-    std::fs::write(logs.join("app.log"), text).unwrap();
-    std::fs::write(
-        &config,
-        format!(
-            r#"agent_id = "{agent}"
-data_dir = "{data}"
-plugin_dir = "{plugins}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[sources.app]
-plugin = "file-tail"
-config = {{ directory = "{logs}", pattern = "app.log", scan_interval_ms = 50 }}
-grants = {{ dirs = ["{logs}"] }}
-{groups}"#,
-            data = dir.join("data").display(),
-            plugins = plugin_dir().display(),
-            logs = logs.display(),
-        ),
-    )
-    .unwrap();
-    config
 }
 
 #[test]

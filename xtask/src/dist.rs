@@ -73,6 +73,8 @@ const PACKAGES: [Package; 2] = [
             "net-in.md",
             "mgmt-http.md",
             "syslog.md",
+            "nats-jetstream.md",
+            "scale-out.md",
             "plugins.md",
             "plugin-guide.md",
             "protocol.md",

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod browser;
 pub mod certs;
 pub mod mgmt;
+pub mod nats;
 pub mod plugins;
 pub mod rsyslog;
 pub mod safd_process;

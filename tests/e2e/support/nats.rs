@@ -1,0 +1,144 @@
+//! A real `nats-server` with JetStream on a loopback port (the Debian
+//! package, installed by `cargo xtask test`), and what a stream holds, read
+//! with the official Rust client — a second implementation of the protocol
+//! beside the plugin's own.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct NatsServer {
+    child: Child,
+    pub address: String,
+    port: u16,
+    store: PathBuf,
+    extra: Vec<String>,
+}
+
+impl NatsServer {
+    /// JetStream on, its files under `store`; `extra` arguments as given
+    /// (e.g. `--auth TOKEN`, `-c FILE`).
+    pub fn start(store: &Path, extra: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let child = spawn(port, store, &extra);
+        let server = Self {
+            child,
+            address: format!("127.0.0.1:{port}"),
+            port,
+            store: store.to_owned(),
+            extra,
+        };
+        server.wait_listening();
+        server
+    }
+
+    /// `kill -9`, then the same server again on the same port and store.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(self.port, &self.store, &self.extra);
+        self.wait_listening();
+    }
+
+    fn wait_listening(&self) {
+        super::safd_process::wait_for(Duration::from_secs(20), "nats-server to listen", || {
+            TcpStream::connect(&self.address).is_ok()
+        });
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(port: u16, store: &Path, extra: &[String]) -> Child {
+    Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server is needed (cargo xtask test installs the Debian package)")
+}
+
+/// One message of a stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub stream_seq: u64,
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl Stored {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The number of messages in `stream`, 0 while it does not exist or the
+/// server is down.
+pub fn count(address: &str, stream: &str) -> u64 {
+    runtime().block_on(async {
+        let Ok(client) = async_nats::connect(address).await else {
+            return 0;
+        };
+        let js = async_nats::jetstream::new(client);
+        match js.get_stream(stream).await {
+            Ok(mut found) => found.info().await.map_or(0, |i| i.state.messages),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Every message of `stream`, in stream order.
+pub fn messages(address: &str, stream: &str) -> Vec<Stored> {
+    runtime().block_on(async {
+        let client = async_nats::connect(address).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut found = js.get_stream(stream).await.unwrap();
+        let state = found.info().await.unwrap().state.clone();
+        let mut out = Vec::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            let Ok(message) = found.get_raw_message(seq).await else {
+                continue;
+            };
+            let headers = message
+                .headers
+                .iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (name.to_string(), v.as_str().to_owned()))
+                })
+                .collect();
+            out.push(Stored {
+                stream_seq: message.sequence,
+                subject: message.subject.to_string(),
+                headers,
+                payload: message.payload.to_vec(),
+            });
+        }
+        out
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
