@@ -22,10 +22,12 @@ streams = ["app"]
     )
 }
 
-/// 4 000 lines from file-tail; nats-server is killed (-9) and restarted
-/// after the first few hundred are stored, safd after half of them; then
-/// the stream holds each event once (one message per Nats-Msg-Id), in
-/// the order of safd's seqs, with the headers the docs list.
+/// 4 000 lines from file-tail, written in three parts: nats-server is
+/// killed (-9) and restarted once the first events are stored, safd once
+/// the second part is; the lines written after each kill can only arrive
+/// through what survived it. Then the stream holds each event once (one
+/// message per Nats-Msg-Id), in the order of safd's seqs, with the headers
+/// the docs list.
 #[test]
 fn every_event_is_stored_once_and_in_order_across_kills_of_nats_server_and_safd() {
     const LINES: u64 = 4_000;
@@ -34,7 +36,7 @@ fn every_event_is_stored_once_and_in_order_across_kills_of_nats_server_and_safd(
     let lines: Vec<String> = (0..LINES).map(|n| format!("line {n:04} ü")).collect();
     let config = file_tail_config(
         dir.path(),
-        &lines,
+        &lines[..2_000],
         "nats-test",
         &group(
             &server.address,
@@ -49,11 +51,13 @@ fn every_event_is_stored_once_and_in_order_across_kills_of_nats_server_and_safd(
         || stored(&server) >= 300,
     );
     server.kill_and_restart();
-    wait_for(Duration::from_secs(60), "half the events", || {
-        stored(&server) >= LINES / 2
+    append(dir.path(), &lines[2_000..3_000]);
+    wait_for(Duration::from_secs(60), "the second part", || {
+        stored(&server) >= 3_000
     });
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+    append(dir.path(), &lines[3_000..]);
     let _daemon = run(&config, Stdio::null());
     wait_for(Duration::from_secs(120), "every event", || {
         stored(&server) >= LINES
@@ -93,6 +97,17 @@ fn every_event_is_stored_once_and_in_order_across_kills_of_nats_server_and_safd(
         assert_eq!(event["seq"], seq);
         assert_eq!(event["body"], format!("line {:04} ü", n));
     }
+}
+
+/// Append `lines` to the log file-tail reads (`file_tail_config`).
+fn append(dir: &std::path::Path, lines: &[String]) {
+    use std::io::Write;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("logs").join("app.log"))
+        .unwrap();
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    log.write_all(text.as_bytes()).unwrap();
 }
 
 /// `safd plugins try` against `server` with `config`: what a destination's
@@ -205,4 +220,66 @@ fn each_misconfiguration_is_one_clear_answer() {
         "{oversized}"
     );
     assert_eq!(nats::count(&small.address, "EMS"), 2, "{oversized}");
+}
+
+/// A three-server JetStream cluster, an R3 stream, all three servers as
+/// the group's members: the server safd publishes to is killed (-9) once
+/// a thousand events are stored; the lines written after that reach the
+/// stream (still writable with two of three) through the next member, and
+/// it holds every event once and in order.
+#[test]
+fn a_cluster_member_killed_mid_stream_costs_nothing() {
+    const LINES: u64 = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = NatsServer::cluster(&dir.path().join("cluster"), 3);
+    let addresses: Vec<String> = servers.iter().map(|s| s.address.clone()).collect();
+    let lines: Vec<String> = (0..LINES).map(|n| format!("line {n:04}")).collect();
+    let members = addresses
+        .iter()
+        .enumerate()
+        .map(|(n, a)| format!(r#"{{ name = "n{n}", address = "{a}" }}"#))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let grants = addresses
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let groups = format!(
+        r#"
+[groups.js]
+mode = "failover"
+plugin = "nats-jetstream"
+config = {{ stream = "EMS", create_stream = {{ replicas = 3 }}, timeout_ms = 3000 }}
+grants = {{ tcp = [{grants}] }}
+members = [{members}]
+streams = ["app"]
+"#
+    );
+    let config = file_tail_config(dir.path(), &lines[..2_000], "cluster-test", &groups);
+    let _daemon = run(&config, Stdio::null());
+    let survivor = addresses[1].clone();
+    wait_for(
+        Duration::from_secs(120),
+        "a thousand events in the stream",
+        || nats::count(&survivor, "EMS") >= 1_000,
+    );
+    // The first member is the primary safd publishes to.
+    servers[0].kill();
+    append(dir.path(), &lines[2_000..]);
+    wait_for(
+        Duration::from_secs(120),
+        "every event after the failover",
+        || nats::count(&survivor, "EMS") >= LINES,
+    );
+    let messages = nats::messages(&survivor, "EMS");
+    assert_eq!(messages.len() as u64, LINES, "an event stored twice");
+    for (n, message) in messages.iter().enumerate() {
+        assert_eq!(
+            message.header("Nats-Msg-Id"),
+            Some(format!("cluster-test:app:{}", n + 1).as_str()),
+            "out of order or missing at stream seq {}",
+            message.stream_seq
+        );
+    }
 }

@@ -20,12 +20,44 @@ impl NatsServer {
     /// JetStream on, its files under `store`; `extra` arguments as given
     /// (e.g. `--auth TOKEN`, `-c FILE`).
     pub fn start(store: &Path, extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_on(free_port(), store, extra)
+    }
+
+    /// A JetStream cluster of `size` servers on loopback, R3 streams
+    /// possible once they found each other.
+    pub fn cluster(dir: &Path, size: usize) -> Vec<Self> {
+        let routes: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers: Vec<Self> = routes
+            .iter()
+            .enumerate()
+            .map(|(n, route)| {
+                let extra = vec![
+                    "-n".to_owned(),
+                    format!("n{n}"),
+                    "--cluster_name".to_owned(),
+                    "safd-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".to_owned(),
+                    route_list.clone(),
+                ];
+                Self::start_on(free_port(), &dir.join(format!("n{n}")), extra)
+            })
+            .collect();
+        // JetStream answers once the cluster elected its meta leader.
+        super::safd_process::wait_for(Duration::from_secs(60), "the JetStream cluster", || {
+            jetstream_ready(&servers[0].address)
+        });
+        servers
+    }
+
+    fn start_on(port: u16, store: &Path, extra: Vec<String>) -> Self {
         let child = spawn(port, store, &extra);
         let server = Self {
             child,
@@ -38,10 +70,15 @@ impl NatsServer {
         server
     }
 
-    /// `kill -9`, then the same server again on the same port and store.
-    pub fn kill_and_restart(&mut self) {
+    /// `kill -9`.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// `kill -9`, then the same server again on the same port and store.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
         self.child = spawn(self.port, &self.store, &self.extra);
         self.wait_listening();
     }
@@ -58,6 +95,34 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// JetStream answers account information (a cluster: its meta leader is
+/// elected and it can place streams).
+fn jetstream_ready(address: &str) -> bool {
+    runtime().block_on(async {
+        let Ok(client) = async_nats::connect(address).await else {
+            return false;
+        };
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("$JS.API.INFO", "".into()),
+        )
+        .await;
+        let Ok(Ok(message)) = answer else {
+            return false;
+        };
+        serde_json::from_slice::<serde_json::Value>(&message.payload)
+            .is_ok_and(|info| info.get("error").is_none())
+    })
 }
 
 fn spawn(port: u16, store: &Path, extra: &[String]) -> Child {
