@@ -79,6 +79,30 @@ impl RunArgs {
         Ok((temporary, work))
     }
 
+    /// `self.count` runs of `one`, each given an empty directory
+    /// `<work>/<stem>-run-N` (removed after it, so the next run starts
+    /// from empty directories) and printing its figures when done.
+    pub(super) fn repeat(
+        &self,
+        work: &Path,
+        stem: &str,
+        figures: &[Figure],
+        mut one: impl FnMut(&Path, &mut Run) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        for n in 1..=self.count {
+            let dir = work.join(format!("{stem}-run-{n}"));
+            std::fs::create_dir_all(&dir)?;
+            println!("run {n} of {}", self.count);
+            let mut run = Run::new();
+            one(&dir, &mut run)?;
+            print_run(figures, &run);
+            runs.push(run);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(runs)
+    }
+
     /// Compile the plugins `names` in `dir` (each required to be there)
     /// into the cache the timed safd processes use, so no run pays for
     /// compiling them (a one-time cost per plugin file, not part of
@@ -213,25 +237,12 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         sim,
         args: args.clone(),
     };
-    let mut runs: Vec<Run> = Vec::new();
-    for n in 1..=args.runs.count {
-        let dir = work.join(format!("run-{n}"));
-        std::fs::create_dir_all(&dir)?;
-        println!("run {n} of {}", args.runs.count);
-        let mut run = Run::new();
-        tools.throughput(&dir.join("throughput"), &mut run)?;
-        tools.latency(&dir.join("latency"), &mut run)?;
-        tools.failover(&dir.join("failover"), &mut run)?;
-        tools.backlog(&dir.join("backlog"), &mut run)?;
-        for figure in &FIGURES {
-            if let Some(value) = run.get(figure.key) {
-                println!("  {:<40} {value:>12.1} {}", figure.label, figure.unit);
-            }
-        }
-        runs.push(run);
-        // The next run starts from empty directories.
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let runs = args.runs.repeat(&work, "pipeline", &FIGURES, |dir, run| {
+        tools.throughput(&dir.join("throughput"), run)?;
+        tools.latency(&dir.join("latency"), run)?;
+        tools.failover(&dir.join("failover"), run)?;
+        tools.backlog(&dir.join("backlog"), run)
+    })?;
     let extra = Figure {
         key: "rss_with_backlog_mib",
         label: "safd RSS holding the backlog",
@@ -254,12 +265,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             "rate": args.rate,
         }),
     };
-    let met = report(&spec, &figures, &runs)?;
-    Ok(if met {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report_status(&spec, &figures, &runs)
 }
 
 struct Tools {
@@ -327,22 +333,7 @@ impl Safd {
 
     /// CPU seconds (user + system) safd has used so far.
     pub(super) fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may
-        // hold spaces: utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / clock_ticks_per_sec()
+        process_cpu_secs(self.child.id())
     }
 
     fn status(&self) -> anyhow::Result<safd::admin::Status> {
@@ -410,6 +401,25 @@ impl Drop for Safd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+pub(super) fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / clock_ticks_per_sec()
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 on Linux
@@ -554,13 +564,7 @@ impl Tools {
         if latencies.is_empty() {
             bail!("the latency run stored no events after its first second");
         }
-        latencies.sort_unstable();
-        let at = |q: f64| {
-            let index = ((latencies.len() - 1) as f64 * q).round() as usize;
-            latencies[index] as f64 / 1000.0
-        };
-        run.insert("latency_p50_ms", at(0.50));
-        run.insert("latency_p99_ms", at(0.99));
+        insert_latency_quantiles(run, &mut latencies);
         safd.stop()
     }
 
@@ -665,6 +669,17 @@ impl Tools {
     }
 }
 
+/// `latency_p50_ms` and `latency_p99_ms` of `latencies` (µs, not empty).
+pub(super) fn insert_latency_quantiles(run: &mut Run, latencies: &mut [i64]) {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let index = ((latencies.len() - 1) as f64 * q).round() as usize;
+        latencies[index] as f64 / 1000.0
+    };
+    run.insert("latency_p50_ms", at(0.50));
+    run.insert("latency_p99_ms", at(0.99));
+}
+
 pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -694,6 +709,20 @@ pub(super) struct ReportSpec<'a> {
     pub(super) settings: String,
     /// The same settings for the JSON.
     pub(super) json_settings: serde_json::Value,
+}
+
+/// [`report`], then the exit status: 1 when a target was missed (the
+/// report says which; that is a result, not a failure of the tool).
+pub(super) fn report_status(
+    spec: &ReportSpec<'_>,
+    figures: &[&Figure],
+    runs: &[Run],
+) -> anyhow::Result<ExitCode> {
+    Ok(if report(spec, figures, runs)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Write `<stem>.json` and `<stem>.md`; true when every target is met.

@@ -9,7 +9,7 @@
 //! receiver got (every event once), median of the runs.
 
 use crate::bench::{
-    Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_counting, wait_until,
+    Figure, ReportSpec, Run, RunArgs, Safd, report_status, wait_counting, wait_until,
 };
 use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::{Context, bail};
@@ -119,19 +119,14 @@ fn bench(args: &BenchNetInArgs) -> anyhow::Result<ExitCode> {
         .compile_named(&args.plugins, &["net-in", "syslog"])?;
     let (_temporary, work) = args.runs.work()?;
     let safd = safd::cli::harness::sibling("safd")?;
-    let mut runs = Vec::new();
-    for n in 1..=args.runs.count {
-        println!("run {n} of {}", args.runs.count);
-        let mut run = Run::new();
+    let runs = args.runs.repeat(&work, "net-in", &FIGURES, |dir, run| {
         for transport in [Transport::Tcp, Transport::Relp] {
-            let dir = work.join(format!("net-in-run-{n}-{}", transport.name()));
+            let dir = dir.join(transport.name());
             std::fs::create_dir_all(&dir)?;
-            one_run(args, &safd, &dir, transport, &mut run)?;
-            let _ = std::fs::remove_dir_all(&dir);
+            one_run(args, &safd, &dir, transport, run)?;
         }
-        print_run(&FIGURES, &run);
-        runs.push(run);
-    }
+        Ok(())
+    })?;
     let spec = ReportSpec {
         out: &args.runs.out,
         stem: "bench-net-in",
@@ -148,11 +143,7 @@ fn bench(args: &BenchNetInArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let figures: Vec<&Figure> = FIGURES.iter().collect();
-    Ok(if report(&spec, &figures, &runs)? {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report_status(&spec, &figures, &runs)
 }
 
 fn one_run(

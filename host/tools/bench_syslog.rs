@@ -5,7 +5,7 @@
 //! the last line. The report gives events/s, safd's CPU seconds and what
 //! the receiver got (every line once), median of the runs.
 
-use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, print_run, report, wait_counting};
+use crate::bench::{Figure, ReportSpec, Run, RunArgs, Safd, report_status, wait_counting};
 use crate::syslog_receiver::{LineKey, Receiver, config_head};
 use anyhow::bail;
 use clap::Args;
@@ -70,16 +70,10 @@ fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
         .compile_named(&args.plugins, &["file-tail", "syslog"])?;
     let (_temporary, work) = args.runs.work()?;
     let safd = safd::cli::harness::sibling("safd")?;
-    let mut runs = Vec::new();
-    for n in 1..=args.runs.count {
-        let dir = work.join(format!("syslog-run-{n}"));
-        std::fs::create_dir_all(&dir)?;
-        println!("run {n} of {}", args.runs.count);
-        let run = one_run(args, &safd, &dir)?;
-        print_run(&FIGURES, &run);
-        runs.push(run);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let runs = args.runs.repeat(&work, "syslog", &FIGURES, |dir, run| {
+        *run = one_run(args, &safd, dir)?;
+        Ok(())
+    })?;
     let spec = ReportSpec {
         out: &args.runs.out,
         stem: "bench-syslog",
@@ -95,11 +89,7 @@ fn bench(args: &BenchSyslogArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let figures: Vec<&Figure> = FIGURES.iter().collect();
-    Ok(if report(&spec, &figures, &runs)? {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    report_status(&spec, &figures, &runs)
 }
 
 fn one_run(args: &BenchSyslogArgs, safd: &Path, dir: &Path) -> anyhow::Result<Run> {

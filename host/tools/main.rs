@@ -1,10 +1,12 @@
 //! `safd-tools`: the pipeline benchmarks and the soak — developer tools
 //! that run the real `safd`, `safd-mgmt` and `ems-sim` binaries (found next
 //! to this one) and count what arrives. Not part of the shipped daemon;
-//! `cargo xtask bench-pipeline`, `bench-syslog`, `bench-net-in` and `soak` build and run
+//! `cargo xtask bench-pipeline`, `bench-syslog`, `bench-net-in`, `bench-nats`
+//! and `soak` build and run
 //! them.
 
 mod bench;
+mod bench_nats;
 mod bench_net_in;
 mod bench_syslog;
 mod progress;
@@ -50,6 +52,14 @@ enum Command {
     ///
     /// Use release builds (`cargo xtask bench-net-in`).
     BenchNetIn(bench_net_in::BenchNetInArgs),
+    /// Measure file-tail → durable queue → nats-jetstream → an R1
+    /// file-backed stream on a local nats-server: events/s from safd's
+    /// start until the stream holds the last one, safd's CPU per million
+    /// events, every line stored once, and event → acknowledgement latency
+    /// at a steady rate; writes bench-nats.json and bench-nats.md.
+    ///
+    /// Use release builds (`cargo xtask bench-nats`).
+    BenchNats(bench_nats::BenchNatsArgs),
     /// Run the demo pipeline for a long time with random faults (kill -9 of
     /// safd and the servers, SIGSTOP, the index removed, a full disk) and
     /// count every event at the end; writes soak.json and soak.md.
@@ -82,6 +92,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::BenchSyslog(args) => bench_syslog::run(args).await,
             Command::BenchNetIn(args) => bench_net_in::run(args).await,
+            Command::BenchNats(args) => bench_nats::run(args).await,
             Command::Soak(args) => soak::run(args).await,
         }
     });

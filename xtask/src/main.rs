@@ -10,6 +10,8 @@
 //! - `bench`: `plugins`, then the criterion benchmarks;
 //! - `bench-pipeline`: `plugins`, release builds of safd, safd-mgmt and
 //!   ems-sim, then `safd-tools bench` (the whole pipeline against its targets);
+//!   `bench-syslog`, `bench-net-in` and `bench-nats` likewise (the last
+//!   installs nats-server when missing);
 //! - `dist`: `plugins`, release builds of safd and safd-mgmt, then their
 //!   Debian packages, a tarball of both and `SHA256SUMS` in `target/dist/`
 //!   (`dist.rs`);
@@ -68,6 +70,13 @@ enum Task {
     /// bench-net-in` (EMS text over TCP and RELP → net-in → queue → syslog
     /// to a local receiver).
     BenchNetIn {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the plugins and release binaries, then run `safd-tools
+    /// bench-nats` (file-tail → queue → nats-jetstream → a local
+    /// nats-server's stream; installs nats-server when missing).
+    BenchNats {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -159,6 +168,10 @@ fn main() -> Result<()> {
         Task::BenchPipeline { args } => bench_release(&root, "bench", &args),
         Task::BenchSyslog { args } => bench_release(&root, "bench-syslog", &args),
         Task::BenchNetIn { args } => bench_release(&root, "bench-net-in", &args),
+        Task::BenchNats { args } => {
+            ensure_system_packages(&[("nats-server", "nats-server")])?;
+            bench_release(&root, "bench-nats", &args)
+        }
         Task::Dist { debug, out } => {
             let dir = build_plugins(&root)?;
             let profile = if debug {

@@ -63,6 +63,11 @@ impl Runtime {
         wasm_config
             .wasm_component_model(true)
             .epoch_interruption(true);
+        // A developer's switch: `perf` then names guest functions
+        // (/tmp/perf-PID.map) instead of showing anonymous JIT addresses.
+        if std::env::var_os("SAFD_WASM_PERFMAP").is_some() {
+            wasm_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&wasm_config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         spawn_epoch_ticker(&engine);

@@ -9,7 +9,7 @@
 
 use crate::protocol::{Message, ProtocolError};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// What one publish came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +99,19 @@ pub fn outcome(answer: &Message) -> Result<PubOutcome, ProtocolError> {
     }
 }
 
+fn find_entry(entries: &mut VecDeque<Entry>, token: u64) -> Option<&mut Entry> {
+    let at = entries.binary_search_by_key(&token, |e| e.token).ok()?;
+    entries.get_mut(at)
+}
+
 /// Publishes waiting for their answer, per safd stream in the order they
 /// were sent.
 #[derive(Debug, Default)]
 pub struct Window {
+    /// Tokens grow with every publish, so each stream's entries are in
+    /// token order and an answer's entry is found by binary search among
+    /// the (few) streams of a delivery: no map entry per publish.
     streams: BTreeMap<String, VecDeque<Entry>>,
-    /// Reply token → the stream whose entry it answers.
-    tokens: HashMap<u64, String>,
     next_token: u64,
     unanswered: usize,
 }
@@ -138,15 +144,18 @@ impl Window {
     pub fn publish(&mut self, stream: &str, seq: u64) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        self.streams
-            .entry(stream.to_owned())
-            .or_default()
-            .push_back(Entry {
-                seq,
-                token,
-                state: State::Waiting,
-            });
-        self.tokens.insert(token, stream.to_owned());
+        let entry = Entry {
+            seq,
+            token,
+            state: State::Waiting,
+        };
+        match self.streams.get_mut(stream) {
+            Some(entries) => entries.push_back(entry),
+            None => {
+                self.streams
+                    .insert(stream.to_owned(), VecDeque::from([entry]));
+            }
+        }
         self.unanswered += 1;
         token
     }
@@ -155,13 +164,11 @@ impl Window {
     /// False for a token that is not waiting (an answer to a publish of an
     /// earlier connection, or a repeat), which changes nothing.
     pub fn answer(&mut self, token: u64, result: Result<(), String>) -> bool {
-        let Some(stream) = self.tokens.remove(&token) else {
-            return false;
-        };
         let Some(entry) = self
             .streams
-            .get_mut(&stream)
-            .and_then(|entries| entries.iter_mut().find(|e| e.token == token))
+            .values_mut()
+            .find_map(|entries| find_entry(entries, token))
+            .filter(|entry| entry.state == State::Waiting)
         else {
             return false;
         };
@@ -175,13 +182,11 @@ impl Window {
 
     /// The publish `token` stands for, while it waits.
     pub fn publish_of(&self, token: u64) -> Option<(&str, u64)> {
-        let stream = self.tokens.get(&token)?;
-        let entry = self
-            .streams
-            .get(stream)?
-            .iter()
-            .find(|e| e.token == token)?;
-        Some((stream.as_str(), entry.seq))
+        self.streams.iter().find_map(|(stream, entries)| {
+            let at = entries.binary_search_by_key(&token, |e| e.token).ok()?;
+            let entry = entries.get(at)?;
+            (entry.state == State::Waiting).then_some((stream.as_str(), entry.seq))
+        })
     }
 
     /// Publishes not answered yet.
@@ -221,11 +226,38 @@ impl Window {
         })
     }
 
+    /// Whether a publish of `stream` failed (not stored, to be sent again).
+    pub fn failed(&self, stream: &str) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|entries| entries.iter().any(|e| matches!(e.state, State::Failed(_))))
+    }
+
+    /// Per stream with a failed publish, how many publishes after the
+    /// first failure were stored: they are in the stream ahead of the
+    /// failed ones, which are sent again (stored once, but out of seq
+    /// order).
+    pub fn stored_after_failure(&self) -> Vec<(String, usize)> {
+        self.streams
+            .iter()
+            .filter_map(|(stream, entries)| {
+                let first = entries
+                    .iter()
+                    .position(|e| matches!(e.state, State::Failed(_)))?;
+                let stored = entries
+                    .iter()
+                    .skip(first)
+                    .filter(|e| e.state == State::Stored)
+                    .count();
+                (stored > 0).then(|| (stream.clone(), stored))
+            })
+            .collect()
+    }
+
     /// Forget everything (the connection is gone: answers to its publishes
     /// can no longer come).
     pub fn clear(&mut self) {
         self.streams.clear();
-        self.tokens.clear();
         self.unanswered = 0;
     }
 }
@@ -235,6 +267,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::protocol::parse_headers;
+
+    #[test]
+    fn publishes_stored_after_a_failed_one_are_counted() {
+        let mut window = Window::default();
+        let tokens: Vec<u64> = (1..=5).map(|seq| window.publish("app", seq)).collect();
+        window.answer(tokens[0], Ok(()));
+        window.answer(tokens[1], Err("no responders".into()));
+        window.answer(tokens[2], Err("no responders".into()));
+        window.answer(tokens[3], Ok(()));
+        window.answer(tokens[4], Ok(()));
+        assert!(window.failed("app"));
+        assert!(!window.failed("other"));
+        assert_eq!(window.take_settled(), vec![("app".to_owned(), 1)]);
+        assert_eq!(window.stored_after_failure(), vec![("app".to_owned(), 2)]);
+        let mut clean = Window::default();
+        let token = clean.publish("app", 1);
+        clean.answer(token, Ok(()));
+        assert!(clean.stored_after_failure().is_empty());
+    }
 
     fn message(headers: Option<&[u8]>, payload: &[u8]) -> Message {
         Message {

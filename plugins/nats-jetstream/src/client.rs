@@ -325,8 +325,7 @@ impl<T: Transport> Client<T> {
         payload: &[u8],
     ) -> Result<u64, ConnectorError> {
         let token = self.window.publish(stream, seq);
-        let reply = format!("{}.{token}", self.inbox);
-        protocol::write_hpub(&mut self.out, subject, &reply, headers, payload);
+        protocol::write_hpub_to_inbox(&mut self.out, subject, &self.inbox, token, headers, payload);
         if self.out.len() >= WRITE_AT {
             self.flush()?;
         }
@@ -374,6 +373,12 @@ impl<T: Transport> Client<T> {
             .strip_prefix(&self.inbox)
             .and_then(|rest| rest.strip_prefix('.'))
             .and_then(|token| token.parse::<u64>().ok())?;
+        let outcome = ack::outcome(message);
+        if let Ok(PubOutcome::Stored { .. }) = outcome {
+            // The common case, with nothing to name.
+            self.window.answer(token, Ok(()));
+            return None;
+        }
         let (stream, seq) = self
             .window
             .publish_of(token)
@@ -385,7 +390,7 @@ impl<T: Transport> Client<T> {
             permanent,
             no_stream,
         };
-        let refusal = match ack::outcome(message) {
+        let refusal = match outcome {
             Ok(PubOutcome::Stored { .. }) => None,
             Ok(PubOutcome::NoResponders) => Some(refusal(
                 "no stream takes its subject (check the stream's subjects and the subject \

@@ -392,7 +392,16 @@ pub fn write_pub(out: &mut Vec<u8>, subject: &str, reply_to: &str, payload: &[u8
 /// field) become spaces, and a name keeps only the characters a header
 /// name may hold.
 pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut block = b"NATS/1.0\r\n".to_vec();
+    let mut block = Vec::new();
+    write_header_block(&mut block, fields);
+    block
+}
+
+/// [`header_block`] into `block` (cleared first), so a publisher reuses
+/// one buffer for every message.
+pub fn write_header_block(block: &mut Vec<u8>, fields: &[(&str, &str)]) {
+    block.clear();
+    block.extend_from_slice(b"NATS/1.0\r\n");
     for (name, value) in fields {
         block.extend(name.bytes().filter(|b| b.is_ascii_graphic() && *b != b':'));
         block.extend_from_slice(b": ");
@@ -403,25 +412,62 @@ pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
         block.extend_from_slice(CRLF);
     }
     block.extend_from_slice(CRLF);
-    block
 }
 
-/// `HPUB subject reply header-size total-size` with its body. The subject
-/// and reply must be valid subjects ([`crate::subject`] makes them so).
-pub fn write_hpub(
+/// `HPUB subject inbox.token header-size total-size` with its body, written
+/// without allocating (one allocation per message adds up at hundreds of
+/// thousands a second). The subject and inbox must be valid subjects
+/// ([`crate::subject`] makes them so).
+pub fn write_hpub_to_inbox(
     out: &mut Vec<u8>,
     subject: &str,
-    reply_to: &str,
+    inbox: &str,
+    token: u64,
+    headers: &[u8],
+    payload: &[u8],
+) {
+    let reply = |out: &mut Vec<u8>| {
+        out.extend_from_slice(inbox.as_bytes());
+        out.push(b'.');
+        push_decimal(out, token);
+    };
+    write_hpub_with(out, subject, reply, headers, payload);
+}
+
+fn write_hpub_with(
+    out: &mut Vec<u8>,
+    subject: &str,
+    reply_to: impl FnOnce(&mut Vec<u8>),
     headers: &[u8],
     payload: &[u8],
 ) {
     let total = headers.len() + payload.len();
-    out.extend_from_slice(
-        format!("HPUB {subject} {reply_to} {} {total}\r\n", headers.len()).as_bytes(),
-    );
+    out.extend_from_slice(b"HPUB ");
+    out.extend_from_slice(subject.as_bytes());
+    out.push(b' ');
+    reply_to(out);
+    out.push(b' ');
+    push_decimal(out, headers.len() as u64);
+    out.push(b' ');
+    push_decimal(out, total as u64);
+    out.extend_from_slice(CRLF);
     out.extend_from_slice(headers);
     out.extend_from_slice(payload);
     out.extend_from_slice(CRLF);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -565,7 +611,7 @@ mod tests {
     fn hpub_frames_headers_and_payload_as_the_server_reads_them() {
         let headers = header_block(&[("Nats-Msg-Id", "a:s:1"), ("Safd-Body\r\n", "x\r\ny")]);
         let mut out = Vec::new();
-        write_hpub(&mut out, "safd.a.s", "_INBOX.r.1", &headers, b"{}");
+        write_hpub_to_inbox(&mut out, "safd.a.s", "_INBOX.r", 1, &headers, b"{}");
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with(&format!(
             "HPUB safd.a.s _INBOX.r.1 {} {}\r\n",

@@ -79,6 +79,11 @@ impl NatsServer {
     /// `kill -9`, then the same server again on the same port and store.
     pub fn kill_and_restart(&mut self) {
         self.kill();
+        self.restart();
+    }
+
+    /// The same server again on the same port and store (after `kill`).
+    pub fn restart(&mut self) {
         self.child = spawn(self.port, &self.store, &self.extra);
         self.wait_listening();
     }
@@ -166,6 +171,53 @@ pub fn count(address: &str, stream: &str) -> u64 {
             Ok(mut found) => found.info().await.map_or(0, |i| i.state.messages),
             Err(_) => 0,
         }
+    })
+}
+
+/// Create `stream` (file storage) taking `subjects`, with `replicas`.
+pub fn create_stream(address: &str, stream: &str, subjects: &[&str], replicas: usize) {
+    runtime().block_on(async {
+        let client = async_nats::connect(address).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            num_replicas: replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// The server name (`-n`) of `stream`'s leader in a cluster.
+pub fn stream_leader(address: &str, stream: &str) -> Option<String> {
+    runtime().block_on(async {
+        let client = async_nats::connect(address).await.ok()?;
+        let js = async_nats::jetstream::new(client);
+        let mut found = js.get_stream(stream).await.ok()?;
+        found.info().await.ok()?.cluster.as_ref()?.leader.clone()
+    })
+}
+
+/// Every replica of `stream` is online and current (a restarted server
+/// has caught up).
+pub fn replicas_current(address: &str, stream: &str) -> bool {
+    runtime().block_on(async {
+        let Ok(client) = async_nats::connect(address).await else {
+            return false;
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut found) = js.get_stream(stream).await else {
+            return false;
+        };
+        let Ok(info) = found.info().await else {
+            return false;
+        };
+        info.cluster.as_ref().is_some_and(|cluster| {
+            cluster.leader.is_some() && cluster.replicas.iter().all(|r| r.current && !r.offline)
+        })
     })
 }
 
