@@ -61,7 +61,7 @@ fn plugins_list_shows_the_built_plugins_and_caches_them() {
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("{name} missing:\n{stdout}"));
-        assert!(row.contains("safd:connector@0.2.0"), "{row}");
+        assert!(row.contains("safd:connector@0.2.1"), "{row}");
         assert!(row.contains("compiled now"), "{row}");
         // The digest sha256sum gives of the file.
         let digest = crate::support::sha256_of(&dir.join(format!("{name}.wasm")));

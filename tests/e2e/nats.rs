@@ -4,7 +4,7 @@
 
 use crate::support::nats::{self, NatsServer};
 use crate::support::plugins::{file_tail_config, plugin_dir};
-use crate::support::safd_process::{run, safd, wait_for};
+use crate::support::safd_process::{run, run_with_admin, safd, status, stop_cleanly, wait_for};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
@@ -87,6 +87,72 @@ fn every_event_is_stored_once_and_in_order_across_kills_of_nats_server_and_safd(
         assert_eq!(event["seq"], seq);
         assert_eq!(event["body"], format!("line {:04} ü", n));
     }
+}
+
+/// A stream whose duplicate window (1 s) is shorter than an outage of its
+/// server: the events that waited in safd's queue through it are older
+/// than the window when the server is back, and safd says so, once —
+/// event 1013, which names the stream and the fix — while every event
+/// still arrives once.
+#[test]
+fn events_older_than_the_duplicate_window_are_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = NatsServer::start(&dir.path().join("nats"), &[]);
+    let lines: Vec<String> = (0..40).map(|n| format!("line {n:02}")).collect();
+    let config = file_tail_config(
+        dir.path(),
+        &lines[..20],
+        "window-test",
+        &group(
+            &server.address,
+            r#"stream = "EMS", create_stream = { duplicate_window_s = 1 }, timeout_ms = 2000"#,
+        ),
+    );
+    let (mut daemon, admin, stderr) = run_with_admin(&config);
+    wait_for(Duration::from_secs(60), "the first events", || {
+        nats::count(&server.address, "EMS") >= 20
+    });
+    server.kill();
+    append(dir.path(), &lines[20..]);
+    let stored = |admin: &str| {
+        status(admin)["streams"]
+            .as_array()
+            .and_then(|streams| streams.iter().find(|s| s["name"] == "app"))
+            .and_then(|app| app["next_seq"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(30), "the rest in safd's queue", || {
+        stored(&admin) > 40
+    });
+    // No condition to wait on: the queued events must grow older than the
+    // stream's one-second window while the server is away.
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    wait_for(
+        Duration::from_secs(60),
+        "every event after the outage",
+        || nats::count(&server.address, "EMS") >= 40,
+    );
+    let metrics = || {
+        ureq::get(format!("http://{admin}/metrics"))
+            .call()
+            .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    // Once per stream while the plugin instance lives: a session reopened
+    // on a fresh instance during the outage may say it again.
+    wait_for(Duration::from_secs(20), "event 1013", || {
+        metrics()
+            .lines()
+            .filter_map(|l| l.strip_prefix("safd_numbered_events_total{event_id=\"1013\"} "))
+            .any(|count| count.parse::<u64>().is_ok_and(|n| n >= 1))
+    });
+    let log = stop_cleanly(&mut daemon, stderr);
+    assert!(
+        log.contains("beyond the receiver's 1 s duplicate window") && log.contains("`app`"),
+        "{log}"
+    );
+    assert_eq!(nats::count(&server.address, "EMS"), 40);
 }
 
 /// Append `lines` to the log file-tail reads (`file_tail_config`).

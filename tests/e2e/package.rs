@@ -60,7 +60,7 @@ fn the_packages_install_run_the_shipped_configuration_and_remove_cleanly() {
         "/usr/share/doc/safd/operations.md",
         "/usr/share/doc/safd/examples/safd-alerts.yml",
         "/usr/share/safd/wit/connector.wit",
-        "/usr/share/safd/wit/safd-connector-0.2.0.wasm",
+        "/usr/share/safd/wit/safd-connector-0.2.1.wasm",
     ] {
         assert!(Path::new(shipped).is_file(), "{shipped} is not installed");
     }

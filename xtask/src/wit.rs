@@ -13,7 +13,7 @@ pub fn wit_dir(root: &Path) -> PathBuf {
 }
 
 /// Encode the package in `dir` (with its `deps/`): its file name
-/// (`safd-connector-0.2.0.wasm`) and bytes.
+/// (`safd-connector-0.2.1.wasm`) and bytes.
 pub fn binary_package(dir: &Path) -> Result<(String, Vec<u8>)> {
     let mut resolve = wit_parser::Resolve::default();
     let (package, _files) = resolve
@@ -54,7 +54,7 @@ mod tests {
             panic!("not a WIT package");
         };
         let package = &resolve.packages[package];
-        assert_eq!(package.name.to_string(), "safd:connector@0.2.0");
+        assert_eq!(package.name.to_string(), "safd:connector@0.2.1");
         for world in ["source", "destination"] {
             assert!(package.worlds.contains_key(world), "{world}");
         }

@@ -38,6 +38,10 @@ pub const POISON_EVENT: u32 = 1011;
 /// safd's sandbox refused a member's address (it is not in the group's
 /// grants); delivery to that member stops until the grant is added.
 pub const MEMBER_NOT_GRANTED: u32 = 1012;
+/// A destination is sending events older than its receiver's duplicate
+/// window (the plugin said so through `receiver-notice`): one that had
+/// reached the receiver before could be stored twice.
+pub const OUTSIDE_DEDUP_WINDOW: u32 = 1013;
 
 /// The queue passed its high-water mark (80 % of capacity by default).
 pub const QUEUE_HIGH_WATER: u32 = 2001;
@@ -127,7 +131,7 @@ pub fn severity(id: u32) -> Severity {
         | CONFIG_RELOADED => Severity::Info,
         FAILED_OVER | FAILED_BACK | MEMBER_DEGRADED | PLUGIN_TRAPPED | PLUGIN_TIMED_OUT
         | PLUGIN_REFUSED | PLUGIN_GRANT_IGNORED | PLUGIN_ACCESS_DENIED | PLUGIN_FATAL
-        | DEEP_CATCH_UP => Severity::Warning,
+        | DEEP_CATCH_UP | OUTSIDE_DEDUP_WINDOW => Severity::Warning,
         ALL_MEMBERS_DOWN | MEMBER_UNAUTHORIZED | MEMBER_NOT_GRANTED | QUEUE_FULL
         | QUEUE_EVENTS_DROPPED | QUEUE_WRITE_FAILED | QUEUE_STORE_FAILED | QUEUE_INDEX_REBUILT
         | CATCH_UP_GAP => Severity::Critical,

@@ -2,7 +2,7 @@
 //!
 //! These are the types and traits through which the delivery engine talks to
 //! sources and destinations. They mirror the WIT package
-//! `safd:connector@0.2.0` but are plain Rust: the engine never sees wasmtime
+//! `safd:connector@0.2.1` but are plain Rust: the engine never sees wasmtime
 //! types, and engine tests implement the traits with in-process fakes while
 //! the daemon uses the WebAssembly runtime's implementations.
 

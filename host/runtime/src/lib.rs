@@ -23,6 +23,7 @@ mod instance;
 mod log_text;
 mod manifest;
 mod plugin;
+mod receiver_notice;
 mod report;
 mod sandbox;
 mod source;

@@ -5,9 +5,9 @@ use std::fmt;
 
 /// The WIT package version this host implements.
 pub const API_PACKAGE: &str = "safd:connector";
-pub const API_VERSION: (u64, u64, u64) = (0, 2, 0);
+pub const API_VERSION: (u64, u64, u64) = (0, 2, 1);
 
-/// The API version string this host implements, e.g. `safd:connector@0.2.0`.
+/// The API version string this host implements, e.g. `safd:connector@0.2.1`.
 pub fn supported_api() -> String {
     let (major, minor, patch) = API_VERSION;
     format!("{API_PACKAGE}@{major}.{minor}.{patch}")
@@ -252,7 +252,7 @@ mod tests {
                 matches!(err, ManifestError::UnsupportedApi { .. }),
                 "{api}: {err}"
             );
-            assert!(err.to_string().contains("safd:connector@0.2.0"));
+            assert!(err.to_string().contains("safd:connector@0.2.1"));
         }
     }
 

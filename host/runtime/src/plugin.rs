@@ -95,6 +95,14 @@ impl Runtime {
                 |state| state,
             ),
         )?;
+        // Only destinations import it (0.2.1); an unused definition costs a
+        // source nothing.
+        link(
+            bindings::destination_world::safd::connector::receiver_notice::add_to_linker::<
+                _,
+                HasSelf<_>,
+            >(&mut linker, |state| state),
+        )?;
         // wasi:http only for plugins whose manifest asks for it: the rest
         // cannot even create its resources (header fields, bodies).
         let mut http_linker = linker.clone();
@@ -384,8 +392,13 @@ impl Plugin {
 
     fn one_shot_store(&self) -> Result<Store<InstanceState>, SessionError> {
         let name: Arc<str> = Arc::from(format!("{}(inspect)", self.name()));
-        let state = InstanceState::new(name, &Sandbox::default(), self.runtime.limits.memory_bytes)
-            .map_err(|e| SessionError::Start(e.to_string()))?;
+        let state = InstanceState::new(
+            name,
+            &Sandbox::default(),
+            self.runtime.limits.memory_bytes,
+            self.runtime.reporter.clone(),
+        )
+        .map_err(|e| SessionError::Start(e.to_string()))?;
         let mut store = state.into_store(&self.runtime.engine);
         arm(&mut store, ONE_SHOT_TIMEOUT);
         Ok(store)

@@ -21,6 +21,9 @@ pub(crate) struct InstanceState {
     pub(crate) denials: Arc<std::sync::atomic::AtomicU64>,
     /// What the `tls` interface may connect to and listen on.
     pub(crate) tls_sockets: crate::tls_socket::TlsSockets,
+    /// Where `receiver-notice` calls go as numbered events, and the streams
+    /// already reported (once per stream while the instance lives).
+    pub(crate) notices: crate::receiver_notice::ReceiverNotices,
 }
 
 /// The error an epoch callback raises when a call runs past its deadline;
@@ -34,6 +37,7 @@ impl InstanceState {
         connector: Arc<str>,
         sandbox: &Sandbox,
         memory_bytes: usize,
+        reporter: crate::report::Reporter,
     ) -> Result<Self, GrantError> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(max_resources(sandbox));
@@ -48,6 +52,7 @@ impl InstanceState {
             deadline: None,
             denials: sandbox.denials.clone(),
             tls_sockets: sandbox.tls_sockets(&connector),
+            notices: crate::receiver_notice::ReceiverNotices::new(reporter),
             connector,
         })
     }

@@ -57,8 +57,13 @@ impl InstanceSpec {
     }
 
     pub(crate) fn new_store(&self) -> Result<Store<InstanceState>, SessionError> {
-        let state = InstanceState::new(self.name.clone(), &self.sandbox, self.limits.memory_bytes)
-            .map_err(|e| SessionError::Start(e.to_string()))?;
+        let state = InstanceState::new(
+            self.name.clone(),
+            &self.sandbox,
+            self.limits.memory_bytes,
+            self.plugin.reporter().clone(),
+        )
+        .map_err(|e| SessionError::Start(e.to_string()))?;
         Ok(state.into_store(self.plugin.engine()))
     }
 }

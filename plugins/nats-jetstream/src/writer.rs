@@ -11,7 +11,7 @@ use safd_plugin_sdk::destination::{DeliveryReport, Rejection};
 use safd_plugin_sdk::events::{self, EventRef};
 use safd_plugin_sdk::tcp::Connection;
 use safd_plugin_sdk::types::{ConnectorError, StreamBatch, StreamPosition};
-use safd_plugin_sdk::{json, log};
+use safd_plugin_sdk::{json, log, notice};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ pub struct Member {
     client_name: String,
     client: Option<Client<Connection>>,
     connections: u64,
+    /// The stream's duplicate window, once `open_stream` read it.
+    duplicate_window: Option<Duration>,
 }
 
 impl Member {
@@ -40,6 +42,7 @@ impl Member {
             client_name: format!("safd {member}"),
             client: None,
             connections: 0,
+            duplicate_window: None,
         }
     }
 
@@ -121,7 +124,28 @@ impl Member {
                 replicas: info.config.num_replicas,
             })
         })();
+        if let Ok(found) = &result {
+            self.duplicate_window = Some(found.duplicate_window);
+        }
         self.forget_on_error(result)
+    }
+
+    /// Tell safd (event 1013) when a batch's oldest event is older than the
+    /// stream's duplicate window: sent again after its first copy was
+    /// stored, it would be stored twice.
+    fn check_duplicate_window(&self, batch: &StreamBatch) -> Result<(), ConnectorError> {
+        let Some(window) = self.duplicate_window else {
+            return Ok(());
+        };
+        let Some(first) = batch.events().next() else {
+            return Ok(());
+        };
+        let (seq, event) = first?;
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        if notice::older_than(event.time, window_ms, safd_plugin_sdk::time::now_micros()) {
+            notice::outside_dedup_window(&batch.stream, seq, event.time, window_ms);
+        }
+        Ok(())
     }
 
     /// Publish every event of `batches`, at most `window` waiting at once,
@@ -158,6 +182,7 @@ impl Member {
         let mut time = String::new();
         let per_event_subject = self.config.subject.varies_per_event();
         for batch in batches {
+            self.check_duplicate_window(batch)?;
             let mut attributes = Vec::new();
             if !per_event_subject {
                 subject = self.config.subject.render(&Values {

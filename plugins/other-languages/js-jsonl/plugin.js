@@ -12,8 +12,8 @@
 // `destination-connector`, its `Writer` class the `writer` resource. WIT
 // errors are thrown: `{ tag: 'unavailable', val: 'why' }`.
 
-import { connect } from 'safd:connector/tls@0.2.0';
-import { emit } from 'safd:connector/log@0.2.0';
+import { connect } from 'safd:connector/tls@0.2.1';
+import { emit } from 'safd:connector/log@0.2.1';
 import { sequenced, BlockError } from './event-block.js';
 import { line } from './jsonl.js';
 import { parse, SCHEMA } from './config.js';

@@ -2,7 +2,7 @@
 //!
 //! A plugin is a WebAssembly component built for `wasm32-wasip2` that exports
 //! either the `source` or the `destination` world of the WIT package
-//! `safd:connector@0.2.0` (see `wit/connector.wit` in the safd repository).
+//! `safd:connector@0.2.1` (see `wit/connector.wit` in the safd repository).
 //!
 //! A source plugin implements [`source::Guest`] (describe, validate-config) and
 //! [`source::GuestReader`] (one reading session), then exports them with one
@@ -40,6 +40,7 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod net;
+pub mod notice;
 pub mod syslog;
 pub mod tcp;
 pub mod time;
@@ -68,9 +69,9 @@ pub mod source_bindings {
         // The WIT `event`, `attribute` and `severity` are the event-block
         // crate's types: one definition for the host and every plugin.
         with: {
-            "safd:connector/types@0.2.0/severity": ::safd_plugin_sdk::__private::event_block::Severity,
-            "safd:connector/types@0.2.0/attribute": ::safd_plugin_sdk::__private::event_block::Attribute,
-            "safd:connector/types@0.2.0/event": ::safd_plugin_sdk::__private::event_block::Event,
+            "safd:connector/types@0.2.1/severity": ::safd_plugin_sdk::__private::event_block::Severity,
+            "safd:connector/types@0.2.1/attribute": ::safd_plugin_sdk::__private::event_block::Attribute,
+            "safd:connector/types@0.2.1/event": ::safd_plugin_sdk::__private::event_block::Event,
         },
         generate_all,
     });
@@ -87,9 +88,9 @@ pub mod destination_bindings {
         default_bindings_module: "::safd_plugin_sdk::destination_bindings",
         runtime_path: "::safd_plugin_sdk::__private::wit_bindgen::rt",
         with: {
-            "safd:connector/types@0.2.0": crate::source_bindings::safd::connector::types,
-            "safd:connector/log@0.2.0": crate::source_bindings::safd::connector::log,
-            "safd:connector/tls@0.2.0": crate::source_bindings::safd::connector::tls,
+            "safd:connector/types@0.2.1": crate::source_bindings::safd::connector::types,
+            "safd:connector/log@0.2.1": crate::source_bindings::safd::connector::log,
+            "safd:connector/tls@0.2.1": crate::source_bindings::safd::connector::tls,
             "wasi:io/poll@0.2.12": crate::source_bindings::wasi::io::poll,
             "wasi:io/error@0.2.12": crate::source_bindings::wasi::io::error,
             "wasi:io/streams@0.2.12": crate::source_bindings::wasi::io::streams,

@@ -2,8 +2,7 @@
 
 use crate::common::*;
 use safd_connector::{
-    DestinationConnector, DestinationSession, Endpoint, MemberRole, SessionError, SessionInfo,
-    StreamPosition,
+    DestinationConnector, DestinationSession, SessionError, SessionInfo, StreamPosition,
 };
 
 async fn open(config: serde_json::Value) -> Box<dyn DestinationSession> {
@@ -14,11 +13,7 @@ async fn open(config: serde_json::Value) -> Box<dyn DestinationSession> {
         .await
         .unwrap();
     destination
-        .open(Endpoint {
-            member: "primary".into(),
-            address: "http://127.0.0.1:1".into(),
-            role: MemberRole::Primary,
-        })
+        .open(primary("http://127.0.0.1:1"))
         .await
         .unwrap()
 }
@@ -98,4 +93,31 @@ async fn not_ready_and_probe_errors_are_reported() {
         "{err:?}"
     );
     assert!(!session.probe().await.unwrap().service_ready);
+}
+
+/// The compatibility rule at work: `built-for-0.2.0/log-destination.wasm`
+/// was built with the 0.2.0 SDK (its imports are `safd:connector/…@0.2.0`,
+/// its manifest says 0.2.0); this host implements 0.2.1, and it loads,
+/// registers and delivers it unchanged.
+#[tokio::test]
+async fn a_destination_built_for_0_2_0_still_delivers() {
+    let runtime = runtime();
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/runtime/built-for-0.2.0");
+    let plugin = runtime.load(&dir.join("log-destination.wasm")).unwrap();
+    assert_eq!(plugin.manifest.api, "safd:connector@0.2.0");
+    let destination = plugin
+        .destination("old-log", r#"{"prefix": "old> "}"#.into(), &no_grants())
+        .await
+        .unwrap();
+    let mut session = destination.open(primary("-")).await.unwrap();
+    session.register(&SessionInfo::default()).await.unwrap();
+    let report = session.deliver(&[batch("ems", 1..=3)]).await.unwrap();
+    assert_eq!(
+        report.acknowledged,
+        vec![StreamPosition {
+            stream: "ems".into(),
+            seq: 3
+        }]
+    );
 }

@@ -2,8 +2,7 @@
 
 use crate::common::*;
 use safd_connector::{
-    DestinationConnector, Endpoint, MemberRole, PollLimits, SequencedEvent, SessionInfo,
-    SourceConnector, StreamBatch,
+    DestinationConnector, PollLimits, SequencedEvent, SessionInfo, SourceConnector, StreamBatch,
 };
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -55,14 +54,7 @@ async fn log_import_and_stdout_are_tagged_with_the_instance() {
         sink.acknowledgement(),
         safd_connector::Acknowledgement::TransportWrite
     );
-    let mut writer = sink
-        .open(Endpoint {
-            member: "primary".into(),
-            address: "-".into(),
-            role: MemberRole::Primary,
-        })
-        .await
-        .unwrap();
+    let mut writer = sink.open(primary("-")).await.unwrap();
     writer.register(&SessionInfo::default()).await.unwrap();
     let events = batch
         .events

@@ -107,7 +107,7 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
         future.contains("unsupported API version `safd:connector@0.3.0`"),
         "{future}"
     );
-    assert!(future.contains("supports safd:connector@0.2.0"), "{future}");
+    assert!(future.contains("supports safd:connector@0.2.1"), "{future}");
     assert!(line_for("corrupt").contains("not a valid WebAssembly component"));
     assert!(line_for("not-wasm").contains("not a valid WebAssembly component"));
     let bad = line_for("bad-manifest");

@@ -4,8 +4,7 @@
 use crate::common::*;
 use safd_connector::event_ids::{PLUGIN_RECYCLED, PLUGIN_TRAPPED};
 use safd_connector::{
-    Cursor, DestinationConnector, Endpoint, MemberRole, Notice, NoticeSink, PollLimits,
-    SessionInfo, SourceConnector,
+    Cursor, DestinationConnector, Notice, NoticeSink, PollLimits, SessionInfo, SourceConnector,
 };
 use std::sync::{Arc, Mutex};
 
@@ -40,14 +39,7 @@ async fn a_leaking_destination_is_rebuilt_between_deliveries_and_never_traps() {
         )
         .await
         .unwrap();
-    let mut session = destination
-        .open(Endpoint {
-            member: "primary".into(),
-            address: "leaky".into(),
-            role: MemberRole::Primary,
-        })
-        .await
-        .unwrap();
+    let mut session = destination.open(primary("leaky")).await.unwrap();
     session.register(&SessionInfo::default()).await.unwrap();
     for n in 0..40u64 {
         let report = session

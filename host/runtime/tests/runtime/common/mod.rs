@@ -1,7 +1,9 @@
 //! Shared helpers of the runtime's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use safd_connector::{Attribute, Event, SequencedEvent, Severity, StreamBatch};
+use safd_connector::{
+    Attribute, Endpoint, Event, MemberRole, SequencedEvent, Severity, StreamBatch,
+};
 use safd_runtime::{Grants, Limits, Plugin, RestartPolicy, Runtime, RuntimeConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +61,15 @@ pub fn fixture(runtime: &Runtime, name: &str) -> Arc<Plugin> {
     runtime
         .load(&plugin_dir().join(format!("{name}.wasm")))
         .unwrap()
+}
+
+/// The primary member at `address`.
+pub fn primary(address: &str) -> Endpoint {
+    Endpoint {
+        member: "primary".into(),
+        address: address.into(),
+        role: MemberRole::Primary,
+    }
 }
 
 pub fn no_grants() -> Grants {
