@@ -98,8 +98,7 @@ pub(crate) const SCHEMA: &str = r#"{
 }"#;
 
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
-    let mut problems = Vec::new();
+    let (raw, mut problems): (RawConfig, _) = config::parse_naming_unknown_keys(text, SCHEMA)?;
     if raw.directory.trim().is_empty() {
         problems.push(ConfigProblem::new(
             "directory",

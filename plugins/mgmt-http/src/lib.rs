@@ -83,8 +83,8 @@ fn check(config: &Config) -> Vec<ConfigProblem> {
 }
 
 fn parse_config(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let config: Config = config::parse(text).map_err(|p| vec![p])?;
-    let problems = check(&config);
+    let (config, mut problems): (Config, _) = config::parse_naming_unknown_keys(text, SCHEMA)?;
+    problems.extend(check(&config));
     if problems.is_empty() {
         Ok(config)
     } else {

@@ -149,8 +149,7 @@ pub struct Config {
 
 /// Parse and check; every problem names its key (never a secret's value).
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
-    let mut problems = Vec::new();
+    let (raw, mut problems): (RawConfig, _) = config::parse_naming_unknown_keys(text, SCHEMA)?;
     if let Some(problem) = stream_name_problem(&raw.stream) {
         problems.push(ConfigProblem::new("stream", problem));
     }
@@ -329,8 +328,9 @@ mod tests {
             "stream": "a.b",
             "subject": "safd.{host}",
             "window": 0,
-            "create_stream": {"replicas": 7, "storage": "tape", "duplicate_window_s": 0},
+            "create_stream": {"replicas": 7, "storage": "tape", "duplicate_window_s": 0, "storag": "x"},
             "timeout_ms": 0,
+            "windw": 5,
         }));
         let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
         for key in [
@@ -341,6 +341,9 @@ mod tests {
             "create_stream.storage",
             "create_stream.duplicate_window_s",
             "timeout_ms",
+            // Unknown keys, each named, beside the other problems.
+            "windw",
+            "create_stream.storag",
         ] {
             assert!(keys.contains(&key), "{key} missing in {found:?}");
         }

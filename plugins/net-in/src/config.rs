@@ -165,8 +165,7 @@ pub(crate) const SCHEMA: &str = concat!(
 );
 
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
-    let mut problems = Vec::new();
+    let (raw, mut problems): (RawConfig, _) = config::parse_naming_unknown_keys(text, SCHEMA)?;
     let listen = raw
         .listen
         .parse::<SocketAddr>()

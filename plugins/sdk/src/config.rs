@@ -33,6 +33,79 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigProblem> {
     })
 }
 
+/// [`parse`] that names **every** unknown key at once, not only the
+/// first: each key of `text` that `schema` (the plugin's JSON Schema, as
+/// `describe` returns it) does not declare, at every level the schema
+/// closes with `"additionalProperties": false`, is a problem with its
+/// path; the rest is then parsed without them, so the plugin's own checks
+/// can add theirs to the same answer. `Ok` carries the unknown-key
+/// problems beside the value (empty when there are none); `Err` when the
+/// value itself does not parse (that problem after the unknown keys).
+pub fn parse_naming_unknown_keys<T: DeserializeOwned>(
+    text: &str,
+    schema: &str,
+) -> Result<(T, Vec<ConfigProblem>), Vec<ConfigProblem>> {
+    let (Ok(mut value), Ok(schema)) = (
+        serde_json::from_str::<serde_json::Value>(if text.trim().is_empty() { "{}" } else { text }),
+        serde_json::from_str::<serde_json::Value>(schema),
+    ) else {
+        // Text that is not JSON (or a schema that is not): `parse` says why.
+        return parse(text)
+            .map(|value| (value, Vec::new()))
+            .map_err(|p| vec![p]);
+    };
+    let mut unknown = Vec::new();
+    remove_unknown_keys(&mut value, &schema, "", &mut unknown);
+    match parse::<T>(&value.to_string()) {
+        Ok(parsed) => Ok((parsed, unknown)),
+        Err(problem) => {
+            unknown.push(problem);
+            Err(unknown)
+        }
+    }
+}
+
+/// Take out of `value` every key `schema` does not allow, each noted as a
+/// problem at its path.
+fn remove_unknown_keys(
+    value: &mut serde_json::Value,
+    schema: &serde_json::Value,
+    path: &str,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let (Some(object), Some(properties)) = (
+        value.as_object_mut(),
+        schema.get("properties").and_then(|p| p.as_object()),
+    ) else {
+        return;
+    };
+    let closed = schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false));
+    let keys: Vec<String> = object.keys().cloned().collect();
+    for key in keys {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match properties.get(&key) {
+            Some(inner) => {
+                if let Some(child) = object.get_mut(&key) {
+                    remove_unknown_keys(child, inner, &at, problems);
+                }
+            }
+            None if closed => {
+                object.remove(&key);
+                let known: Vec<String> = properties.keys().map(|k| format!("`{k}`")).collect();
+                problems.push(ConfigProblem::new(
+                    at,
+                    format!("unknown key `{key}`; expected one of {}", known.join(", ")),
+                ));
+            }
+            None => {}
+        }
+    }
+}
+
 /// A problem when `value` lies outside `range`, naming the range and its
 /// unit (`"is 0; give 1 to 600000 (milliseconds)"`), as safd's own checks
 /// do. Upper bounds matter as much as lower ones: a timeout of 49 days is
@@ -94,6 +167,50 @@ mod tests {
         let problem = check_range("t", 0, 1..=10, "milliseconds").unwrap();
         assert_eq!(problem.path, "t");
         assert_eq!(problem.message, "is 0; give 1 to 10 (milliseconds)");
+    }
+
+    #[test]
+    fn every_unknown_key_is_named_at_every_level_and_the_rest_still_parses() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[serde(default)]
+            depth: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Example {
+            limit: u32,
+            #[serde(default)]
+            inner: Option<Inner>,
+        }
+        let schema = r#"{"type": "object", "additionalProperties": false, "properties": {
+            "limit": {"type": "integer"},
+            "inner": {"type": "object", "additionalProperties": false,
+                      "properties": {"depth": {"type": "integer"}}}}}"#;
+        let (value, unknown) = parse_naming_unknown_keys::<Example>(
+            r#"{"limit": 3, "limt": 1, "inner": {"depth": 2, "dpth": 1}, "extra": true}"#,
+            schema,
+        )
+        .unwrap();
+        assert_eq!(value.limit, 3);
+        assert_eq!(value.inner.unwrap().depth, 2);
+        let mut paths: Vec<&str> = unknown.iter().map(|p| p.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["extra", "inner.dpth", "limt"]);
+        let limt = unknown.iter().find(|p| p.path == "limt").unwrap();
+        assert_eq!(
+            limt.message,
+            "unknown key `limt`; expected one of `inner`, `limit`"
+        );
+        // A value that does not parse comes after the unknown keys.
+        let problems = parse_naming_unknown_keys::<Example>(r#"{"limit": "x", "limt": 1}"#, schema)
+            .unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["limt", "limit"]);
+        // Not JSON: the one problem `parse` gives.
+        let problems = parse_naming_unknown_keys::<Example>("limit = 3", schema).unwrap_err();
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]

@@ -118,8 +118,7 @@ pub(crate) const SCHEMA: &str = r#"{
 }"#;
 
 pub(crate) fn parse(text: &str) -> Result<Config, Vec<ConfigProblem>> {
-    let raw: RawConfig = config::parse(text).map_err(|p| vec![p])?;
-    let mut problems = Vec::new();
+    let (raw, mut problems): (RawConfig, _) = config::parse_naming_unknown_keys(text, SCHEMA)?;
     let facility = safd_plugin_sdk::syslog::facility(&raw.facility).unwrap_or_else(|| {
         problems.push(ConfigProblem::new(
             "facility",
