@@ -456,18 +456,9 @@ fn write_hpub_with(
     out.extend_from_slice(CRLF);
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(safd_plugin_sdk::json::decimal(n, &mut digits));
 }
 
 #[cfg(test)]

@@ -66,8 +66,16 @@ fn first_to_escape(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Append a decimal number without going through `fmt`.
-pub fn number(out: &mut String, mut n: u64) {
+pub fn number(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
+    for &d in decimal(n, &mut digits) {
+        out.push(char::from(d));
+    }
+}
+
+/// `n`'s decimal ASCII digits, written into the end of `digits` (20 is
+/// room for any `u64`): for writers of bytes as well as of strings.
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;
@@ -77,9 +85,7 @@ pub fn number(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[start..] {
-        out.push(char::from(d));
-    }
+    &digits[start..]
 }
 
 /// One event object of protocol v1's deliver request: `seq`, `id`,
