@@ -37,6 +37,7 @@
 //! delivers to must agree on: which agent, stream, group and member names
 //! are valid, and how client-chosen text is quoted in messages.
 
+pub mod delivery;
 mod event;
 pub mod names;
 pub mod odd;
@@ -450,6 +451,14 @@ impl<'a> Iterator for Events<'a> {
 #[derive(Debug, Clone)]
 pub struct SequencedEvents<'a> {
     reader: BlockReader<'a>,
+}
+
+impl SequencedEvents<'_> {
+    /// Bytes read so far: after an event, the offset where the next starts
+    /// (its seq first).
+    pub fn offset(&self) -> usize {
+        self.reader.cursor.pos
+    }
 }
 
 impl<'a> Iterator for SequencedEvents<'a> {

@@ -1,9 +1,11 @@
 //! Events per second the management server accepts from the `mgmt-http`
 //! plugin through safd's runtime over loopback, at batch 256 and 1024
-//! (realistic events: six attributes, 200-byte body), and at 1024 over TLS
-//! (`mgmt_delivery_tls`: the server with `--tls-cert`, safd trusting its CA
-//! through `grants.tls`). Each delivery is answered only after the
-//! server's durable commit.
+//! (realistic events: six attributes, 200-byte body) in the binary body
+//! the plugin and server agree on by default; at 1024 with the JSON body
+//! (`mgmt_delivery_json`: the server with `--body-formats json`); and at
+//! 1024 over TLS (`mgmt_delivery_tls`: the server with `--tls-cert`, safd
+//! trusting its CA through `grants.tls`). Each delivery is answered only
+//! after the server's durable commit.
 //!
 //! Run with `cargo xtask bench -p safd-mgmt --bench delivery`.
 #![allow(clippy::unwrap_used)]
@@ -187,6 +189,12 @@ fn bench_delivery(c: &mut Criterion) {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(&data.path().join("plain"), &[]);
     bench_server(c, "mgmt_delivery", &server, None, &[256, 1024]);
+    drop(server);
+    let server = Server::start(
+        &data.path().join("json"),
+        &["--body-formats".as_ref(), "json".as_ref()],
+    );
+    bench_server(c, "mgmt_delivery_json", &server, None, &[1024]);
     drop(server);
 
     // The same over TLS (keep-alive connections: the handshake is rare).

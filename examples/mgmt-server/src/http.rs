@@ -3,18 +3,19 @@
 
 use crate::credentials::{Caller, Credentials, Need};
 use crate::protocol::{
-    CatchUp, CatchUpFrom, DeliverRequest, ErrorBody, Health, Names, Positions, RegisterRequest,
-    RegisterResponse, ServiceSwitch,
+    BodyFormats, CatchUp, CatchUpFrom, DeliverRequest, Delivery, ErrorBody, Health, Names,
+    Positions, RegisterRequest, RegisterResponse, ServiceSwitch,
 };
 use crate::store::{EventQuery, Session, Store, StoreError};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use safd_event_block::delivery;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,18 @@ pub struct AppState {
     pub credentials: Credentials,
     /// Requests refused because the token may not do what was asked.
     pub forbidden: Arc<AtomicU64>,
+    /// Which delivery bodies this server reads.
+    pub body_formats: BodyFormats,
+    /// Deliveries received in each body (`/stats`: `deliveries`).
+    pub deliveries: Arc<BodyCounts>,
+}
+
+/// Deliveries per body format since the server started: which agents speak
+/// which body shows in `/stats`.
+#[derive(Debug, Default)]
+pub struct BodyCounts {
+    pub json: AtomicU64,
+    pub event_block: AtomicU64,
 }
 
 /// An error answer with its status.
@@ -209,6 +222,7 @@ async fn register(
         high_water,
         service_ready: state.store.service_ready(),
         catch_up,
+        body_formats: state.body_formats.listed(),
     })
     .into_response())
 }
@@ -216,14 +230,46 @@ async fn register(
 async fn deliver(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let request: DeliverRequest<'_> = parse(&body)?;
-    check_names(&request)?;
-    if let Some(refusal) = caller.acting_as(&request.agent_id) {
-        return Ok(forbidden(&state, refusal));
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == delivery::CONTENT_TYPE.as_bytes());
+    if binary {
+        if !state.body_formats.reads_binary() {
+            return Err(ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "this server was started with --body-formats json: send the deliveries as \
+                     JSON (it did not list {} when the agent registered)",
+                    delivery::CONTENT_TYPE
+                ),
+            ));
+        }
+        // Framing, UTF-8 and seq order of the whole body first: a body that
+        // fails any of them is refused whole, nothing of it stored.
+        let parsed = delivery::parse(&body)
+            .map_err(|err| ApiError(StatusCode::BAD_REQUEST, err.to_string()))?;
+        state.deliveries.event_block.fetch_add(1, Ordering::Relaxed);
+        store_delivery(&state, &caller, &Delivery::from_binary(&parsed)).await
+    } else {
+        let request: DeliverRequest<'_> = parse(&body)?;
+        state.deliveries.json.fetch_add(1, Ordering::Relaxed);
+        store_delivery(&state, &caller, &Delivery::from_json(&request)).await
     }
-    let response = state.store.deliver(&request).await?;
+}
+
+async fn store_delivery(
+    state: &AppState,
+    caller: &Caller,
+    delivery: &Delivery<'_>,
+) -> Result<Response, ApiError> {
+    check_names(delivery)?;
+    if let Some(refusal) = caller.acting_as(delivery.agent_id) {
+        return Ok(forbidden(state, refusal));
+    }
+    let response = state.store.deliver(delivery).await?;
     Ok(Json(response).into_response())
 }
 
@@ -241,6 +287,10 @@ async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "service_ready": state.store.service_ready(),
         "counters": counters,
+        "deliveries": {
+            "json": state.deliveries.json.load(Ordering::Relaxed),
+            "event_block": state.deliveries.event_block.load(Ordering::Relaxed),
+        },
         "streams": state.store.streams().await,
     }))
 }

@@ -116,12 +116,21 @@ pub struct IdIndex {
 
 impl IdIndex {
     /// The seq under which the id hashed as `hash` is stored in `stream`.
+    #[cfg(test)]
     pub fn get(&self, hash: IdHash, stream: &str) -> Option<u64> {
-        let number = *self.stream_numbers.get(stream)?;
-        self.locations.get(&scoped(hash, number)).copied()
+        self.of_stream(stream).get(hash)
     }
 
     pub fn insert(&mut self, hash: IdHash, stream: &str, seq: u64) {
+        self.insert_many(stream, &[(hash, seq)]);
+    }
+
+    /// Insert the (hash, seq) pairs of one stream (its name looked up
+    /// once).
+    pub fn insert_many(&mut self, stream: &str, entries: &[(IdHash, u64)]) {
+        if entries.is_empty() {
+            return;
+        }
         let number = match self.stream_numbers.get(stream) {
             Some(&number) => number,
             None => {
@@ -131,11 +140,38 @@ impl IdIndex {
                 number
             }
         };
-        self.locations.insert(scoped(hash, number), seq);
+        self.locations.reserve(entries.len());
+        for &(hash, seq) in entries {
+            self.locations.insert(scoped(hash, number), seq);
+        }
+    }
+
+    /// The ids of one stream, for looking up many (its name looked up
+    /// once).
+    pub fn of_stream(&self, stream: &str) -> StreamIds<'_> {
+        StreamIds {
+            index: self,
+            number: self.stream_numbers.get(stream).copied(),
+        }
     }
 
     pub fn len(&self) -> usize {
         self.locations.len()
+    }
+}
+
+/// The ids of one stream of an [`IdIndex`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamIds<'a> {
+    index: &'a IdIndex,
+    /// None: the stream holds no ids yet.
+    number: Option<u32>,
+}
+
+impl StreamIds<'_> {
+    pub fn get(&self, hash: IdHash) -> Option<u64> {
+        let number = self.number?;
+        self.index.locations.get(&scoped(hash, number)).copied()
     }
 }
 

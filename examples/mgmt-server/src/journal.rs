@@ -14,7 +14,7 @@
 //! payload (u32 LE), payload (an encoded segment, `segment`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -116,6 +116,58 @@ pub struct Journal {
     file: Arc<File>,
     file_id: u32,
     len: u64,
+    /// Bytes of the current file handed to a [`SyncJob`] to drop from the
+    /// page cache.
+    dropped: u64,
+}
+
+/// Syncing what was appended, then dropping it from the page cache.
+///
+/// The log is written once and read only by queries (a few segments
+/// each), so keeping every written page cached only grows the page cache
+/// with the log. Dropped once synced, the pages are freed and the next
+/// appends reuse them: on this project's 2-core VM, appending into pages
+/// the guest had never touched cost about 10 times as much as into reused
+/// ones once the page cache had grown by some 2 GiB (a 330 KiB append:
+/// 66 µs → 780 µs), which halved the server's intake in a long run.
+#[derive(Debug)]
+pub struct SyncJob {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Whole pages now written, to drop once synced.
+    drop: std::ops::Range<u64>,
+}
+
+/// The page size the drop range is rounded to: a partly written last page
+/// stays cached (dropping it would make the next append read it back).
+const PAGE: u64 = 4096;
+
+impl SyncJob {
+    /// `fdatasync`, then drop the synced pages (a failed drop costs only
+    /// memory and is logged at debug level).
+    pub fn run(self) -> Result<(), JournalError> {
+        self.file.sync_data().map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        drop_cached(&self.file, &self.path, self.drop);
+        Ok(())
+    }
+}
+
+fn drop_cached(file: &File, path: &Path, range: std::ops::Range<u64>) {
+    #[cfg(target_os = "linux")]
+    if let Some(len) = range
+        .end
+        .checked_sub(range.start)
+        .and_then(std::num::NonZeroU64::new)
+        && let Err(err) =
+            rustix::fs::fadvise(file, range.start, Some(len), rustix::fs::Advice::DontNeed)
+    {
+        tracing::debug!(path = %path.display(), "cannot drop synced log pages: {err}");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, path, range);
 }
 
 fn file_name(id: u32) -> String {
@@ -181,42 +233,83 @@ impl Journal {
                 file: Arc::new(file),
                 file_id: last,
                 len,
+                dropped: 0,
             },
             records,
         ))
     }
 
     /// Append one record (not yet synced).
+    #[cfg(test)]
     pub fn append(&mut self, payload: &[u8]) -> Result<Location, JournalError> {
+        let locations = self.append_all([payload])?;
+        locations
+            .into_iter()
+            .next()
+            .ok_or_else(|| JournalError::Io {
+                path: self.path(),
+                source: io::Error::other("no record appended"),
+            })
+    }
+
+    /// Append records with one write (a delivery's records go to the file
+    /// together, framed as if appended one by one; `writev`, so the
+    /// payloads are not copied into one buffer first).
+    pub fn append_all<'p>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+    ) -> Result<Vec<Location>, JournalError> {
         if self.len >= FILE_BYTES {
             self.rotate()?;
         }
-        let len = u32::try_from(payload.len())
-            .ok()
-            .filter(|&len| len <= MAX_RECORD)
-            .ok_or_else(|| JournalError::Io {
-                path: self.path(),
-                source: io::Error::other("record larger than 64 MiB"),
-            })?;
-        let mut header = [0u8; HEADER];
-        header[..4].copy_from_slice(&MAGIC);
-        header[4..8].copy_from_slice(&len.to_le_bytes());
-        header[8..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        let location = Location {
-            file: self.file_id,
-            offset: self.len,
-            len,
-        };
+        let payloads: Vec<&[u8]> = payloads.into_iter().collect();
+        let mut headers = Vec::with_capacity(payloads.len());
+        let mut locations = Vec::with_capacity(payloads.len());
+        let mut offset = self.len;
+        for payload in &payloads {
+            let len = u32::try_from(payload.len())
+                .ok()
+                .filter(|&len| len <= MAX_RECORD)
+                .ok_or_else(|| JournalError::Io {
+                    path: self.path(),
+                    source: io::Error::other("record larger than 64 MiB"),
+                })?;
+            let mut header = [0u8; HEADER];
+            header[..4].copy_from_slice(&MAGIC);
+            header[4..8].copy_from_slice(&len.to_le_bytes());
+            header[8..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            headers.push(header);
+            locations.push(Location {
+                file: self.file_id,
+                offset,
+                len,
+            });
+            offset += (HEADER + payload.len()) as u64;
+        }
+        let mut slices: Vec<IoSlice<'_>> = headers
+            .iter()
+            .zip(&payloads)
+            .flat_map(|(header, payload)| [IoSlice::new(header), IoSlice::new(payload)])
+            .collect();
+        let mut left = &mut slices[..];
         let mut file = &*self.file;
-        file.write_all(&header)
-            .and_then(|()| file.write_all(payload))
-            .map_err(io_error(&self.path()))?;
-        self.len += (HEADER + payload.len()) as u64;
-        Ok(location)
+        while !left.is_empty() {
+            match file.write_vectored(left) {
+                Ok(0) => {
+                    return Err(io_error(&self.path())(io::ErrorKind::WriteZero.into()));
+                }
+                Ok(written) => IoSlice::advance_slices(&mut left, written),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(io_error(&self.path())(err)),
+            }
+        }
+        self.len = offset;
+        Ok(locations)
     }
 
-    /// The file the latest appends went to, for syncing off the async
-    /// runtime (earlier files were synced when they were closed).
+    /// The file the latest appends went to (earlier files were synced when
+    /// they were closed).
+    #[cfg(test)]
     pub fn current_file(&self) -> (Arc<File>, PathBuf) {
         (self.file.clone(), self.path())
     }
@@ -225,8 +318,22 @@ impl Journal {
         self.dir.join(file_name(self.file_id))
     }
 
+    /// The sync that makes the appends so far durable (run it off the
+    /// async runtime).
+    pub fn sync_job(&mut self) -> SyncJob {
+        let end = self.len - self.len % PAGE;
+        let start = self.dropped.min(end);
+        self.dropped = end;
+        SyncJob {
+            file: self.file.clone(),
+            path: self.path(),
+            drop: start..end,
+        }
+    }
+
     fn rotate(&mut self) -> Result<(), JournalError> {
         self.file.sync_data().map_err(io_error(&self.path()))?;
+        drop_cached(&self.file, &self.path(), self.dropped..self.len);
         let next = self.file_id + 1;
         let path = self.dir.join(file_name(next));
         let file = OpenOptions::new()
@@ -238,6 +345,7 @@ impl Journal {
         self.file = Arc::new(file);
         self.file_id = next;
         self.len = 0;
+        self.dropped = 0;
         Ok(())
     }
 }
@@ -453,9 +561,12 @@ mod tests {
     fn damage_before_the_end_is_named_not_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let (mut journal, _) = open(dir.path(), Position::default());
-        journal.append(b"one").unwrap();
-        let b = journal.append(b"two").unwrap();
-        journal.append(b"three").unwrap();
+        // Three records written at once are framed one by one: damage to
+        // the middle one is named.
+        let written = journal
+            .append_all([&b"one"[..], &b"two"[..], &b"three"[..]])
+            .unwrap();
+        let b = written[1];
         let (_, path) = journal.current_file();
         drop(journal);
         let file = OpenOptions::new().write(true).open(&path).unwrap();

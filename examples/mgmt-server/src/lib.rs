@@ -32,6 +32,7 @@ pub async fn bind(
     service_ready: Option<bool>,
     limits: store::Limits,
     index_cache_bytes: u64,
+    body_formats: protocol::BodyFormats,
 ) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
     let store = Arc::new(
         store::Store::open_with_cache(data, service_ready, index_cache_bytes)
@@ -45,6 +46,8 @@ pub async fn bind(
         store,
         credentials,
         forbidden: Arc::default(),
+        body_formats,
+        deliveries: Arc::default(),
     });
     Ok((listener, router))
 }

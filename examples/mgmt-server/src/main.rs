@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use safd_mgmt::protocol::BodyFormats;
 use safd_mgmt::serve::{ServeLimits, serve};
 use safd_mgmt::store::{DEFAULT_INDEX_CACHE_BYTES, Limits};
 use std::io::Write as _;
@@ -108,6 +109,11 @@ struct Args {
     /// every client: mutual TLS. Needs --tls-cert.
     #[arg(long, requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Delivery bodies this server reads and lists at register: `both`
+    /// (the binary event-block body, then JSON) or `json` (JSON only, as a
+    /// server before the binary body; for comparing the two).
+    #[arg(long, value_enum, default_value = "both")]
+    body_formats: BodyFormatsArg,
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell) on stdout and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
@@ -115,6 +121,12 @@ struct Args {
     /// Print the man page (roff) on stdout and exit; packages ship it.
     #[arg(long, hide = true)]
     man_page: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BodyFormatsArg {
+    Both,
+    Json,
 }
 
 /// `--completions` and `--man-page`: generated from the argument
@@ -193,6 +205,10 @@ async fn main() -> anyhow::Result<()> {
         service_ready,
         limits,
         args.index_cache_mib << 20,
+        match args.body_formats {
+            BodyFormatsArg::Both => BodyFormats::Both,
+            BodyFormatsArg::Json => BodyFormats::JsonOnly,
+        },
     )
     .await?;
     let addr = listener.local_addr().context("listener address")?;

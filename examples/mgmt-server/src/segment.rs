@@ -16,14 +16,17 @@
 //! Layout: version byte, varint header length, JSON header, then a
 //! sequenced event block (`safd-event-block`) of the stored events.
 
+use crate::id_index::IdHash;
 use safd_event_block::{BlockWriter, EventRef, put_varint};
 use serde::{Deserialize, Serialize};
 
 const VERSION: u8 = 1;
 
-/// Target size of one segment's event block (see `SLED_SEGMENT_BYTES` in
-/// `store`).
-pub const SEGMENT_BYTES: usize = 128 << 10;
+/// Target size of one segment's event block: a delivery of 1 024
+/// realistic events (about 330 KiB) is one segment, so one log record and
+/// one index entry. (Servers before the event log kept segments in sled
+/// and cut them at 128 KiB; those are still read.)
+pub const SEGMENT_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SegmentHeader {
@@ -65,6 +68,17 @@ pub struct SegmentBuilder {
     pub first_seq: Option<u64>,
     pub header: SegmentHeader,
     pub events: BlockWriter,
+    /// The id hash and seq of each event in `events`, for the index (so
+    /// that indexing a delivery does not read its events again).
+    pub ids: Vec<(IdHash, u64)>,
+}
+
+/// An encoded segment with what indexing it needs.
+#[derive(Debug)]
+pub struct SealedSegment {
+    pub bytes: Vec<u8>,
+    pub header: SegmentHeader,
+    pub ids: Vec<(IdHash, u64)>,
 }
 
 impl SegmentBuilder {
@@ -76,18 +90,23 @@ impl SegmentBuilder {
         self.events.byte_len() >= SEGMENT_BYTES
     }
 
-    pub fn encode(self) -> Result<Vec<u8>, serde_json::Error> {
+    /// The record's bytes, with its header and ids kept for indexing.
+    pub fn seal(self) -> Result<SealedSegment, serde_json::Error> {
         let mut header = self.header;
         header.first_seq = self.first_seq;
         let (count, block) = self.events.finish();
         header.count = count;
-        let header = serde_json::to_vec(&header)?;
-        let mut out = Vec::with_capacity(header.len() + block.len() + 8);
+        let encoded_header = serde_json::to_vec(&header)?;
+        let mut out = Vec::with_capacity(encoded_header.len() + block.len() + 8);
         out.push(VERSION);
-        put_varint(&mut out, header.len() as u64);
-        out.extend_from_slice(&header);
+        put_varint(&mut out, encoded_header.len() as u64);
+        out.extend_from_slice(&encoded_header);
         out.extend_from_slice(&block);
-        Ok(out)
+        Ok(SealedSegment {
+            bytes: out,
+            header,
+            ids: self.ids,
+        })
     }
 }
 
@@ -148,7 +167,7 @@ mod tests {
         builder
             .events
             .push_sequenced(7, "id-7", 1_000, 5, [("k", "v")], "body");
-        let bytes = builder.encode().unwrap();
+        let bytes = builder.seal().unwrap().bytes;
         let segment = Segment::decode(&bytes).unwrap();
         assert_eq!(segment.header.received_at, 42);
         assert_eq!(segment.header.rejected, vec![(8, "bad time".to_owned())]);

@@ -10,10 +10,10 @@
 //! are indexed again from the log on open.
 
 use crate::held::HeldSeqs;
-use crate::id_index::{self, IdHash, IdIndex};
+use crate::id_index::{self, BuildPassThrough, IdHash, IdIndex};
 use crate::journal::{Journal, JournalError, JournalReader, Location, Position};
-use crate::protocol::{self, DeliverRequest, DeliverResponse, Positions, Rejection};
-use crate::segment::{Segment, SegmentBuilder};
+use crate::protocol::{self, DeliverResponse, Delivery, Form, Positions, Rejection};
+use crate::segment::{SealedSegment, Segment, SegmentBuilder, SegmentHeader};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -281,18 +281,15 @@ struct WriterState {
 
 impl WriterState {
     /// Index one log record: in memory, and in `batch` for sled. The same
-    /// code indexes a delivery's records and those read back on open.
+    /// code indexes a delivery's records and those read back on open;
+    /// `ids` are the (id hash, seq) of the record's events.
     fn index_record(
         &mut self,
         batch: &mut sled::Batch,
         location: Location,
-        segment: &Segment<'_>,
+        header: &SegmentHeader,
+        ids: &[(IdHash, u64)],
     ) -> Result<(), StoreError> {
-        let header = &segment.header;
-        let damaged = |reason: String| StoreError::Damaged {
-            key: format!("log record at {location:?}"),
-            reason,
-        };
         if let Some(first_seq) = header.first_seq {
             let (agent, stream) = (&header.agent, &header.stream);
             let segment_key = segment_key(agent, stream, first_seq);
@@ -303,13 +300,9 @@ impl WriterState {
                     new.insert(HeldSeqs::default())
                 }
             };
-            let mut ids = Vec::with_capacity(header.count as usize);
-            for item in segment.events() {
-                let (seq, event) = item.map_err(damaged)?;
+            self.ids.insert_many(stream, ids);
+            for &(_, seq) in ids {
                 held.insert(seq);
-                let hash = id_index::id_hash(agent, event.id);
-                self.ids.insert(hash, stream, seq);
-                ids.push((hash, seq));
             }
             for &(seq, _, _) in &header.duplicates {
                 held.insert(seq);
@@ -327,7 +320,7 @@ impl WriterState {
             if !ids.is_empty() {
                 batch.insert(
                     companion_key(prefix::IDS, &segment_key),
-                    id_index::encode_entries(&ids),
+                    id_index::encode_entries(ids),
                 );
             }
             if header.into_inbox && header.count > 0 {
@@ -688,15 +681,12 @@ impl Store {
     /// Store a delivery: deduplicate, reject what can never be accepted,
     /// append it to the event log and sync it, and report the accepted
     /// prefix per stream. Indexing follows the answer (see below).
-    pub async fn deliver(
-        &self,
-        request: &DeliverRequest<'_>,
-    ) -> Result<DeliverResponse, StoreError> {
+    pub async fn deliver(&self, request: &Delivery<'_>) -> Result<DeliverResponse, StoreError> {
         let mut state = self.writer.clone().lock_owned().await;
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StoreError::Poisoned);
         }
-        let agent: &str = &request.agent_id;
+        let agent: &str = request.agent_id;
         let received_at = now_micros();
         let into_inbox = !self.service_ready();
         let mut counters = state.counters;
@@ -704,14 +694,13 @@ impl Store {
         let mut response = DeliverResponse::default();
         // The log records of this delivery, each with the counters as they
         // stand once it is indexed.
-        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut records: Vec<SealedSegment> = Vec::new();
         let mut recorded = counters;
         // Held seqs as this delivery leaves them, for deduplication within
         // it; the state changes only once its records are synced.
         let mut touched: HashMap<&str, HeldSeqs> = HashMap::new();
-        // Ids stored by this delivery, not yet in the index.
-        // Ids stored by this request, per (id hash, stream).
-        let mut pending_ids: HashMap<(IdHash, &str), u64> = HashMap::default();
+        // Ids stored by this delivery, not yet in the index, per stream.
+        let mut pending_ids: HashMap<&str, HashMap<IdHash, u64, BuildPassThrough>> = HashMap::new();
         let mut seal = |segment: SegmentBuilder, stream: &str, counters: Counters| {
             if segment.first_seq.is_none() {
                 return Ok::<_, StoreError>(());
@@ -722,7 +711,7 @@ impl Store {
             segment.header.into_inbox = into_inbox;
             segment.header.received_at = received_at;
             segment.header.counters = Some(counters);
-            records.push(segment.encode()?);
+            records.push(segment.seal()?);
             recorded = counters;
             Ok(())
         };
@@ -732,7 +721,7 @@ impl Store {
         let mut not_opened: HashMap<&str, Option<String>> = HashMap::new();
         let agent_streams = state.streams_per_agent.get(agent).copied().unwrap_or(0);
         for stream_batch in &request.batches {
-            let stream: &str = &stream_batch.stream;
+            let stream: &str = stream_batch.stream;
             if !touched.contains_key(stream) && !not_opened.contains_key(stream) {
                 match state.streams.get(&(agent.to_owned(), stream.to_owned())) {
                     Some(held) => {
@@ -766,6 +755,9 @@ impl Store {
                 continue;
             };
             let mut segment = SegmentBuilder::default();
+            let known_ids = state.ids.of_stream(stream);
+            let pending = pending_ids.entry(stream).or_default();
+            pending.reserve(stream_batch.events.len());
             // Every event of the batch ends up stored, known or rejected
             // (a storage failure fails the whole request), so the accepted
             // prefix is the whole batch, whatever its order.
@@ -789,7 +781,7 @@ impl Store {
                     });
                     continue;
                 }
-                match event.check() {
+                match &event.checked {
                     Err(reason) => {
                         counters.rejected += 1;
                         response.rejected.push(Rejection {
@@ -797,14 +789,11 @@ impl Store {
                             seq,
                             reason: reason.clone(),
                         });
-                        segment.header.rejected.push((seq, reason));
+                        segment.header.rejected.push((seq, reason.clone()));
                     }
-                    Ok((time, severity)) => {
-                        let hash = id_index::id_hash(agent, &event.id);
-                        let earlier = pending_ids
-                            .get(&(hash, stream))
-                            .copied()
-                            .or_else(|| state.ids.get(hash, stream));
+                    Ok(checked) => {
+                        let hash = id_index::id_hash(agent, event.id);
+                        let earlier = pending.get(&hash).copied().or_else(|| known_ids.get(hash));
                         if let Some(earlier_seq) = earlier {
                             counters.duplicates += 1;
                             segment
@@ -813,19 +802,25 @@ impl Store {
                                 .push((seq, stream.to_owned(), earlier_seq));
                         } else {
                             counters.stored += 1;
-                            intake.add(received_at, time);
+                            intake.add(received_at, checked.time);
                             if into_inbox {
                                 counters.inbox += 1;
                             }
-                            pending_ids.insert((hash, stream), seq);
-                            segment.events.push_sequenced(
-                                seq,
-                                &event.id,
-                                time,
-                                severity,
-                                event.attributes.iter().map(|(k, v)| (k, v)),
-                                &event.body,
-                            );
+                            pending.insert(hash, seq);
+                            segment.ids.push((hash, seq));
+                            match &checked.form {
+                                // As it came: the binary body's bytes are
+                                // the segment's encoding.
+                                Form::Encoded(bytes) => segment.events.push_encoded(1, bytes),
+                                Form::Fields { severity, event } => segment.events.push_sequenced(
+                                    seq,
+                                    &event.id,
+                                    checked.time,
+                                    *severity,
+                                    event.attributes.iter().map(|(k, v)| (k, v)),
+                                    &event.body,
+                                ),
+                            }
                         }
                     }
                 }
@@ -878,7 +873,7 @@ impl Store {
             let mut only_counters = SegmentBuilder::default();
             only_counters.header.received_at = received_at;
             only_counters.header.counters = Some(counters);
-            records.push(only_counters.encode()?);
+            records.push(only_counters.seal()?);
         }
         if records.is_empty() {
             return Ok(response);
@@ -906,8 +901,8 @@ impl Store {
         let tree = self.tree.clone();
         let poisoned = self.poisoned.clone();
         tokio::task::spawn_blocking(move || {
-            let synced = locations.into_iter().zip(records.iter().map(Vec::as_slice));
-            let indexed = index_records(&mut state, &tree, synced);
+            let synced: Vec<_> = locations.into_iter().zip(records.iter()).collect();
+            let indexed = index_sealed(&mut state, &tree, &synced);
             // The database before the lock: whoever waits for the lock to
             // close the store must find the database free.
             drop(tree);
@@ -952,24 +947,18 @@ impl Store {
     async fn append_and_sync(
         &self,
         journal: &mut Journal,
-        records: &[Vec<u8>],
+        records: &[SealedSegment],
     ) -> Result<Vec<Location>, StoreError> {
-        let locations = records
-            .iter()
-            .map(|record| journal.append(record))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (file, path) = journal.current_file();
-        tokio::task::spawn_blocking(move || {
-            file.sync_data()
-                .map_err(|source| JournalError::Io { path, source })
-        })
-        .await
-        .map_err(|e| {
-            StoreError::Journal(JournalError::Io {
-                path: self.log_dir.clone(),
-                source: std::io::Error::other(e),
-            })
-        })??;
+        let locations = journal.append_all(records.iter().map(|r| r.bytes.as_slice()))?;
+        let sync = journal.sync_job();
+        tokio::task::spawn_blocking(move || sync.run())
+            .await
+            .map_err(|e| {
+                StoreError::Journal(JournalError::Io {
+                    path: self.log_dir.clone(),
+                    source: std::io::Error::other(e),
+                })
+            })??;
         Ok(locations)
     }
 
@@ -1119,11 +1108,33 @@ fn index_records<'a>(
 ) -> Result<(), StoreError> {
     let mut batch = sled::Batch::default();
     for (location, payload) in records {
-        let segment = Segment::decode(payload).map_err(|reason| StoreError::Damaged {
+        let damaged = |reason: String| StoreError::Damaged {
             key: format!("log record at {location:?}"),
             reason,
-        })?;
-        state.index_record(&mut batch, location, &segment)?;
+        };
+        let segment = Segment::decode(payload).map_err(damaged)?;
+        let agent = &segment.header.agent;
+        let ids = segment
+            .events()
+            .map(|item| item.map(|(seq, event)| (id_index::id_hash(agent, event.id), seq)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(damaged)?;
+        state.index_record(&mut batch, location, &segment.header, &ids)?;
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
+
+/// Index a delivery's synced records from what was kept when they were
+/// built, without reading their events again.
+fn index_sealed(
+    state: &mut WriterState,
+    tree: &sled::Tree,
+    records: &[(Location, &SealedSegment)],
+) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    for (location, sealed) in records {
+        state.index_record(&mut batch, *location, &sealed.header, &sealed.ids)?;
     }
     tree.apply_batch(batch)?;
     Ok(())
@@ -1149,6 +1160,7 @@ fn split_agent_stream(key: &[u8]) -> Result<(String, String), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::DeliverRequest;
     use std::path::Path;
 
     #[test]
@@ -1186,7 +1198,7 @@ mod tests {
     async fn deliver(store: &Store, agent: &str, events: &[(u64, &str)]) -> DeliverResponse {
         let body = request(agent, events);
         let request: DeliverRequest<'_> = serde_json::from_str(&body).unwrap();
-        store.deliver(&request).await.unwrap()
+        store.deliver(&Delivery::from_json(&request)).await.unwrap()
     }
 
     async fn query(store: Arc<Store>) -> Vec<StoredEvent> {
@@ -1312,7 +1324,7 @@ mod tests {
                              "severity": "info", "body": format!("event of pair {i}")}]}]})
                     .to_string();
                     let request: DeliverRequest<'_> = serde_json::from_str(&body).unwrap();
-                    let answer = store.deliver(&request).await.unwrap();
+                    let answer = store.deliver(&Delivery::from_json(&request)).await.unwrap();
                     assert_eq!(answer.acknowledged.get(stream.as_str()), Some(&1));
                 }
                 drop(store.writer.lock().await);

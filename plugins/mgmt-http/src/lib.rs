@@ -9,6 +9,7 @@
 
 mod wire;
 
+use safd_event_block::delivery;
 use safd_plugin_sdk::config;
 use safd_plugin_sdk::destination::{
     Acknowledgement, DeliveryReport, Endpoint, Guest, GuestWriter, Health, MemberRole,
@@ -123,8 +124,39 @@ struct Writer {
     config: Config,
     endpoint: Endpoint,
     base: BaseUrl,
-    /// Identity sent with every delivery, learnt at registration.
-    session: RefCell<Option<(String, String, u64)>>,
+    /// Identity sent with every delivery, and the body format the server
+    /// takes, learnt at registration.
+    session: RefCell<Option<Session>>,
+}
+
+/// What a registration settles for the deliveries that follow it.
+struct Session {
+    agent_id: String,
+    group: String,
+    epoch: u64,
+    body: BodyFormat,
+}
+
+/// How a delivery's events travel (docs/protocol.md, "Deliver").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFormat {
+    /// One JSON object per event: what every protocol v1 server reads.
+    Json,
+    /// The queue's sequenced event blocks as they are, for a server that
+    /// lists `application/vnd.safd.event-block` when it answers register.
+    EventBlock,
+}
+
+impl BodyFormat {
+    /// The best format among those a server listed; JSON when it listed
+    /// none (servers before the binary body).
+    fn choose(listed: &[String]) -> Self {
+        if listed.iter().any(|f| f == delivery::CONTENT_TYPE) {
+            Self::EventBlock
+        } else {
+            Self::Json
+        }
+    }
 }
 
 impl Writer {
@@ -225,10 +257,16 @@ impl GuestWriter for Writer {
             "application/json",
             body.as_bytes(),
         ))?;
+        let body = BodyFormat::choose(answer.body_formats());
         let (high_water, service_ready, catch_up) = answer
             .into_parts()
             .map_err(|why| ConnectorError::Fatal(format!("{}: {why}", self.endpoint.address)))?;
-        *self.session.borrow_mut() = Some((info.agent_id, info.group, info.epoch));
+        *self.session.borrow_mut() = Some(Session {
+            agent_id: info.agent_id,
+            group: info.group,
+            epoch: info.epoch,
+            body,
+        });
         Ok(Registration {
             high_water,
             service_ready,
@@ -238,53 +276,17 @@ impl GuestWriter for Writer {
 
     fn deliver(&self, batches: Vec<StreamBatch>) -> Result<DeliveryReport, ConnectorError> {
         let session = self.session.borrow();
-        let Some((agent, group, epoch)) = session.as_ref() else {
+        let Some(session) = session.as_ref() else {
             return Err(ConnectorError::Fatal(
                 "deliver called before register".to_owned(),
             ));
         };
-        let capacity: usize = batches.iter().map(|b| b.events.bytes.len() * 2 + 64).sum();
-        let mut body = String::with_capacity(capacity + 128);
-        body.push_str("{\"agent_id\":");
-        wire::string(&mut body, agent);
-        body.push_str(",\"group\":");
-        wire::string(&mut body, group);
-        body.push_str(&format!(",\"epoch\":{epoch},\"batches\":["));
-        for (i, batch) in batches.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str("{\"stream\":");
-            wire::string(&mut body, &batch.stream);
-            body.push_str(",\"events\":[");
-            for (n, event) in batch.events().enumerate() {
-                let (seq, event) = event?;
-                if n > 0 {
-                    body.push(',');
-                }
-                wire::event(&mut body, seq, &event);
-            }
-            body.push(']');
-            // Seqs the group left out (its min_severity): the server
-            // counts them as held (docs/protocol.md, "left_out").
-            if !batch.left_out.is_empty() {
-                body.push_str(",\"left_out\":[");
-                for (n, range) in batch.left_out.iter().enumerate() {
-                    if n > 0 {
-                        body.push(',');
-                    }
-                    body.push_str(&format!("[{},{}]", range.first, range.last));
-                }
-                body.push(']');
-            }
-            body.push('}');
-        }
-        body.push_str("]}");
-        let answer: wire::DeliverAnswer = self.call(Request::post(
-            "/safd/v1/events",
-            "application/json",
-            body.as_bytes(),
-        ))?;
+        let (content_type, body) = match session.body {
+            BodyFormat::EventBlock => (delivery::CONTENT_TYPE, block_body(session, &batches)),
+            BodyFormat::Json => ("application/json", json_body(session, &batches)?),
+        };
+        let answer: wire::DeliverAnswer =
+            self.call(Request::post("/safd/v1/events", content_type, &body))?;
         Ok(answer.into())
     }
 
@@ -292,6 +294,75 @@ impl GuestWriter for Writer {
         let answer: wire::HealthAnswer = self.call(Request::get("/safd/v1/health"))?;
         Ok(answer.into())
     }
+}
+
+/// The binary body: each batch's sequenced block copied as the queue
+/// holds it.
+fn block_body(session: &Session, batches: &[StreamBatch]) -> Vec<u8> {
+    let capacity: usize = batches
+        .iter()
+        .map(|b| b.events.bytes.len() + b.stream.len() + 16 * b.left_out.len() + 16)
+        .sum();
+    let mut body = Vec::with_capacity(capacity + 64);
+    delivery::put_header(
+        &mut body,
+        &session.agent_id,
+        &session.group,
+        session.epoch,
+        batches.len(),
+    );
+    for batch in batches {
+        delivery::put_batch(
+            &mut body,
+            &batch.stream,
+            batch.left_out.iter().map(|r| (r.first, r.last)),
+            batch.events.count,
+            &batch.events.bytes,
+        );
+    }
+    body
+}
+
+/// The JSON body: every event written out as an object.
+fn json_body(session: &Session, batches: &[StreamBatch]) -> Result<Vec<u8>, ConnectorError> {
+    let capacity: usize = batches.iter().map(|b| b.events.bytes.len() * 2 + 64).sum();
+    let mut body = String::with_capacity(capacity + 128);
+    body.push_str("{\"agent_id\":");
+    wire::string(&mut body, &session.agent_id);
+    body.push_str(",\"group\":");
+    wire::string(&mut body, &session.group);
+    body.push_str(&format!(",\"epoch\":{},\"batches\":[", session.epoch));
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str("{\"stream\":");
+        wire::string(&mut body, &batch.stream);
+        body.push_str(",\"events\":[");
+        for (n, event) in batch.events().enumerate() {
+            let (seq, event) = event?;
+            if n > 0 {
+                body.push(',');
+            }
+            wire::event(&mut body, seq, &event);
+        }
+        body.push(']');
+        // Seqs the group left out (its min_severity): the server
+        // counts them as held (docs/protocol.md, "left_out").
+        if !batch.left_out.is_empty() {
+            body.push_str(",\"left_out\":[");
+            for (n, range) in batch.left_out.iter().enumerate() {
+                if n > 0 {
+                    body.push(',');
+                }
+                body.push_str(&format!("[{},{}]", range.first, range.last));
+            }
+            body.push(']');
+        }
+        body.push('}');
+    }
+    body.push_str("]}");
+    Ok(body.into_bytes())
 }
 
 safd_plugin_sdk::export_destination!(Plugin);

@@ -38,6 +38,10 @@ pub struct RegisterAnswer {
     service_ready: bool,
     #[serde(default)]
     catch_up: Option<CatchUpAnswer>,
+    /// Media types the server reads a delivery in; none from servers that
+    /// read only JSON.
+    #[serde(default)]
+    body_formats: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +58,10 @@ enum FromAnswer {
 }
 
 impl RegisterAnswer {
+    pub fn body_formats(&self) -> &[String] {
+        &self.body_formats
+    }
+
     pub fn into_parts(self) -> Result<(Vec<StreamPosition>, bool, Option<CatchUpRequest>), String> {
         let catch_up = match self.catch_up {
             None => None,

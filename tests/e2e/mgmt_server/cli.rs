@@ -28,6 +28,7 @@ fn help_documents_every_flag() {
         "--max-connections",
         "--header-timeout-secs",
         "--request-timeout-secs",
+        "--body-formats",
         "SAFD_MGMT_TOKEN",
     ] {
         assert!(help.contains(flag), "{flag} not in:\n{help}");

@@ -1,13 +1,22 @@
 //! The `mgmt-http` plugin, run by safd's real runtime, against the real
 //! `safd-mgmt` process on loopback.
 
-use crate::support::mgmt::{Server, TOKEN};
+use crate::support::mgmt::{Body, Server, TOKEN};
 use crate::support::plugins::{plugin_path, runtime};
 use safd_connector::{
     Attribute, ConnectorError, DestinationConnector, DestinationSession, Endpoint, Event,
     MemberRole, SequencedEvent, SessionError, SessionInfo, Severity, StreamBatch, StreamPosition,
 };
 use safd_runtime::Grants;
+
+// The body follows the server: `--body-formats json` gets JSON, a server
+// that lists the binary body gets it (each test checks which arrived).
+with_each_body!(async:
+    events_are_acknowledged_after_the_server_stored_them,
+    any_text_and_time_arrive_unchanged,
+    one_bad_event_is_rejected_and_the_rest_acknowledged,
+    a_server_whose_service_is_down_is_reported_not_ready,
+);
 
 async fn open(server: &Server, token: &str, grant: Option<String>) -> Box<dyn DestinationSession> {
     let runtime = runtime();
@@ -66,10 +75,9 @@ fn batch(events: Vec<SequencedEvent>) -> [StreamBatch; 1] {
     }]
 }
 
-#[tokio::test]
-async fn events_are_acknowledged_after_the_server_stored_them() {
+async fn events_are_acknowledged_after_the_server_stored_them(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let mut session = open(&server, TOKEN, Some(server.authority())).await;
 
     let registration = session.register(&info(3)).await.unwrap();
@@ -114,15 +122,15 @@ async fn events_are_acknowledged_after_the_server_stored_them() {
     assert_eq!(registration.high_water[0].seq, 3);
     assert!(registration.catch_up.is_none());
     assert!(session.probe().await.unwrap().service_ready);
+    server.assert_deliveries_in(body);
 }
 
 /// The plugin writes JSON by hand for speed: every character that needs
 /// escaping, on either side of the fast eight-byte scan, and times before
 /// 1970 and far ahead arrive exactly as sent.
-#[tokio::test]
-async fn any_text_and_time_arrive_unchanged() {
+async fn any_text_and_time_arrive_unchanged(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let mut session = open(&server, TOKEN, Some(server.authority())).await;
     session.register(&info(0)).await.unwrap();
     let control: String = (0u8..0x20).map(char::from).collect();
@@ -174,12 +182,12 @@ async fn any_text_and_time_arrive_unchanged() {
             serde_json::json!([[sent.event.body, sent.event.body]])
         );
     }
+    server.assert_deliveries_in(body);
 }
 
-#[tokio::test]
-async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
+async fn one_bad_event_is_rejected_and_the_rest_acknowledged(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let mut session = open(&server, TOKEN, Some(server.authority())).await;
     session.register(&info(3)).await.unwrap();
     let report = session
@@ -191,12 +199,12 @@ async fn one_bad_event_is_rejected_and_the_rest_acknowledged() {
     assert_eq!(report.rejected[0].seq, 2);
     assert!(report.rejected[0].reason.contains("id is empty"));
     assert_eq!(server.stored(), 2);
+    server.assert_deliveries_in(body);
 }
 
-#[tokio::test]
-async fn a_server_whose_service_is_down_is_reported_not_ready() {
+async fn a_server_whose_service_is_down_is_reported_not_ready(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--service-down"]);
+    let server = Server::start_for(body, dir.path(), &["--service-down"]);
     let mut session = open(&server, TOKEN, Some(server.authority())).await;
     let registration = session.register(&info(1)).await.unwrap();
     assert!(!registration.service_ready);
@@ -206,6 +214,7 @@ async fn a_server_whose_service_is_down_is_reported_not_ready() {
     // It still accepts into its durable inbox.
     let report = session.deliver(&batch(vec![event(1, "e1")])).await.unwrap();
     assert_eq!(report.acknowledged[0].seq, 1);
+    server.assert_deliveries_in(body);
 }
 
 #[tokio::test]

@@ -1,12 +1,22 @@
 //! Protocol version 1 against the real `safd-mgmt` process.
 
-use crate::support::mgmt::{Server, TOKEN, event};
+use crate::support::mgmt::{Body, Server, TOKEN, binary_body, event};
+use safd_event_block::delivery;
 use serde_json::json;
 
-#[test]
-fn registering_reports_high_water_and_asks_for_what_is_missing() {
+with_each_body!(
+    registering_reports_high_water_and_asks_for_what_is_missing,
+    replayed_and_out_of_order_batches_are_stored_once,
+    each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads,
+    a_query_answers_the_newest_events_up_to_its_limit,
+    a_service_that_is_down_spools_to_the_inbox_and_releases_it,
+    a_restart_keeps_events_high_waters_and_sessions,
+    queries_filter_by_severity_and_time,
+);
+
+fn registering_reports_high_water_and_asks_for_what_is_missing(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let first = server.register("a1", json!({"ems": 5}));
     assert_eq!(first["high_water"], json!({}));
     assert_eq!(first["service_ready"], true);
@@ -28,10 +38,9 @@ fn registering_reports_high_water_and_asks_for_what_is_missing() {
     assert_eq!(sessions[0]["epoch"], 3);
 }
 
-#[test]
-fn replayed_and_out_of_order_batches_are_stored_once() {
+fn replayed_and_out_of_order_batches_are_stored_once(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let answer = server.deliver("a1", "ems", &[(3, "e3"), (4, "e4")]);
     assert_eq!(answer["acknowledged"], json!({"ems": 4}));
     assert_eq!(
@@ -79,9 +88,10 @@ fn replayed_and_out_of_order_batches_are_stored_once() {
     // id index is rebuilt from disk.
     server.deliver("a1", "ems-copy", &[(1, "e1")]);
     assert_eq!(server.stored(), 8);
+    server.assert_deliveries_in(body);
     let data = dir.path().to_owned();
     server.kill();
-    let server = Server::start(&data, &[]);
+    let server = Server::start_for(body, &data, &[]);
     server.deliver("a1", "ems-copy", &[(2, "e2")]);
     server.deliver("a1", "ems", &[(10, "e10")]);
     assert_eq!(server.stored(), 10);
@@ -151,8 +161,7 @@ fn every_endpoint_wants_the_token() {
 /// `--tokens`: an agent's token registers and delivers as that agent only
 /// (never as another, so it cannot raise another's high-water), reads
 /// nothing; the console's reads only; each refusal is a counted 403.
-#[test]
-fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
+fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads(body: Body) {
     const A1: &str = "a1-token-0123456789";
     const CONSOLE: &str = "console-token-0123456789";
     let dir = tempfile::tempdir().unwrap();
@@ -162,7 +171,8 @@ fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
         format!("console = \"{CONSOLE}\"\n[agents]\na1 = \"{A1}\"\na2 = \"a2-token-0123456789\"\n"),
     )
     .unwrap();
-    let server = Server::start(
+    let server = Server::start_for(
+        body,
         &dir.path().join("db"),
         &["--tokens", tokens.to_str().unwrap()],
     );
@@ -256,10 +266,9 @@ fn each_agent_token_acts_as_its_agent_only_and_the_console_token_only_reads() {
 
 /// A query answers its `limit` newest events, whatever the log holds
 /// beyond them, across streams.
-#[test]
-fn a_query_answers_the_newest_events_up_to_its_limit() {
+fn a_query_answers_the_newest_events_up_to_its_limit(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     for batch in 0..40u64 {
         let stream = if batch % 2 == 0 { "ems" } else { "app" };
         let first = batch / 2 * 5 + 1;
@@ -282,12 +291,12 @@ fn a_query_answers_the_newest_events_up_to_its_limit() {
     );
     assert_eq!(server.events("stream=ems&limit=3").len(), 3);
     assert_eq!(server.events("limit=10000").len(), 200);
+    server.assert_deliveries_in(body);
 }
 
-#[test]
-fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
+fn a_service_that_is_down_spools_to_the_inbox_and_releases_it(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--service-down"]);
+    let server = Server::start_for(body, dir.path(), &["--service-down"]);
     let (_, health) = server.get("health");
     assert_eq!(health["service_ready"], false);
     assert_eq!(server.register("a1", json!({}))["service_ready"], false);
@@ -305,7 +314,7 @@ fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
 
     // Still held after a restart.
     server.kill();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     assert_eq!(server.get("health").1["service_ready"], false);
     assert!(server.events("").is_empty());
 
@@ -321,15 +330,14 @@ fn a_service_that_is_down_spools_to_the_inbox_and_releases_it() {
     );
 }
 
-#[test]
-fn a_restart_keeps_events_high_waters_and_sessions() {
+fn a_restart_keeps_events_high_waters_and_sessions(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     server.register("a1", json!({"ems": 3}));
     server.deliver("a1", "ems", &[(1, "e1"), (2, "e2"), (3, "e3")]);
     server.kill();
 
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     assert_eq!(server.stored(), 3);
     assert_eq!(server.events("agent=a1&stream=ems").len(), 3);
     let (_, sessions) = server.get("query/sessions");
@@ -352,10 +360,9 @@ fn a_restart_keeps_events_high_waters_and_sessions() {
     assert_eq!(stats["streams"][0]["high_water"], 4, "{stats}");
 }
 
-#[test]
-fn queries_filter_by_severity_and_time() {
+fn queries_filter_by_severity_and_time(body: Body) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start_for(body, dir.path(), &[]);
     let mut info = event(2, "e2");
     info["severity"] = json!("info");
     info["time"] = json!("2024-03-12T00:00:00Z");
@@ -373,4 +380,116 @@ fn queries_filter_by_severity_and_time() {
         answer["error"].as_str().unwrap().contains("loud"),
         "{answer}"
     );
+}
+
+/// The binary body is checked whole before anything of it is stored: bad
+/// framing, bad UTF-8, seqs out of order or a wrong count get a 400 that
+/// names the problem and the batch, and nothing of the request is kept.
+#[test]
+fn a_damaged_binary_body_is_refused_whole_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let request = |events: Vec<serde_json::Value>| {
+        json!({"agent_id": "a1", "group": "mgmt", "epoch": 1,
+               "batches": [{"stream": "ok", "events": [event(1, "ok1")]},
+                           {"stream": "ems", "events": events}]})
+    };
+    let good = binary_body(&request(vec![event(1, "e1"), event(2, "e2")])).unwrap();
+    let post = |bytes: &[u8]| {
+        let (status, text) = server.post_typed("events", delivery::CONTENT_TYPE, bytes);
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(status, 400, "{answer}");
+        let error = answer["error"].as_str().unwrap().to_owned();
+        assert!(error.len() <= 400, "{error}");
+        error
+    };
+
+    // Cut short.
+    assert!(post(&good[..good.len() - 3]).contains("ends in the middle"));
+    // Not UTF-8 in an event's text: the second batch is named.
+    let mut bad = good.clone();
+    let at = bad.windows(3).rposition(|w| w == b"e2)").unwrap();
+    bad[at] = 0xff;
+    let error = post(&bad);
+    assert!(error.contains("batches[1], stream `ems`"), "{error}");
+    assert!(error.contains("not valid UTF-8"), "{error}");
+    // Seqs out of order (the JSON body allows it; the binary body, built
+    // from the queue's blocks, never has it).
+    let backwards = request(vec![event(2, "e2"), event(1, "e1")]);
+    assert!(binary_body(&backwards).is_none());
+    let mut block = safd_event_block::BlockWriter::new();
+    for seq in [2, 1] {
+        block.push_sequenced(seq, &format!("e{seq}"), 0, 5, [("k", "v")], "text");
+    }
+    let (count, bytes) = block.finish();
+    let mut body = Vec::new();
+    delivery::put_header(&mut body, "a1", "mgmt", 1, 1);
+    delivery::put_batch(&mut body, "ems", [], count, &bytes);
+    assert!(post(&body).contains("seq 1 follows seq 2"));
+    // A count that does not match the block.
+    let mut block = safd_event_block::BlockWriter::new();
+    for seq in [1, 2] {
+        block.push_sequenced(seq, &format!("e{seq}"), 0, 5, [("k", "v")], "text");
+    }
+    let (count, bytes) = block.finish();
+    let mut wrong = Vec::new();
+    delivery::put_header(&mut wrong, "a1", "mgmt", 1, 1);
+    delivery::put_batch(&mut wrong, "ems", [], count + 1, &bytes);
+    let error = post(&wrong);
+    assert!(error.contains("declares 3 events but holds 2"), "{error}");
+    // Not a binary body at all.
+    assert!(post(br#"{"agent_id": "a1"}"#).contains("does not start with `SAFD`"));
+    // Nothing of any of them was stored, not even the good first batch.
+    assert_eq!(server.stored(), 0);
+    assert!(
+        server.get("stats").1["streams"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // The good body is taken, and an event beyond a limit is rejected
+    // alone, as in JSON.
+    let (status, _) = server.post_typed("events", delivery::CONTENT_TYPE, &good);
+    assert_eq!(status, 200);
+    assert_eq!(server.stored(), 3);
+    let mut long_id = event(3, "x");
+    long_id["id"] = json!("i".repeat(2_000));
+    let body = binary_body(&request(vec![long_id, event(4, "e4")])).unwrap();
+    let (status, text) = server.post_typed("events", delivery::CONTENT_TYPE, &body);
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["rejected"][0]["seq"], 3, "{answer}");
+    assert!(
+        answer["rejected"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("id is 2000 bytes")
+    );
+    assert_eq!(answer["acknowledged"], json!({"ok": 1, "ems": 4}));
+    assert_eq!(server.stored(), 4);
+}
+
+/// A server that lists only JSON refuses the binary body with 415 and
+/// says so; register tells an agent which bodies a server reads.
+#[test]
+fn register_lists_the_bodies_a_server_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = Server::start(&dir.path().join("both"), &[]);
+    assert_eq!(
+        both.register("a1", json!({}))["body_formats"],
+        json!([delivery::CONTENT_TYPE, "application/json"])
+    );
+    let json_only = Server::start_for(Body::Json, &dir.path().join("json"), &[]);
+    assert_eq!(
+        json_only.register("a1", json!({}))["body_formats"],
+        json!(["application/json"])
+    );
+    let body = binary_body(&json!({"agent_id": "a1", "group": "mgmt", "epoch": 1,
+        "batches": [{"stream": "ems", "events": [event(1, "e1")]}]}))
+    .unwrap();
+    let (status, text) = json_only.post_typed("events", delivery::CONTENT_TYPE, &body);
+    assert_eq!(status, 415, "{text}");
+    assert!(text.contains("--body-formats json"), "{text}");
+    assert_eq!(json_only.stored(), 0);
 }

@@ -4,6 +4,7 @@
 //! `safd-tools` use too).
 
 use safd::cli::harness::{self, ServerOptions};
+use safd_event_block::delivery;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,12 +22,65 @@ pub fn authority_of(address: &str) -> String {
 pub struct Server {
     process: harness::Server,
     pub base: String,
+    /// How [`Server::post`] sends deliveries.
+    body: Body,
+}
+
+/// The two delivery bodies of protocol v1: the tests of the server and of
+/// mgmt-http run once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// The server started with `--body-formats json`; deliveries as JSON.
+    Json,
+    /// The server as it starts by default (both bodies listed);
+    /// deliveries in the binary body wherever a request can be written in
+    /// it (see [`binary_body`]).
+    Binary,
+}
+
+impl Body {
+    /// The `/stats` `deliveries` key of this body.
+    pub fn stats_key(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Binary => "event_block",
+        }
+    }
 }
 
 impl Server {
     /// Start the server on a free port with its database in `data`.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
         Self::start_on("127.0.0.1:0", data, extra)
+    }
+
+    /// [`Server::start`] for tests run with each body: with `Body::Json`
+    /// the server reads and lists JSON only, so that mgmt-http sends JSON
+    /// too.
+    pub fn start_for(body: Body, data: &Path, extra: &[&str]) -> Self {
+        let mut args = extra.to_vec();
+        if body == Body::Json {
+            args.extend(["--body-formats", "json"]);
+        }
+        let mut server = Self::start(data, &args);
+        server.body = body;
+        server
+    }
+
+    /// Deliveries the server received in each body: (JSON, binary).
+    pub fn deliveries(&self) -> (u64, u64) {
+        let stats = self.get("stats").1;
+        let count = |key: &str| stats["deliveries"][key].as_u64().unwrap();
+        (count("json"), count("event_block"))
+    }
+
+    /// Every delivery so far came in `body` (and there was one).
+    pub fn assert_deliveries_in(&self, body: Body) {
+        let (json, binary) = self.deliveries();
+        match body {
+            Body::Json => assert!(json > 0 && binary == 0, "json {json}, binary {binary}"),
+            Body::Binary => assert!(binary > 0 && json == 0, "json {json}, binary {binary}"),
+        }
     }
 
     /// Start the server on `listen` (e.g. the address a killed server had).
@@ -44,7 +98,11 @@ impl Server {
         )
         .unwrap();
         let base = process.base();
-        Self { process, base }
+        Self {
+            process,
+            base,
+            body: Body::Json,
+        }
     }
 
     /// `host:port`, as safd's `grants.http` names it.
@@ -87,7 +145,16 @@ impl Server {
         if let Some(token) = token {
             request = request.header("Authorization", &format!("Bearer {token}"));
         }
-        let mut response = request.send_json(body).unwrap();
+        let binary = (self.body == Body::Binary && path == "events")
+            .then(|| binary_body(body))
+            .flatten();
+        let mut response = match binary {
+            Some(bytes) => request
+                .header("Content-Type", delivery::CONTENT_TYPE)
+                .send(&bytes[..])
+                .unwrap(),
+            None => request.send_json(body).unwrap(),
+        };
         let status = response.status().as_u16();
         (
             status,
@@ -103,10 +170,15 @@ impl Server {
     /// POST raw bytes (which need not be JSON, or UTF-8); (status, the
     /// answer's text).
     pub fn post_bytes(&self, path: &str, body: &[u8]) -> (u16, String) {
+        self.post_typed(path, "application/json", body)
+    }
+
+    /// POST raw bytes as `content_type`; (status, the answer's text).
+    pub fn post_typed(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
         let mut response = Self::agent()
             .post(&self.url(path))
             .header("Authorization", &format!("Bearer {TOKEN}"))
-            .header("Content-Type", "application/json")
+            .header("Content-Type", content_type)
             .send(body)
             .unwrap();
         let status = response.status().as_u16();
@@ -172,6 +244,87 @@ impl Server {
         assert_eq!(status, 200, "{body}");
         body.as_array().unwrap().clone()
     }
+}
+
+/// A JSON delivery request written as the binary body, or `None` when it
+/// says something only JSON can (a severity or time that does not parse,
+/// a field the protocol does not have, seqs that do not increase): the
+/// tests of JSON's own checks then still send JSON.
+pub fn binary_body(request: &Value) -> Option<Vec<u8>> {
+    let request = request.as_object()?;
+    only_keys(request, &["agent_id", "group", "epoch", "batches"])?;
+    let batches = request.get("batches")?.as_array()?;
+    let mut out = Vec::new();
+    delivery::put_header(
+        &mut out,
+        request.get("agent_id")?.as_str()?,
+        request.get("group")?.as_str()?,
+        request.get("epoch")?.as_u64()?,
+        batches.len(),
+    );
+    for batch in batches {
+        let batch = batch.as_object()?;
+        only_keys(batch, &["stream", "events", "left_out"])?;
+        let mut block = safd_event_block::BlockWriter::new();
+        let mut previous = 0;
+        for event in batch.get("events")?.as_array()? {
+            let event = event.as_object()?;
+            only_keys(
+                event,
+                &["seq", "id", "time", "severity", "attributes", "body"],
+            )?;
+            let seq = event.get("seq")?.as_u64().filter(|&seq| seq > previous)?;
+            previous = seq;
+            let time: jiff::Timestamp = event.get("time")?.as_str()?.parse().ok()?;
+            let severity = safd_event_block::Severity::from_name(event.get("severity")?.as_str()?)?;
+            let attributes = match event.get("attributes") {
+                None => Vec::new(),
+                Some(list) => list
+                    .as_array()?
+                    .iter()
+                    .map(|pair| match pair.as_array()?.as_slice() {
+                        [key, value] => Some((key.as_str()?, value.as_str()?)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+            };
+            block.push_sequenced(
+                seq,
+                event.get("id")?.as_str()?,
+                time.as_microsecond(),
+                severity.code(),
+                attributes,
+                event.get("body")?.as_str()?,
+            );
+        }
+        let left_out = match batch.get("left_out") {
+            None => Vec::new(),
+            Some(list) => list
+                .as_array()?
+                .iter()
+                .map(|range| match range.as_array()?.as_slice() {
+                    [first, last] => Some((first.as_u64()?, last.as_u64()?)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?,
+        };
+        let (count, bytes) = block.finish();
+        delivery::put_batch(
+            &mut out,
+            batch.get("stream")?.as_str()?,
+            left_out,
+            count,
+            &bytes,
+        );
+    }
+    Some(out)
+}
+
+fn only_keys(object: &serde_json::Map<String, Value>, known: &[&str]) -> Option<()> {
+    object
+        .keys()
+        .all(|key| known.contains(&key.as_str()))
+        .then_some(())
 }
 
 pub fn event(seq: u64, id: &str) -> Value {
