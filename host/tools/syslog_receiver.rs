@@ -108,8 +108,6 @@ plugin = "syslog"
 config = {{ transport = "tcp", framing = "newline" }}
 grants = {{ tcp = ["{receiver}"] }}
 members = [{{ name = "receiver", address = "{receiver}" }}]
-batch_max_events = 4096
-batch_max_bytes = 4194304
 "#,
             receiver = self.address
         )

@@ -576,15 +576,17 @@ fn stream_stats(server: &mgmt::Server, stream: &str) -> serde_json::Value {
 /// delivers: every event reaches the server exactly once.
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    // Enough that every kill lands mid-stream: a run of up to 400 ms
-    // delivers several thousand events.
-    const EVENTS: u64 = 300_000;
+    // Enough that every kill lands mid-stream: a run of up to 220 ms
+    // delivers up to some 70 000 events (reading ahead while storing
+    // made safd fast enough that 300 000 ran out after five kills at up
+    // to 400 ms).
+    const EVENTS: u64 = 700_000;
     const KILLS: u32 = 20;
     let dir = tempfile::tempdir().unwrap();
     let logs = ems_logs(dir.path(), EVENTS);
     let (server, path) = one_server(dir.path(), &logs);
     let start = || run(&path, Stdio::null());
-    // Deterministic "random" moments between 20 and 400 ms after start:
+    // Deterministic "random" moments between 20 and 220 ms after start:
     // some land while plugins load, some mid-ingest, some mid-delivery.
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut progress = Vec::new();
@@ -593,7 +595,7 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         state ^= state >> 7;
         state ^= state << 17;
         let mut daemon = start();
-        std::thread::sleep(Duration::from_millis(20 + state % 380));
+        std::thread::sleep(Duration::from_millis(20 + state % 200));
         daemon.kill().unwrap(); // SIGKILL
         daemon.wait().unwrap();
         progress.push(ems_stream(&server)["high_water"].as_u64().unwrap_or(0));

@@ -67,8 +67,8 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            batch_max_events: 512,
-            batch_max_bytes: 1 << 20,
+            batch_max_events: 4096,
+            batch_max_bytes: 4 << 20,
             request_timeout: Duration::from_secs(3),
             probe_interval: Duration::from_secs(1),
             failback_after: 3,

@@ -1,6 +1,16 @@
 //! Moving a source's events into the queue: poll, ingest (durable), then
 //! commit. A source is told to commit only after its batch was fsynced, so
 //! a crash at any point re-reads at most what was not yet durable.
+//!
+//! When a poll says more events are ready, the next poll runs while its
+//! batch is being stored: the plugin reads and frames the next events on
+//! one core while the queue encodes, writes and syncs on the other
+//! (ingest of format-B EMS logs went from ... to ... events/s). Commits
+//! stay in order, each after its batch is durable; the WIT contract has
+//! always said a commit covers everything up to its cursor, not that it
+//! follows the last poll. A batch read ahead and not yet stored is simply
+//! read again after a restart or a failed session, like any uncommitted
+//! one.
 
 use crate::notice::{Notice, Notices};
 use crate::queue::{HeldBatch, Queue};
@@ -103,11 +113,14 @@ impl Pump {
         let mut failures = 0u32;
         let mut session: Option<Box<dyn SourceSession>> = None;
         let mut pending_seek: Option<Timestamp> = None;
+        // A batch polled while the one before it was stored.
+        let mut read_ahead: Option<SourceBatch> = None;
         while !*self.shutdown.borrow() {
             while let Ok(PumpCommand::Seek(time)) = self.commands.try_recv() {
                 pending_seek = Some(time);
             }
             if session.is_none() {
+                read_ahead = None;
                 self.state.set(SourceActivity::Starting);
                 match self.open().await {
                     Ok(opened) => {
@@ -125,7 +138,10 @@ impl Pump {
             let Some(live) = session.as_mut() else {
                 continue;
             };
-            if let Some(time) = pending_seek.take() {
+            // A batch read before the seek was asked for is stored first.
+            if read_ahead.is_none()
+                && let Some(time) = pending_seek.take()
+            {
                 match self.timed(live.seek(time)).await {
                     Ok(()) => {
                         tracing::info!(stream = %self.stream, time, "source repositioned for a deep catch-up")
@@ -140,7 +156,8 @@ impl Pump {
                     }
                 }
             }
-            match self.step(live).await {
+            let may_read_ahead = pending_seek.is_none();
+            match self.step(live, &mut read_ahead, may_read_ahead).await {
                 Step::Continue => {
                     if failures > 0 {
                         self.state.set(SourceActivity::Running);
@@ -178,11 +195,22 @@ impl Pump {
         self.timed(self.connector.open(resume_from)).await
     }
 
-    /// One poll → ingest → commit round.
-    async fn step(&mut self, session: &mut Box<dyn SourceSession>) -> Step {
-        let batch: SourceBatch = match self.timed(session.poll(self.tuning.limits)).await {
-            Ok(batch) => batch,
-            Err(reason) => return Step::Failed(reason),
+    /// One poll → ingest → commit round; the poll is the one read ahead
+    /// by the round before, if it read one. When the batch says more are
+    /// ready (and `may_read_ahead`), the next poll runs while this batch is
+    /// stored, and is kept in `read_ahead` for the next round.
+    async fn step(
+        &mut self,
+        session: &mut Box<dyn SourceSession>,
+        read_ahead: &mut Option<SourceBatch>,
+        may_read_ahead: bool,
+    ) -> Step {
+        let batch: SourceBatch = match read_ahead.take() {
+            Some(batch) => batch,
+            None => match self.timed(session.poll(self.tuning.limits)).await {
+                Ok(batch) => batch,
+                Err(reason) => return Step::Failed(reason),
+            },
         };
         if batch.events.is_empty() && batch.cursor.is_none() {
             return if batch.more {
@@ -191,72 +219,32 @@ impl Pump {
                 Step::Idle
             };
         }
-        // The batch is held here until it is durable: a full or failing
-        // disk delays the source, it never loses what it handed over.
-        let mut attempt = 0u32;
-        let mut held = HeldBatch::default();
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            // A full queue (`when_full = "block"`) can hold this wait for
-            // as long as delivery is down; shutdown must not. Giving up
-            // here loses nothing: the source was not told to move on.
-            let (stored, waiting) = {
-                let ingest = self.queue.ingest_held(
-                    &self.stream,
-                    &batch.events,
-                    batch.cursor.as_ref(),
-                    &mut held,
-                );
-                tokio::pin!(ingest);
-                let mut waiting = false;
-                let stored = loop {
-                    tokio::select! {
-                        stored = &mut ingest => break stored,
-                        _ = shutdown.changed() => return Step::Idle,
-                        // A store that takes this long waits for room (a full
-                        // queue, a data disk short of min_free_mib): say so.
-                        _ = tokio::time::sleep(HELD_BACK_AFTER), if !waiting => {
-                            waiting = true;
-                            self.state.held_back(
-                                "waiting for room in the queue (full, or the data disk short of \
-                                 min_free_mib)",
-                            );
-                        }
-                    }
-                };
-                (stored, waiting)
-            };
-            match stored {
-                Ok(_) => {
-                    if attempt > 0 || waiting {
-                        self.state.set(SourceActivity::Running);
-                    }
-                    break;
-                }
+        let storer = self.storer();
+        let (stored, batch, next) = if batch.more && may_read_ahead {
+            // The store on a task of its own, so that it runs on another
+            // core while this one runs the plugin's next poll.
+            let storing = tokio::spawn(storer.store(batch));
+            // A task spawned from a worker waits in that worker's LIFO
+            // slot, which other workers cannot steal, until the spawner
+            // yields: without this the store started only after the poll
+            // (3.3 ms for 1 024 events instead of 0.6 ms beside it).
+            tokio::task::yield_now().await;
+            let next = self.timed(session.poll(self.tuning.limits)).await;
+            match storing.await {
+                Ok((stored, batch)) => (stored, batch, Some(next)),
                 Err(err) => {
-                    attempt += 1;
-                    self.state
-                        .held_back(&format!("cannot store its events: {err}"));
-                    if attempt == 1 || attempt.is_power_of_two() {
-                        self.notices.emit(
-                            Notice::new(
-                                QUEUE_WRITE_FAILED,
-                                format!(
-                                    "cannot store events of stream `{}`: {err}; the source is \
-                                     held back and the write retried",
-                                    self.stream
-                                ),
-                            )
-                            .with("stream", &self.stream)
-                            .with("attempt", attempt),
-                        );
-                    }
-                    if *self.shutdown.borrow() {
-                        return Step::Idle;
-                    }
-                    self.pause_until_writable(self.retry_wait(attempt)).await;
+                    // Not committed: read again by the reopened session.
+                    return Step::Failed(format!("storing a batch ended abnormally: {err}"));
                 }
             }
+        } else {
+            let (stored, batch) = storer.store(batch).await;
+            (stored, batch, None)
+        };
+        if stored.is_none() {
+            // Shut down before the batch was durable: the source was not
+            // told to move on, so it is read again at the next start.
+            return Step::Idle;
         }
         if let Some(cursor) = &batch.cursor
             && let Err(reason) = self.timed(session.commit(cursor)).await
@@ -265,10 +253,26 @@ impl Pump {
             // may hand some of them over again (deduplicated downstream).
             return Step::Failed(reason);
         }
+        match next {
+            Some(Ok(next)) => *read_ahead = Some(next),
+            Some(Err(reason)) => return Step::Failed(reason),
+            None => {}
+        }
         if batch.more {
             Step::Continue
         } else {
             Step::Idle
+        }
+    }
+
+    fn storer(&self) -> Storer {
+        Storer {
+            stream: self.stream.clone(),
+            queue: self.queue.clone(),
+            notices: self.notices.clone(),
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+            tuning: self.tuning,
         }
     }
 
@@ -305,11 +309,111 @@ impl Pump {
     }
 
     fn retry_wait(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(16);
-        self.tuning
-            .retry_min
-            .saturating_mul(1 << exponent)
-            .min(self.tuning.retry_max)
+        retry_wait(&self.tuning, failures)
+    }
+
+    /// Sleep, but wake at once on shutdown.
+    async fn pause(&mut self, wait: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.shutdown.changed() => {}
+        }
+    }
+}
+
+fn retry_wait(tuning: &PumpTuning, failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    tuning
+        .retry_min
+        .saturating_mul(1 << exponent)
+        .min(tuning.retry_max)
+}
+
+/// What storing a source's batch needs, apart from the session: moved onto
+/// a task of its own while the session reads ahead.
+struct Storer {
+    stream: String,
+    queue: Arc<Queue>,
+    notices: Notices,
+    state: SourceState,
+    shutdown: watch::Receiver<bool>,
+    tuning: PumpTuning,
+}
+
+impl Storer {
+    /// Store `batch` durably, retrying a failing write for as long as it
+    /// takes: a full or failing disk delays the source, it never loses
+    /// what it handed over. `None` when safd shuts down first. The batch
+    /// comes back for its commit.
+    async fn store(mut self, batch: SourceBatch) -> (Option<()>, SourceBatch) {
+        let mut attempt = 0u32;
+        let mut held = HeldBatch::default();
+        loop {
+            // A full queue (`when_full = "block"`) can hold this wait for
+            // as long as delivery is down; shutdown must not. Giving up
+            // here loses nothing: the source was not told to move on.
+            let (stored, waiting) = {
+                let ingest = self.queue.ingest_held(
+                    &self.stream,
+                    &batch.events,
+                    batch.cursor.as_ref(),
+                    &mut held,
+                );
+                tokio::pin!(ingest);
+                let mut waiting = false;
+                let stored = loop {
+                    tokio::select! {
+                        stored = &mut ingest => break Some(stored),
+                        _ = self.shutdown.changed() => break None,
+                        // A store that takes this long waits for room (a full
+                        // queue, a data disk short of min_free_mib): say so.
+                        _ = tokio::time::sleep(HELD_BACK_AFTER), if !waiting => {
+                            waiting = true;
+                            self.state.held_back(
+                                "waiting for room in the queue (full, or the data disk short of \
+                                 min_free_mib)",
+                            );
+                        }
+                    }
+                };
+                (stored, waiting)
+            };
+            let Some(stored) = stored else {
+                return (None, batch);
+            };
+            match stored {
+                Ok(_) => {
+                    if attempt > 0 || waiting {
+                        self.state.set(SourceActivity::Running);
+                    }
+                    return (Some(()), batch);
+                }
+                Err(err) => {
+                    attempt += 1;
+                    self.state
+                        .held_back(&format!("cannot store its events: {err}"));
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        self.notices.emit(
+                            Notice::new(
+                                QUEUE_WRITE_FAILED,
+                                format!(
+                                    "cannot store events of stream `{}`: {err}; the source is \
+                                     held back and the write retried",
+                                    self.stream
+                                ),
+                            )
+                            .with("stream", &self.stream)
+                            .with("attempt", attempt),
+                        );
+                    }
+                    if *self.shutdown.borrow() {
+                        return (None, batch);
+                    }
+                    self.pause_until_writable(retry_wait(&self.tuning, attempt))
+                        .await;
+                }
+            }
+        }
     }
 
     /// Sleep before retrying a write, but wake at once when a failed store
@@ -317,19 +421,15 @@ impl Pump {
     async fn pause_until_writable(&mut self, wait: Duration) {
         let mut failure = self.queue.failure();
         if failure.borrow_and_update().is_none() {
-            return self.pause(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.changed() => {}
+            }
+            return;
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = failure.wait_for(Option::is_none) => {}
-            _ = self.shutdown.changed() => {}
-        }
-    }
-
-    /// Sleep, but wake at once on shutdown.
-    async fn pause(&mut self, wait: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
             _ = self.shutdown.changed() => {}
         }
     }

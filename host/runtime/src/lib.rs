@@ -20,6 +20,7 @@ mod guest_output;
 mod http_link;
 mod http_pool;
 mod instance;
+mod local_fs;
 mod log_text;
 mod manifest;
 mod plugin;

@@ -206,7 +206,9 @@ impl Sandbox {
             .stdout(GuestOutput::new(connector.clone(), "stdout"))
             .stderr(GuestOutput::new(connector.clone(), "stderr"))
             .allow_ip_name_lookup(false)
-            .allow_udp(false);
+            .allow_udp(false)
+            // Reads of local files on the calling thread (see `local_fs`).
+            .allow_blocking_current_thread(crate::local_fs::all_local(&self.dirs));
         for dir in &self.dirs {
             let guest_path = dir.to_string_lossy();
             builder

@@ -292,6 +292,13 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Events this server stored, over every agent and stream (0 if down).
+    pub fn stored(&self) -> u64 {
+        self.get("stats")
+            .and_then(|stats| stats["counters"]["stored"].as_u64())
+            .unwrap_or(0)
+    }
+
     /// Events this server received again and stored once.
     pub fn recognised(&self) -> u64 {
         self.get("stats")

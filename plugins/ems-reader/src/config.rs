@@ -47,11 +47,15 @@ fn default_collector() -> String {
 fn default_go_back() -> u32 {
     10
 }
+/// As safd's own poll defaults: larger polls cost less per event (a
+/// million format-B events: 3.2 s of CPU at 1 024 per poll, 2.7 s at
+/// 4 096), and a poll returns what is ready, so a quiet log still yields
+/// each event at once.
 fn default_max_events() -> u32 {
-    1024
+    4096
 }
 fn default_max_bytes() -> u32 {
-    1 << 20
+    4 << 20
 }
 fn default_settle_ms() -> u32 {
     2000
@@ -91,8 +95,8 @@ pub(crate) const SCHEMA: &str = concat!(
     safd_ems::severity_overrides_schema!(),
     r#",
     "go_back_secs": {"type": "integer", "minimum": 0, "default": 10},
-    "max_events": {"type": "integer", "minimum": 1, "default": 1024},
-    "max_bytes": {"type": "integer", "minimum": 1024, "default": 1048576},
+    "max_events": {"type": "integer", "minimum": 1, "default": 4096},
+    "max_bytes": {"type": "integer", "minimum": 1024, "default": 4194304},
     "settle_ms": {"type": "integer", "minimum": 0, "default": 2000, "description": "format A: emit the newest file's last event once the file has been quiet this long (0: only when the next event begins)"}
   }
 }"#
@@ -163,7 +167,7 @@ mod tests {
     fn every_bad_key_is_named_with_its_range() {
         let good = r#"{"directory": "/ems", "format": "b", "system": "\\PROD1"}"#;
         let config = parse(good).unwrap();
-        assert_eq!((config.max_events, config.max_bytes), (1024, 1 << 20));
+        assert_eq!((config.max_events, config.max_bytes), (4096, 4 << 20));
         let problems = parse(
             r#"{"directory": "/ems", "format": "b", "system": " ",
                 "max_events": 0, "max_bytes": 100, "settle_ms": 4000000}"#,
