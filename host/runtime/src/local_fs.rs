@@ -44,6 +44,8 @@ pub(crate) fn all_local(dirs: &[impl AsRef<Path>]) -> bool {
 fn is_local(dir: &Path) -> bool {
     match rustix::fs::statfs(dir) {
         Ok(stat) => {
+            // `f_type` is i64 on x86_64 and narrower on other targets.
+            #[allow(clippy::useless_conversion)]
             let kind = i64::from(stat.f_type);
             !REMOTE.contains(&kind)
         }
