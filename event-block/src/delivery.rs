@@ -268,19 +268,17 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, BodyError> {
-        let start = self.pos;
-        let mut value = 0u64;
-        for i in 0..10 {
-            let Some(&byte) = self.bytes.get(self.pos) else {
-                return Err(self.error_at(self.pos, BodyErrorKind::Truncated));
-            };
-            self.pos += 1;
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        match crate::read_varint(rest) {
+            Ok((value, len)) => {
+                self.pos += len;
+                Ok(value)
             }
+            Err(BlockErrorKind::BadVarint) => {
+                Err(self.error_at(self.pos, BodyErrorKind::BadVarint))
+            }
+            Err(_) => Err(self.error_at(self.bytes.len(), BodyErrorKind::Truncated)),
         }
-        Err(self.error_at(start, BodyErrorKind::BadVarint))
     }
 
     fn length(&mut self) -> Result<usize, BodyError> {

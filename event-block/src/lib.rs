@@ -351,6 +351,17 @@ pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// Read the unsigned LEB128 varint `bytes` start with: its value and its
+/// length in bytes; `Truncated` or `BadVarint` (past 10 bytes) otherwise.
+/// For hosts that frame encoded events in records of their own.
+pub fn read_varint(bytes: &[u8]) -> Result<(u64, usize), BlockErrorKind> {
+    let mut cursor = Cursor { bytes, pos: 0 };
+    cursor
+        .varint()
+        .map(|value| (value, cursor.pos))
+        .map_err(|err| err.kind)
+}
+
 /// The zigzag mapping of a signed number onto a varint (the encoding's
 /// times).
 pub fn zigzag(value: i64) -> u64 {

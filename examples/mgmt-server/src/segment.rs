@@ -144,14 +144,8 @@ impl<'a> Segment<'a> {
 }
 
 fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (i, &byte) in bytes.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
+    let (value, len) = safd_event_block::read_varint(bytes).ok()?;
+    Some((value, bytes.get(len..)?))
 }
 
 #[cfg(test)]

@@ -417,24 +417,10 @@ fn a_damaged_binary_body_is_refused_whole_naming_the_problem() {
     // from the queue's blocks, never has it).
     let backwards = request(vec![event(2, "e2"), event(1, "e1")]);
     assert!(binary_body(&backwards).is_none());
-    let mut block = safd_event_block::BlockWriter::new();
-    for seq in [2, 1] {
-        block.push_sequenced(seq, &format!("e{seq}"), 0, 5, [("k", "v")], "text");
-    }
-    let (count, bytes) = block.finish();
-    let mut body = Vec::new();
-    delivery::put_header(&mut body, "a1", "mgmt", 1, 1);
-    delivery::put_batch(&mut body, "ems", [], count, &bytes);
-    assert!(post(&body).contains("seq 1 follows seq 2"));
+    let backwards = one_batch(&[2, 1], 0);
+    assert!(post(&backwards).contains("seq 1 follows seq 2"));
     // A count that does not match the block.
-    let mut block = safd_event_block::BlockWriter::new();
-    for seq in [1, 2] {
-        block.push_sequenced(seq, &format!("e{seq}"), 0, 5, [("k", "v")], "text");
-    }
-    let (count, bytes) = block.finish();
-    let mut wrong = Vec::new();
-    delivery::put_header(&mut wrong, "a1", "mgmt", 1, 1);
-    delivery::put_batch(&mut wrong, "ems", [], count + 1, &bytes);
+    let wrong = one_batch(&[1, 2], 1);
     let error = post(&wrong);
     assert!(error.contains("declares 3 events but holds 2"), "{error}");
     // Not a binary body at all.
@@ -468,6 +454,20 @@ fn a_damaged_binary_body_is_refused_whole_naming_the_problem() {
     );
     assert_eq!(answer["acknowledged"], json!({"ok": 1, "ems": 4}));
     assert_eq!(server.stored(), 4);
+}
+
+/// A binary body of one batch (agent `a1`, stream `ems`) holding events
+/// with `seqs` in that order, its declared count `extra` above the truth.
+fn one_batch(seqs: &[u64], extra: u32) -> Vec<u8> {
+    let mut block = safd_event_block::BlockWriter::new();
+    for seq in seqs {
+        block.push_sequenced(*seq, &format!("e{seq}"), 0, 5, [("k", "v")], "text");
+    }
+    let (count, bytes) = block.finish();
+    let mut body = Vec::new();
+    delivery::put_header(&mut body, "a1", "mgmt", 1, 1);
+    delivery::put_batch(&mut body, "ems", [], count + extra, &bytes);
+    body
 }
 
 /// A server that lists only JSON refuses the binary body with 415 and

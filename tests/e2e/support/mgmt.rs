@@ -277,17 +277,7 @@ pub fn binary_body(request: &Value) -> Option<Vec<u8>> {
             previous = seq;
             let time: jiff::Timestamp = event.get("time")?.as_str()?.parse().ok()?;
             let severity = safd_event_block::Severity::from_name(event.get("severity")?.as_str()?)?;
-            let attributes = match event.get("attributes") {
-                None => Vec::new(),
-                Some(list) => list
-                    .as_array()?
-                    .iter()
-                    .map(|pair| match pair.as_array()?.as_slice() {
-                        [key, value] => Some((key.as_str()?, value.as_str()?)),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-            };
+            let attributes = pairs(event.get("attributes"), Value::as_str)?;
             block.push_sequenced(
                 seq,
                 event.get("id")?.as_str()?,
@@ -297,17 +287,7 @@ pub fn binary_body(request: &Value) -> Option<Vec<u8>> {
                 event.get("body")?.as_str()?,
             );
         }
-        let left_out = match batch.get("left_out") {
-            None => Vec::new(),
-            Some(list) => list
-                .as_array()?
-                .iter()
-                .map(|range| match range.as_array()?.as_slice() {
-                    [first, last] => Some((first.as_u64()?, last.as_u64()?)),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?,
-        };
+        let left_out = pairs(batch.get("left_out"), Value::as_u64)?;
         let (count, bytes) = block.finish();
         delivery::put_batch(
             &mut out,
@@ -318,6 +298,24 @@ pub fn binary_body(request: &Value) -> Option<Vec<u8>> {
         );
     }
     Some(out)
+}
+
+/// A JSON list of two-element lists (`[["k", "v"], …]`, `[[1, 5], …]`),
+/// each element read by `item`; an absent list is empty.
+fn pairs<'v, T>(
+    list: Option<&'v Value>,
+    item: impl Fn(&'v Value) -> Option<T>,
+) -> Option<Vec<(T, T)>> {
+    let Some(list) = list else {
+        return Some(Vec::new());
+    };
+    list.as_array()?
+        .iter()
+        .map(|pair| match pair.as_array()?.as_slice() {
+            [a, b] => Some((item(a)?, item(b)?)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn only_keys(object: &serde_json::Map<String, Value>, known: &[&str]) -> Option<()> {
