@@ -97,7 +97,7 @@ pub fn decode_entries(bytes: &[u8]) -> Option<impl Iterator<Item = (IdHash, u64)
 /// `stream`: the in-memory index is per (agent, stream, id). The persisted
 /// hashes stay those of (agent, id), so data written before ids were
 /// scoped by stream reads back unchanged.
-fn scoped(hash: IdHash, stream: u32) -> IdHash {
+pub fn scoped(hash: IdHash, stream: u32) -> IdHash {
     // An odd 128-bit constant (from the golden ratio): distinct streams
     // give keys that differ in every word.
     const MIX: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;

@@ -700,7 +700,14 @@ impl Store {
         // it; the state changes only once its records are synced.
         let mut touched: HashMap<&str, HeldSeqs> = HashMap::new();
         // Ids stored by this delivery, not yet in the index, per stream.
-        let mut pending_ids: HashMap<&str, HashMap<IdHash, u64, BuildPassThrough>> = HashMap::new();
+        // One map for the whole delivery (a map per stream cost an
+        // allocation per stream, which a delivery opening 100 streams
+        // paid 100 times), keyed by the id hash scoped to the stream's
+        // number within this delivery.
+        let events_sent: usize = request.batches.iter().map(|b| b.events.len()).sum();
+        let mut pending_ids: HashMap<IdHash, u64, BuildPassThrough> =
+            HashMap::with_capacity_and_hasher(events_sent, BuildPassThrough::default());
+        let mut stream_numbers: HashMap<&str, u32> = HashMap::new();
         let mut seal = |segment: SegmentBuilder, stream: &str, counters: Counters| {
             if segment.first_seq.is_none() {
                 return Ok::<_, StoreError>(());
@@ -756,8 +763,8 @@ impl Store {
             };
             let mut segment = SegmentBuilder::default();
             let known_ids = state.ids.of_stream(stream);
-            let pending = pending_ids.entry(stream).or_default();
-            pending.reserve(stream_batch.events.len());
+            let next_number = stream_numbers.len() as u32;
+            let number = *stream_numbers.entry(stream).or_insert(next_number);
             // Every event of the batch ends up stored, known or rejected
             // (a storage failure fails the whole request), so the accepted
             // prefix is the whole batch, whatever its order.
@@ -793,7 +800,11 @@ impl Store {
                     }
                     Ok(checked) => {
                         let hash = id_index::id_hash(agent, event.id);
-                        let earlier = pending.get(&hash).copied().or_else(|| known_ids.get(hash));
+                        let pending_key = id_index::scoped(hash, number);
+                        let earlier = pending_ids
+                            .get(&pending_key)
+                            .copied()
+                            .or_else(|| known_ids.get(hash));
                         if let Some(earlier_seq) = earlier {
                             counters.duplicates += 1;
                             segment
@@ -806,7 +817,7 @@ impl Store {
                             if into_inbox {
                                 counters.inbox += 1;
                             }
-                            pending.insert(hash, seq);
+                            pending_ids.insert(pending_key, seq);
                             segment.ids.push((hash, seq));
                             match &checked.form {
                                 // As it came: the binary body's bytes are
