@@ -3,9 +3,8 @@
 //! that an event looks the same either way: its attributes, in one order,
 //! and its severity.
 
-use crate::json::iso_time;
+use crate::json::{JsonEvent, SubjectRef, iso_time};
 use crate::text::{ProcessRef, TextEvent};
-use crate::{EmsEvent, Subject};
 use safd_event_block::Severity;
 use std::collections::HashMap;
 
@@ -20,9 +19,12 @@ pub struct Fields<'a> {
     pub event_number: u32,
     pub gentime: i64,
     pub logtime: i64,
+    /// `logtime` already written as safd writes times, if the record
+    /// carries it so.
+    pub logtime_text: Option<&'a str>,
     pub emphasis: bool,
     pub action_needed: bool,
-    pub subjects: &'a [Subject],
+    pub subjects: &'a [SubjectRef<'a>],
     pub text: &'a str,
 }
 
@@ -39,6 +41,7 @@ impl<'a> Fields<'a> {
             event_number: ems.event_number,
             gentime: ems.gentime,
             logtime: ems.gentime,
+            logtime_text: None,
             emphasis: ems.emphasis,
             action_needed: false,
             subjects: &[],
@@ -46,8 +49,8 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub fn from_event(ems: &'a EmsEvent) -> Self {
-        let process = match (&ems.process.name, ems.process.cpu, ems.process.pin) {
+    pub fn from_json(ems: &'a JsonEvent<'a>) -> Self {
+        let process = match (&ems.process_name, ems.cpu, ems.pin) {
             (Some(name), _, _) => ProcessRef::Name(name),
             (None, Some(cpu), Some(pin)) => ProcessRef::CpuPin { cpu, pin },
             _ => ProcessRef::Name("?"),
@@ -55,12 +58,13 @@ impl<'a> Fields<'a> {
         Self {
             system: &ems.system,
             process,
-            owner: &ems.ssid.owner,
-            subsystem: &ems.ssid.name,
-            version: &ems.ssid.version,
+            owner: &ems.owner,
+            subsystem: &ems.subsystem,
+            version: &ems.version,
             event_number: ems.event_number,
             gentime: ems.gentime,
             logtime: ems.logtime,
+            logtime_text: ems.logtime_text,
             emphasis: ems.emphasis,
             action_needed: ems.action_needed,
             subjects: &ems.subjects,
@@ -169,10 +173,11 @@ pub fn with_attributes<R>(
     scratch: &mut Scratch,
     write: impl FnOnce(&[(&str, &str)]) -> R,
 ) -> R {
-    if scratch.logtime != Some(fields.logtime) {
+    if fields.logtime_text.is_none() && scratch.logtime != Some(fields.logtime) {
         scratch.logtime = Some(fields.logtime);
         scratch.logtime_text = iso_time(fields.logtime);
     }
+    let logtime = fields.logtime_text.unwrap_or(&scratch.logtime_text);
     scratch.process.clear();
     match fields.process {
         ProcessRef::Name(name) => scratch.process.push_str(name),
@@ -204,7 +209,7 @@ pub fn with_attributes<R>(
     for pair in own
         .iter()
         .chain(origin.iter().take(2))
-        .chain([("logtime", scratch.logtime_text.as_str())].iter())
+        .chain([("logtime", logtime)].iter())
         .chain(
             [("action_needed", "true")]
                 .iter()
@@ -223,7 +228,7 @@ pub fn with_attributes<R>(
     for subject in fields.subjects {
         let (key, rest) = keys.split_at("subject.".len() + subject.token.len());
         keys = rest;
-        all.push((key, subject.value.as_str()));
+        all.push((key, &*subject.value));
     }
     write(&all)
 }

@@ -15,6 +15,7 @@ mod cursor;
 
 use convert::Fields;
 use cursor::ReaderCursor;
+use safd_ems::json::JsonEvent;
 use safd_ems::tail::{Item, Position, Tail};
 use safd_ems::text::{TextEvent, TextParser};
 use safd_ems::{Format, ParseError};
@@ -68,17 +69,17 @@ struct State {
     scratch: convert::Scratch,
 }
 
-/// A record parsed in its format: format A borrows from the record's text.
+/// A record parsed in its format, borrowing from the record's text.
 enum Parsed<'a> {
     Text(TextEvent<'a>),
-    Json(safd_ems::EmsEvent),
+    Json(JsonEvent<'a>),
 }
 
 impl Parsed<'_> {
     fn fields(&self) -> Fields<'_> {
         match self {
             Parsed::Text(event) => Fields::from_text(event),
-            Parsed::Json(event) => Fields::from_event(event),
+            Parsed::Json(event) => Fields::from_json(event),
         }
     }
 }
@@ -90,7 +91,7 @@ fn parse<'a>(
 ) -> Result<Parsed<'a>, ParseError> {
     match format {
         Format::A => parser.parse(text).map(Parsed::Text),
-        Format::B => safd_ems::json::parse(text).map(Parsed::Json),
+        Format::B => safd_ems::json::parse_borrowed(text).map(Parsed::Json),
     }
 }
 
