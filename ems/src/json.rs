@@ -114,6 +114,11 @@ pub fn parse_borrowed(line: &str) -> Result<JsonEvent<'_>, ParseError> {
     let gentime = read.gentime.ok_or_else(|| missing("gentime"))?;
     let logtime = read.logtime.ok_or_else(|| missing("logtime"))?;
     let process = read.process.unwrap_or_default();
+    // Written as safd writes times: read once, and kept as the attribute.
+    let canonical_logtime = match &logtime {
+        Cow::Borrowed(text) => time::canonical_micros(text).map(|micros| (micros, *text)),
+        Cow::Owned(_) => None,
+    };
     Ok(JsonEvent {
         owner: ssid.owner,
         subsystem_number: ssid.number,
@@ -121,11 +126,11 @@ pub fn parse_borrowed(line: &str) -> Result<JsonEvent<'_>, ParseError> {
         subsystem: ssid.name,
         event_number: read.evt.ok_or_else(|| missing("evt"))?,
         gentime: time("gentime", &gentime)?,
-        logtime: time("logtime", &logtime)?,
-        logtime_text: match logtime {
-            Cow::Borrowed(text) => time::canonical_micros(text).map(|_| text),
-            Cow::Owned(_) => None,
+        logtime: match canonical_logtime {
+            Some((micros, _)) => micros,
+            None => time("logtime", &logtime)?,
         },
+        logtime_text: canonical_logtime.map(|(_, text)| text),
         system: read.system.ok_or_else(|| missing("system"))?,
         process_name: process.name,
         cpu: process.cpu,

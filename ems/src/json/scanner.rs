@@ -236,51 +236,33 @@ impl<'a> Scanner<'a> {
     /// A string, borrowed from the text unless it holds an escape.
     pub fn string(&mut self) -> Result<Cow<'a, str>, ScanError> {
         self.expect(b'"', "a string")?;
-        let text = self.text;
-        let bytes = self.bytes();
-        let start = self.at;
-        let mut i = special_from(bytes, start);
-        match bytes.get(i) {
-            Some(b'"') => {
-                self.at = i + 1;
-                return Ok(Cow::Borrowed(&text[start..i]));
-            }
-            Some(b'\\') => {}
-            Some(_) => {
-                self.at = i;
-                return self.fail("control character in a string (write it escaped)");
-            }
-            None => {
-                self.at = i;
-                return self.fail("unterminated string");
-            }
-        }
-        // `i` is at the first escape: from here the string is built.
-        let mut owned = String::with_capacity(i - start + 16);
+        let (text, bytes, start) = (self.text, self.bytes(), self.at);
+        // Built only once an escape is met.
+        let mut owned: Option<String> = None;
         let mut run = start;
         loop {
+            let i = special_from(bytes, run);
+            self.at = i;
             match bytes.get(i) {
                 Some(b'"') => {
-                    owned.push_str(&text[run..i]);
                     self.at = i + 1;
-                    return Ok(Cow::Owned(owned));
+                    return Ok(match owned {
+                        None => Cow::Borrowed(&text[start..i]),
+                        Some(mut owned) => {
+                            owned.push_str(&text[run..i]);
+                            Cow::Owned(owned)
+                        }
+                    });
                 }
                 Some(b'\\') => {
-                    owned.push_str(&text[run..i]);
-                    self.at = i;
                     let (unescaped, len) = self.escape()?;
+                    let owned = owned.get_or_insert_with(|| String::with_capacity(i - start + 16));
+                    owned.push_str(&text[run..i]);
                     owned.push(unescaped);
                     run = i + len;
-                    i = special_from(bytes, run);
                 }
-                Some(_) => {
-                    self.at = i;
-                    return self.fail("control character in a string (write it escaped)");
-                }
-                None => {
-                    self.at = i;
-                    return self.fail("unterminated string");
-                }
+                Some(_) => return self.fail("control character in a string (write it escaped)"),
+                None => return self.fail("unterminated string"),
             }
         }
     }
