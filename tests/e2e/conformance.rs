@@ -1,8 +1,8 @@
 //! `safd plugins test`: every plugin in this repository passes the
 //! conformance suite against a working receiver or real input, and the
 //! suite catches what it exists for: fixtures that skip on a cursor,
-//! acknowledge backwards or past what they were given, and trap on odd
-//! input each fail, naming the check.
+//! answer a seek without moving, acknowledge backwards or past what they
+//! were given, and trap on odd input each fail, naming the check.
 
 use crate::plugin_sdk::content_length_only_receiver;
 use crate::support::mgmt;
@@ -204,7 +204,7 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
         // Each source read events, so its cursor checks ran.
         if report.contains("(source ") {
             assert!(
-                report.contains("ok   cursor round-trip"),
+                report.contains("ok   cursor round-trip") && report.contains("ok   seek"),
                 "{plugin}:\n{report}"
             );
         }
@@ -220,7 +220,7 @@ fn every_plugin_in_the_repository_passes_the_conformance_suite() {
 }
 
 #[test]
-fn the_suite_fails_plugins_that_skip_acknowledge_wrongly_or_trap_on_odd_input() {
+fn the_suite_fails_plugins_that_skip_ignore_a_seek_acknowledge_wrongly_or_trap_on_odd_input() {
     let fixture = draining_listener();
     let address = format!("tcp://{fixture}");
     let destination = |config: serde_json::Value| {
@@ -246,6 +246,14 @@ fn the_suite_fails_plugins_that_skip_acknowledge_wrongly_or_trap_on_odd_input() 
             ),
             "FAIL cursor round-trip: opened from the cursor after event 256, the read does not \
              go on with event 257: it skipped 3 events",
+        ),
+        (
+            Case::new(
+                "fixture-source",
+                serde_json::json!({"total": 500, "seek_ignored": true}),
+                &[],
+            ),
+            "FAIL seek: seek answered ok but nothing was read again",
         ),
         (
             destination(serde_json::json!({"ack_backwards": true})),

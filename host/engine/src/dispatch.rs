@@ -19,13 +19,13 @@ use crate::group::Tuning;
 use crate::member::{Member, backoff};
 use crate::metrics::Metrics;
 use crate::notice::{Notice, Notices};
-use crate::pump::SourceDirectory;
+use crate::pump::{Gap, SeekRequest, SourceDirectory};
 use crate::queue::Queue;
 use crate::queue::dead_letter::DeadLetter;
 use safd_connector::event_ids::{
-    ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED,
-    DEAD_LETTERED, DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED,
-    MEMBER_NOT_GRANTED, MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE, POISON_EVENT,
+    ALL_MEMBERS_DOWN, CATCH_UP_COMPLETED, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED,
+    DEEP_CATCH_UP, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER, MEMBER_DEGRADED, MEMBER_NOT_GRANTED,
+    MEMBER_RECOVERED, MEMBER_UNAUTHORIZED, MEMBER_UNREACHABLE, POISON_EVENT,
 };
 use safd_connector::{
     CatchUpFrom, ConnectorError, DeliveryReport, DestinationSession, Health, Registration,
@@ -1342,7 +1342,7 @@ impl Lane {
                         .ok()
                         .and_then(|events| events.first().map(|e| e.event.time));
                     if head.first_seq > 1 && oldest_time.is_none_or(|t| *time < t) {
-                        self.deep_catch_up(&member, &head.name, head.first_seq, *time);
+                        self.deep_catch_up(&member, &head.name, 1, head.first_seq, *time);
                     }
                     match self.queue.first_seq_at_or_after(&head.name, *time) {
                         Ok(Some(seq)) => seq,
@@ -1357,8 +1357,13 @@ impl Lane {
                 && let CatchUpFrom::Positions(_) = from
             {
                 match self.queue.seek_time_for(&head.name, start).await {
-                    Some(time) => self.deep_catch_up(&member, &head.name, head.first_seq, time),
-                    None => self.gap(&member, &head.name, start, head.first_seq),
+                    Some(time) => {
+                        self.deep_catch_up(&member, &head.name, start, head.first_seq, time);
+                    }
+                    None => self.notices.emit(
+                        self.gap(&member, &head.name, start, head.first_seq)
+                            .notice("no running source can re-read them"),
+                    ),
                 }
             }
             let replay_from = start.max(head.first_seq);
@@ -1397,8 +1402,12 @@ impl Lane {
         self.check_catch_up_done();
     }
 
-    fn deep_catch_up(&self, member: &str, stream: &str, first_retained: u64, time: i64) {
-        if self.sources.seek(stream, time) {
+    /// Ask the source of `stream` to re-read from `time` the seqs from
+    /// `from` that left the replay window (they begin at `first_retained`).
+    fn deep_catch_up(&self, member: &str, stream: &str, from: u64, first_retained: u64, time: i64) {
+        let gap = self.gap(member, stream, from, first_retained);
+        let request = SeekRequest { time, gap };
+        if self.sources.seek(stream, request.clone()) {
             self.notices.emit(
                 Notice::new(
                     DEEP_CATCH_UP,
@@ -1414,26 +1423,21 @@ impl Lane {
                 .with("time", time),
             );
         } else {
-            self.gap(member, stream, 1, first_retained);
+            self.notices
+                .emit(request.gap.notice("no running source can re-read them"));
         }
     }
 
-    fn gap(&self, member: &str, stream: &str, from: u64, first_retained: u64) {
-        self.notices.emit(
-            Notice::new(
-                CATCH_UP_GAP,
-                format!(
-                    "catch-up of member `{member}` cannot be complete: seqs {from}..{} of stream \
-                     `{stream}` left the replay window and no running source can re-read them",
-                    first_retained.saturating_sub(1)
-                ),
-            )
-            .with("group", &self.group)
-            .with("member", member)
-            .with("stream", stream)
-            .with("first_seq", from)
-            .with("last_seq", first_retained.saturating_sub(1)),
-        );
+    /// Seqs `from` up to the one before `first_retained` of `stream`, which
+    /// a catch-up of `member` asked for.
+    fn gap(&self, member: &str, stream: &str, from: u64, first_retained: u64) -> Gap {
+        Gap {
+            group: self.group.clone(),
+            member: member.to_owned(),
+            stream: stream.to_owned(),
+            first_seq: from,
+            last_seq: first_retained.saturating_sub(1),
+        }
     }
 
     fn check_catch_up_done(&mut self) {

@@ -4,8 +4,9 @@
 //!
 //! When a poll says more events are ready, the next poll runs while its
 //! batch is being stored: the plugin reads and frames the next events on
-//! one core while the queue encodes, writes and syncs on the other
-//! (ingest of format-B EMS logs went from ... to ... events/s). Commits
+//! one core while the queue encodes, writes and syncs on the other (the
+//! store, about 0.6 ms per 1 024 events, no longer adds to the poll's
+//! time; `docs/benchmarks.md`). Commits
 //! stay in order, each after its batch is durable; the WIT contract has
 //! always said a commit covers everything up to its cursor, not that it
 //! follows the last poll. A batch read ahead and not yet stored is simply
@@ -15,8 +16,11 @@
 use crate::notice::{Notice, Notices};
 use crate::queue::{HeldBatch, Queue};
 use crate::source_state::{SourceActivity, SourceState};
-use safd_connector::event_ids::{QUEUE_WRITE_FAILED, SOURCE_FAILED};
-use safd_connector::{Cursor, PollLimits, SourceBatch, SourceConnector, SourceSession, Timestamp};
+use safd_connector::event_ids::{CATCH_UP_GAP, QUEUE_WRITE_FAILED, SOURCE_FAILED};
+use safd_connector::{
+    ConnectorError, Cursor, PollLimits, SessionError, SourceBatch, SourceConnector, SourceSession,
+    Timestamp,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -52,9 +56,53 @@ impl Default for PumpTuning {
 /// Requests to a running source, from catch-up.
 #[derive(Debug)]
 pub(crate) enum PumpCommand {
-    /// Deep catch-up: re-read from this event time.
-    Seek(Timestamp),
+    /// Deep catch-up: re-read from an event time.
+    Seek(SeekRequest),
 }
+
+/// A deep catch-up asked of a source, and what it is for: if the source
+/// cannot re-read, these events are a gap (4005).
+#[derive(Clone, Debug)]
+pub(crate) struct SeekRequest {
+    pub time: Timestamp,
+    pub gap: Gap,
+}
+
+/// Seqs of a stream that a catch-up of a member asked for and the queue no
+/// longer holds.
+#[derive(Clone, Debug)]
+pub(crate) struct Gap {
+    pub group: String,
+    pub member: String,
+    pub stream: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+impl Gap {
+    /// The critical notice (4005) saying these events cannot be re-sent,
+    /// and `why`.
+    pub(crate) fn notice(&self, why: &str) -> Notice {
+        Notice::new(
+            CATCH_UP_GAP,
+            format!(
+                "catch-up of member `{}` cannot be complete: seqs {}..{} of stream `{}` left \
+                 the replay window and {why}",
+                self.member, self.first_seq, self.last_seq, self.stream
+            ),
+        )
+        .with("group", &self.group)
+        .with("member", &self.member)
+        .with("stream", &self.stream)
+        .with("first_seq", self.first_seq)
+        .with("last_seq", self.last_seq)
+    }
+}
+
+/// Tries of a seek that fails with a passing error (`transient`,
+/// `backpressure`, no answer in time) before the catch-up's gap is
+/// announced; any other error gives up at once.
+const SEEK_ATTEMPTS: u32 = 5;
 
 /// The running sources by stream name, so a catch-up can ask one to seek.
 #[derive(Clone, Debug, Default)]
@@ -77,14 +125,14 @@ impl SourceDirectory {
             .remove(stream);
     }
 
-    /// Ask the source of `stream` to re-read from `time`; false when no
+    /// Ask the source of `stream` to re-read from `request.time`; false when no
     /// running source produces that stream.
-    pub(crate) fn seek(&self, stream: &str, time: Timestamp) -> bool {
+    pub(crate) fn seek(&self, stream: &str, request: SeekRequest) -> bool {
         self.by_stream
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(stream)
-            .is_some_and(|tx| tx.send(PumpCommand::Seek(time)).is_ok())
+            .is_some_and(|tx| tx.send(PumpCommand::Seek(request)).is_ok())
     }
 }
 
@@ -112,12 +160,13 @@ impl Pump {
     pub(crate) async fn run(mut self) {
         let mut failures = 0u32;
         let mut session: Option<Box<dyn SourceSession>> = None;
-        let mut pending_seek: Option<Timestamp> = None;
+        // With the failed tries so far.
+        let mut pending_seek: Option<(SeekRequest, u32)> = None;
         // A batch polled while the one before it was stored.
         let mut read_ahead: Option<SourceBatch> = None;
         while !*self.shutdown.borrow() {
-            while let Ok(PumpCommand::Seek(time)) = self.commands.try_recv() {
-                pending_seek = Some(time);
+            while let Ok(PumpCommand::Seek(request)) = self.commands.try_recv() {
+                pending_seek = Some((request, 0));
             }
             if session.is_none() {
                 read_ahead = None;
@@ -140,17 +189,28 @@ impl Pump {
             };
             // A batch read before the seek was asked for is stored first.
             if read_ahead.is_none()
-                && let Some(time) = pending_seek.take()
+                && let Some((request, tries)) = pending_seek.take()
             {
-                match self.timed(live.seek(time)).await {
+                let time = request.time;
+                match self.seek(live.as_mut(), time).await {
                     Ok(()) => {
                         tracing::info!(stream = %self.stream, time, "source repositioned for a deep catch-up")
                     }
-                    Err(reason) => {
-                        pending_seek = Some(time);
+                    Err((reason, passing)) => {
+                        let tries = tries + 1;
+                        if passing && tries < SEEK_ATTEMPTS {
+                            pending_seek = Some((request, tries));
+                        } else {
+                            self.notices.emit(request.gap.notice(&format!(
+                                "the source cannot re-read them (its seek to time {time} \
+                                 answered: {reason})"
+                            )));
+                        }
+                        // Reopened from the last durable cursor: a source
+                        // that failed to seek may have moved.
                         failures += 1;
                         session = None;
-                        self.source_failed(&reason, failures);
+                        self.source_failed(&format!("seek: {reason}"), failures);
                         self.pause(self.retry_wait(failures)).await;
                         continue;
                     }
@@ -278,7 +338,7 @@ impl Pump {
 
     async fn timed<T>(
         &self,
-        call: impl Future<Output = Result<T, safd_connector::SessionError>>,
+        call: impl Future<Output = Result<T, SessionError>>,
     ) -> Result<T, String> {
         match tokio::time::timeout(self.tuning.call_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
@@ -286,6 +346,35 @@ impl Pump {
             Err(_) => Err(format!(
                 "no answer within {} ms",
                 self.tuning.call_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Seek `live` to `time`; on failure why, and whether the failure may
+    /// pass (worth another try).
+    async fn seek(
+        &self,
+        live: &mut dyn SourceSession,
+        time: Timestamp,
+    ) -> Result<(), (String, bool)> {
+        match tokio::time::timeout(self.tuning.call_timeout, live.seek(time)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => {
+                let passing = matches!(
+                    err,
+                    SessionError::TimedOut(_)
+                        | SessionError::Connector(
+                            ConnectorError::Transient(_) | ConnectorError::Backpressure { .. }
+                        )
+                );
+                Err((err.to_string(), passing))
+            }
+            Err(_) => Err((
+                format!(
+                    "no answer within {} ms",
+                    self.tuning.call_timeout.as_millis()
+                ),
+                true,
             )),
         }
     }

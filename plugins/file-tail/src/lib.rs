@@ -96,7 +96,8 @@ impl GuestReader for Reader {
 
     fn seek(&self, from_time: Timestamp) -> Result<(), ConnectorError> {
         let from_secs = u64::try_from(from_time.div_euclid(1_000_000)).unwrap_or(0);
-        self.tailer.borrow_mut().seek(from_secs).map_err(|err| {
+        let mut tailer = self.tailer.borrow_mut();
+        tailer.seek(&self.config, from_secs).map_err(|err| {
             ConnectorError::Transient(format!("seeking in `{}`: {err}", self.config.directory))
         })
     }

@@ -346,7 +346,13 @@ impl Tailer {
     /// Deep catch-up to `from` (seconds since the epoch): lines carry no
     /// time of their own, so every file changed since then is read again
     /// from its start; the ids of lines read before are the same.
-    pub(crate) fn seek(&mut self, from_secs: u64) -> Result<(), String> {
+    pub(crate) fn seek(&mut self, config: &Config, from_secs: u64) -> Result<(), String> {
+        // A session just opened (from a cursor) knows its files only after
+        // its first look at the directory: without it this seek would find
+        // nothing to rewind.
+        if self.scanned_at.is_none() {
+            self.scan(config)?;
+        }
         for t in &mut self.files {
             let (_, modified) = t.file.stat()?;
             if modified.is_none_or(|(secs, _)| secs >= from_secs) {
@@ -855,6 +861,24 @@ mod tests {
             .find(|(k, _)| k == "offset")
             .unwrap()
             .1
+    }
+
+    #[test]
+    fn a_seek_rewinds_even_a_session_that_has_not_read_yet() {
+        let dir = TempDir::new("seek");
+        let config = config(&dir.0, "");
+        let mut first = tailer(&dir, None);
+        dir.append("app.log", "one\ntwo\n");
+        let lines = read(&mut first, &config);
+        assert_eq!(bodies(&lines), ["one", "two"]);
+        // Opened from the cursor after both lines, it seeks before any read.
+        let mut resumed = tailer(&dir, Some(first.cursor()));
+        resumed.seek(&config, 0).unwrap();
+        assert_eq!(
+            read(&mut resumed, &config),
+            lines,
+            "the same lines, ids and all"
+        );
     }
 
     #[test]

@@ -158,9 +158,13 @@ impl GuestReader for Reader {
 
     fn seek(&self, _from_time: Timestamp) -> Result<(), ConnectorError> {
         // What senders wrote is not kept anywhere this plugin could read
-        // again: a deep catch-up finds it in safd's queue or nowhere.
-        log::info("net-in cannot replay: what was received is in safd's queue");
-        Ok(())
+        // again: a deep catch-up finds it in safd's queue or nowhere, and
+        // `rejected` has safd announce what is nowhere as a gap.
+        Err(ConnectorError::Rejected(
+            "net-in cannot read again what senders wrote: what was received is in safd's \
+             queue or nowhere"
+                .to_owned(),
+        ))
     }
 }
 

@@ -577,7 +577,7 @@ mod tests {
         let config =
             crate::config::parse(&format!(r#"{{"listen": "127.0.0.1:1" {extra}}}"#)).unwrap();
         let receiver = Receiver::open("127.0.0.1:0".parse().unwrap(), false, None).unwrap();
-        let crate::transport::Listener::Plain(listener) = &receiver.listener else {
+        let Listener::Plain(listener) = &receiver.listener else {
             unreachable!("a plain listener")
         };
         let address = listener.local_addr().unwrap();

@@ -3,14 +3,14 @@
 //! epoch, and restarts.
 
 use crate::common::fakes::{
-    FakeDestination, FakeServer, FakeSource, acked, active, event, eventually, fast_tuning,
-    notice_ids,
+    FakeDestination, FakeServer, FakeSource, acked, active, catch_up_ems_from, event, eventually,
+    fast_tuning, notice_ids,
 };
 use safd_connector::event_ids::{
     CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED, DEEP_CATCH_UP, FAILED_OVER,
     MEMBER_UNREACHABLE, POISON_EVENT,
 };
-use safd_connector::{CatchUpFrom, StreamPosition};
+use safd_connector::{CatchUpFrom, ConnectorError, Notice, StreamPosition};
 use safd_engine::{Engine, GroupConfig, GroupMode, PumpTuning, QueueOptions, Retention, Routes};
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +72,16 @@ fn holds_all(servers: &[&FakeServer], stream: &str, through: u64) -> bool {
 
 fn count(engine: &Engine, id: u32) -> usize {
     notice_ids(engine).iter().filter(|n| **n == id).count()
+}
+
+/// The latest notice of catalog id `id` (there must be one).
+fn latest(engine: &Engine, id: u32) -> Notice {
+    engine
+        .notices()
+        .recent()
+        .into_iter()
+        .rfind(|n| n.id == id)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,12 +436,7 @@ async fn a_server_that_lost_data_catches_up_from_the_queue() {
         s.link_up = true;
     });
     eventually("caught up", WAIT, || holds_all(&[&primary], "ems", 30)).await;
-    let started = engine
-        .notices()
-        .recent()
-        .into_iter()
-        .rfind(|n| n.id == CATCH_UP_STARTED)
-        .unwrap();
+    let started = latest(&engine, CATCH_UP_STARTED);
     assert_eq!(started.field("events"), Some("20"));
     engine.shutdown().await.unwrap();
 }
@@ -446,17 +451,7 @@ async fn operator_catch_up_from_seq_and_from_time() {
     eventually("delivered", WAIT, || acked(&engine, "mgmt", "ems") == 30).await;
     let duplicates = || primary.with(|s| s.duplicates_by_stream.get("ems").copied().unwrap_or(0));
     let before = duplicates();
-    engine
-        .catch_up(
-            "mgmt",
-            None,
-            CatchUpFrom::Positions(vec![StreamPosition {
-                stream: "ems".into(),
-                seq: 21,
-            }]),
-        )
-        .await
-        .unwrap();
+    catch_up_ems_from(&engine, 21).await.unwrap();
     eventually("replayed 21..=30", WAIT, || duplicates() == before + 10).await;
     // From the time of the event at index 25 (seq 26).
     engine
@@ -471,12 +466,16 @@ async fn operator_catch_up_from_seq_and_from_time() {
     engine.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
-    let dir = tempfile::tempdir().unwrap();
-    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+/// An engine whose stream `ems` (from `source`) delivered 30 events to
+/// `destination`'s member `primary`, all of which then left the replay
+/// window.
+async fn thirty_events_beyond_the_window(
+    dir: &Path,
+    source: &FakeSource,
+    destination: &FakeDestination,
+) -> Engine {
     let engine = open(
-        dir.path(),
+        dir,
         QueueOptions {
             retention: Retention {
                 max_bytes: 0,
@@ -493,9 +492,23 @@ async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
             "mgmt",
             GroupMode::Failover,
             &["primary"],
-            &destination,
+            destination,
         ))
         .unwrap();
+    source.append(30, "a");
+    eventually("delivered", WAIT, || acked(&engine, "mgmt", "ems") == 30).await;
+    engine.queue().enforce_retention().await.unwrap();
+    let streams = engine.streams().await;
+    let ems = streams.iter().find(|s| s.name == "ems").unwrap();
+    assert_eq!(ems.first_seq, 31, "acknowledged events left the window");
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = thirty_events_beyond_the_window(dir.path(), &source, &destination).await;
     // A stream without a running source.
     let orphan: Vec<_> = (0..5).map(|n| event("o", n)).collect();
     engine
@@ -503,16 +516,9 @@ async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
         .ingest("orphan", &orphan, None)
         .await
         .unwrap();
-    source.append(30, "a");
-    eventually("delivered", WAIT, || {
-        acked(&engine, "mgmt", "ems") == 30 && acked(&engine, "mgmt", "orphan") == 5
-    })
-    .await;
+    eventually("delivered", WAIT, || acked(&engine, "mgmt", "orphan") == 5).await;
     let trimmed = engine.queue().enforce_retention().await.unwrap();
-    assert!(trimmed.events >= 35, "{trimmed:?}");
-    let streams = engine.streams().await;
-    let ems = streams.iter().find(|s| s.name == "ems").unwrap();
-    assert_eq!(ems.first_seq, 31, "acknowledged events left the window");
+    assert!(trimmed.events >= 5, "{trimmed:?}");
 
     engine
         .catch_up(
@@ -542,14 +548,50 @@ async fn beyond_the_replay_window_the_source_seeks_or_the_gap_is_announced() {
         [event("a", 0).time]
     );
     assert_eq!(count(&engine, DEEP_CATCH_UP), 1);
-    let gap = engine
-        .notices()
-        .recent()
-        .into_iter()
-        .find(|n| n.id == CATCH_UP_GAP)
-        .unwrap();
+    let gap = latest(&engine, CATCH_UP_GAP);
     assert_eq!(gap.field("stream"), Some("orphan"));
     assert_eq!(gap.field("last_seq"), Some("5"));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_cannot_seek_gets_the_gap_announced_and_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, destination) = (FakeSource::default(), FakeDestination::default());
+    let engine = thirty_events_beyond_the_window(dir.path(), &source, &destination).await;
+    // A passing failure is tried again; `rejected` (the source keeps no
+    // history) is final.
+    source.seek_errors.lock().unwrap().extend([
+        ConnectorError::Transient("busy".into()),
+        ConnectorError::Rejected("it keeps no history".into()),
+    ]);
+    catch_up_ems_from(&engine, 11).await.unwrap();
+    eventually("the gap announced", WAIT, || {
+        count(&engine, CATCH_UP_GAP) == 1
+    })
+    .await;
+    let gap = latest(&engine, CATCH_UP_GAP);
+    assert_eq!(gap.field("stream"), Some("ems"));
+    assert_eq!(gap.field("first_seq"), Some("11"));
+    assert_eq!(gap.field("last_seq"), Some("30"));
+    assert!(
+        gap.message.contains("it keeps no history"),
+        "{}",
+        gap.message
+    );
+    assert_eq!(
+        source.seeks.lock().unwrap().len(),
+        2,
+        "tried twice, then given up"
+    );
+    // The source reads on, and is not asked to seek again.
+    source.append(5, "b");
+    eventually("new events delivered", WAIT, || {
+        acked(&engine, "mgmt", "ems") == 35
+    })
+    .await;
+    assert_eq!(source.seeks.lock().unwrap().len(), 2);
+    assert_eq!(count(&engine, CATCH_UP_GAP), 1);
     engine.shutdown().await.unwrap();
 }
 

@@ -4,10 +4,9 @@
 //! catch-up is honoured from a member that was not active at that epoch,
 //! and at most one catch-up is honoured per epoch.
 
-use crate::common::fakes::{FakeDestination, FakeSource, acked, eventually};
+use crate::common::fakes::{FakeDestination, FakeSource, acked, catch_up_ems_from, eventually};
 use proptest::prelude::*;
 use safd_connector::event_ids::{CATCH_UP_STARTED, DELIVERY_RESUMED, FAILED_BACK, FAILED_OVER};
-use safd_connector::{CatchUpFrom, StreamPosition};
 use safd_engine::failover::MemberHealth;
 use safd_engine::{Engine, GroupConfig, GroupMode, Notice, PumpTuning, QueueOptions, Tuning};
 use std::path::Path;
@@ -150,16 +149,7 @@ async fn run(steps: Vec<Step>) {
             }
             Step::OperatorCatchUp(seq) => {
                 // Refused when nobody is active or one is running: fine.
-                let _ = engine
-                    .catch_up(
-                        "mgmt",
-                        None,
-                        CatchUpFrom::Positions(vec![StreamPosition {
-                            stream: "ems".into(),
-                            seq,
-                        }]),
-                    )
-                    .await;
+                let _ = catch_up_ems_from(&engine, seq).await;
             }
             Step::Restart => {
                 engine.shutdown().await.unwrap();

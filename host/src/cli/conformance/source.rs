@@ -1,4 +1,4 @@
-//! A source's part of the suite: limits, ids, cursors.
+//! A source's part of the suite: limits, ids, cursors, seek.
 
 use super::Report;
 use super::common::{case_of, unactionable};
@@ -83,6 +83,7 @@ pub(super) async fn run(
         let rereadable = reread(&source, &first, report).await;
         cursor_round_trip(&source, &first, rereadable, report).await;
     }
+    seek(&source, &first, report).await;
     bad_cursors(&source, report).await;
 }
 
@@ -287,6 +288,70 @@ async fn cursor_round_trip(
             } else {
                 " (nothing read again; a live source, so skips are not judged)"
             }
+        ),
+        &problems,
+    );
+}
+
+/// A deep catch-up from the start of time (the epoch), asked of a session
+/// opened after everything was read: the events read again with their ids,
+/// or `rejected` (no history: safd announces a gap and reads on). `ok`
+/// without a re-read would leave safd waiting for events that never come.
+async fn seek(source: &dyn SourceConnector, first: &Read, report: &mut Report) {
+    let check = "seek";
+    let end = first.cursors.last().map(|(_, cursor)| cursor.clone());
+    let mut session = match source.open(end).await {
+        Ok(session) => session,
+        Err(err) => return report.fail(check, format!("the session could not be opened: {err}")),
+    };
+    match session.seek(0).await {
+        Ok(()) => {}
+        Err(SessionError::Connector(ConnectorError::Rejected(why))) => {
+            return report.pass(
+                check,
+                format!("rejected ({why}): safd announces what a catch-up asks for as a gap"),
+            );
+        }
+        Err(err) => {
+            return report.fail(
+                check,
+                format!(
+                    "seek answered {} ({err}); a source that cannot read its events again \
+                     answers `rejected`, and safd announces the gap and reads on",
+                    case_of(&err)
+                ),
+            );
+        }
+    }
+    if first.ids.is_empty() {
+        return report.not_applicable(
+            check,
+            "seek answered ok; the source produced no events with this config to read again",
+        );
+    }
+    let again = read(session.as_mut(), first.ids.len(), FIRST_EVENTS).await;
+    let mut problems = again.problems;
+    if again.ids.is_empty() {
+        problems.push(
+            "seek answered ok but nothing was read again: a source that cannot read its \
+             events again answers `rejected`, so safd announces the gap instead of waiting \
+             for a re-read that never comes"
+                .to_owned(),
+        );
+    } else if let Some(at) = first.ids.iter().zip(&again.ids).position(|(a, b)| a != b) {
+        problems.push(format!(
+            "after the seek, event {} was `{}` where the first read had `{}`: events read \
+             again must keep their ids",
+            at + 1,
+            again.ids[at],
+            first.ids[at]
+        ));
+    }
+    report.expect(
+        check,
+        &format!(
+            "from the end, a seek to the epoch read the {} events again with their ids",
+            again.ids.len()
         ),
         &problems,
     );

@@ -103,7 +103,9 @@ impl GuestReader for Reader {
     }
 
     fn seek(&self, _from_time: Timestamp) -> Result<(), ConnectorError> {
-        Err(ConnectorError::Fatal(
+        // `rejected`: safd announces what a catch-up asked for as a gap
+        // and this source goes on from its last commit.
+        Err(ConnectorError::Rejected(
             "hello-source cannot seek: it has no history".to_owned(),
         ))
     }

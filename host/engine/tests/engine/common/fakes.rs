@@ -10,8 +10,8 @@ use safd_connector::{
     Rejection, SequencedEvent, SessionError, SessionInfo, Severity, SourceBatch, SourceConnector,
     SourceSession, StreamBatch, StreamPosition, Timestamp,
 };
-use safd_engine::{Engine, SAFD_STREAM, Tuning};
-use std::collections::{BTreeMap, HashSet};
+use safd_engine::{Engine, EngineError, SAFD_STREAM, Tuning};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -447,6 +447,8 @@ pub struct FakeSource {
     /// Highest committed index.
     pub committed: Arc<Mutex<u64>>,
     pub seeks: Arc<Mutex<Vec<Timestamp>>>,
+    /// Answers of the next seeks, in order, before they succeed.
+    pub seek_errors: Arc<Mutex<VecDeque<ConnectorError>>>,
     /// While set, opening a session fails with this reason.
     pub refuse_open: Arc<Mutex<Option<String>>>,
 }
@@ -543,10 +545,28 @@ impl SourceSession for FakeSourceSession {
 
     async fn seek(&mut self, from: Timestamp) -> Result<(), SessionError> {
         self.source.seeks.lock().unwrap().push(from);
+        if let Some(err) = self.source.seek_errors.lock().unwrap().pop_front() {
+            return Err(err.into());
+        }
         let log = self.source.log.lock().unwrap();
         self.position = log.iter().position(|e| e.time >= from).unwrap_or(log.len()) as u64;
         Ok(())
     }
+}
+
+/// An operator's catch-up of group `mgmt`'s active member from seq `seq`
+/// of stream `ems`.
+pub async fn catch_up_ems_from(engine: &Engine, seq: u64) -> Result<(), EngineError> {
+    engine
+        .catch_up(
+            "mgmt",
+            None,
+            CatchUpFrom::Positions(vec![StreamPosition {
+                stream: "ems".into(),
+                seq,
+            }]),
+        )
+        .await
 }
 
 /// Wait until `condition` holds, polling, or panic with `what` after
