@@ -67,6 +67,9 @@ pub const QUEUE_STORE_REOPENED: u32 = 2008;
 /// the segment files; groups re-deliver what they had acknowledged
 /// (servers deduplicate), and an unreadable index is kept aside.
 pub const QUEUE_INDEX_REBUILT: u32 = 2009;
+/// More of safd's own events waited for a failed store than safd keeps in
+/// memory; the rest were only logged.
+pub const OWN_EVENTS_LEFT_OUT: u32 = 2010;
 
 /// A plugin instance trapped (crashed); it will be rebuilt.
 pub const PLUGIN_TRAPPED: u32 = 3001;

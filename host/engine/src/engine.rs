@@ -6,12 +6,13 @@ pub use crate::dispatch::{LaneStatus, MemberStatus};
 use crate::group::{GroupConfig, GroupMode};
 use crate::member::Member;
 use crate::metrics::Metrics;
-use crate::notice::{Notice, Notices, SAFD_STREAM};
+use crate::notice::{MAX_WAITING, Notice, Notices, OwnEvents, SAFD_STREAM};
 pub use crate::pump::PumpTuning;
 use crate::pump::{Pump, SourceDirectory};
 use crate::queue::dead_letter::DeadLetter;
 use crate::queue::{HeldBatch, OpenReport, Queue, QueueError, QueueOptions};
 use crate::source_state::{SourceState, SourceStatus};
+use safd_connector::event_ids::OWN_EVENTS_LEFT_OUT;
 use safd_connector::{CatchUpFrom, Event, SourceConnector};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -164,8 +165,7 @@ impl Engine {
     /// inside a tokio runtime.
     pub fn open(options: EngineOptions) -> Result<(Self, OpenReport), EngineError> {
         let metrics = Arc::new(Metrics::default());
-        let (inject_tx, inject_rx) = mpsc::unbounded_channel();
-        let notices = Notices::with_injection(inject_tx);
+        let (notices, own_events) = crate::notice::own_events(MAX_WAITING);
         let (queue, report) = Queue::open_with(
             &options.data_dir,
             options.queue,
@@ -174,7 +174,7 @@ impl Engine {
         )?;
         let queue = Arc::new(queue);
         let (shutdown, _) = watch::channel(false);
-        let injector = tokio::spawn(inject(queue.clone(), options.agent_id.clone(), inject_rx));
+        let injector = tokio::spawn(inject(queue.clone(), options.agent_id.clone(), own_events));
         let mut tasks = JoinSet::new();
         tasks.spawn(enforce_retention(
             queue.clone(),
@@ -644,17 +644,32 @@ async fn stop_all(stopping: impl Iterator<Item = Running>) {
 /// Move safd's own notices into the `safd` stream, batching what arrives
 /// together. A batch the store cannot take yet (it failed and awaits its
 /// reopen) is kept and written once it can: "the store failed" (2007) is
-/// itself one of them.
-async fn inject(queue: Arc<Queue>, agent_id: String, mut rx: mpsc::UnboundedReceiver<Notice>) {
+/// itself one of them. Past `MAX_WAITING` notices waiting, the rest are
+/// only logged; how many is stored (2010) once the store takes events
+/// again.
+async fn inject(queue: Arc<Queue>, agent_id: String, mut own_events: OwnEvents) {
     let mut unique = 0u64;
-    while let Some(first) = rx.recv().await {
-        let mut events = vec![first.to_event(&agent_id, unique)];
+    let mut event_of = |notice: &Notice| {
         unique += 1;
-        while let Ok(more) = rx.try_recv() {
-            events.push(more.to_event(&agent_id, unique));
-            unique += 1;
+        notice.to_event(&agent_id, unique - 1)
+    };
+    while let Some(batch) = own_events.next().await {
+        let mut events: Vec<Event> = batch.iter().map(&mut event_of).collect();
+        let left_out = own_events.take_left_out();
+        if left_out > 0 {
+            let notice = Notice::new(
+                OWN_EVENTS_LEFT_OUT,
+                format!(
+                    "{left_out} of safd's own events were not stored in the `safd` stream: more \
+                     than {MAX_WAITING} waited for the store; they are in safd's log"
+                ),
+            )
+            .with("events", left_out);
+            notice.log();
+            events.push(event_of(&notice));
         }
         store_own_events(&queue, &events).await;
+        own_events.stored(batch.len());
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub use safd_connector::{Notice, NoticeSink};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
@@ -19,10 +20,77 @@ pub const SAFD_STREAM: &str = "safd";
 /// How many recent notices the status API can show.
 const HISTORY: usize = 200;
 
+/// safd's own events waiting to be stored, at most. They wait in memory
+/// while the store is down (a failed disk); past this many the rest are
+/// only logged and kept in the history, and counted, so that an outage of
+/// the store cannot grow safd's memory without bound.
+pub(crate) const MAX_WAITING: usize = 10_000;
+
+/// The two ends of the way notices reach the `safd` stream.
+pub(crate) fn own_events(max_waiting: usize) -> (Notices, OwnEvents) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let counts = Arc::new(Waiting {
+        max: max_waiting,
+        waiting: AtomicUsize::new(0),
+        left_out: AtomicU64::new(0),
+    });
+    let notices = Notices {
+        inject: Some(Injection {
+            tx,
+            counts: counts.clone(),
+        }),
+        ..Notices::default()
+    };
+    (notices, OwnEvents { rx, counts })
+}
+
+#[derive(Debug)]
+struct Waiting {
+    max: usize,
+    /// Sent and not yet stored.
+    waiting: AtomicUsize,
+    /// Not sent because `max` were waiting, since last taken.
+    left_out: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Injection {
+    tx: mpsc::UnboundedSender<Notice>,
+    counts: Arc<Waiting>,
+}
+
+/// The receiving end: the notices to store in the `safd` stream.
+pub(crate) struct OwnEvents {
+    rx: mpsc::UnboundedReceiver<Notice>,
+    counts: Arc<Waiting>,
+}
+
+impl OwnEvents {
+    /// What is waiting (at least one; `None` once every sender is gone).
+    pub(crate) async fn next(&mut self) -> Option<Vec<Notice>> {
+        let first = self.rx.recv().await?;
+        let mut batch = vec![first];
+        while let Ok(more) = self.rx.try_recv() {
+            batch.push(more);
+        }
+        Some(batch)
+    }
+
+    /// `count` of them are stored (or given up): room for as many more.
+    pub(crate) fn stored(&self, count: usize) {
+        self.counts.waiting.fetch_sub(count, Ordering::AcqRel);
+    }
+
+    /// How many were only logged since the last call.
+    pub(crate) fn take_left_out(&self) -> u64 {
+        self.counts.left_out.swap(0, Ordering::AcqRel)
+    }
+}
+
 /// Where notices go. Cheap to clone; every part of the engine holds one.
 #[derive(Clone, Default)]
 pub struct Notices {
-    inject: Option<mpsc::UnboundedSender<Notice>>,
+    inject: Option<Injection>,
     history: Arc<Mutex<VecDeque<Notice>>>,
     /// How many of each id, per connector for the plugins' own (the
     /// metrics count restarts and disabled plugins from these).
@@ -36,14 +104,6 @@ impl std::fmt::Debug for Notices {
 }
 
 impl Notices {
-    /// Notices that are logged and kept, and also sent to `inject`.
-    pub fn with_injection(inject: mpsc::UnboundedSender<Notice>) -> Self {
-        Self {
-            inject: Some(inject),
-            ..Self::default()
-        }
-    }
-
     /// Log a notice, keep it and inject it.
     pub fn emit(&self, notice: Notice) {
         notice.log();
@@ -73,9 +133,20 @@ impl Notices {
             history.push_back(notice.clone());
         }
         if let Some(inject) = &self.inject {
-            // The receiver is gone only while the engine shuts down; the
-            // notice has been logged either way.
-            let _ = inject.send(notice);
+            let counts = &inject.counts;
+            let room = counts
+                .waiting
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                    (waiting < counts.max).then_some(waiting + 1)
+                })
+                .is_ok();
+            if !room {
+                counts.left_out.fetch_add(1, Ordering::AcqRel);
+            } else if inject.tx.send(notice).is_err() {
+                // The receiver is gone only while the engine shuts down;
+                // the notice has been logged either way.
+                counts.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -104,5 +175,39 @@ impl Notices {
 impl NoticeSink for Notices {
     fn emit(&self, notice: Notice) {
         Notices::emit(self, notice);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(n: u32) -> Notice {
+        Notice::new(2006, format!("notice {n}"))
+    }
+
+    #[tokio::test]
+    async fn beyond_the_most_waiting_notices_are_counted_not_kept() {
+        let (notices, mut own_events) = own_events(3);
+        for n in 0..5 {
+            notices.emit(notice(n));
+        }
+        let batch = own_events.next().await.unwrap();
+        let messages: Vec<&str> = batch.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(messages, ["notice 0", "notice 1", "notice 2"]);
+        assert_eq!(own_events.take_left_out(), 2);
+        assert_eq!(own_events.take_left_out(), 0, "taken once");
+        // Every notice is still in the history, stored or not.
+        assert_eq!(notices.recent().len(), 5);
+        // Still waiting (the store is down): nothing more is kept.
+        notices.emit(notice(5));
+        assert_eq!(own_events.take_left_out(), 1);
+        // Stored: room again.
+        own_events.stored(batch.len());
+        notices.emit(notice(6));
+        let batch = own_events.next().await.unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].message, "notice 6");
+        assert_eq!(own_events.take_left_out(), 0);
     }
 }
