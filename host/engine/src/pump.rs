@@ -99,6 +99,18 @@ impl Gap {
     }
 }
 
+/// How a seek failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeekFailure {
+    /// `transient`, `backpressure`, no answer in time: worth another try.
+    Passing,
+    /// `rejected`: the source cannot read its events again (no history);
+    /// its session is as it was.
+    Refused,
+    /// Anything else (`fatal`, a trap): the session is reopened.
+    Failed,
+}
+
 /// Tries of a seek that fails with a passing error (`transient`,
 /// `backpressure`, no answer in time) before the catch-up's gap is
 /// announced; any other error gives up at once.
@@ -196,9 +208,9 @@ impl Pump {
                     Ok(()) => {
                         tracing::info!(stream = %self.stream, time, "source repositioned for a deep catch-up")
                     }
-                    Err((reason, passing)) => {
+                    Err((reason, failure)) => {
                         let tries = tries + 1;
-                        if passing && tries < SEEK_ATTEMPTS {
+                        if failure == SeekFailure::Passing && tries < SEEK_ATTEMPTS {
                             pending_seek = Some((request, tries));
                         } else {
                             self.notices.emit(request.gap.notice(&format!(
@@ -206,13 +218,16 @@ impl Pump {
                                  answered: {reason})"
                             )));
                         }
-                        // Reopened from the last durable cursor: a source
-                        // that failed to seek may have moved.
-                        failures += 1;
-                        session = None;
-                        self.source_failed(&format!("seek: {reason}"), failures);
-                        self.pause(self.retry_wait(failures)).await;
-                        continue;
+                        // A source that refused reads on as it was; after
+                        // any other failure it is reopened from the last
+                        // durable cursor (it may have moved).
+                        if failure != SeekFailure::Refused {
+                            failures += 1;
+                            session = None;
+                            self.source_failed(&format!("seek: {reason}"), failures);
+                            self.pause(self.retry_wait(failures)).await;
+                            continue;
+                        }
                     }
                 }
             }
@@ -350,31 +365,31 @@ impl Pump {
         }
     }
 
-    /// Seek `live` to `time`; on failure why, and whether the failure may
-    /// pass (worth another try).
+    /// Seek `live` to `time`; on failure why, and what kind of failure.
     async fn seek(
         &self,
         live: &mut dyn SourceSession,
         time: Timestamp,
-    ) -> Result<(), (String, bool)> {
+    ) -> Result<(), (String, SeekFailure)> {
         match tokio::time::timeout(self.tuning.call_timeout, live.seek(time)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => {
-                let passing = matches!(
-                    err,
+                let failure = match err {
                     SessionError::TimedOut(_)
-                        | SessionError::Connector(
-                            ConnectorError::Transient(_) | ConnectorError::Backpressure { .. }
-                        )
-                );
-                Err((err.to_string(), passing))
+                    | SessionError::Connector(
+                        ConnectorError::Transient(_) | ConnectorError::Backpressure { .. },
+                    ) => SeekFailure::Passing,
+                    SessionError::Connector(ConnectorError::Rejected(_)) => SeekFailure::Refused,
+                    _ => SeekFailure::Failed,
+                };
+                Err((err.to_string(), failure))
             }
             Err(_) => Err((
                 format!(
                     "no answer within {} ms",
                     self.tuning.call_timeout.as_millis()
                 ),
-                true,
+                SeekFailure::Passing,
             )),
         }
     }

@@ -8,7 +8,7 @@ use crate::common::fakes::{
 };
 use safd_connector::event_ids::{
     CATCH_UP_GAP, CATCH_UP_REFUSED, CATCH_UP_STARTED, DEAD_LETTERED, DEEP_CATCH_UP, FAILED_OVER,
-    MEMBER_UNREACHABLE, POISON_EVENT,
+    MEMBER_UNREACHABLE, POISON_EVENT, SOURCE_FAILED,
 };
 use safd_connector::{CatchUpFrom, ConnectorError, Notice, StreamPosition};
 use safd_engine::{Engine, GroupConfig, GroupMode, PumpTuning, QueueOptions, Retention, Routes};
@@ -592,6 +592,9 @@ async fn a_source_that_cannot_seek_gets_the_gap_announced_and_reads_on() {
     .await;
     assert_eq!(source.seeks.lock().unwrap().len(), 2);
     assert_eq!(count(&engine, CATCH_UP_GAP), 1);
+    // Only the passing failure counted as the source's: a source without
+    // history that says so has not failed.
+    assert_eq!(count(&engine, SOURCE_FAILED), 1);
     engine.shutdown().await.unwrap();
 }
 

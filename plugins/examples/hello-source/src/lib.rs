@@ -104,7 +104,7 @@ impl GuestReader for Reader {
 
     fn seek(&self, _from_time: Timestamp) -> Result<(), ConnectorError> {
         // `rejected`: safd announces what a catch-up asked for as a gap
-        // and this source goes on from its last commit.
+        // and this source reads on.
         Err(ConnectorError::Rejected(
             "hello-source cannot seek: it has no history".to_owned(),
         ))
