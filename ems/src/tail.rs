@@ -9,6 +9,7 @@
 
 use crate::Format;
 use crate::framing;
+use std::borrow::Cow;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,45 @@ pub struct Gap {
 pub enum Item {
     Record(Record),
     Gap(Gap),
+}
+
+/// A record as [`Tail::read_each`] hands it over: its text borrowed from
+/// the bytes just read (a copy only where bytes were not UTF-8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub file: u32,
+    /// Byte range in the file: `start..end` (end is after its newline).
+    pub start: u64,
+    pub end: u64,
+    /// Without the final newline; lossy UTF-8.
+    pub text: Cow<'a, str>,
+}
+
+impl RecordRef<'_> {
+    pub fn to_record(&self) -> Record {
+        Record {
+            file: self.file,
+            start: self.start,
+            end: self.end,
+            text: self.text.clone().into_owned(),
+        }
+    }
+}
+
+/// What [`Tail::read_each`] hands over, in the log's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemRef<'a> {
+    Record(RecordRef<'a>),
+    Gap(Gap),
+}
+
+impl ItemRef<'_> {
+    pub fn to_item(&self) -> Item {
+        match self {
+            ItemRef::Record(record) => Item::Record(record.to_record()),
+            ItemRef::Gap(gap) => Item::Gap(*gap),
+        }
+    }
 }
 
 /// What one read returned.
@@ -142,7 +182,23 @@ impl Tail {
     /// Up to `max_records` records and about `max_bytes` bytes (at least
     /// one record if one is complete), with any gaps met on the way.
     pub fn read(&mut self, max_records: usize, max_bytes: usize) -> std::io::Result<TailRead> {
-        let mut out = TailRead::default();
+        let mut items = Vec::new();
+        let more = self.read_each(max_records, max_bytes, |item| items.push(item.to_item()))?;
+        Ok(TailRead { items, more })
+    }
+
+    /// What [`Tail::read`] returns, handed to `visit` one item at a time
+    /// as it is read, the records' text borrowed from the bytes read: no
+    /// copy of every record, and no list of them all held at once (in the
+    /// plugin, whose memory never shrinks, that list was a megabyte per
+    /// source). Returns whether more complete records are ready now.
+    pub fn read_each(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(ItemRef<'_>),
+    ) -> std::io::Result<bool> {
+        let mut more = false;
         let mut records = 0;
         let mut bytes = 0usize;
         // The directory is listed only when needed — the current file is
@@ -154,11 +210,11 @@ impl Tail {
                 Ok(file) => file,
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                     let files = list(&self.dir)?;
-                    let located = self.locate(&files, &mut out.items);
+                    let located = self.locate(&files, &mut visit);
                     if located.is_none() || located == Some(current) {
                         // Nothing newer to go to (or it vanished between the
                         // open and the listing; the next poll sees it).
-                        return Ok(out);
+                        return Ok(more);
                     }
                     listing = Some(files);
                     continue;
@@ -167,7 +223,7 @@ impl Tail {
             };
             let mut size = file.metadata()?.len();
             if size < self.position.offset {
-                out.items.push(Item::Gap(Gap {
+                visit(ItemRef::Gap(Gap {
                     file: current,
                     offset: self.position.offset,
                     kind: GapKind::Truncated { size },
@@ -186,8 +242,8 @@ impl Tail {
             let mut reached_end = false;
             loop {
                 let available = usize::try_from(size - self.position.offset).unwrap_or(usize::MAX);
-                let (taken, consumed, to_end) = if available == 0 {
-                    (Vec::new(), 0, true)
+                let (consumed, to_end) = if available == 0 {
+                    (0, true)
                 } else {
                     self.read_portion(
                         &mut file,
@@ -198,13 +254,13 @@ impl Tail {
                         max_bytes,
                         &mut records,
                         &mut bytes,
-                        &mut out.more,
+                        &mut more,
+                        &mut visit,
                     )?
                 };
                 let progressed = consumed > 0;
-                out.items.extend(taken.into_iter().map(Item::Record));
                 self.position.offset += consumed as u64;
-                if out.more || records == max_records {
+                if more || records == max_records {
                     break;
                 }
                 if to_end {
@@ -229,9 +285,8 @@ impl Tail {
                     break;
                 }
             }
-            if out.more || records == max_records || bytes >= max_bytes {
-                out.more = out.more || self.position.offset < size || finished;
-                return Ok(out);
+            if more || records == max_records || bytes >= max_bytes {
+                return Ok(more || self.position.offset < size || finished);
             }
             if finished && reached_end {
                 // Done with this file: on to the next.
@@ -241,13 +296,13 @@ impl Tail {
                 };
                 continue;
             }
-            return Ok(out);
+            return Ok(more);
         }
     }
 
-    /// Read and frame the next portion of `file` from the position.
-    /// Returns the records taken, the bytes consumed and whether the read
-    /// reached the end of what is written.
+    /// Read and frame the next portion of `file` from the position, and
+    /// hand the records taken to `visit`. Returns the bytes consumed and
+    /// whether the read reached the end of what is written.
     #[allow(clippy::too_many_arguments)]
     fn read_portion(
         &self,
@@ -260,7 +315,8 @@ impl Tail {
         records: &mut usize,
         bytes: &mut usize,
         more: &mut bool,
-    ) -> std::io::Result<(Vec<Record>, usize, bool)> {
+        visit: &mut impl FnMut(ItemRef<'_>),
+    ) -> std::io::Result<(usize, bool)> {
         let estimate = wanted_records.saturating_mul(AVERAGE_RECORD);
         let mut want = available.min(estimate.clamp(MIN_READ, MAX_READ));
         loop {
@@ -276,22 +332,18 @@ impl Tail {
                     *records += 1;
                     *bytes += cut;
                     let text = String::from_utf8_lossy(&buffer[..cut]);
-                    return Ok((
-                        vec![Record {
-                            file: current,
-                            start: self.position.offset,
-                            end: self.position.offset + cut as u64,
-                            text: text.trim_end_matches(['\n', '\r']).to_owned(),
-                        }],
-                        cut,
-                        false,
-                    ));
+                    visit(ItemRef::Record(RecordRef {
+                        file: current,
+                        start: self.position.offset,
+                        end: self.position.offset + cut as u64,
+                        text: Cow::Borrowed(text.trim_end_matches(['\n', '\r'])),
+                    }));
+                    return Ok((cut, false));
                 }
                 // One record longer than the read: read more.
                 want = want.saturating_mul(2).min(available);
                 continue;
             }
-            let mut taken = Vec::with_capacity(found.len());
             let mut consumed = resume;
             for record in found {
                 if *bytes >= max_bytes && *records > 0 {
@@ -301,20 +353,20 @@ impl Tail {
                 }
                 *records += 1;
                 *bytes += record.end - record.start;
-                taken.push(Record {
+                visit(ItemRef::Record(RecordRef {
                     file: current,
                     start: self.position.offset + record.start as u64,
                     end: self.position.offset + record.end as u64,
-                    text: record.text.into_owned(),
-                });
+                    text: record.text,
+                }));
             }
-            return Ok((taken, consumed, to_end));
+            return Ok((consumed, to_end));
         }
     }
 
     /// The file to read now: the position's own, or — if it is gone — the
     /// next existing one, after recording the gap. `None`: nothing to read.
-    fn locate(&mut self, files: &[u32], gaps: &mut Vec<Item>) -> Option<u32> {
+    fn locate(&mut self, files: &[u32], visit: &mut impl FnMut(ItemRef<'_>)) -> Option<u32> {
         if files.contains(&self.position.file) {
             return Some(self.position.file);
         }
@@ -326,7 +378,7 @@ impl Tail {
         // inside a file, or skipped numbers, count.
         let skipped_whole_files = next > self.position.file + 1;
         if self.position.offset > 0 || skipped_whole_files {
-            gaps.push(Item::Gap(Gap {
+            visit(ItemRef::Gap(Gap {
                 file: self.position.file,
                 offset: self.position.offset,
                 kind: GapKind::Purged {

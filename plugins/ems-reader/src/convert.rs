@@ -3,7 +3,7 @@
 use crate::config::Config;
 use safd_ems::ParseError;
 use safd_ems::safd_event;
-use safd_ems::tail::{Gap, GapKind, Record, file_name};
+use safd_ems::tail::{Gap, GapKind, RecordRef, file_name};
 use safd_plugin_sdk::events::EventWriter;
 use safd_plugin_sdk::types::{Attribute, Event, Severity};
 
@@ -52,7 +52,7 @@ pub(crate) fn push_event(
     events: &mut EventWriter,
     config: &Config,
     scratch: &mut Scratch,
-    record: &Record,
+    record: &RecordRef<'_>,
     fields: &Fields<'_>,
 ) {
     scratch.for_file(config, record.file);
@@ -78,7 +78,12 @@ pub(crate) fn push_event(
 }
 
 /// A record that did not parse: emitted with its raw text, never dropped.
-pub(crate) fn unparsed(config: &Config, record: &Record, error: &ParseError, time: i64) -> Event {
+pub(crate) fn unparsed(
+    config: &Config,
+    record: &RecordRef<'_>,
+    error: &ParseError,
+    time: i64,
+) -> Event {
     Event {
         id: record_id(config, record.file, record.start),
         time,
@@ -90,7 +95,7 @@ pub(crate) fn unparsed(config: &Config, record: &Record, error: &ParseError, tim
             Attribute::new("log_file", file_name(record.file)),
             Attribute::new("offset", record.start.to_string()),
         ],
-        body: record.text.clone(),
+        body: record.text.clone().into_owned(),
     }
 }
 

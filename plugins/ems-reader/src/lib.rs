@@ -16,7 +16,7 @@ mod cursor;
 use convert::Fields;
 use cursor::ReaderCursor;
 use safd_ems::json::JsonEvent;
-use safd_ems::tail::{Item, Position, Tail};
+use safd_ems::tail::{ItemRef, Position, Tail};
 use safd_ems::text::{TextEvent, TextParser};
 use safd_ems::{Format, ParseError};
 use safd_plugin_sdk::events::EventWriter;
@@ -138,57 +138,47 @@ impl GuestReader for Reader {
             .zip(state.idle_since)
             .is_some_and(|(settle, since)| since.elapsed() >= settle);
         state.tail.set_settled(settled);
-        let read = state.tail.read(max_events, max_bytes);
+        // Sized for what a poll usually gives; it grows if more.
+        let mut events = EventWriter::with_capacity(max_events.saturating_mul(512).min(4 << 20));
+        let (config, parser, scratch) = (&self.config, &mut state.parser, &mut state.scratch);
+        let (skip_before, logtime) = (state.skip_before, &mut state.logtime);
+        let read = state
+            .tail
+            .read_each(max_events, max_bytes, |item| match item {
+                ItemRef::Record(record) => {
+                    let position = Position {
+                        file: record.file,
+                        offset: record.start,
+                    };
+                    match parse(config.format, parser, &record.text) {
+                        Ok(parsed) => {
+                            let fields = parsed.fields();
+                            let skip = skip_before.is_some_and(|(time, high_water)| {
+                                position < high_water && fields.logtime < time
+                            });
+                            *logtime = fields.logtime;
+                            if !skip {
+                                convert::push_event(&mut events, config, scratch, &record, &fields);
+                            }
+                        }
+                        Err(error) => {
+                            let skip =
+                                skip_before.is_some_and(|(_, high_water)| position < high_water);
+                            if !skip {
+                                events.push(&convert::unparsed(config, &record, &error, *logtime));
+                            }
+                        }
+                    }
+                }
+                ItemRef::Gap(gap) => events.push(&convert::gap(config, &gap, *logtime)),
+            });
         state.tail.set_settled(false);
-        let read = read.map_err(|err| {
+        let more = read.map_err(|err| {
             ConnectorError::Transient(format!(
                 "cannot read the EMS log directory `{}`: {err}",
                 self.config.directory
             ))
         })?;
-        let mut events = EventWriter::with_capacity(read.items.len() * 512);
-        for item in read.items {
-            match item {
-                Item::Record(record) => {
-                    let position = Position {
-                        file: record.file,
-                        offset: record.start,
-                    };
-                    match parse(self.config.format, &mut state.parser, &record.text) {
-                        Ok(parsed) => {
-                            let fields = parsed.fields();
-                            let skip = state.skip_before.is_some_and(|(time, high_water)| {
-                                position < high_water && fields.logtime < time
-                            });
-                            state.logtime = fields.logtime;
-                            if !skip {
-                                convert::push_event(
-                                    &mut events,
-                                    &self.config,
-                                    &mut state.scratch,
-                                    &record,
-                                    &fields,
-                                );
-                            }
-                        }
-                        Err(error) => {
-                            let skip = state
-                                .skip_before
-                                .is_some_and(|(_, high_water)| position < high_water);
-                            if !skip {
-                                events.push(&convert::unparsed(
-                                    &self.config,
-                                    &record,
-                                    &error,
-                                    state.logtime,
-                                ));
-                            }
-                        }
-                    }
-                }
-                Item::Gap(gap) => events.push(&convert::gap(&self.config, &gap, state.logtime)),
-            }
-        }
         let position = state.tail.position();
         if state
             .skip_before
@@ -212,7 +202,7 @@ impl GuestReader for Reader {
                 }
                 .encode()
             }),
-            more: read.more,
+            more,
             events: events.finish(),
         })
     }
