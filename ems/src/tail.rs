@@ -73,7 +73,7 @@ impl RecordRef<'_> {
             file: self.file,
             start: self.start,
             end: self.end,
-            text: self.text.clone().into_owned(),
+            text: self.text.to_string(),
         }
     }
 }

@@ -837,17 +837,10 @@ grants = {{ dirs = ["{logs}"] }}
             logs = logs.display(),
         ));
     }
-    text.push_str(&format!(
-        r#"
-[groups.mgmt]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ token = "{token}" }}
-grants = {{ http = ["{address}"] }}
-members = [{{ name = "primary", address = "http://{address}" }}]
-"#,
-        token = safd::cli::harness::TOKEN,
-        address = server.address,
+    text.push_str(&safd::cli::harness::mgmt_group(
+        &[("primary", server.address)],
+        "",
+        "",
     ));
     text
 }

@@ -1406,25 +1406,26 @@ impl Lane {
     /// `from` that left the replay window (they begin at `first_retained`).
     fn deep_catch_up(&self, member: &str, stream: &str, from: u64, first_retained: u64, time: i64) {
         let gap = self.gap(member, stream, from, first_retained);
-        let request = SeekRequest { time, gap };
-        if self.sources.seek(stream, request.clone()) {
-            self.notices.emit(
-                Notice::new(
-                    DEEP_CATCH_UP,
-                    format!(
-                        "catch-up of member `{member}` reaches before the replay window of \
-                         stream `{stream}` (oldest kept seq {first_retained}): the source re-reads \
-                         from time {time}"
-                    ),
-                )
-                .with("group", &self.group)
-                .with("member", member)
-                .with("stream", stream)
-                .with("time", time),
-            );
-        } else {
-            self.notices
-                .emit(request.gap.notice("no running source can re-read them"));
+        match self.sources.seek(stream, SeekRequest { time, gap }) {
+            Ok(()) => {
+                self.notices.emit(
+                    Notice::new(
+                        DEEP_CATCH_UP,
+                        format!(
+                            "catch-up of member `{member}` reaches before the replay window of \
+                             stream `{stream}` (oldest kept seq {first_retained}): the source re-reads \
+                             from time {time}"
+                        ),
+                    )
+                    .with("group", &self.group)
+                    .with("member", member)
+                    .with("stream", stream)
+                    .with("time", time),
+                );
+            }
+            Err(request) => self
+                .notices
+                .emit(request.gap.notice("no running source can re-read them")),
         }
     }
 

@@ -62,7 +62,7 @@ pub(crate) enum PumpCommand {
 
 /// A deep catch-up asked of a source, and what it is for: if the source
 /// cannot re-read, these events are a gap (4005).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct SeekRequest {
     pub time: Timestamp,
     pub gap: Gap,
@@ -70,7 +70,7 @@ pub(crate) struct SeekRequest {
 
 /// Seqs of a stream that a catch-up of a member asked for and the queue no
 /// longer holds.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct Gap {
     pub group: String,
     pub member: String,
@@ -137,14 +137,18 @@ impl SourceDirectory {
             .remove(stream);
     }
 
-    /// Ask the source of `stream` to re-read from `request.time`; false when no
-    /// running source produces that stream.
-    pub(crate) fn seek(&self, stream: &str, request: SeekRequest) -> bool {
-        self.by_stream
+    /// Ask the source of `stream` to re-read from `request.time`; the
+    /// request back when no running source produces that stream.
+    pub(crate) fn seek(&self, stream: &str, request: SeekRequest) -> Result<(), SeekRequest> {
+        let sources = self
+            .by_stream
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(stream)
-            .is_some_and(|tx| tx.send(PumpCommand::Seek(request)).is_ok())
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(tx) = sources.get(stream) else {
+            return Err(request);
+        };
+        tx.send(PumpCommand::Seek(request))
+            .map_err(|mpsc::error::SendError(PumpCommand::Seek(request))| request)
     }
 }
 

@@ -90,11 +90,6 @@ pub fn config_text(
     members: &[(&str, SocketAddr)],
     group_extra: &str,
 ) -> String {
-    let grants: Vec<String> = members.iter().map(|(_, a)| format!("\"{a}\"")).collect();
-    let members: Vec<String> = members
-        .iter()
-        .map(|(name, a)| format!("{{ name = \"{name}\", address = \"http://{a}\" }}"))
-        .collect();
     format!(
         r#"agent_id = "prod1-safd"
 data_dir = "{queue}"
@@ -107,19 +102,36 @@ listen = "127.0.0.1:0"
 plugin = "ems-reader"
 config = {{ directory = "{logs}", format = "b", system = "\\PROD1" }}
 grants = {{ dirs = ["{logs}"] }}
-
-[groups.mgmt]
-mode = "failover"
-plugin = "mgmt-http"
-config = {{ token = "{TOKEN}", connect_timeout_ms = 500 }}
-grants = {{ http = [{grants}] }}
-members = [{members}]
-probe_interval_ms = 200
-{group_extra}
-"#,
+{group}"#,
         queue = queue.display(),
         plugins = plugins.display(),
         logs = logs.display(),
+        group = mgmt_group(
+            members,
+            ", connect_timeout_ms = 500",
+            &format!("probe_interval_ms = 200\n{group_extra}\n"),
+        ),
+    )
+}
+
+/// Group `mgmt`: mgmt-http to `members` (name, address) with the demo
+/// token, `config_extra` appended inside its plugin config (`, key = …`)
+/// and `group_extra` after the group's settings.
+pub fn mgmt_group(members: &[(&str, SocketAddr)], config_extra: &str, group_extra: &str) -> String {
+    let grants: Vec<String> = members.iter().map(|(_, a)| format!("\"{a}\"")).collect();
+    let members: Vec<String> = members
+        .iter()
+        .map(|(name, a)| format!("{{ name = \"{name}\", address = \"http://{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+[groups.mgmt]
+mode = "failover"
+plugin = "mgmt-http"
+config = {{ token = "{TOKEN}"{config_extra} }}
+grants = {{ http = [{grants}] }}
+members = [{members}]
+{group_extra}"#,
         grants = grants.join(", "),
         members = members.join(", "),
     )

@@ -95,7 +95,7 @@ pub(crate) fn unparsed(
             Attribute::new("log_file", file_name(record.file)),
             Attribute::new("offset", record.start.to_string()),
         ],
-        body: record.text.clone().into_owned(),
+        body: record.text.to_string(),
     }
 }
 
